@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev,examples,azure,s3,ray,dashboard
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test check lint types bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	cd examples/mnist && ../../$(BIN)/python make_data.py && ../../$(BIN)/parallelrun run job.yml && ../../$(BIN)/python check_accuracy.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+types: $(STAMP)
+	$(BIN)/mypy src
+
+check: lint types test
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .parallelrun examples/*/data examples/*/out examples/*/models

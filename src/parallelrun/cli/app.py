@@ -1,0 +1,250 @@
+"""Commands: run, plan, debug, resume, runs list/show/logs/cancel, schema.
+
+Exit codes: 0 success; 1 the job failed; 2 bad usage or an invalid job spec; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import ParallelRunError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
+    "parallelrun: run an entry script's init()/run() over a file or tabular dataset in parallel, "
+    "with exactly-once output and resume."))
+runs_app = typer.Typer(no_args_is_help=True, help="List, inspect, follow and cancel runs.")
+app.add_typer(runs_app, name="runs")
+
+Workspace = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace folder (default ./.parallelrun)")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: --set mini_batch_size=20")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")]
+
+
+def _err(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+
+
+def _progress_mode(quiet: bool) -> str:
+    return "quiet" if quiet else "auto"
+
+
+@app.command()
+def run(
+    job: Annotated[Path, typer.Argument(help="The job spec (YAML)")],
+    set_: Sets = None,
+    workspace: Workspace = None,
+    quiet: Quiet = False,
+    compute: Annotated[Optional[str], typer.Option(help="local, ray, ray://host:port, auto")] = None,
+) -> None:
+    """Run a job in the foreground with a progress bar."""
+    from ..runner import run_job
+
+    overrides = list(set_ or [])
+    if compute:
+        overrides.append(f"compute={compute}")
+
+    def started(rec: object) -> None:
+        if not quiet:
+            typer.echo(f"run id: {rec.id}  (logs: {rec.logs_dir})", err=True)  # type: ignore[attr-defined]
+
+    result = run_job(job, overrides=overrides, workspace=workspace, progress=_progress_mode(quiet), on_start=started)
+    typer.echo(result.summary(), err=quiet is False)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue")],
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed mini-batches again")] = False,
+    workspace: Workspace = None,
+    quiet: Quiet = False,
+) -> None:
+    """Continue a run that crashed, was interrupted or failed: only unfinished mini-batches run."""
+    from ..runner import resume_run
+
+    result = resume_run(run_id, workspace=workspace, retry_failed=retry_failed, progress=_progress_mode(quiet))
+    typer.echo(result.summary(), err=quiet is False)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def plan(
+    job: Annotated[Path, typer.Argument(help="The job spec (YAML)")],
+    set_: Sets = None,
+    show: Annotated[int, typer.Option(help="How many mini-batches to list")] = 5,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Dry run: how the inputs split into mini-batches."""
+    from ..data.batches import to_json
+    from ..runner import plan_job
+
+    t0 = time.perf_counter()
+    p = plan_job(job, list(set_ or []), show=show)
+    secs = time.perf_counter() - t0
+    if as_json:
+        typer.echo(json.dumps({"batches": p.batches, "items": p.items, "bytes": p.nbytes, "files": p.files,
+                               "input_type": p.input_type, "first": [json.loads(to_json(b)) for b in p.first]}))
+        return
+    typer.echo(f"{p.input_type} input: {p.files} files, {p.items} items, {p.nbytes:,} bytes -> "
+               f"{p.batches} mini-batches (planned in {secs:.2f} s)")
+    for b in p.first:
+        typer.echo(f"  mini-batch {b.index}: {b.n_items} items, {b.nbytes:,} bytes: {b.describe()}")
+    if p.batches > len(p.first):
+        typer.echo(f"  ... and {p.batches - len(p.first)} more")
+
+
+@app.command()
+def debug(
+    job: Annotated[Path, typer.Argument(help="The job spec (YAML)")],
+    batch: Annotated[int, typer.Option("--batch", "-b", help="The mini-batch index")] = 0,
+    set_: Sets = None,
+    pdb: Annotated[bool, typer.Option("--pdb", help="Enter the debugger when the script raises")] = False,
+) -> None:
+    """Run init() and run() on one mini-batch in this process (breakpoints work) and print the result."""
+    from ..runner import debug_batch
+
+    try:
+        b, result = debug_batch(job, batch, list(set_ or []))
+    except ParallelRunError:
+        raise
+    except Exception:
+        import traceback
+
+        from ..execution.entry import user_traceback
+
+        exc = sys.exc_info()[1]
+        assert exc is not None
+        typer.echo(user_traceback(exc), err=True)
+        if pdb:
+            import pdb as _pdb
+
+            _pdb.post_mortem(exc.__traceback__)
+        else:
+            traceback.clear_frames(exc.__traceback__)
+        raise typer.Exit(1) from None
+    typer.echo(f"mini-batch {b.index}: {b.n_items} items ({b.describe()})", err=True)
+    n = len(result) if hasattr(result, "__len__") else "?"
+    typer.echo(f"run() returned {type(result).__name__} with {n} element(s):", err=True)
+    if hasattr(result, "to_string"):
+        typer.echo(result.to_string())
+    else:
+        for item in result:
+            typer.echo(str(item))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the job spec (for editors)."""
+    from ..config import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+def _record_view(rec: object) -> dict:
+    d = rec.to_dict()  # type: ignore[attr-defined]
+    d["status"] = rec.effective_status()  # type: ignore[attr-defined]
+    d.pop("spec", None)
+    return d
+
+
+@runs_app.command("list")
+def runs_list(workspace: Workspace = None, as_json: Annotated[bool, typer.Option("--json")] = False,
+              status: Annotated[Optional[str], typer.Option(help="Only runs with this status")] = None) -> None:
+    """List the workspace's runs, newest first."""
+    from ..runs import RunStore
+
+    recs = [r for r in RunStore(workspace).list() if status is None or r.effective_status() == status]
+    if as_json:
+        typer.echo(json.dumps([_record_view(r) for r in recs], indent=2, default=str))
+        return
+    if not recs:
+        typer.echo("no runs")
+        return
+    typer.echo(f"{'RUN ID':44} {'STATUS':12} {'STARTED':19} {'ITEMS OK':>9} {'FAILED':>7} {'TOTAL':>8}")
+    for r in recs:
+        c = r.counts
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created))
+        typer.echo(f"{r.id:44} {r.effective_status():12} {started:19} {c.get('items_succeeded', 0):>9} "
+                   f"{c.get('items_failed', 0):>7} {c.get('items', 0):>8}")
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, workspace: Workspace = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one run's record."""
+    from ..runs import RunStore
+
+    rec = RunStore(workspace).get(run_id)
+    view = _record_view(rec)
+    if as_json:
+        typer.echo(json.dumps(view, indent=2, default=str))
+        return
+    for k in ("id", "name", "status", "reason", "compute", "job_file", "output_file", "run_dir", "logs",
+              "wall_seconds", "resumes"):
+        typer.echo(f"{k:13} {view.get(k)}")
+    for k, v in rec.counts.items():
+        typer.echo(f"{k:13} {v}")
+
+
+@runs_app.command("logs")
+def runs_logs(run_id: str, workspace: Workspace = None,
+              file: Annotated[str, typer.Option(help="A file under the run's logs/")] = "job_progress_overview.txt",
+              follow: Annotated[bool, typer.Option("--follow", "-f")] = False) -> None:
+    """Print (or follow) one of a run's log files."""
+    from ..runs import RunStore
+
+    rec = RunStore(workspace).get(run_id)
+    path = (rec.logs_dir / file).resolve()
+    if not str(path).startswith(str(rec.logs_dir.resolve())):
+        raise typer.BadParameter("the log file must be inside the run's logs folder")
+    pos = 0
+    deadline = time.monotonic() + 24 * 3600
+    while True:
+        if path.exists():
+            with open(path, encoding="utf-8", errors="replace") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+            if chunk:
+                typer.echo(chunk, nl=False)
+        if not follow or RunStore(workspace).get(run_id).effective_status() not in ("Running", "NotStarted") \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: str, workspace: Workspace = None) -> None:
+    """Stop a running run (it stays resumable)."""
+    from ..control import cancel_run
+
+    typer.echo(cancel_run(run_id, workspace))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI, mapping our errors to exit codes (2 usage/spec, 1 job failed, 130 interrupted)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except ParallelRunError as e:
+        _err(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.exceptions.Abort):
+            return 130
+        if isinstance(e, click.ClickException):
+            e.show()
+            return 2
+        raise
+    return 0

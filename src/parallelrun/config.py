@@ -1,0 +1,282 @@
+"""The job spec: ``job.yml`` and ``ParallelRunConfig`` share these models and their validation.
+
+Field names follow Azure ML's ParallelRunConfig / ParallelRunStep so migrated jobs read the same.
+``load_job`` reads YAML, applies ``--set`` overrides, and validates everything up front, reporting every
+problem at once (field, bad value, a valid example) as one :class:`~parallelrun.errors.JobSpecError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import JobSpecError
+
+NAME_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+SIZE_RE = re.compile(r"^\d+([kKmMgG][bB]?|[bB])?$")
+DEFAULT_FILE_BATCH = 10
+DEFAULT_TABULAR_BATCH = "1MB"
+
+# A valid example per field, quoted in error messages so the fix is one copy-paste away.
+EXAMPLES: dict[str, str] = {
+    "name": "name: digits",
+    "entry_script": "entry_script: digit_identification.py",
+    "source_directory": "source_directory: scripts",
+    "inputs": "inputs: [{type: file, path: data/digits}]",
+    "type": "type: file   (or: tabular)",
+    "path": "path: data/digits",
+    "format": "format: csv   (csv | tsv | parquet | jsonl)",
+    "output": "output: out/digits",
+    "mini_batch_size": "mini_batch_size: 10 (file input) or mini_batch_size: 1MB (tabular input)",
+    "error_threshold": "error_threshold: 10   (-1 ignores all failed items)",
+    "allowed_failed_count": "allowed_failed_count: 5   (-1 ignores)",
+    "allowed_failed_percent": "allowed_failed_percent: 10   (0-100)",
+    "output_action": "output_action: append_row   (or: summary_only)",
+    "append_row_file_name": "append_row_file_name: parallel_run_step.txt",
+    "append_row_format": "append_row_format: text   (text | csv | jsonl | parquet)",
+    "process_count_per_node": "process_count_per_node: 2",
+    "node_count": "node_count: 1",
+    "run_invocation_timeout": "run_invocation_timeout: 60",
+    "run_max_try": "run_max_try: 3",
+    "logging_level": "logging_level: INFO   (WARNING | INFO | DEBUG)",
+    "arguments": "arguments: [--model, models/digits.onnx]",
+    "environment_variables": 'environment_variables: {OMP_NUM_THREADS: "1"}',
+    "compute": "compute: local   (or: ray, ray://127.0.0.1:10001, auto)",
+    "gpus_per_process": "gpus_per_process: 1",
+    "cpus_per_process": "cpus_per_process: 1",
+}
+
+
+class InputSpec(BaseModel):
+    """One input of the job: a file dataset or a tabular dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["file", "tabular"] = Field(description="file: run() gets file paths; tabular: a DataFrame")
+    path: str | list[str] = Field(description="A folder (recursive), a file, a glob, a URL, or a list of them")
+    format: Literal["csv", "tsv", "parquet", "jsonl"] | None = Field(
+        default=None, description="Tabular format; inferred from the extension when omitted"
+    )
+    separator: str | None = Field(default=None, description="Delimiter for csv/tsv")
+    header: bool = Field(default=True, description="Whether delimited files start with a header line")
+    encoding: str = "utf-8"
+    name: str | None = Field(default=None, description="The input's name (as_named_input)")
+    datastore: str | None = Field(default=None, description="Resolve path inside this registered datastore")
+
+    def paths(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+class JobSpec(BaseModel):
+    """A parallelrun job: what to run, on what, and how."""
+
+    model_config = ConfigDict(extra="forbid", title="parallelrun job spec")
+
+    name: str = Field(min_length=3, max_length=32, pattern=NAME_RE, description="Job name")
+    entry_script: str = Field(description="The script with init() and run(mini_batch)")
+    source_directory: str | None = Field(
+        default=None, description="Folder holding the entry script; put on sys.path of every worker"
+    )
+    inputs: list[InputSpec] = Field(min_length=1, description="What to process")
+    output: str | None = Field(default=None, description="Output folder (default: out/<name>)")
+    mini_batch_size: int | str | None = Field(
+        default=None, description="File input: a count (default 10); tabular: a size such as 1MB (default)"
+    )
+    error_threshold: int = Field(default=-1, ge=-1, description="Failed items allowed; -1 ignores all")
+    allowed_failed_count: int = Field(default=-1, ge=-1, description="Failed mini-batches allowed; -1 ignores")
+    allowed_failed_percent: float = Field(
+        default=100, ge=0, le=100, description="Percent of failed mini-batches allowed, checked at the end"
+    )
+    output_action: Literal["append_row", "summary_only"] = "append_row"
+    append_row_file_name: str = "parallel_run_step.txt"
+    append_row_format: Literal["text", "csv", "jsonl", "parquet"] = Field(
+        default="text", description="How DataFrame results are written; text = space separated, no header"
+    )
+    process_count_per_node: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, le=512, description="Worker processes per node"
+    )
+    node_count: int = Field(default=1, ge=1, le=1024)
+    run_invocation_timeout: float = Field(default=60, gt=0, description="Seconds allowed per run() call")
+    run_max_try: int = Field(default=3, ge=1, le=100, description="Attempts per mini-batch")
+    logging_level: Literal["WARNING", "INFO", "DEBUG"] = "INFO"
+    arguments: list[str] = Field(default_factory=list, description="Passed to the entry script's sys.argv")
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+    compute: str = Field(default="local", description="local, ray, ray://host:port, or auto")
+    gpus_per_process: float = Field(default=0, ge=0)
+    cpus_per_process: float = Field(default=1, gt=0)
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _args_to_str(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [str(a) for a in v]
+        return v
+
+    @field_validator("environment_variables", mode="before")
+    @classmethod
+    def _env_to_str(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): str(val) for k, val in v.items()}
+        return v
+
+    @field_validator("logging_level", mode="before")
+    @classmethod
+    def _upper_level(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    # --- derived values -------------------------------------------------------------------------------
+    @property
+    def input_type(self) -> str:
+        return self.inputs[0].type
+
+    @property
+    def batch_count(self) -> int:
+        """Files per mini-batch (file input)."""
+        v = self.mini_batch_size
+        return DEFAULT_FILE_BATCH if v is None else int(v)
+
+    @property
+    def batch_bytes(self) -> int:
+        """Bytes per mini-batch (tabular input)."""
+        from .data.tabular import parse_size
+
+        return parse_size(DEFAULT_TABULAR_BATCH if self.mini_batch_size is None else self.mini_batch_size)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes the result; resume refuses a changed spec."""
+        d = self.model_dump(exclude={"process_count_per_node", "logging_level", "run_invocation_timeout",
+                                     "run_max_try", "compute", "node_count", "error_threshold",
+                                     "allowed_failed_count", "allowed_failed_percent"})
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cross_checks(spec: JobSpec) -> list[str]:
+    problems: list[str] = []
+    types = {i.type for i in spec.inputs}
+    if len(types) > 1:
+        problems.append(
+            "inputs: mixes file and tabular inputs; a job takes one input type. "
+            "Split it into two jobs (or two ParallelRunSteps)."
+        )
+    mbs = spec.mini_batch_size
+    if spec.input_type == "file" and mbs is not None:
+        if isinstance(mbs, str) and not mbs.isdigit() or (isinstance(mbs, int) and mbs < 1):
+            problems.append(
+                f"mini_batch_size: {mbs!r} is not a file count; file input takes a positive number of files "
+                f"per mini-batch. Example: mini_batch_size: 10"
+            )
+    if spec.input_type == "tabular" and mbs is not None:
+        if not SIZE_RE.match(str(mbs)) or str(mbs).rstrip("kKmMgGbB") in ("", "0") or int(
+            str(mbs).rstrip("kKmMgGbB") or 0
+        ) == 0:
+            problems.append(
+                f"mini_batch_size: {mbs!r} is not a size; tabular input takes a size matching "
+                f"^\\d+([kKmMgG][bB])?$. Example: mini_batch_size: 1MB"
+            )
+    if "/" in spec.append_row_file_name or "\\" in spec.append_row_file_name or not spec.append_row_file_name:
+        problems.append(
+            f"append_row_file_name: {spec.append_row_file_name!r} must be a plain file name. "
+            f"Example: {EXAMPLES['append_row_file_name']}"
+        )
+    if spec.node_count > 1 and spec.compute == "local":
+        problems.append(
+            f"node_count: {spec.node_count} needs a cluster; the local executor has one node. "
+            "Use the Ray backend (compute: ray, or --compute ray://host:port) or set node_count: 1."
+        )
+    c = spec.compute
+    if not (c in ("local", "ray", "auto") or c.startswith("ray://") or re.match(r"^[\w.\-]+:\d+$", c)):
+        problems.append(f"compute: {c!r} is not a compute target. Example: {EXAMPLES['compute']}")
+    return problems
+
+
+def _format_pydantic(err: ValidationError, data: dict[str, Any]) -> list[str]:
+    problems = []
+    fields = list(JobSpec.model_fields)
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        last = str(e["loc"][-1]) if e["loc"] else ""
+        if e["type"] == "extra_forbidden":
+            known = list(InputSpec.model_fields) if len(e["loc"]) > 1 else fields
+            close = difflib.get_close_matches(last, known, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Valid fields: {', '.join(known)}."
+            problems.append(f"{loc}: unknown field.{hint}")
+            continue
+        key = last if last in EXAMPLES else next((str(p) for p in reversed(e["loc"]) if str(p) in EXAMPLES), "")
+        example = f" Example: {EXAMPLES[key]}" if key else ""
+        if e["type"] == "missing":
+            problems.append(f"{loc}: required field is missing.{example}")
+        else:
+            problems.append(f"{loc}: {e.get('input')!r} is invalid ({e['msg']}).{example}")
+    return problems
+
+
+def validate_spec(data: Any, source: str = "job spec") -> JobSpec:
+    """Validate a mapping into a JobSpec, raising one JobSpecError that lists every problem."""
+    if not isinstance(data, dict):
+        raise JobSpecError([f"expected a mapping of fields, got {type(data).__name__}"], source)
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as e:
+        raise JobSpecError(_format_pydantic(e, data), source) from None
+    problems = _cross_checks(spec)
+    if problems:
+        raise JobSpecError(problems, source)
+    return spec
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["mini_batch_size=20", "inputs.0.path=x"]`` -> a dict of YAML-parsed values by dotted key."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise JobSpecError([f"--set {item!r}: expected field=value, e.g. --set mini_batch_size=20"])
+        key, _, raw = item.partition("=")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for key, value in overrides.items():
+        parts = key.split(".")
+        target: Any = data
+        for p in parts[:-1]:
+            target = target[int(p)] if isinstance(target, list) else target.setdefault(p, {})
+        last = parts[-1]
+        if isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+    return data
+
+
+def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> tuple[JobSpec, Path]:
+    """Read, override and validate a job file. Returns the spec and the job file's folder."""
+    p = Path(path)
+    if not p.is_file():
+        raise JobSpecError([f"job file {str(p)!r} does not exist. Example: parallelrun run job.yml"])
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise JobSpecError([f"not valid YAML: {e}"], str(p)) from None
+    if overrides:
+        data = apply_overrides(data, parse_overrides(overrides))
+    return validate_spec(data, str(p)), p.resolve().parent
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the job spec, for editors' completion."""
+    schema = JobSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -1,0 +1,1 @@
+"""Inputs: storage access, datasets and partitioning into mini-batches."""

@@ -1,0 +1,242 @@
+"""The local executor: ``process_count_per_node`` spawned worker processes, one pipe each.
+
+The driver sends each mini-batch to a named worker, so it always knows which batches a worker holds
+(loky's shared call queue is what we avoid: there one crash breaks the whole pool). ``poll`` waits, in a
+single ``multiprocessing.connection.wait``, on every worker's pipe *and* its process sentinel: a sentinel
+firing without a result means the worker died, and only its own batch fails.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import time
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ..data.batches import MiniBatch
+from ..errors import UserCodeError
+from .base import (
+    BatchFailed,
+    BatchReturned,
+    BatchSucceeded,
+    Event,
+    Executor,
+    WorkerInitFailed,
+    WorkerLost,
+    WorkerReady,
+    WorkerState,
+)
+from .worker import WorkerConfig, worker_main
+
+_CAUSES = {
+    signal.SIGKILL: "killed by SIGKILL: most often the out-of-memory killer (check `dmesg`), or an external kill",
+    signal.SIGSEGV: "a segmentation fault in native code (an extension module or the model runtime)",
+    signal.SIGABRT: "an abort in native code (a failed assertion in a C/C++ library)",
+    signal.SIGBUS: "a bus error in native code (often a truncated memory-mapped file)",
+    signal.SIGTERM: "terminated by SIGTERM from outside parallelrun",
+    signal.SIGFPE: "a floating-point exception in native code",
+}
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``-11`` -> 'SIGSEGV(-11): a segmentation fault ...'; ``3`` -> 'exit code 3: ...'."""
+    if exitcode is None:
+        return "unknown exit status"
+    if exitcode < 0:
+        try:
+            sig = signal.Signals(-exitcode)
+        except ValueError:
+            return f"signal {-exitcode}"
+        return f"{sig.name}({exitcode}): {_CAUSES.get(sig, 'killed by a signal')}"
+    return (f"exit code {exitcode}: the process exited on its own (os._exit() or sys.exit() outside run(), "
+            "or a fatal error in an extension module)")
+
+
+@dataclass
+class _Proc:
+    process: Any
+    conn: Connection
+    state: WorkerState
+
+
+class LocalExecutor(Executor):
+    def __init__(self, cfg: WorkerConfig, processes: int, timeout: float, gpus_per_process: float = 0) -> None:
+        self.cfg = cfg
+        self.processes = processes
+        self.timeout = timeout
+        self.gpus_per_process = gpus_per_process
+        self._ctx = mp.get_context("spawn")
+        if cfg.python:
+            # An Environment's virtual environment: spawn workers with its interpreter.
+            self._ctx.set_executable(cfg.python)
+        self._procs: dict[str, _Proc] = {}
+        self._next = 0
+        self._closing = False
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for _ in range(self.processes):
+            self._spawn()
+
+    def _spawn(self) -> str:
+        i = self._next
+        self._next += 1
+        env = dict(self.cfg.environment_variables)
+        if self.gpus_per_process > 0:
+            # Same slot-to-GPU mapping every time a slot's worker is replaced.
+            slot = i % self.processes
+            n = max(1, int(self.gpus_per_process))
+            env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(slot * n + k) for k in range(n)))
+        cfg = replace(self.cfg, process=i, environment_variables=env)
+        parent, child = self._ctx.Pipe(duplex=True)
+        p = self._ctx.Process(target=worker_main, args=(child, cfg), name=cfg.agent_name, daemon=False)
+        p.start()
+        child.close()
+        self._procs[cfg.agent_name] = _Proc(p, parent, WorkerState(cfg.agent_name, pid=p.pid))
+        return cfg.agent_name
+
+    def cancel(self) -> None:
+        self._closing = True
+        for pr in self._procs.values():
+            if pr.process.is_alive():
+                pr.process.kill()
+        for pr in self._procs.values():
+            pr.process.join(5)
+            pr.conn.close()
+        self._procs.clear()
+
+    def shutdown(self, grace: float = 10.0) -> None:
+        self._closing = True
+        for pr in self._procs.values():
+            try:
+                pr.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace
+        for pr in self._procs.values():
+            pr.process.join(max(0.0, deadline - time.monotonic()))
+            if pr.process.is_alive():
+                pr.process.kill()
+                pr.process.join(5)
+            pr.conn.close()
+        self._procs.clear()
+
+    # --- work -----------------------------------------------------------------------------------------
+    def idle_workers(self) -> list[str]:
+        idle = [pr.state for pr in self._procs.values() if pr.state.ready and len(pr.state.queue) < self.depth]
+        return [s.name for s in sorted(idle, key=lambda s: len(s.queue))]
+
+    def submit(self, worker: str, batch: MiniBatch, attempt: int) -> None:
+        pr = self._procs[worker]
+        if not pr.state.queue:
+            pr.state.started_at = time.monotonic()
+        pr.state.queue.append((batch.index, attempt))
+        pr.conn.send((batch, attempt))
+
+    def workers(self) -> list[WorkerState]:
+        return [pr.state for pr in self._procs.values()]
+
+    def starting(self) -> int:
+        return sum(1 for pr in self._procs.values() if not pr.state.ready)
+
+    def poll(self, timeout: float) -> list[Event]:
+        now = time.monotonic()
+        deadlines = [pr.state.started_at + self.timeout for pr in self._procs.values() if pr.state.queue]
+        wait_for = max(0.0, min([timeout, *(d - now for d in deadlines)]))
+        handles: dict[Any, _Proc] = {}
+        for pr in self._procs.values():
+            handles[pr.conn] = pr
+            handles[pr.process.sentinel] = pr
+        events: list[Event] = []
+        ready = wait(list(handles), timeout=wait_for) if handles else []
+        if not handles:
+            time.sleep(wait_for)
+        dead: list[_Proc] = []
+        for h in ready:
+            pr = handles[h]
+            if h is pr.conn:
+                self._drain(pr, events)
+            elif pr not in dead:
+                dead.append(pr)
+        for pr in dead:
+            self._drain(pr, events)  # a result sent just before exiting still counts
+            if pr.state.name in self._procs:
+                self._lost(pr, events)
+        self._check_timeouts(events)
+        return events
+
+    # --- internals ------------------------------------------------------------------------------------
+    def _drain(self, pr: _Proc, events: list[Event]) -> None:
+        try:
+            while pr.conn.poll():
+                self._handle(pr, pr.conn.recv(), events)
+        except (EOFError, OSError):
+            pass
+
+    def _handle(self, pr: _Proc, msg: tuple[Any, ...], events: list[Event]) -> None:
+        kind = msg[0]
+        st = pr.state
+        if kind == "ready":
+            st.ready = True
+            events.append(WorkerReady(st.name))
+        elif kind == "init_failed":
+            self._forget(pr)
+            events.append(WorkerInitFailed(st.name, msg[1]))
+        elif kind in ("ok", "error"):
+            index, attempt = msg[1], msg[2]
+            if st.queue and st.queue[0][0] == index:
+                st.queue.pop(0)
+            st.started_at = time.monotonic()
+            if kind == "ok":
+                _, _, _, succeeded, failed, payload, secs = msg
+                events.append(BatchSucceeded(st.name, index, attempt, succeeded, failed, payload, secs))
+            else:
+                err: UserCodeError = msg[3]
+                events.append(BatchFailed(st.name, index, attempt, "error", err.one_line(), err, msg[4]))
+
+    def _forget(self, pr: _Proc) -> None:
+        self._procs.pop(pr.state.name, None)
+        pr.process.join(5)
+        if pr.process.is_alive():
+            pr.process.kill()
+            pr.process.join(5)
+        pr.conn.close()
+
+    def _lost(self, pr: _Proc, events: list[Event]) -> None:
+        st = pr.state
+        self._forget(pr)
+        code = describe_exit(pr.process.exitcode)
+        if not st.ready:
+            err = UserCodeError("WorkerDied", f"the worker died during start-up or init(): {code}", "")
+            events.append(WorkerInitFailed(st.name, err))
+            return
+        running = f" while running mini-batch {st.queue[0][0]}" if st.queue else ""
+        message = f"worker {st.name} (pid {st.pid}) died{running}: {code}"
+        self._fail_queue(st, "lost", message, events)
+        replacement = None if self._closing else self._spawn()
+        events.append(WorkerLost(st.name, message, replacement))
+
+    def _fail_queue(self, st: WorkerState, reason: str, message: str, events: list[Event]) -> None:
+        secs = time.monotonic() - st.started_at
+        for pos, (index, attempt) in enumerate(st.queue):
+            if pos == 0:
+                events.append(BatchFailed(st.name, index, attempt, reason, message, None, secs))
+            else:
+                events.append(BatchReturned(st.name, index, attempt))
+        st.queue.clear()
+
+    def _check_timeouts(self, events: list[Event]) -> None:
+        now = time.monotonic()
+        for pr in list(self._procs.values()):
+            st = pr.state
+            if st.queue and now - st.started_at > self.timeout:
+                index = st.queue[0][0]
+                pr.process.kill()
+                self._forget(pr)
+                message = (f"run() on mini-batch {index} exceeded run_invocation_timeout={self.timeout:g}s; "
+                           f"worker {st.name} was killed and replaced")
+                self._fail_queue(st, "timeout", message, events)
+                replacement = None if self._closing else self._spawn()
+                events.append(WorkerLost(st.name, message, replacement))

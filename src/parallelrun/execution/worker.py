@@ -1,0 +1,261 @@
+"""What runs inside a worker (a local process or a Ray actor): set-up, init(), run() per mini-batch.
+
+``WorkerRuntime`` is transport-free so both executors share it; ``worker_main`` is the local process's
+loop over its pipe. Results leave the worker already formatted as bytes (see ``outputs.format_result``),
+with the failed items named, so the driver never unpickles user objects.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data.batches import FileBatch, MiniBatch
+from ..errors import UserCodeError
+from ..journal import FailedItem
+from ..outputs import format_result
+from .entry import EntryPoints, MiniBatchContext, load_entry_script, to_user_error
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a worker needs, picklable; no credentials except ``storage_options``, kept in memory."""
+
+    entry_script: str
+    source_directory: str
+    working_dir: str
+    arguments: list[str]
+    environment_variables: dict[str, str]
+    logging_level: str
+    output_dir: str
+    log_dir: str
+    output_action: str
+    output_format: str
+    node: int = 0
+    process: int = 0
+    parent_pid: int = 0
+    redirect_output: bool = True
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    extra_sys_path: list[str] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)
+    python: str | None = None  # interpreter for local workers (an Environment's venv); None = sys.executable
+
+    @property
+    def agent_name(self) -> str:
+        return f"node{self.node}.process{self.process:03d}"
+
+    def log_file(self, kind: str, suffix: str) -> Path:
+        return Path(self.log_dir) / "user" / kind / f"node{self.node}" / f"process{self.process:03d}.{suffix}"
+
+
+# (kind, index, attempt, ...): the worker's answer for one attempt of a mini-batch.
+#   ("ok", index, attempt, succeeded, failed_items, payload, seconds)
+#   ("error", index, attempt, UserCodeError, seconds)
+BatchOutcome = tuple[Any, ...]
+
+
+class WorkerRuntime:
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        self.entry: EntryPoints | None = None
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"parallelrun-{cfg.agent_name}-"))
+
+    def setup(self) -> None:
+        """Process-wide set-up: logs, environment, argv, sys.path, working directory."""
+        cfg = self.cfg
+        if cfg.redirect_output:
+            _redirect(1, cfg.log_file("stdout", "stdout.txt"))
+            _redirect(2, cfg.log_file("stderr", "stderr.txt"))
+        os.environ.update(cfg.environment_variables)
+        os.environ["PARALLELRUN_AGENT_NAME"] = cfg.agent_name
+        if cfg.models:
+            import json
+
+            os.environ["PARALLELRUN_MODELS"] = json.dumps(cfg.models)
+        os.chdir(cfg.working_dir)
+        for p in [*cfg.extra_sys_path, cfg.source_directory]:
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        sys.argv = [cfg.entry_script, *cfg.arguments]
+        from ..entry_script import _configure
+
+        log_file = cfg.log_file("entry_script_log", "log.txt") if cfg.redirect_output else None
+        _configure(cfg.agent_name, cfg.output_dir, cfg.log_dir, log_file, cfg.logging_level)
+
+    def init(self) -> UserCodeError | None:
+        """Load the script and call init(); the user's error (with their traceback) on failure."""
+        try:
+            self.entry = load_entry_script(Path(self.cfg.entry_script))
+            if self.entry.init is not None:
+                self.entry.init()
+        except BaseException as e:  # noqa: BLE001 - user code may raise anything, SystemExit included
+            err = to_user_error(e)
+            self._log_error(f"init() failed in {self.cfg.agent_name}", err)
+            return err
+        return None
+
+    def process(self, batch: MiniBatch, attempt: int) -> BatchOutcome:
+        assert self.entry is not None
+        t0 = time.perf_counter()
+        try:
+            data, names = self._open(batch)
+            if self.entry.run_takes_context:
+                result = self.entry.run(data, MiniBatchContext(batch.index))
+            else:
+                result = self.entry.run(data)
+            fr = format_result(result, action=self.cfg.output_action, fmt=self.cfg.output_format,
+                               batch_inputs=data)
+        except BaseException as e:  # noqa: BLE001
+            err = to_user_error(e)
+            self._log_error(f"mini-batch {batch.index} attempt {attempt} failed", err)
+            return ("error", batch.index, attempt, err, time.perf_counter() - t0)
+        finally:
+            self._cleanup()
+        failed = _failed_items(batch, names, fr.missing, fr.succeeded)
+        return ("ok", batch.index, attempt, fr.succeeded, failed, fr.payload, time.perf_counter() - t0)
+
+    def shutdown(self) -> None:
+        if self.entry is not None and self.entry.shutdown is not None:
+            try:
+                self.entry.shutdown()
+            except BaseException as e:  # noqa: BLE001
+                self._log_error("shutdown() failed", to_user_error(e))
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _open(self, batch: MiniBatch) -> tuple[Any, list[str]]:
+        """Materialise a descriptor: local file paths, or a DataFrame for a tabular slice."""
+        if isinstance(batch, FileBatch):
+            from ..data.storage import is_url
+
+            if not any(is_url(p) for p in batch.paths):
+                return list(batch.paths), list(batch.paths)
+            return self._download(batch), list(batch.paths)
+        from ..data.tabular import read_batch
+
+        return read_batch(batch, self.cfg.storage_options), []
+
+    def _download(self, batch: FileBatch) -> list[str]:
+        from ..data.storage import is_url, url_to_fs
+
+        local = []
+        dest = self._tmp / f"batch{batch.index}"
+        dest.mkdir(parents=True, exist_ok=True)
+        for i, p in enumerate(batch.paths):
+            if not is_url(p):
+                local.append(p)
+                continue
+            fs, inner = url_to_fs(p, self.cfg.storage_options)
+            # Keep the file name (scripts often report it) but avoid collisions between folders.
+            target = dest / f"{i:05d}" / os.path.basename(inner)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get(inner, str(target))
+            local.append(str(target))
+        return local
+
+    def _cleanup(self) -> None:
+        for child in self._tmp.iterdir() if self._tmp.exists() else []:
+            shutil.rmtree(child, ignore_errors=True)
+
+    def _log_error(self, what: str, err: UserCodeError) -> None:
+        if not self.cfg.redirect_output:
+            return
+        path = self.cfg.log_file("error", "txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n{err.traceback}\n")
+
+
+def _failed_items(batch: MiniBatch, names: list[str], missing: list[int] | None, succeeded: int) -> list[FailedItem]:
+    n_missing = batch.n_items - succeeded
+    if n_missing <= 0:
+        return []
+    msg = "run() returned no result for this item"
+    if missing is None:
+        return [
+            FailedItem(None, None, f"run() returned {succeeded} results for {batch.n_items} inputs of mini-batch "
+                       f"{batch.index} ({batch.describe()}); which inputs failed cannot be told from the results")
+        ] * n_missing
+    if isinstance(batch, FileBatch):
+        return [FailedItem(names[i], None, msg) for i in missing]
+    return [FailedItem(f"{batch.path} rows {batch.row_start + i}-{batch.row_start + i}", None, msg)
+            for i in missing]
+
+
+def _redirect(fd: int, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(f, fd)
+    os.close(f)
+    # Line-buffer Python's streams so user prints show up in the log as they happen.
+    sys.stdout = open(1, "w", buffering=1, closefd=False, encoding="utf-8", errors="replace")  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False, encoding="utf-8", errors="replace")  # noqa: SIM115
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make sure this process never outlives the driver (no orphan burning CPU after a SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    def watch() -> None:
+        # Also poll: PDEATHSIG is Linux-only and tied to the spawning thread.
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="parallelrun-parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(70)
+
+
+def worker_main(conn: Any, cfg: WorkerConfig) -> None:
+    """Entry point of a local worker process."""
+    # Ctrl-C reaches the whole process group; the driver decides what to do, workers ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(cfg.parent_pid)
+    rt = WorkerRuntime(cfg)
+    rt.setup()
+    err = rt.init()
+    if err is not None:
+        conn.send(("init_failed", err))
+        return
+    conn.send(("ready", os.getpid()))
+    # A reader thread keeps the pipe drained while run() works: the driver can always send the next
+    # batch, and a large result sent back can never deadlock against a large descriptor sent in.
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def reader() -> None:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                inbox.put(None)
+                return
+            inbox.put(msg)
+            if msg is None:
+                return
+
+    threading.Thread(target=reader, name="parallelrun-inbox", daemon=True).start()
+    while (msg := inbox.get()) is not None:
+        batch, attempt = msg
+        conn.send(rt.process(batch, attempt))
+    rt.shutdown()
+    try:
+        conn.send(("bye",))
+    except OSError:
+        pass

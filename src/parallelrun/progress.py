@@ -1,0 +1,62 @@
+"""Progress display: a rich bar on a terminal, plain periodic lines otherwise, nothing with --quiet."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+class Progress:
+    def __init__(self, mode: str = "auto", stream: Any = None, interval: float = 10.0) -> None:
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "rich" if getattr(self.stream, "isatty", lambda: False)() else "plain"
+        self.mode = mode
+        self.interval = interval
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+        self._t0 = time.monotonic()
+        self._done0 = 0
+
+    def start(self, total_items: int, done: int = 0, failed: int = 0) -> None:
+        self.total = total_items
+        self._done0 = done
+        self._t0 = time.monotonic()
+        if self.mode == "rich":
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("items  [red]{task.fields[failed]} failed"), TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(file=self.stream), transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("running", total=total_items, completed=done, failed=failed, rate="")
+
+    def update(self, done: int, failed: int, batches_done: int, batches: int) -> None:
+        now = time.monotonic()
+        elapsed = now - self._t0
+        rate = (done - self._done0) / elapsed if elapsed > 0 else 0.0
+        if self.mode == "rich" and self._bar is not None:
+            self._bar.update(self._task, completed=done, failed=failed, rate=f"{rate:,.1f} items/s")
+        elif self.mode == "plain" and now - self._last >= self.interval:
+            self._last = now
+            pct = 100.0 * done / self.total if self.total else 100.0
+            print(f"progress: {done}/{self.total} items ({pct:.1f}%), {failed} failed, "
+                  f"{batches_done}/{batches} mini-batches, {rate:,.1f} items/s", file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

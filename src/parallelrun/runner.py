@@ -1,0 +1,440 @@
+"""The driver: plan → journal → executor → commit → merged output, and resume.
+
+``run_job`` starts a run from a job file (or a validated spec), ``resume_run`` continues one,
+``plan_job`` is the dry run and ``debug_batch`` runs one mini-batch in this process. The scheduler
+decides, the executor runs, the journal records; this module wires them and writes the logs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import JobSpec, load_job, validate_spec
+from .data.batches import FileBatch, MiniBatch
+from .data.plan import Plan
+from .errors import JobFailedError, ResumeError, UsageError, UserCodeError
+from .execution.base import (
+    BatchFailed,
+    BatchReturned,
+    BatchSucceeded,
+    Executor,
+    WorkerInitFailed,
+    WorkerLost,
+    WorkerReady,
+)
+from .execution.entry import check_entry_script
+from .execution.scheduler import Scheduler, Thresholds
+from .execution.worker import WorkerConfig
+from .journal import FailedItem, Journal
+from .outputs import merge_output
+from .progress import Progress
+from .run_logs import append_progress, driver_logger, write_error, write_reports, write_result
+from .runs import DriverLock, RunRecord, RunStore
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run did."""
+
+    record: RunRecord
+    status: str  # Completed | Failed | Canceled
+    reason: str | None
+    counts: dict[str, int]
+    wall_seconds: float
+    output_file: str | None
+
+    @property
+    def run_id(self) -> str:
+        return self.record.id
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "Completed"
+
+    @property
+    def exit_code(self) -> int:
+        return {"Completed": 0, "Failed": 1}.get(self.status, 130)
+
+    def summary(self) -> str:
+        c = self.counts
+        rate = c.get("items_succeeded", 0) / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        lines = [
+            f"run {self.run_id}: {self.status}" + (f" - {self.reason}" if self.reason else ""),
+            f"  items:        {c.get('items_succeeded', 0)} succeeded, {c.get('items_failed', 0)} failed, "
+            f"{c.get('items', 0)} in all",
+            f"  mini-batches: {c.get('batches_succeeded', 0)} succeeded, {c.get('batches_failed', 0)} failed, "
+            f"{c.get('batches_pending', 0)} not done, {c.get('batches', 0)} in all",
+            f"  wall time:    {self.wall_seconds:.1f} s ({rate:,.1f} items/s)",
+        ]
+        if self.output_file:
+            lines.append(f"  output:       {self.output_file}")
+        lines.append(f"  logs:         {self.record.logs_dir}")
+        if c.get("items_failed"):
+            lines.append(f"  failed items: {self.record.logs_dir / 'user' / 'error' / 'failed_items.jsonl'}")
+        if self.status != "Completed":
+            lines.append(f"  resume with:  parallelrun resume {self.run_id}"
+                         + (" --retry-failed" if c.get("batches_failed") else ""))
+        return "\n".join(lines)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _paths(spec: JobSpec, job_dir: Path) -> tuple[Path, Path, Path]:
+    source = (job_dir / spec.source_directory).resolve() if spec.source_directory else job_dir
+    script = source / spec.entry_script
+    output = (job_dir / (spec.output or f"out/{spec.name}")).resolve()
+    return source, script, output
+
+
+# --- public entry points -----------------------------------------------------------------------------
+def run_job(
+    job: str | os.PathLike[str] | JobSpec,
+    *,
+    job_dir: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    workspace: str | os.PathLike[str] | None = None,
+    progress: str = "auto",
+    on_start: Callable[[RunRecord], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    record_fields: dict[str, Any] | None = None,
+    raise_on_failure: bool = False,
+) -> RunResult:
+    """Run a job to the end in the foreground. ``job`` is a job file path or a validated JobSpec."""
+    if isinstance(job, JobSpec):
+        spec, base = job, Path(job_dir or os.getcwd()).resolve()
+        job_file = None
+        if overrides:
+            from .config import apply_overrides, parse_overrides
+
+            spec = validate_spec(apply_overrides(spec.model_dump(), parse_overrides(overrides)))
+    else:
+        spec, base = load_job(job, overrides)
+        job_file = str(Path(job).resolve())
+    _, script, output = _paths(spec, base)
+    check_entry_script(script)
+    store = RunStore(workspace)
+    rec = store.new(
+        spec.name, job_file=job_file, job_dir=str(base), output_dir=str(output),
+        output_file=str(output / spec.append_row_file_name) if spec.output_action == "append_row" else None,
+        overrides=list(overrides or []), spec=spec.model_dump(), spec_fingerprint=spec.fingerprint(),
+        compute=spec.compute, **(record_fields or {}),
+    )
+    lock = DriverLock(rec.path)
+    lock.acquire()
+    try:
+        if on_start:
+            on_start(rec)
+        journal = Journal(rec.journal_path)
+        plan = Plan(spec, base, storage_options)
+        try:
+            n, items, nbytes = journal.add_batches(plan.batches())
+        except Exception:
+            rec.status = "Failed"
+            rec.reason = "planning failed"
+            store.save(rec)
+            raise
+        rec.input_fingerprint = plan.fingerprint
+        journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint,
+                         input_fingerprint=plan.fingerprint, input_type=spec.input_type, files=plan.files)
+        return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure)
+    finally:
+        lock.release()
+
+
+def resume_run(
+    run_id: str,
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    retry_failed: bool = False,
+    progress: str = "auto",
+    storage_options: dict[str, Any] | None = None,
+    check_inputs: bool = True,
+    raise_on_failure: bool = False,
+) -> RunResult:
+    """Continue a run that crashed, was interrupted or failed; only unfinished batches run again."""
+    store = RunStore(workspace)
+    rec = store.get(run_id)
+    lock = DriverLock(rec.path)
+    if not lock.acquire():
+        raise ResumeError(f"run {rec.id} is still running (its driver holds {lock.path}); wait for it or cancel it.")
+    try:
+        spec = validate_spec(rec.spec)
+        base = Path(rec.job_dir)
+        if rec.job_file:
+            if not Path(rec.job_file).is_file():
+                raise ResumeError(f"the job file {rec.job_file} of run {rec.id} no longer exists")
+            current, _ = load_job(rec.job_file, rec.overrides)
+            if current.fingerprint() != rec.spec_fingerprint:
+                raise ResumeError(
+                    f"the job spec {rec.job_file} changed since run {rec.id} started, so its output would mix "
+                    "two configurations. Start a new run instead (parallelrun run ...), or restore the spec."
+                )
+        journal = Journal(rec.journal_path)
+        if check_inputs:
+            plan = Plan(spec, base, storage_options)
+            for _ in plan.batches():
+                pass
+            if plan.fingerprint != journal.meta().get("input_fingerprint"):
+                raise ResumeError(
+                    f"the inputs of run {rec.id} changed since it started (files added, removed or modified), so "
+                    "resuming could not give each item exactly once. Start a new run instead."
+                )
+        if retry_failed:
+            journal.reset_failed()
+        rec.resumes += 1
+        return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure)
+    finally:
+        lock.release()
+
+
+# --- the driver loop ---------------------------------------------------------------------------------
+def make_executor(spec: JobSpec, cfg: WorkerConfig) -> Executor:
+    if spec.compute == "local":
+        from .execution.local import LocalExecutor
+
+        return LocalExecutor(cfg, spec.process_count_per_node, spec.run_invocation_timeout, spec.gpus_per_process)
+    from .execution.ray_executor import RayExecutor
+
+    return RayExecutor(cfg, spec)
+
+
+def _drive(
+    store: RunStore, rec: RunRecord, spec: JobSpec, base: Path, journal: Journal, progress_mode: str,
+    storage_options: dict[str, Any] | None, raise_on_failure: bool,
+) -> RunResult:
+    source, script, output = _paths(spec, base)
+    logs = rec.logs_dir
+    log = driver_logger(logs, spec.logging_level)
+    t0 = time.monotonic()
+    rec.status, rec.started, rec.driver_pid, rec.reason = "Running", rec.started or time.time(), os.getpid(), None
+    counts = journal.counts()
+    rec.counts = counts.to_dict()
+    store.save(rec)
+    log.info("run %s started: %d mini-batches, %d items, %d pending", rec.id, counts.batches, counts.items,
+             counts.batches_pending)
+    cfg = WorkerConfig(
+        entry_script=str(script), source_directory=str(source), working_dir=str(base),
+        arguments=spec.arguments, environment_variables=spec.environment_variables,
+        logging_level=spec.logging_level, output_dir=str(output), log_dir=str(logs),
+        output_action=spec.output_action, output_format=spec.append_row_format, parent_pid=os.getpid(),
+        storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=counts.batches,
+                      thresholds=Thresholds(spec.error_threshold, spec.allowed_failed_count,
+                                            spec.allowed_failed_percent),
+                      failed_items=counts.items_failed, failed_batches=counts.batches_failed)
+    prog = Progress(progress_mode)
+    prog.start(counts.items, counts.items_done, counts.items_failed)
+    done_items, failed_items = counts.items_done, counts.items_failed
+    batches_done = counts.batches_succeeded + counts.batches_failed
+    held: dict[int, MiniBatch] = {}
+    init_errors: list[tuple[str, UserCodeError]] = []
+    ever_ready = False
+    interrupted = False
+    status = "Failed"
+    reason: str | None = None
+    last_overview = 0.0
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise _Interrupted()
+
+    old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
+    executor = make_executor(spec, cfg)
+    try:
+        executor.start()
+        while True:
+            for w in executor.idle_workers():
+                nxt = sched.next()
+                if nxt is None:
+                    break
+                index, attempt = nxt
+                batch = held.get(index) or journal.batch(index)
+                held[index] = batch
+                executor.submit(w, batch, attempt)
+            if sched.finished():
+                break
+            if sched.stop_reason:
+                break
+            if not executor.workers() and executor.starting() == 0:
+                who, err = init_errors[0] if init_errors else ("", UserCodeError("", "", ""))
+                what = "init() failed in every worker" if not ever_ready else "no worker is left"
+                sched.stop(f"{what}; the first error ({who}):\n{err.traceback or err.one_line()}")
+                break
+            for ev in executor.poll(0.25):
+                if isinstance(ev, BatchSucceeded):
+                    b = held.pop(ev.index, None) or journal.batch(ev.index)
+                    n_failed = b.n_items - min(ev.succeeded, b.n_items)
+                    journal.commit_success(ev.index, attempts=ev.attempt, worker=ev.worker, seconds=ev.seconds,
+                                           succeeded=min(ev.succeeded, b.n_items), failed_items=ev.failed_items,
+                                           n_failed=n_failed, output=ev.payload)
+                    sched.succeeded(ev.index, n_failed)
+                    done_items += b.n_items
+                    failed_items += n_failed
+                    batches_done += 1
+                elif isinstance(ev, BatchFailed):
+                    b = held.get(ev.index) or journal.batch(ev.index)
+                    detail = ev.error.traceback if ev.error else ev.message
+                    journal.record_attempt(ev.index, ev.attempt, ev.worker, ev.reason, detail)
+                    log.warning("mini-batch %d attempt %d/%d on %s failed (%s): %s", ev.index, ev.attempt,
+                                spec.run_max_try, ev.worker, ev.reason, ev.message)
+                    if not sched.attempt_failed(ev.index, b.n_items):
+                        held.pop(ev.index, None)
+                        journal.commit_failure(ev.index, attempts=ev.attempt, worker=ev.worker, seconds=ev.seconds,
+                                               error=detail, failed_items=_all_items_failed(b, ev))
+                        done_items += b.n_items
+                        failed_items += b.n_items
+                        batches_done += 1
+                elif isinstance(ev, BatchReturned):
+                    sched.returned(ev.index)
+                elif isinstance(ev, WorkerReady):
+                    ever_ready = True
+                    log.info("worker %s ready", ev.worker)
+                elif isinstance(ev, WorkerInitFailed):
+                    init_errors.append((ev.worker, ev.error))
+                    log.error("init() failed in worker %s:\n%s", ev.worker, ev.error.traceback or ev.error.message)
+                elif isinstance(ev, WorkerLost):
+                    log.warning("%s%s", ev.message, f"; replaced by {ev.replaced_by}" if ev.replaced_by else "")
+            prog.update(done_items, failed_items, batches_done, counts.batches)
+            now = time.monotonic()
+            if now - last_overview > 5:
+                last_overview = now
+                append_progress(logs, f"{done_items}/{counts.items} items done, {failed_items} failed, "
+                                      f"{batches_done}/{counts.batches} mini-batches")
+        if sched.stop_reason:
+            executor.cancel()
+        else:
+            executor.shutdown()
+        reason = sched.final_failure()
+        status = "Failed" if reason else "Completed"
+    except (KeyboardInterrupt, _Interrupted):
+        interrupted = True
+        executor.cancel()
+        status, reason = "Canceled", "interrupted (Ctrl-C or SIGTERM); the run is resumable"
+        log.warning("interrupted")
+    except BaseException:
+        executor.cancel()
+        raise
+    finally:
+        prog.finish()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    return _finish(store, rec, spec, journal, status, reason, output, time.monotonic() - t0, init_errors,
+                   raise_on_failure and not interrupted)
+
+
+def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, status: str, reason: str | None,
+            output: Path, wall: float, init_errors: list[tuple[str, UserCodeError]],
+            raise_on_failure: bool) -> RunResult:
+    logs = rec.logs_dir
+    out_file = None
+    if spec.output_action == "append_row":
+        # Kept even when the job failed: succeeded batches' rows are real results.
+        out_file = str(merge_output(journal, output, spec.append_row_file_name, spec.append_row_format)[0])
+    write_reports(logs, journal)
+    counts = journal.counts()
+    rec.counts = counts.to_dict()
+    rec.status, rec.reason, rec.ended = status, reason, time.time()
+    rec.wall_seconds += wall
+    store.save(rec)
+    result = RunResult(rec, status, reason, counts.to_dict(), wall, out_file)
+    write_result(logs, result.summary())
+    if status != "Completed":
+        errors = [f"{status}: {reason}"]
+        for a in journal.attempt_errors(10):
+            errors.append(f"--- mini-batch {a['batch']} attempt {a['attempt']} on {a['worker']} ({a['outcome']}):\n"
+                          f"{a['error']}")
+        for who, err in init_errors[:5]:
+            errors.append(f"--- init() in {who}:\n{err.traceback or err.message}")
+        write_error(logs, "\n".join(errors))
+    append_progress(logs, f"{status}: {counts.items_succeeded} succeeded, {counts.items_failed} failed of "
+                          f"{counts.items} items")
+    journal.close()
+    if raise_on_failure and status == "Failed":
+        raise JobFailedError(reason or "the job failed", rec.id)
+    return result
+
+
+def _all_items_failed(b: MiniBatch, ev: BatchFailed) -> list[FailedItem]:
+    exc = ev.error.type if ev.error else {"timeout": "TimeoutError", "lost": "WorkerLost"}.get(ev.reason, ev.reason)
+    tb = ev.error.traceback if ev.error else ""
+    msg = f"mini-batch failed after {ev.attempt} attempt(s): {ev.message}"
+    if isinstance(b, FileBatch):
+        return [FailedItem(p, exc, msg, tb) for p in b.paths]
+    return [FailedItem(b.describe(), exc, msg, tb)]
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# --- plan and debug ----------------------------------------------------------------------------------
+@dataclass
+class PlanSummary:
+    batches: int
+    items: int
+    nbytes: int
+    files: int
+    first: list[MiniBatch]
+    input_type: str
+    fingerprint: str
+
+
+def plan_job(job: str | os.PathLike[str], overrides: list[str] | None = None, show: int = 5) -> PlanSummary:
+    spec, base = load_job(job, overrides)
+    plan = Plan(spec, base)
+    first: list[MiniBatch] = []
+    for b in plan.batches():
+        if len(first) < show:
+            first.append(b)
+    return PlanSummary(plan.batch_count, plan.items, plan.nbytes, plan.files, first, spec.input_type,
+                       plan.fingerprint)
+
+
+def debug_batch(job: str | os.PathLike[str], index: int, overrides: list[str] | None = None) -> Any:
+    """Run init() and run() on one mini-batch in this process (breakpoints and pdb work) and return
+    run()'s result. User exceptions propagate unchanged."""
+    spec, base = load_job(job, overrides)
+    source, script, output = _paths(spec, base)
+    check_entry_script(script)
+    batch = None
+    for b in Plan(spec, base).batches():
+        if b.index == index:
+            batch = b
+            break
+    if batch is None:
+        raise UsageError(f"there is no mini-batch {index}; run 'parallelrun plan' to see how many there are")
+    from .execution.entry import MiniBatchContext, load_entry_script
+    from .execution.worker import WorkerRuntime
+
+    cfg = WorkerConfig(entry_script=str(script), source_directory=str(source), working_dir=str(base),
+                       arguments=spec.arguments, environment_variables=spec.environment_variables,
+                       logging_level=spec.logging_level, output_dir=str(output), log_dir=str(output),
+                       output_action=spec.output_action, output_format=spec.append_row_format,
+                       redirect_output=False)
+    rt = WorkerRuntime(cfg)
+    cwd, argv = os.getcwd(), list(sys.argv)
+    rt.setup()
+    try:
+        entry = load_entry_script(script)
+        if entry.init:
+            entry.init()
+        data, _ = rt._open(batch)
+        result = entry.run(data, MiniBatchContext(batch.index)) if entry.run_takes_context else entry.run(data)
+        if entry.shutdown:
+            entry.shutdown()
+        return batch, result
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv

@@ -1,0 +1,184 @@
+"""Run records: one folder per run under ``<workspace>/runs/<run_id>/``.
+
+    run.json          the record (id, name, status, counts, paths), rewritten atomically on each change
+    journal.sqlite    the journal (what is done; see journal.py)
+    driver.lock       held (flock) by the driver while it runs: a record that says Running with no lock
+                      holder belongs to a driver that died, so the run is Interrupted and resumable
+    logs/             the logs layout Azure users know
+
+Statuses follow Azure's names: NotStarted, Running, Completed, Failed, Canceled; and Interrupted for a
+driver that died without recording its end (resume it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+DEFAULT_WORKSPACE = ".parallelrun"
+TERMINAL = ("Completed", "Failed", "Canceled")
+
+
+def resolve_workspace(workspace: str | os.PathLike[str] | None) -> Path:
+    """The workspace folder: the given one, ``$PARALLELRUN_WORKSPACE``, or ``./.parallelrun``."""
+    if workspace is None:
+        workspace = os.environ.get("PARALLELRUN_WORKSPACE") or DEFAULT_WORKSPACE
+    return Path(workspace).expanduser().resolve()
+
+
+@dataclass
+class RunRecord:
+    id: str
+    name: str
+    status: str
+    run_dir: str
+    job_file: str | None
+    job_dir: str
+    output_dir: str
+    output_file: str | None
+    created: float
+    started: float | None = None
+    ended: float | None = None
+    overrides: list[str] = field(default_factory=list)
+    spec: dict[str, Any] = field(default_factory=dict)
+    spec_fingerprint: str = ""
+    input_fingerprint: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    reason: str | None = None
+    compute: str = "local"
+    kind: str = "job"
+    experiment: str | None = None
+    parent: str | None = None
+    driver_pid: int | None = None
+    resumes: int = 0
+    models: dict[str, str] = field(default_factory=dict)  # name -> local path, for Model.get_model_path
+    python: str | None = None  # the workers' interpreter (an Environment's venv); None = this one
+    wall_seconds: float = 0.0
+
+    @property
+    def path(self) -> Path:
+        return Path(self.run_dir)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / "journal.sqlite"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["journal"] = str(self.journal_path)
+        d["logs"] = str(self.logs_dir)
+        return d
+
+    def effective_status(self) -> str:
+        """The status, with a Running run whose driver is gone shown as Interrupted."""
+        if self.status == "Running" and not is_locked(self.path / "driver.lock"):
+            return "Interrupted"
+        return self.status
+
+
+class RunStore:
+    """The runs of one workspace."""
+
+    def __init__(self, workspace: str | os.PathLike[str] | None = None) -> None:
+        self.workspace = resolve_workspace(workspace)
+        self.runs_dir = self.workspace / "runs"
+
+    def new(self, name: str, **fields: Any) -> RunRecord:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        run_id = f"{name}_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(3)}"
+        run_dir = self.runs_dir / run_id
+        (run_dir / "logs").mkdir(parents=True)
+        rec = RunRecord(id=run_id, name=name, status="NotStarted", run_dir=str(run_dir), created=time.time(),
+                        **fields)
+        self.save(rec)
+        return rec
+
+    def save(self, rec: RunRecord) -> None:
+        path = rec.path / "run.json"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(rec.to_dict(), indent=2, default=str))
+        os.replace(tmp, path)
+
+    def get(self, run_id: str) -> RunRecord:
+        path = self.runs_dir / run_id / "run.json"
+        if not path.is_file():
+            hint = ""
+            if self.runs_dir.is_dir():
+                close = [p.name for p in self.runs_dir.iterdir() if p.name.startswith(run_id)]
+                if len(close) == 1:
+                    return self.get(close[0])
+                hint = " Run 'parallelrun runs list' to see the runs."
+            raise UsageError(f"no run {run_id!r} in workspace {self.workspace}.{hint}")
+        return load_record(path)
+
+    def list(self) -> list[RunRecord]:
+        if not self.runs_dir.is_dir():
+            return []
+        recs = []
+        for p in self.runs_dir.iterdir():
+            f = p / "run.json"
+            if f.is_file():
+                try:
+                    recs.append(load_record(f))
+                except (ValueError, TypeError):
+                    continue
+        return sorted(recs, key=lambda r: r.created, reverse=True)
+
+
+def load_record(path: Path) -> RunRecord:
+    d = json.loads(path.read_text())
+    d.pop("journal", None)
+    d.pop("logs", None)
+    known = RunRecord.__dataclass_fields__
+    return RunRecord(**{k: v for k, v in d.items() if k in known})
+
+
+class DriverLock:
+    """An exclusive flock on ``driver.lock``: one driver per run at a time; released when it dies."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "driver.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def is_locked(path: Path) -> bool:
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
