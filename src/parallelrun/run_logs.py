@@ -63,7 +63,7 @@ def write_reports(logs: Path, journal: Journal) -> None:
                 continue
             secs = "" if b["seconds"] is None else f"{b['seconds']:.3f}"
             w.writerow([b["idx"], b["worker"] or "", b["state"], b["attempts"], b["n_items"], b["succeeded"],
-                        b["failed"], secs, (b["error"] or "").splitlines()[0] if b["error"] else ""])
+                        b["failed"], secs, _last_line(b["error"])])
     os.replace(tmp, report)
     failed = logs / "user" / "error" / "failed_items.jsonl"
     failed.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +75,12 @@ def write_reports(logs: Path, journal: Journal) -> None:
                 "exception": item["exc_type"], "message": item["message"], "traceback": item["traceback"],
             }) + "\n")
     os.replace(tmp, failed)
+
+
+def _last_line(text: str | None) -> str:
+    """The exception line of a traceback (its last non-empty line)."""
+    lines = [x for x in (text or "").splitlines() if x.strip()]
+    return lines[-1].strip() if lines else ""
 
 
 def write_result(logs: Path, text: str) -> None:

@@ -33,6 +33,7 @@ from .execution.entry import check_entry_script
 from .execution.scheduler import Scheduler, Thresholds
 from .execution.worker import WorkerConfig
 from .journal import FailedItem, Journal
+from .live import WorkersFile
 from .outputs import merge_output
 from .progress import Progress
 from .run_logs import append_progress, driver_logger, write_error, write_reports, write_result
@@ -250,6 +251,7 @@ def _drive(
 
     old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
     executor = make_executor(spec, cfg)
+    live = WorkersFile(rec.path)  # workers.json for the dashboard, at most once a second
     try:
         executor.start()
         while True:
@@ -305,6 +307,7 @@ def _drive(
                 elif isinstance(ev, WorkerLost):
                     log.warning("%s%s", ev.message, f"; replaced by {ev.replaced_by}" if ev.replaced_by else "")
             prog.update(done_items, failed_items, batches_done, counts.batches)
+            live.update(executor.workers())
             now = time.monotonic()
             if now - last_overview > 5:
                 last_overview = now
@@ -326,6 +329,7 @@ def _drive(
         raise
     finally:
         prog.finish()
+        live.close()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     return _finish(store, rec, spec, journal, status, reason, output, time.monotonic() - t0, init_errors,

@@ -13,9 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ParallelRunError
+from ..errors import ParallelRunError, UsageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=(
     "parallelrun: run an entry script's init()/run() over a file or tabular dataset in parallel, "
     "with exactly-once output and resume."))
 runs_app = typer.Typer(no_args_is_help=True, help="List, inspect, follow and cancel runs.")
@@ -201,7 +201,7 @@ def runs_logs(run_id: str, workspace: Workspace = None,
     rec = RunStore(workspace).get(run_id)
     path = (rec.logs_dir / file).resolve()
     if not str(path).startswith(str(rec.logs_dir.resolve())):
-        raise typer.BadParameter("the log file must be inside the run's logs folder")
+        raise UsageError(f"--file {file!r} is outside the run's logs folder {rec.logs_dir}")
     pos = 0
     deadline = time.monotonic() + 24 * 3600
     while True:
@@ -229,7 +229,8 @@ def runs_cancel(run_id: str, workspace: Workspace = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI, mapping our errors to exit codes (2 usage/spec, 1 job failed, 130 interrupted)."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return int(e.exit_code)
     except ParallelRunError as e:

@@ -41,6 +41,7 @@ class Scheduler:
         self.failed_items = failed_items
         self.failed_batches = failed_batches
         self.stop_reason: str | None = None
+        self._check()  # a resumed run counts what already failed
 
     # --- dispatch -------------------------------------------------------------------------------------
     def next(self) -> tuple[int, int] | None:

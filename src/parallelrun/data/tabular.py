@@ -1,0 +1,400 @@
+"""Tabular files (CSV, TSV, Parquet, JSON lines) cut into mini-batches, and read back one batch at a time.
+
+``plan_tabular`` only looks at bytes (text formats) or the footer (Parquet) and yields small
+``TabularBatch`` descriptors that already know their exact rows; ``read_batch`` turns one descriptor into a
+pandas DataFrame whose index gives the rows' positions in the file. A batch never spans two files.
+
+Text files are cut at record boundaries. For CSV/TSV that follows the pandas C parser, which is what
+``read_batch`` uses: a quote opens a quoted field only at the start of a field, ``""`` inside a quoted
+field is an escaped quote, a newline inside a quoted field does not end the record, and lines holding only
+spaces/tabs are skipped. Line endings may be ``\\n`` or ``\\r\\n`` (not a bare ``\\r``). Encodings must be
+ASCII-compatible (utf-8, latin-1, cp1252, ...) so that separators, quotes and newlines are single bytes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import math
+import posixpath
+import re
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import fsspec
+import pandas as pd
+
+from parallelrun.data.batches import TabularBatch
+
+FORMATS = ("csv", "tsv", "parquet", "jsonl")
+_ALIASES = {"json": "jsonl", "jsonlines": "jsonl", "ndjson": "jsonl", "pq": "parquet"}
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
+               ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".zip", ".lz4", ".snappy", ".tgz")
+_OPTION_KEYS = ("separator", "header", "encoding", "dtype")
+_SIZE_RE = re.compile(r"^(\d+)([kKmMgG]?)[bB]?$", re.ASCII)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# Big reads keep the per-chunk Python overhead negligible next to the C-speed bytes.find/count scans.
+_CHUNK = 8 * 1024 * 1024
+_NL, _QUOTE = 0x0A, 0x22
+
+
+def parse_size(value: str | int) -> int:
+    """Parse a mini-batch size such as ``"1MB"``, ``"512KB"``, ``"2G"`` or ``512`` into bytes (units are 1024-based)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        text = repr(value)
+    m = _SIZE_RE.match(text)
+    size = int(m.group(1)) * _UNITS[m.group(2).lower()] if m else 0
+    if size <= 0:
+        raise ValueError(f"invalid mini-batch size {value!r}: use a size such as '1MB' or '512KB'")
+    return size
+
+
+def infer_format(path: str, format: str | None = None) -> str:
+    """Return ``csv``, ``tsv``, ``parquet`` or ``jsonl`` from an explicit ``format`` or the file extension.
+
+    ``json``/``jsonlines``/``ndjson`` mean JSON lines (one object per line), not a JSON array.
+    Compressed text files are refused: a compressed stream cannot be cut into byte ranges.
+    """
+    name = posixpath.basename(path.split("?", 1)[0]).lower()
+    if name.endswith(_COMPRESSED):
+        raise ValueError(f"{path}: compressed files cannot be split into mini-batches; "
+                         "decompress it first or convert it to Parquet (which compresses internally)")
+    if format is not None:
+        fmt = _ALIASES.get(format.strip().lower(), format.strip().lower())
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown tabular format {format!r}: the `format:` field accepts "
+                             f"{', '.join(FORMATS)} (or json/jsonlines/ndjson, pq)")
+        return fmt
+    fmt = _EXTENSIONS.get(posixpath.splitext(name)[1], "")
+    if not fmt:
+        raise ValueError(f"cannot tell the format of {path!r} from its extension; set the `format:` field "
+                         f"to one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def plan_tabular(paths: Iterable[str], size_bytes: int, *, format: str | None = None,
+                 options: dict[str, Any] | None = None, start_index: int = 0,
+                 storage_options: dict[str, Any] | None = None) -> Iterator[TabularBatch]:
+    """Lazily yield the mini-batches of ``paths`` (in the given order), indexed from ``start_index``.
+
+    Each batch holds about ``size_bytes`` of one file: text formats by byte range ending on a record
+    boundary, Parquet by whole row groups (a row group bigger than ``size_bytes`` is split by rows).
+    Empty files and header-only CSVs give no batch. ``options`` may hold ``separator``, ``header``
+    (default True), ``encoding`` (default utf-8) and ``dtype`` (a type name or {column: type name}, passed
+    to pandas so every batch gets the same column types); they apply to text formats only.
+    Option errors are raised here, at call time; per-file errors (format, unreadable file) when iterating.
+    """
+    if size_bytes <= 0:
+        raise ValueError(f"size_bytes must be positive, got {size_bytes}")
+    if format is not None:
+        infer_format("", format)  # fail fast on a misspelt format
+    _check_options(options or {})
+    return _plan(paths, size_bytes, format, options or {}, start_index, storage_options or {})
+
+
+def read_batch(batch: TabularBatch, storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Read exactly the rows of ``batch`` as a DataFrame indexed ``row_start .. row_end - 1`` (file rows).
+
+    Raises ValueError naming the file and byte range when the slice cannot be parsed or holds a different
+    number of rows than planned (e.g. the file changed since planning).
+    """
+    fs, path = fsspec.core.url_to_fs(batch.path, **(storage_options or {}))
+    where = f"{batch.path} bytes {batch.start}-{batch.end}"
+    try:
+        if batch.format == "parquet":
+            where = f"{batch.path} row groups {list(batch.row_groups)}"
+            df = _read_parquet(fs, path, batch)
+        else:
+            df = _read_text(fs, path, batch)
+    except ValueError as e:  # pandas/pyarrow parse and decode errors are ValueErrors
+        raise ValueError(f"cannot read {where} (rows {batch.row_start}-{batch.row_end - 1}): {e}") from e
+    if len(df) != batch.n_items:
+        raise ValueError(f"{where}: parsed {len(df)} rows but {batch.n_items} were planned; "
+                         "the file may have changed since the batches were planned")
+    df.index = pd.RangeIndex(batch.row_start, batch.row_end)
+    return df
+
+
+# --- planning -------------------------------------------------------------------------------------------
+
+def _check_options(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(_OPTION_KEYS))
+    if unknown:
+        raise ValueError(f"unknown tabular option(s) {unknown}: supported are {', '.join(_OPTION_KEYS)}")
+    sep = options.get("separator")
+    if sep is not None and (not isinstance(sep, str) or len(sep) != 1 or not sep.isascii() or sep in "\"\r\n"):
+        raise ValueError(f"separator must be one ASCII character other than a quote or newline, got {sep!r}")
+    if not isinstance(options.get("header", True), bool):
+        raise ValueError(f"header must be true or false, got {options['header']!r}")
+    encoding = options.get("encoding", "utf-8")
+    try:
+        probe = f"\n\r\"{sep or ','}\t ".encode(encoding)
+    except (LookupError, UnicodeEncodeError, TypeError) as e:
+        raise ValueError(f"unsupported encoding {encoding!r}: {e}") from e
+    expected = f"\n\r\"{sep or ','}\t ".encode("ascii", errors="replace")
+    # Byte-range splitting needs newline/quote/separator to be the same single bytes as in ASCII; utf-16
+    # and friends are not (utf-8-sig only adds a BOM, which the planner skips).
+    if probe.removeprefix(codecs.BOM_UTF8) != expected:
+        raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; re-encode the file as utf-8")
+    dtype = options.get("dtype")
+    if dtype is not None and not isinstance(dtype, str | dict):
+        raise ValueError(f"dtype must be a type name such as 'str' or a {{column: type name}} map, got {dtype!r}")
+
+
+def _batch_options(fmt: str, options: dict[str, Any]) -> dict[str, Any]:
+    if fmt == "parquet":
+        return {}  # Parquet carries its own schema and encoding
+    out: dict[str, Any] = {"encoding": options.get("encoding", "utf-8")}
+    if fmt != "jsonl":
+        out["separator"] = options.get("separator", "\t" if fmt == "tsv" else ",")
+        out["header"] = options.get("header", True)
+    if options.get("dtype") is not None:
+        out["dtype"] = options["dtype"]
+    return out
+
+
+def _plan(paths: Iterable[str], size_bytes: int, format: str | None, options: dict[str, Any],
+          index: int, storage_options: dict[str, Any]) -> Iterator[TabularBatch]:
+    for url in paths:
+        fmt = infer_format(url, format)
+        opts = _batch_options(fmt, options)
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        if fs.size(path) == 0:
+            continue
+        if fmt == "parquet":
+            batches = _plan_parquet(fs, path, size_bytes)
+            for row_groups, row_start, row_end, nbytes in batches:
+                yield TabularBatch(index=index, path=url, format=fmt, row_start=row_start, row_end=row_end,
+                                   row_groups=row_groups, nbytes=nbytes, options=opts)
+                index += 1
+            continue
+        with fs.open(path, "rb") as f:
+            row = 0
+            for start, end, header_end, rows in _plan_text(f, fmt, size_bytes, opts):
+                yield TabularBatch(index=index, path=url, format=fmt, row_start=row, row_end=row + rows,
+                                   start=start, end=end, header_end=header_end, nbytes=end - start,
+                                   options=opts)
+                index += 1
+                row += rows
+
+
+def _plan_parquet(fs: Any, path: str, size_bytes: int) -> list[tuple[tuple[int, ...], int, int, int]]:
+    """(row_groups, row_start, row_end, nbytes) per batch, from the footer only."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with fs.open(path, "rb") as f:
+            meta = pq.ParquetFile(f).metadata
+    except pa.ArrowException as e:
+        raise ValueError(f"{path}: not a readable Parquet file: {e}") from e
+    out: list[tuple[tuple[int, ...], int, int, int]] = []
+    group: list[int] = []
+    group_start = group_rows = group_bytes = 0
+    first_row = 0
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        n, nbytes = rg.num_rows, rg.total_byte_size
+        if not n:
+            continue
+        if group and group_bytes + nbytes > size_bytes:
+            out.append((tuple(group), group_start, group_start + group_rows, group_bytes))
+            group, group_rows, group_bytes = [], 0, 0
+        if nbytes > size_bytes:
+            # Too big for one batch: cut by rows, assuming rows of similar size. The reader still decodes
+            # the whole row group for each part; Parquet offers no finer random access.
+            parts = min(n, math.ceil(nbytes / size_bytes))
+            for i in range(parts):
+                lo, hi = first_row + n * i // parts, first_row + n * (i + 1) // parts
+                out.append(((g,), lo, hi, nbytes * (hi - lo) // n))
+        else:
+            if not group:
+                group_start = first_row
+            group.append(g)
+            group_rows += n
+            group_bytes += nbytes
+        first_row += n
+    if group:
+        out.append((tuple(group), group_start, group_start + group_rows, group_bytes))
+    return out
+
+
+def _plan_text(f: IO[bytes], fmt: str, size_bytes: int,
+               opts: dict[str, Any]) -> Iterator[tuple[int, int, int, int]]:
+    """(start, end, header_end, rows) per batch of a text file."""
+    begin = 3 if f.read(3) == codecs.BOM_UTF8 else 0  # pandas drops a BOM; our scan must not see it
+    has_header = fmt != "jsonl" and opts["header"]
+    splitter = _Splitter(size_bytes, first_size=1 if has_header else size_bytes, begin=begin,
+                         separator=None if fmt == "jsonl" else opts["separator"].encode("ascii"))
+    header_end = 0
+    for start, end, rows in splitter.run(f):
+        if has_header and not header_end:
+            header_end = end  # the first record (rows == 1) is the header: excluded from every range
+            continue
+        yield start, end, header_end, rows
+
+
+class _Splitter:
+    """Cuts a text file into (start, end, rows) ranges of about ``size`` bytes, on record boundaries.
+
+    The file is scanned in big chunks, each cut after its last newline so that every line is seen whole
+    (blank-line detection needs the line start). Only quote characters are visited one at a time; stretches
+    outside quotes are handled with ``bytes.find``/``bytes.count``, so quote-free data scans at C speed.
+    """
+
+    def __init__(self, size: int, *, first_size: int, begin: int, separator: bytes | None) -> None:
+        self.size, self.next_size = first_size, size
+        self.sep = separator[0] if separator else None  # None: JSON lines, where quotes never span lines
+        ws = b" \t" if separator is None else b" \t".replace(separator, b"")
+        # A line of only spaces/tabs (not the separator) is skipped by pandas, so it is not a record.
+        cr = b"\r" if separator is None else b""
+        self.blank_re = re.compile(b"(?<=\\n)[" + re.escape(ws + cr) + b"]*\\r?\\n")
+        self.blank_starts = [b"\n\n", b"\n\r"] + [b"\n" + bytes([c]) for c in ws]
+        self.ws = ws + b"\r"
+        self.batch_start = self.record_start = begin
+        self.target = begin + first_size - 1  # the first terminator at or past this ends the batch
+        self.rows = 0
+        self.in_quote = False
+        self.out: list[tuple[int, int, int]] = []
+        self.begin = begin
+
+    def run(self, f: IO[bytes]) -> Iterator[tuple[int, int, int]]:
+        f.seek(self.begin)
+        carry, offset = b"", self.begin  # offset: file position of carry[0]
+        while True:
+            chunk = f.read(_CHUNK)
+            # buf[0] is a virtual newline: the byte before buf[1] always ends a line (or is the file start).
+            buf = b"\n" + carry + chunk
+            cut = len(buf) if not chunk else buf.rfind(b"\n") + 1
+            self._scan(buf, cut, offset - 1)
+            if not chunk:
+                self._finish(buf, offset - 1)
+                yield from self.out
+                return
+            yield from self.out
+            self.out.clear()
+            carry, offset = buf[cut:], offset - 1 + cut
+
+    def _scan(self, buf: bytes, cut: int, base: int) -> None:
+        """Consume ``buf[1:cut]``; ``base`` is the file position of ``buf[0]``."""
+        if self.sep is None:  # JSON lines: a newline inside a string is escaped, so every newline counts
+            self._records(buf, 1, cut, base)
+            return
+        # This loop runs once per quote, so it sticks to locals and skips _records for the common stretch
+        # between two quoted fields that holds no newline (quote-heavy files are bound by it).
+        find, sep, in_quote = buf.find, self.sep, self.in_quote
+        pos, last_close = 1, -2
+        while pos < cut:
+            if in_quote:
+                q = find(b'"', pos, cut)
+                if q < 0:
+                    break
+                # A quote inside a quoted field closes it; if the next byte is a quote too it re-opens
+                # below (the "" escape), which keeps the parity of RFC 4180.
+                in_quote, last_close, pos = False, q, q + 1
+            q = find(b'"', pos, cut)
+            end = cut if q < 0 else q
+            if find(b"\n", pos, end) >= 0:
+                self._records(buf, pos, end, base)
+            if q < 0:
+                break
+            prev = buf[q - 1]
+            # Like the pandas C parser, a quote opens a field only at a field start (or right after a
+            # closing quote: an escape); elsewhere (12" pizza) it is an ordinary character.
+            in_quote = prev == _NL or prev == sep or q - 1 == last_close
+            pos = q + 1
+        self.in_quote = in_quote
+
+    def _records(self, buf: bytes, a: int, b: int, base: int) -> None:
+        """Count the records ended in ``buf[a:b]`` (outside quotes) and cut batches there."""
+        while True:
+            n = buf.find(b"\n", max(a, self.target - base), b)
+            if n < 0:
+                break
+            self._count(buf, a, n + 1, base)
+            self._emit(base + n + 1)
+            a = n + 1
+        if a < b:
+            self._count(buf, a, b, base)
+
+    def _count(self, buf: bytes, a: int, b: int, base: int) -> None:
+        newlines = buf.count(b"\n", a, b)
+        if not newlines:
+            return
+        self.record_start = base + buf.rfind(b"\n", a, b) + 1
+        # buf[a - 1] is a newline or a quote. After a quote, a lone newline ends a line holding that quote,
+        # which is not blank: the common case in quote-heavy files, so it skips the checks. Otherwise cheap
+        # substring checks first: the regex only runs where a blank line is possible.
+        if (newlines > 1 or buf[a - 1] == _NL) and any(buf.find(s, a - 1, b) >= 0 for s in self.blank_starts):
+            newlines -= len(self.blank_re.findall(buf, a, b))
+        self.rows += newlines
+
+    def _emit(self, end: int) -> None:
+        # A range of only blank lines is no batch; it stays at the front of the next one, so ranges tile.
+        if self.rows:
+            self.out.append((self.batch_start, end, self.rows))
+            self.size = self.next_size
+            self.batch_start, self.rows = end, 0
+        self.target = end + self.size - 1
+
+    def _finish(self, buf: bytes, base: int) -> None:
+        """At end of file: an unterminated last record still counts unless it is blank."""
+        end = base + len(buf)
+        tail = buf[max(self.record_start - base, 1):]
+        if self.record_start < end and (self.record_start <= base or tail.strip(self.ws)):
+            self.rows += 1
+        self._emit(end)
+
+
+# --- reading --------------------------------------------------------------------------------------------
+
+def _read_text(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
+    opts = batch.options
+    encoding = opts.get("encoding", "utf-8")
+    dtype = opts.get("dtype")
+    if batch.format == "jsonl":
+        data = fs.cat_file(path, batch.start, batch.end)
+        kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+        return pd.read_json(io.BytesIO(data), lines=True, encoding=encoding, **kwargs)
+    header = opts.get("header", True)
+    if header and batch.start == batch.header_end:
+        data = fs.cat_file(path, 0, batch.end)  # the first batch follows the header: one read
+    elif header:
+        data = fs.cat_file(path, 0, batch.header_end) + fs.cat_file(path, batch.start, batch.end)
+    else:
+        data = fs.cat_file(path, batch.start, batch.end)
+    if not header and isinstance(dtype, dict):
+        # Columns are named like Azure's (Column1, ...) only after parsing; pandas wants 0-based positions.
+        dtype = {int(k[6:]) - 1 if str(k).startswith("Column") else k: v for k, v in dtype.items()}
+    # Rows longer than the header: by default pandas turns the extra leading fields into the index (which we
+    # replace with row positions), and with index_col=False it drops the extra fields with a ParserWarning.
+    # Either way data would vanish silently, so the warning becomes an error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            df = pd.read_csv(io.BytesIO(data), sep=opts.get("separator", ","), header=0 if header else None,
+                             encoding=encoding, dtype=dtype, index_col=False)
+        except pd.errors.ParserWarning as e:
+            raise ValueError("rows have more fields than the header") from e
+    if not header:
+        df.columns = [f"Column{i + 1}" for i in range(len(df.columns))]
+    return df
+
+
+def _read_parquet(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        meta = pf.metadata
+        first_row = sum(meta.row_group(g).num_rows for g in range(batch.row_groups[0]))
+        table = pf.read_row_groups(list(batch.row_groups))
+    # Whole groups slice to themselves; a part of a split group keeps only its rows.
+    table = table.slice(batch.row_start - first_row, batch.n_items)
+    return table.to_pandas()

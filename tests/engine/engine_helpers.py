@@ -1,0 +1,88 @@
+"""Helpers for engine tests: write a small job (data files, entry script, job.yml) into a temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class JobFolder:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ws = root / "ws"
+
+    @property
+    def job(self) -> Path:
+        return self.root / "job.yml"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "out" / "parallel_run_step.txt"
+
+    def lines(self) -> list[str]:
+        return self.output.read_text().splitlines() if self.output.exists() else []
+
+    def cli(self, *args: str, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "parallelrun", *args], cwd=self.root, capture_output=True,
+                              text=True, timeout=timeout, **kw)
+
+    def run(self, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.cli("run", "job.yml", "--workspace", str(self.ws), "--quiet", *extra, timeout=timeout)
+
+    def run_dirs(self) -> list[Path]:
+        return sorted((self.ws / "runs").iterdir())
+
+    def record(self) -> dict[str, Any]:
+        (d,) = self.run_dirs()
+        return json.loads((d / "run.json").read_text())
+
+    def failed_items(self) -> list[dict[str, Any]]:
+        (d,) = self.run_dirs()
+        p = d / "logs" / "user" / "error" / "failed_items.jsonl"
+        return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+def make_job(root: Path, script: str, *, n_files: int = 12, **spec: Any) -> JobFolder:
+    """Files data/f000.txt.. holding their number; ``script`` is the entry script's body."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        (root / "data" / f"f{i:03d}.txt").write_text(f"{i}\n")
+    (root / "scripts").mkdir(exist_ok=True)
+    (root / "scripts" / "entry.py").write_text(textwrap.dedent(script))
+    doc = {
+        "name": "test-job",
+        "entry_script": "entry.py",
+        "source_directory": "scripts",
+        "inputs": [{"type": "file", "path": "data"}],
+        "output": "out",
+        "mini_batch_size": 3,
+        "process_count_per_node": 2,
+        "run_max_try": 2,
+        "run_invocation_timeout": 20,
+    }
+    doc.update(spec)
+    (root / "job.yml").write_text(yaml.safe_dump(doc))
+    return JobFolder(root)
+
+
+ECHO = """
+import os
+def run(mini_batch):
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def expected_names(n: int) -> list[str]:
+    return [f"f{i:03d}.txt" for i in range(n)]
+
+
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")

@@ -1,0 +1,104 @@
+"""The commands around a run: plan, debug, runs list/show/logs, --set, schema."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import yaml
+from engine_helpers import ECHO, expected_names
+
+
+def test_run_prints_id_and_summary(job_factory) -> None:
+    job = job_factory(ECHO)
+    res = job.cli("run", "job.yml", "--workspace", str(job.ws))
+    assert res.returncode == 0
+    assert "run id: test-job_" in res.stderr
+    for fragment in ("Completed", "12 succeeded, 0 failed", "mini-batches: 4 succeeded", "items/s", "output:",
+                     "logs:"):
+        assert fragment in res.stderr
+    assert job.lines() == expected_names(12)
+
+
+def test_set_overrides_fields(job_factory) -> None:
+    job = job_factory(ECHO)
+    res = job.run("--set", "mini_batch_size=5", "--set", "process_count_per_node=1")
+    assert res.returncode == 0
+    rec = job.record()
+    assert rec["counts"]["batches"] == 3
+    assert rec["spec"]["process_count_per_node"] == 1
+
+
+def test_plan(job_factory) -> None:
+    job = job_factory(ECHO, n_files=25)
+    res = job.cli("plan", "job.yml", "--set", "mini_batch_size=10")
+    assert res.returncode == 0
+    assert "25 files, 25 items" in res.stdout and "3 mini-batches" in res.stdout
+    assert "mini-batch 0: 10 items" in res.stdout and "f000.txt" in res.stdout
+    res = job.cli("plan", "job.yml", "--json")
+    d = json.loads(res.stdout)
+    assert d["batches"] == 9 and d["items"] == 25 and d["first"][0]["paths"][0].endswith("f000.txt")
+
+
+def test_debug_runs_one_batch_in_process(job_factory) -> None:
+    job = job_factory("import os\ndef init():\n    print('INIT-CALLED')\ndef run(mini_batch, ctx):\n"
+                      "    return [f'{ctx.minibatch_index}:{os.path.basename(p)}' for p in mini_batch]\n")
+    res = job.cli("debug", "job.yml", "--batch", "2")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["INIT-CALLED", "2:f006.txt", "2:f007.txt", "2:f008.txt"]
+    res = job.cli("debug", "job.yml", "--batch", "99")
+    assert res.returncode == 2 and "no mini-batch 99" in res.stderr
+
+
+def test_debug_shows_user_traceback(job_factory) -> None:
+    job = job_factory("def run(mini_batch):\n    return 1 / 0\n")
+    res = job.cli("debug", "job.yml", "--batch", "0")
+    assert res.returncode == 1
+    assert "ZeroDivisionError" in res.stderr and "entry.py" in res.stderr
+    assert "parallelrun/runner.py" not in res.stderr
+
+
+def test_runs_list_and_show_json(job_factory) -> None:
+    job = job_factory(ECHO)
+    job.run()
+    res = job.cli("runs", "list", "--workspace", str(job.ws), "--json")
+    (rec,) = json.loads(res.stdout)
+    for key in ("id", "name", "status", "counts", "output_file", "logs", "journal"):
+        assert key in rec
+    assert rec["status"] == "Completed" and rec["counts"]["items_succeeded"] == 12
+    shown = json.loads(job.cli("runs", "show", rec["id"], "--workspace", str(job.ws), "--json").stdout)
+    assert shown["id"] == rec["id"]
+    text = job.cli("runs", "list", "--workspace", str(job.ws)).stdout
+    assert rec["id"] in text and "Completed" in text
+    logs = job.cli("runs", "logs", rec["id"], "--workspace", str(job.ws), "--file", "job_result.txt").stdout
+    assert "Completed" in logs
+    bad = job.cli("runs", "logs", rec["id"], "--workspace", str(job.ws), "--file", "../../../run.json")
+    assert bad.returncode == 2
+
+
+def test_schema_validates_example_jobs(job_factory) -> None:
+    job = job_factory(ECHO)
+    schema = json.loads(job.cli("schema").stdout)
+    doc = yaml.safe_load(job.job.read_text())
+    jsonschema.validate(doc, schema)
+    assert "mini_batch_size" in schema["properties"]
+
+
+def test_entry_script_api_and_argv(job_factory) -> None:
+    script = """
+import argparse, os, sys
+from parallelrun import EntryScript
+def init():
+    global ARGS
+    ARGS, _ = argparse.ArgumentParser().parse_known_args()
+    EntryScript().logger.info('hello from %s', EntryScript().agent_name)
+def run(mini_batch):
+    p = argparse.ArgumentParser(); p.add_argument('--tag')
+    tag = p.parse_known_args()[0].tag
+    return [f"{os.path.basename(x)} {tag} {os.environ['MY_VAR']} {os.path.basename(os.getcwd())}" for x in mini_batch]
+"""
+    job = job_factory(script, arguments=["--tag", 7], environment_variables={"MY_VAR": 1})
+    assert job.run().returncode == 0
+    assert job.lines()[0] == f"f000.txt 7 1 {job.root.name}"
+    logs = list((job.run_dirs()[0] / "logs" / "user" / "entry_script_log" / "node0").glob("*.log.txt"))
+    assert logs and any("hello from node0.process" in p.read_text() for p in logs)
