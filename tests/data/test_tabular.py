@@ -195,15 +195,17 @@ def test_randomized_csv_matches_pandas(tmp_path: Path) -> None:
             pd.testing.assert_frame_equal(_read_all(batches), expected, obj=f"case {case} size {size}")
 
 
-def test_chunk_boundaries_inside_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Tiny scan chunks put chunk edges inside quoted fields, "" escapes, \r\n pairs and blank lines.
-    monkeypatch.setattr("parallelrun.data.tabular._CHUNK", 3)
-    rows = [b'%d,"a ""b""\r\nc",  \r\n \r\n' % i for i in range(30)]
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 333])
+def test_chunk_boundaries_inside_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    # Small scan chunks put chunk edges inside quoted fields, "" escapes, \r\n pairs and blank lines, and
+    # make records whose quoted field spans chunks be followed by records that start with a quote.
+    monkeypatch.setattr("parallelrun.data.tabular._CHUNK", chunk)
+    rows = [b'%d,"a ""b""\r\nc",  \r\n \r\n' % i if i % 2 else b'"%d","x\ny, ""z""",w\n' % i for i in range(30)]
     path = _write(tmp_path, "c.csv", b"id,t,u\r\n" + b"".join(rows))
-    expected = pd.read_csv(path)
+    expected = pd.read_csv(path, dtype=str)
     assert len(expected) == 30
-    for size in (1, 13, 40):
-        _check_text(path, size, expected)
+    for size in (1, 13, 40, 10**6):
+        _check_text(path, size, expected, options={"dtype": "str"})
 
 
 # --- JSON lines ------------------------------------------------------------------------------------------

@@ -226,6 +226,20 @@ def runs_cancel(run_id: str, workspace: Workspace = None) -> None:
     typer.echo(cancel_run(run_id, workspace))
 
 
+@app.command()
+def dashboard(
+    workspace: Workspace = None,
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8265,
+    host: Annotated[str, typer.Option(help="Address to bind; beyond loopback a token is required")] = "127.0.0.1",
+    token: Annotated[Optional[str], typer.Option(
+        help="Require this token (default: one is generated when --host is not a loopback address)")] = None,
+) -> None:
+    """Serve the web dashboard: runs, live progress, failed items, logs, cancel (extra: dashboard)."""
+    from ..dashboard import serve
+
+    serve(workspace, host=host, port=port, token=token)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI, mapping our errors to exit codes (2 usage/spec, 1 job failed, 130 interrupted)."""
     try:

@@ -244,8 +244,9 @@ class _Splitter:
     """Cuts a text file into (start, end, rows) ranges of about ``size`` bytes, on record boundaries.
 
     The file is scanned in big chunks, each cut after its last newline so that every line is seen whole
-    (blank-line detection needs the line start). Only quote characters are visited one at a time; stretches
-    outside quotes are handled with ``bytes.find``/``bytes.count``, so quote-free data scans at C speed.
+    (blank-line detection needs the line start). Quote-free stretches are split with ``bytes.find`` and
+    ``bytes.count``; from a record start with quotes ahead, a regex of the CSV grammar consumes whole
+    records in C. Only a record whose quoted field runs past the chunk is walked quote by quote.
     """
 
     def __init__(self, size: int, *, first_size: int, begin: int, separator: bytes | None) -> None:
@@ -257,6 +258,8 @@ class _Splitter:
         self.blank_re = re.compile(b"(?<=\\n)[" + re.escape(ws + cr) + b"]*\\r?\\n")
         self.blank_starts = [b"\n\n", b"\n\r"] + [b"\n" + bytes([c]) for c in ws]
         self.ws = ws + b"\r"
+        if separator is not None:
+            self.record_re, self.run_re = _record_regexes(separator, ws)
         self.batch_start = self.record_start = begin
         self.target = begin + first_size - 1  # the first terminator at or past this ends the batch
         self.rows = 0
@@ -286,22 +289,35 @@ class _Splitter:
         if self.sep is None:  # JSON lines: a newline inside a string is escaped, so every newline counts
             self._records(buf, 1, cut, base)
             return
-        # This loop runs once per quote, so it sticks to locals and skips _records for the common stretch
-        # between two quoted fields that holds no newline (quote-heavy files are bound by it).
         find, sep, in_quote = buf.find, self.sep, self.in_quote
         pos, last_close = 1, -2
         while pos < cut:
-            if in_quote:
+            if not in_quote and buf[pos - 1] == _NL:  # at a record start
                 q = find(b'"', pos, cut)
+                if q < 0:
+                    self._records(buf, pos, cut, base)
+                    break
+                line = max(pos, buf.rfind(b"\n", pos, q) + 1)
+                if line > pos:  # whole lines before the first quote: plain newline splitting
+                    self._records(buf, pos, line, base)
+                pos = self._whole_records(buf, line, cut, base)
+                if pos >= cut:
+                    break
+            # Quote by quote, normally only through the last record, whose quoted field runs past ``cut``.
+            q = find(b'"', pos, cut)
+            if in_quote:
                 if q < 0:
                     break
                 # A quote inside a quoted field closes it; if the next byte is a quote too it re-opens
                 # below (the "" escape), which keeps the parity of RFC 4180.
                 in_quote, last_close, pos = False, q, q + 1
-            q = find(b'"', pos, cut)
+                continue
             end = cut if q < 0 else q
-            if find(b"\n", pos, end) >= 0:
-                self._records(buf, pos, end, base)
+            nl = find(b"\n", pos, end)
+            if nl >= 0:  # a terminator: the record ends, the next one goes back to the regex
+                self._records(buf, pos, nl + 1, base)
+                pos = nl + 1
+                continue
             if q < 0:
                 break
             prev = buf[q - 1]
@@ -310,6 +326,31 @@ class _Splitter:
             in_quote = prev == _NL or prev == sep or q - 1 == last_close
             pos = q + 1
         self.in_quote = in_quote
+
+    def _whole_records(self, buf: bytes, pos: int, cut: int, base: int) -> int:
+        """Consume the complete records from the record start ``pos``; return where the first incomplete one
+        (a quoted field still open at ``cut``) starts."""
+        while True:
+            t = self.target - base  # a record whose newline is at index >= t ends the batch
+            if t >= cut:
+                end = self.run_re.match(buf, pos, cut).end()  # type: ignore[union-attr]
+                self._count_records(buf, pos, end, base)
+                return end
+            # endpos=t: the run stops before the record that crosses t, which is matched on its own.
+            e = self.run_re.match(buf, pos, max(pos, t)).end()  # type: ignore[union-attr]
+            m = self.record_re.match(buf, e, cut)
+            if m is None:
+                self._count_records(buf, pos, e, base)
+                return e
+            self._count_records(buf, pos, m.end(), base)
+            self._emit(base + m.end())
+            pos = m.end()
+
+    def _count_records(self, buf: bytes, a: int, b: int, base: int) -> None:
+        if b > a:
+            records = self.record_re.findall(buf, a, b)  # b"" for a blank line (group 1 unmatched)
+            self.rows += len(records) - records.count(b"")
+            self.record_start = base + b
 
     def _records(self, buf: bytes, a: int, b: int, base: int) -> None:
         """Count the records ended in ``buf[a:b]`` (outside quotes) and cut batches there."""
@@ -350,6 +391,22 @@ class _Splitter:
         if self.record_start < end and (self.record_start <= base or tail.strip(self.ws)):
             self.rows += 1
         self._emit(end)
+
+
+def _record_regexes(separator: bytes, ws: bytes) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """(one record, a run of records) of the pandas C parser's CSV grammar, matched from a record start.
+
+    A record is a blank line (only ``ws``), or fields joined by the separator and ended by a newline. A
+    field is quoted (``""`` escapes; the closing quote is one not followed by another; text after it up to
+    the separator is kept literally), unquoted (not starting with a quote; later quotes are literal), or
+    empty. The grammar is unambiguous, so backtracking can never yield a second parse. Group 1 is the
+    record when it is not blank. A quoted field that is not closed before ``endpos`` fails the record.
+    """
+    s = re.escape(separator)
+    field = b'(?:"[^"]*(?:""[^"]*)*"(?!")[^%s\\n]*|[^"%s\\n][^%s\\n]*|)' % (s, s, s)
+    fields = b"%s(?:%s%s)*\\n" % (field, s, field)
+    blank = b"[%s]*\\r?\\n" % re.escape(ws) if ws else b"\\r?\\n"
+    return re.compile(b"%s|(%s)" % (blank, fields)), re.compile(b"(?:%s|%s)*" % (blank, fields))
 
 
 # --- reading --------------------------------------------------------------------------------------------

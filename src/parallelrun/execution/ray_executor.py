@@ -1,0 +1,560 @@
+"""The Ray executor: ``node_count × process_count_per_node`` Ray actors, each one worker process.
+
+Each actor wraps a ``WorkerRuntime`` (set-up, ``init()`` once, ``run()`` per mini-batch), exactly like a local
+worker process. The driver sends each mini-batch to a named actor as one actor call; a single-threaded
+actor runs its calls one at a time in submission order, so the driver knows which batch each actor is
+running (the head of its queue) and which are only queued behind it. ``poll`` waits in one ``ray.wait`` on
+every outstanding call: a call that fails with ``RayActorError`` means the actor (or its node) died, and
+only that actor's head batch fails (reason ``lost``); the queued ones go back unstarted.
+
+Ray has no per-call timeout, so the executor keeps one: past ``run_invocation_timeout`` the actor is
+killed with ``ray.kill`` and replaced (the replacement runs ``init()`` again), as the local executor does
+with a process. Idle actors are pinged now and then so that one that died while idle (its node removed)
+is replaced before it is handed work, rather than costing a mini-batch an attempt.
+
+Placement: actors are pinned to ``node_count`` alive nodes with node-affinity scheduling
+(``process_count_per_node`` on each), the driver's own node first when it fits. A replacement goes back
+to its node, or, when that node is gone, to the alive node holding the fewest of our actors. Actors are
+named ``node{N}.process{NNN}`` and write their logs into the run's logs folder like local workers do: on
+one machine that just works; on a multi-machine cluster that folder must be on a path every node sees at
+the same place (otherwise each node keeps its actors' logs on its own disk, under the same path).
+
+Connection (``compute``): ``ray`` starts a private local Ray instance sized for the job, unless
+``RAY_ADDRESS`` is set; ``auto`` connects to a running cluster (``RAY_ADDRESS`` or the one started on this
+machine); ``ray://host:port`` (Ray Client) and ``host:port`` (a GCS address) connect there. Ray is shut
+down (disconnected) at the end only when this executor initialised it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..data.batches import MiniBatch
+from ..errors import JobSpecError, MissingExtraError, UsageError, UserCodeError
+from .base import (
+    BatchFailed,
+    BatchReturned,
+    BatchSucceeded,
+    Event,
+    Executor,
+    WorkerInitFailed,
+    WorkerLost,
+    WorkerReady,
+    WorkerState,
+)
+from .worker import BatchOutcome, WorkerConfig
+
+if TYPE_CHECKING:
+    from ..config import JobSpec
+
+#: seconds between liveness pings of an actor that holds no mini-batch
+PING_EVERY = 2.0
+#: set to 1 (or 0) to force (or forbid) shipping the job folder and parallelrun through runtime_env
+UPLOAD_ENV = "PARALLELRUN_RAY_UPLOAD"
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise MissingExtraError("ray", "ray", "the Ray backend") from e
+    return ray
+
+
+class _RayWorker:
+    """The actor body: one Ray worker process running one ``WorkerRuntime``.
+
+    The constructor takes nothing: the ``WorkerConfig`` (which may carry storage credentials) arrives
+    with the ``start`` call, so it is never stored in the GCS as part of the actor's creation spec.
+    """
+
+    def __init__(self) -> None:
+        self.rt: Any = None
+
+    def start(self, cfg: WorkerConfig, shipped_root: str | None) -> tuple[int, str, UserCodeError | None]:
+        import ray
+
+        from .worker import WorkerRuntime
+
+        node_id = ray.get_runtime_context().get_node_id()
+        try:
+            self.rt = WorkerRuntime(_relocate(cfg, shipped_root))
+            self.rt.setup()
+        except BaseException as e:  # noqa: BLE001 - reported as this worker's start-up failure
+            from .entry import to_user_error
+
+            return os.getpid(), node_id, to_user_error(e)
+        return os.getpid(), node_id, self.rt.init()
+
+    def process(self, batch: MiniBatch, attempt: int) -> BatchOutcome:
+        out: BatchOutcome = self.rt.process(batch, attempt)
+        return out
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def stop(self) -> bool:
+        if self.rt is not None:
+            self.rt.shutdown()
+        return True
+
+
+def _relocate(cfg: WorkerConfig, shipped_root: str | None) -> WorkerConfig:
+    """On a remote node the job folder arrives through runtime_env ``working_dir`` (the actor's cwd):
+    rewrite the paths that pointed into it on the driver's machine."""
+    if not shipped_root:
+        return cfg
+    here = os.getcwd()
+
+    def move(p: str) -> str:
+        rel = os.path.relpath(p, shipped_root)
+        return p if rel == ".." or rel.startswith(".." + os.sep) else os.path.normpath(os.path.join(here, rel))
+
+    working_dir = move(cfg.working_dir)
+    return replace(
+        cfg, entry_script=move(cfg.entry_script), source_directory=move(cfg.source_directory),
+        working_dir=working_dir if os.path.isdir(working_dir) else here,
+        extra_sys_path=[move(p) for p in cfg.extra_sys_path],
+    )
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    state: WorkerState
+    node_id: str
+    node_index: int
+    start_ref: Any = None
+    refs: list[Any] = field(default_factory=list)  # one per state.queue entry, same order
+    ping_ref: Any = None
+    last_seen: float = 0.0
+
+
+class RayExecutor(Executor):
+    """Mini-batches on Ray actors; see the module docstring."""
+
+    def __init__(self, cfg: WorkerConfig, spec: JobSpec) -> None:
+        self.ray = _import_ray()
+        self.cfg = cfg
+        self.spec = spec
+        self.timeout = spec.run_invocation_timeout
+        self.address = _address(spec.compute)
+        self.upload = _wants_upload(self.address)
+        self._started_ray = False
+        self._closing = False
+        self._actors: dict[str, _Actor] = {}
+        self._by_ref: dict[Any, str] = {}
+        self._nodes: dict[str, int] = {}  # Ray node id -> our node index
+        self._next_proc: dict[int, int] = {}
+        self._respawns = 0  # replacements for actors that could not even start (bounded)
+        self._cls: Any = None
+        self._shipped_root: str | None = None
+        self.startup_seconds = 0.0
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self._connect()
+        nodes = self._pick_nodes()
+        self._cls = self.ray.remote(_RayWorker)
+        for index, node_id in enumerate(nodes):
+            self._nodes[node_id] = index
+        for _ in range(self.spec.process_count_per_node):
+            for node_id in nodes:
+                self._spawn(node_id)
+        self.startup_seconds = time.monotonic() - t0
+
+    def _connect(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():
+            return  # the caller's own Ray session: use it, and leave it open at the end
+        kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "WARNING"}
+        job_env = self._job_runtime_env()
+        if job_env:
+            kwargs["runtime_env"] = job_env
+        if self.address is None:
+            if self.spec.node_count > 1:
+                raise JobSpecError([
+                    f"node_count: {self.spec.node_count} needs a Ray cluster, but compute: ray without "
+                    "RAY_ADDRESS starts a one-node Ray instance on this machine. Point the job at a cluster "
+                    "(compute: ray://HEAD:10001, compute: auto, or RAY_ADDRESS) or set node_count: 1."
+                ], source="job spec (Ray backend)")
+            # A private instance sized for the job: process_count_per_node actors fit even on few cores,
+            # as with the local executor.
+            need = math.ceil(self.spec.process_count_per_node * self.spec.cpus_per_process)
+            kwargs.update(address="local", num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False)
+        else:
+            kwargs["address"] = self.address
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+            where = self.address or "a local Ray instance"
+            raise UsageError(
+                f"cannot connect to the Ray cluster at {where} (compute: {self.spec.compute}): {e}\n"
+                "Start one with `ray start --head` and use its address (host:6379 from this machine, "
+                "ray://host:10001 from elsewhere), or run with --compute local."
+            ) from e
+        self._started_ray = True
+
+    def _job_runtime_env(self) -> dict[str, Any]:
+        """Remote clusters get the job folder (or the entry script folder) and parallelrun itself."""
+        if not self.upload:
+            return {}
+        import parallelrun
+
+        source, job_dir = Path(self.cfg.source_directory), Path(self.cfg.working_dir)
+        root = job_dir if _inside(source, job_dir) else source
+        self._shipped_root = str(root)
+        excludes = [".git", "__pycache__", ".parallelrun", ".venv"]
+        for p in (self.cfg.output_dir, str(Path(self.cfg.log_dir).parent)):
+            if _inside(Path(p), root):
+                excludes.append("/" + str(Path(p).relative_to(root)))
+        return {"working_dir": str(root), "excludes": excludes,
+                "py_modules": [str(Path(parallelrun.__file__).parent)]}
+
+    def _alive_nodes(self) -> list[dict[str, Any]]:
+        return [n for n in self.ray.nodes() if n.get("Alive")]
+
+    def _fits(self, node: dict[str, Any], actors: int) -> bool:
+        res = node.get("Resources", {})
+        return (res.get("CPU", 0) + 1e-9 >= actors * self.spec.cpus_per_process
+                and res.get("GPU", 0) + 1e-9 >= actors * self.spec.gpus_per_process)
+
+    def _pick_nodes(self) -> list[str]:
+        spec = self.spec
+        alive = self._alive_nodes()
+        where = self.address or "this machine"
+        if len(alive) < spec.node_count:
+            raise JobSpecError([
+                f"node_count: {spec.node_count} asks for {spec.node_count} nodes "
+                f"({spec.node_count} x process_count_per_node {spec.process_count_per_node} workers), but "
+                f"the Ray cluster at {where} has {len(alive)} alive node(s). Add nodes or lower node_count."
+            ], source="job spec (Ray backend)")
+        fitting = [n for n in alive if self._fits(n, spec.process_count_per_node)]
+        if len(fitting) < spec.node_count:
+            per_node = (f"{spec.process_count_per_node} x cpus_per_process {spec.cpus_per_process:g}"
+                        + (f" and {spec.process_count_per_node} x gpus_per_process {spec.gpus_per_process:g}"
+                           if spec.gpus_per_process else ""))
+            sizes = ", ".join(f"{n['Resources'].get('CPU', 0):g} CPU/{n['Resources'].get('GPU', 0):g} GPU"
+                              for n in alive)
+            raise JobSpecError([
+                f"node_count: {spec.node_count} with process_count_per_node: {spec.process_count_per_node} needs "
+                f"{spec.node_count} node(s) with room for {per_node}; the Ray cluster at {where} has "
+                f"{len(fitting)} such node(s) (alive nodes: {sizes}). Lower process_count_per_node or "
+                "cpus_per_process (e.g. 0.5), or add nodes."
+            ], source="job spec (Ray backend)")
+        try:
+            mine = self.ray.get_runtime_context().get_node_id()
+        except Exception:  # noqa: BLE001 - Ray Client has no local node
+            mine = None
+        fitting.sort(key=lambda n: (n["NodeID"] != mine, -n["Resources"].get("CPU", 0), n["NodeID"]))
+        return [n["NodeID"] for n in fitting[: spec.node_count]]
+
+    def _spawn(self, node_id: str) -> str:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        index = self._nodes.setdefault(node_id, len(self._nodes))
+        proc = self._next_proc.get(index, 0)
+        self._next_proc[index] = proc + 1
+        cfg = replace(self.cfg, node=index, process=proc, parent_pid=0)
+        handle = self._cls.options(
+            num_cpus=self.spec.cpus_per_process, num_gpus=self.spec.gpus_per_process,
+            max_restarts=0, max_task_retries=0, max_concurrency=1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+            runtime_env={"env_vars": self._env_vars()},
+        ).remote()
+        a = _Actor(handle, WorkerState(cfg.agent_name, node=f"node{index}"), node_id, index,
+                   last_seen=time.monotonic())
+        a.start_ref = handle.start.remote(cfg, self._shipped_root)
+        self._by_ref[a.start_ref] = cfg.agent_name
+        self._actors[cfg.agent_name] = a
+        return cfg.agent_name
+
+    def _env_vars(self) -> dict[str, str]:
+        """The job's environment_variables from process start (OMP_NUM_THREADS must precede imports), and
+        this parallelrun on the path so that actors run the driver's version of it."""
+        env = dict(self.cfg.environment_variables)
+        if not self.upload:
+            import parallelrun
+
+            src = str(Path(parallelrun.__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "${PYTHONPATH}")])
+        return env
+
+    def cancel(self) -> None:
+        self._closing = True
+        for a in list(self._actors.values()):
+            self._kill(a)
+        self._actors.clear()
+        self._by_ref.clear()
+        self._disconnect()
+
+    def shutdown(self, grace: float = 10.0) -> None:
+        self._closing = True
+        ray = self.ray
+        stops = []
+        for a in self._actors.values():
+            if a.state.ready:
+                try:
+                    stops.append(a.handle.stop.remote())
+                except Exception:  # noqa: BLE001 - a dead actor: nothing to stop
+                    pass
+        if stops:
+            try:
+                ray.wait(stops, num_returns=len(stops), timeout=grace)
+            except Exception:  # noqa: BLE001
+                pass
+        self.cancel()
+
+    def _disconnect(self) -> None:
+        if self._started_ray:
+            self._started_ray = False
+            try:
+                self.ray.shutdown()
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                pass
+
+    # --- work -----------------------------------------------------------------------------------------
+    def idle_workers(self) -> list[str]:
+        idle = [a.state for a in self._actors.values() if a.state.ready and len(a.state.queue) < self.depth]
+        return [s.name for s in sorted(idle, key=lambda s: len(s.queue))]
+
+    def submit(self, worker: str, batch: MiniBatch, attempt: int) -> None:
+        a = self._actors[worker]
+        if not a.state.queue:
+            a.state.started_at = time.monotonic()
+        a.state.queue.append((batch.index, attempt))
+        ref = a.handle.process.remote(batch, attempt)
+        a.refs.append(ref)
+        self._by_ref[ref] = worker
+
+    def workers(self) -> list[WorkerState]:
+        return [a.state for a in self._actors.values()]
+
+    def starting(self) -> int:
+        return sum(1 for a in self._actors.values() if not a.state.ready)
+
+    def poll(self, timeout: float) -> list[Event]:
+        now = time.monotonic()
+        self._ping_idle(now)
+        deadlines = [a.state.started_at + self.timeout for a in self._actors.values() if a.state.queue]
+        wait_for = max(0.0, min([timeout, *(d - now for d in deadlines)]))
+        events: list[Event] = []
+        refs = list(self._by_ref)
+        if not refs:
+            time.sleep(wait_for)
+        else:
+            ready, _ = self.ray.wait(refs, num_returns=1, timeout=wait_for)
+            if ready:
+                ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+            done = set(ready)
+            for name in list(dict.fromkeys(self._by_ref[r] for r in ready)):
+                a = self._actors.get(name)
+                if a is not None:
+                    self._collect(a, done, events)
+        self._check_timeouts(events)
+        return events
+
+    # --- internals ------------------------------------------------------------------------------------
+    def _collect(self, a: _Actor, done: set[Any], events: list[Event]) -> None:
+        """Handle one actor's finished calls in its own order: start, then batches head first, then ping."""
+        ray, st = self.ray, a.state
+        a.last_seen = time.monotonic()
+        if a.start_ref is not None and a.start_ref in done:
+            ref, a.start_ref = a.start_ref, None
+            self._by_ref.pop(ref, None)
+            try:
+                pid, node_id, err = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                self._start_failed(a, e, events)
+                return
+            if err is not None:
+                self._forget(a)
+                events.append(WorkerInitFailed(st.name, err))
+                return
+            st.ready, st.pid = True, pid
+            events.append(WorkerReady(st.name))
+        while a.refs and a.refs[0] in done:
+            ref = a.refs[0]
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                # Our own code raised inside the actor (not the user's run(), which is caught there).
+                self._pop(a, ref)
+                index, attempt = st.queue.pop(0) if st.queue else (-1, 0)
+                err = UserCodeError(type(e).__name__, _first_line(str(e)), str(e))
+                events.append(BatchFailed(st.name, index, attempt, "error", err.one_line(), err))
+                st.started_at = time.monotonic()
+                continue
+            except ray.exceptions.RayError as e:
+                self._lost(a, _cause(e), events)
+                return
+            self._pop(a, ref)
+            if st.queue:
+                st.queue.pop(0)
+            st.started_at = time.monotonic()
+            if out[0] == "ok":
+                _, index, attempt, succeeded, failed, payload, secs = out
+                events.append(BatchSucceeded(st.name, index, attempt, succeeded, failed, payload, secs))
+            else:
+                _, index, attempt, err, secs = out
+                events.append(BatchFailed(st.name, index, attempt, "error", err.one_line(), err, secs))
+        if a.ping_ref is not None and a.ping_ref in done:
+            ref, a.ping_ref = a.ping_ref, None
+            self._by_ref.pop(ref, None)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as e:
+                self._lost(a, _cause(e), events)
+
+    def _pop(self, a: _Actor, ref: Any) -> None:
+        a.refs.pop(0)
+        self._by_ref.pop(ref, None)
+
+    def _ping_idle(self, now: float) -> None:
+        for a in self._actors.values():
+            if a.state.ready and not a.refs and a.ping_ref is None and now - a.last_seen > PING_EVERY:
+                a.ping_ref = a.handle.ping.remote()
+                self._by_ref[a.ping_ref] = a.state.name
+                a.last_seen = now
+
+    def _start_failed(self, a: _Actor, e: Exception, events: list[Event]) -> None:
+        """The actor could not start (its node died, runtime_env set-up failed, the process died in init)."""
+        self._forget(a)
+        node_gone = a.node_id not in {n["NodeID"] for n in self._alive_nodes()}
+        if node_gone and not self._closing and self._respawns < 2 * max(1, len(self._nodes)):
+            target = self._replacement_node(a)
+            if target is not None:
+                self._respawns += 1
+                replacement = self._spawn(target)
+                events.append(WorkerLost(a.state.name, f"worker {a.state.name} could not start: its node "
+                                                       f"died ({_cause(e)})", replacement))
+                return
+        err = UserCodeError("WorkerDied", f"the worker died during start-up or init(): {_cause(e)}", str(e))
+        events.append(WorkerInitFailed(a.state.name, err))
+
+    def _lost(self, a: _Actor, cause: str, events: list[Event]) -> None:
+        st = a.state
+        self._forget(a)
+        if not st.ready:
+            err = UserCodeError("WorkerDied", f"the worker died during start-up or init(): {cause}", "")
+            events.append(WorkerInitFailed(st.name, err))
+            return
+        running = f" while running mini-batch {st.queue[0][0]}" if st.queue else ""
+        message = f"worker {st.name} (pid {st.pid}) died{running}: {cause}"
+        self._fail_queue(st, "lost", message, events)
+        target = None if self._closing else self._replacement_node(a)
+        replacement = self._spawn(target) if target is not None else None
+        events.append(WorkerLost(st.name, message, replacement))
+
+    def _replacement_node(self, a: _Actor) -> str | None:
+        """The dead actor's node if it is alive, else the alive node (ours first) with fewest of our actors."""
+        alive = {n["NodeID"]: n for n in self._alive_nodes()}
+        if a.node_id in alive:
+            return a.node_id
+        load = {nid: 0 for nid in alive if self._fits(alive[nid], 1)}
+        for other in self._actors.values():
+            if other.node_id in load:
+                load[other.node_id] += 1
+        if not load:
+            return None
+        return min(load, key=lambda nid: (nid not in self._nodes, load[nid], self._nodes.get(nid, 0)))
+
+    def _forget(self, a: _Actor) -> None:
+        self._actors.pop(a.state.name, None)
+        for ref in [a.start_ref, a.ping_ref, *a.refs]:
+            if ref is not None:
+                self._by_ref.pop(ref, None)
+        self._kill(a)
+
+    def _kill(self, a: _Actor) -> None:
+        try:
+            self.ray.kill(a.handle, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead, or its node is gone
+            pass
+
+    def _fail_queue(self, st: WorkerState, reason: str, message: str, events: list[Event]) -> None:
+        secs = time.monotonic() - st.started_at
+        for pos, (index, attempt) in enumerate(st.queue):
+            if pos == 0:
+                events.append(BatchFailed(st.name, index, attempt, reason, message, None, secs))
+            else:
+                events.append(BatchReturned(st.name, index, attempt))
+        st.queue.clear()
+
+    def _check_timeouts(self, events: list[Event]) -> None:
+        now = time.monotonic()
+        for a in list(self._actors.values()):
+            st = a.state
+            if st.queue and now - st.started_at > self.timeout:
+                index = st.queue[0][0]
+                self._forget(a)
+                message = (f"run() on mini-batch {index} exceeded run_invocation_timeout={self.timeout:g}s; "
+                           f"worker {st.name} was killed and replaced")
+                self._fail_queue(st, "timeout", message, events)
+                target = None if self._closing else self._replacement_node(a)
+                replacement = self._spawn(target) if target is not None else None
+                events.append(WorkerLost(st.name, message, replacement))
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+def _address(compute: str) -> str | None:
+    """What to pass to ``ray.init(address=...)``; None = start a private local instance."""
+    if compute == "ray":
+        return os.environ.get("RAY_ADDRESS") or None
+    return compute  # auto, ray://host:port, host:port
+
+
+def _wants_upload(address: str | None) -> bool:
+    """Ship files through runtime_env only to a Ray Client address on another machine (or when forced)."""
+    forced = os.environ.get(UPLOAD_ENV)
+    if forced in ("0", "1"):
+        return forced == "1"
+    if not address or not address.startswith("ray://"):
+        return False
+    host = address[len("ray://"):].rsplit(":", 1)[0].strip("[]")
+    return not _is_this_machine(host)
+
+
+def _is_this_machine(host: str) -> bool:
+    if host in ("localhost", "", socket.gethostname(), socket.getfqdn()):
+        return True
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    try:
+        mine = set(socket.gethostbyname_ex(socket.gethostname())[2])
+        return bool(mine & set(socket.gethostbyname_ex(host)[2]))
+    except OSError:
+        return False
+
+
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        p.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def _cause(e: BaseException) -> str:
+    """Ray's death report condensed to what a user needs: node died, process exit, OOM, killed."""
+    text = str(e)
+    keep = [line.strip() for line in text.splitlines()
+            if line.strip().startswith(("The actor", "Worker exit", "The worker", "Actor died", "The node"))
+            or "exit code" in line or "out of memory" in line.lower() or "OOM" in line]
+    detail = " ".join(keep) if keep else _first_line(text)
+    return f"{type(e).__name__}: {detail}"
