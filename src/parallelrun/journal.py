@@ -250,7 +250,7 @@ class Journal:
         cols = [c[0] for c in cur.description]
         while rows := cur.fetchmany(1000):
             for r in rows:
-                yield dict(zip(cols, r))
+                yield dict(zip(cols, r, strict=True))
 
     def iter_failed_items(self) -> Iterator[dict[str, Any]]:
         cur = self._db.execute(
@@ -259,14 +259,14 @@ class Journal:
         cols = [c[0] for c in cur.description]
         while rows := cur.fetchmany(1000):
             for r in rows:
-                yield dict(zip(cols, r))
+                yield dict(zip(cols, r, strict=True))
 
     def attempt_errors(self, limit: int = 20) -> list[dict[str, Any]]:
         cur = self._db.execute(
             "SELECT batch, attempt, worker, outcome, error FROM attempts ORDER BY at LIMIT ?", (limit,)
         )
         cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     # --- helpers --------------------------------------------------------------------------------------
     def _tx(self) -> _Transaction:

@@ -16,7 +16,6 @@ Formats (``append_row_format``):
 from __future__ import annotations
 
 import io
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -167,7 +167,7 @@ def test_dtype_option_keeps_every_batch_typed_alike(tmp_path: Path) -> None:
     assert read_batch(batch)["Column1"].tolist() == ["007"]
 
 
-def test_randomized_csv_matches_pandas(tmp_path: Path) -> None:
+def test_randomized_csv_matches_pandas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(20240601)
 
     def field() -> str:
@@ -178,7 +178,9 @@ def test_randomized_csv_matches_pandas(tmp_path: Path) -> None:
         body = "".join(rng.choice("xyz ") for _ in range(rng.randint(0, 5)))
         return body + ('"' + rng.choice("xz") if body and rng.random() < 0.2 else "")
 
-    for case in range(60):
+    for case in range(150):
+        # Small scan chunks too, so chunk edges land inside quoted fields and records.
+        monkeypatch.setattr("parallelrun.data.tabular._CHUNK", rng.choice([1, 5, 17, 64, 8 * 1024 * 1024]))
         n_cols = rng.randint(1, 4)
         lines = [",".join(f"c{i}" for i in range(n_cols))]
         for _ in range(rng.randint(0, 40)):

@@ -10,7 +10,6 @@ import sqlite3
 from dataclasses import dataclass, field
 
 import pytest
-
 from engine_helpers import expected_names
 
 PRELUDE = """

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,8 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 runs_app = typer.Typer(no_args_is_help=True, help="List, inspect, follow and cancel runs.")
 app.add_typer(runs_app, name="runs")
 
-Workspace = Annotated[Optional[Path], typer.Option("--workspace", "-w", help="Workspace folder (default ./.parallelrun)")]
-Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: --set mini_batch_size=20")]
+Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default ./.parallelrun)")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set mini_batch_size=20")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")]
 
 
@@ -40,7 +40,7 @@ def run(
     set_: Sets = None,
     workspace: Workspace = None,
     quiet: Quiet = False,
-    compute: Annotated[Optional[str], typer.Option(help="local, ray, ray://host:port, auto")] = None,
+    compute: Annotated[str | None, typer.Option(help="local, ray, ray://host:port, auto")] = None,
 ) -> None:
     """Run a job in the foreground with a progress bar."""
     from ..runner import run_job
@@ -155,7 +155,7 @@ def _record_view(rec: object) -> dict:
 
 @runs_app.command("list")
 def runs_list(workspace: Workspace = None, as_json: Annotated[bool, typer.Option("--json")] = False,
-              status: Annotated[Optional[str], typer.Option(help="Only runs with this status")] = None) -> None:
+              status: Annotated[str | None, typer.Option(help="Only runs with this status")] = None) -> None:
     """List the workspace's runs, newest first."""
     from ..runs import RunStore
 
@@ -231,7 +231,7 @@ def dashboard(
     workspace: Workspace = None,
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8265,
     host: Annotated[str, typer.Option(help="Address to bind; beyond loopback a token is required")] = "127.0.0.1",
-    token: Annotated[Optional[str], typer.Option(
+    token: Annotated[str | None, typer.Option(
         help="Require this token (default: one is generated when --host is not a loopback address)")] = None,
 ) -> None:
     """Serve the web dashboard: runs, live progress, failed items, logs, cancel (extra: dashboard)."""

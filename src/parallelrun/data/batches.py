@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class TabularBatch:
         return f"{self.path} rows {self.row_start}-{self.row_end - 1}"
 
 
-MiniBatch = Union[FileBatch, TabularBatch]
+MiniBatch = FileBatch | TabularBatch
 
 
 def to_json(batch: MiniBatch) -> str:
