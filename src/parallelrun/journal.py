@@ -4,6 +4,14 @@ A mini-batch is done if and only if its row in ``batches`` says so; its output r
 and are written in the same transaction, so after the driver is killed at any instant a batch is either
 fully committed (state and output) or not at all, and resume redoes exactly the uncommitted ones.
 
+Results that reach the driver together are committed together (``commit_successes``: one transaction,
+still each batch's state with its own output), which keeps the journal's cost per mini-batch to a few
+microseconds; nothing is ever held back waiting for more results to group.
+
+The plan is written in chunks while dispatch has already started (``add_planned``); meta ``plan`` records
+how far it got, and the input fingerprint at that point, so a resumed run can check the inputs it already
+planned and plan the rest.
+
 The database runs in WAL mode with ``synchronous=NORMAL``: a commit survives the driver process being
 killed (the OS still holds the written pages); only a power loss can drop the last commits, which resume
 then simply redoes.
@@ -71,6 +79,20 @@ class FailedItem:
 
     def to_dict(self) -> dict[str, Any]:
         return {"item": self.item, "exc_type": self.exc_type, "message": self.message, "traceback": self.traceback}
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """One succeeded batch to commit: its accounting and its formatted output."""
+
+    idx: int
+    attempts: int
+    worker: str
+    seconds: float
+    succeeded: int
+    n_failed: int
+    failed_items: list[FailedItem]
+    output: bytes | None
 
 
 @dataclass(frozen=True)
@@ -148,6 +170,26 @@ class Journal:
                 "INSERT INTO batches(idx, descriptor, n_items, nbytes) VALUES (?, ?, ?, ?)", rows
             )
 
+    def add_planned(self, batches: list[MiniBatch], meta: dict[str, Any]) -> None:
+        """Record one chunk of the plan and ``meta`` (how far planning got) in one transaction."""
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO batches(idx, descriptor, n_items, nbytes) VALUES (?, ?, ?, ?)",
+                [(b.index, to_json(b), b.n_items, b.nbytes) for b in batches],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in meta.items()],
+            )
+
+    def pending_descriptors(self, start: int, limit: int) -> list[MiniBatch]:
+        """Up to ``limit`` uncommitted batches with index >= ``start``, in order (dispatch reads ahead)."""
+        rows = self._db.execute(
+            "SELECT descriptor FROM batches WHERE state = 'pending' AND idx >= ? ORDER BY idx LIMIT ?",
+            (start, limit),
+        ).fetchall()
+        return [from_json(r[0]) for r in rows]
+
     def batch(self, idx: int) -> MiniBatch:
         row = self._db.execute("SELECT descriptor FROM batches WHERE idx = ?", (idx,)).fetchone()
         if row is None:
@@ -176,18 +218,32 @@ class Journal:
         output: bytes | None,
     ) -> None:
         """Mark a batch succeeded and store its output, in one transaction."""
+        self.commit_successes([Success(idx, attempts, worker, seconds, succeeded, n_failed, failed_items, output)])
+
+    def commit_successes(self, results: Iterable[Success]) -> list[bool]:
+        """Commit several succeeded batches in one transaction, each with its output.
+
+        Returns, per result, whether it was committed (False: the batch was already committed, and a
+        duplicate result - a retried attempt that also finished - is dropped).
+        """
+        done = []
+        now = time.time()
         with self._tx():
-            cur = self._db.execute(
-                "UPDATE batches SET state='succeeded', attempts=?, worker=?, seconds=?, succeeded=?, failed=?,"
-                " error=NULL, finished_at=? WHERE idx=? AND state='pending'",
-                (attempts, worker, seconds, succeeded, n_failed, time.time(), idx),
-            )
-            if cur.rowcount != 1:
-                # Already committed: a duplicate result (a retried attempt that also finished) is dropped.
-                return
-            if output:
-                self._db.execute("INSERT OR REPLACE INTO outputs(idx, data) VALUES (?, ?)", (idx, output))
-            self._add_failed_items(idx, attempts, failed_items)
+            execute = self._db.execute
+            for r in results:
+                cur = execute(
+                    "UPDATE batches SET state='succeeded', attempts=?, worker=?, seconds=?, succeeded=?, failed=?,"
+                    " error=NULL, finished_at=? WHERE idx=? AND state='pending'",
+                    (r.attempts, r.worker, r.seconds, r.succeeded, r.n_failed, now, r.idx),
+                )
+                if cur.rowcount != 1:
+                    done.append(False)
+                    continue
+                if r.output:
+                    execute("INSERT OR REPLACE INTO outputs(idx, data) VALUES (?, ?)", (r.idx, r.output))
+                self._add_failed_items(r.idx, r.attempts, r.failed_items)
+                done.append(True)
+        return done
 
     def record_attempt(self, idx: int, attempt: int, worker: str, outcome: str, error: str) -> None:
         with self._tx():

@@ -86,7 +86,7 @@ class WorkersFile:
             "ready": ready,
             "batch": head[0] if head else None,
             "attempt": head[1] if head else None,
-            "queue": len(queue),
+            "queue": max(0, len(queue) - 1),  # waiting behind the running one
             # WorkerState.started_at is monotonic (immune to clock changes); readers want wall time.
             "batch_started": wall - (mono - started) if head and started else None,
             "last_event": self._last_event[w.name],
@@ -170,40 +170,46 @@ def journal_counts(journal_path: str | os.PathLike[str]) -> dict[str, int] | Non
 
 
 def throughput_series(
-    journal_path: str | os.PathLike[str], start: float, end: float, max_points: int = 120
+    journal_path: str | os.PathLike[str], start: float, end: float, max_points: int = 120,
+    recent_since: float | None = None,
 ) -> dict[str, Any]:
     """Items finished per second over ``[start, end]``, in at most ``max_points`` equal buckets.
 
-    Returns ``{"bucket": seconds, "points": [[t, items_per_s, failed_per_s], ...]}`` with ``t`` the wall
-    time at the bucket's start; the aggregation runs inside SQLite (one scan, no row reaches Python).
+    Returns ``{"bucket": seconds, "points": [[t, items_per_s, failed_per_s], ...], "recent_items": n}``
+    with ``t`` the wall time at the bucket's start and ``n`` the items finished since ``recent_since``.
+    One scan inside SQLite, no row reaches Python: there is no index on ``finished_at`` (the driver
+    should not pay for one), and a journal of a million mini-batches takes a few tenths of a second.
     """
     path = Path(journal_path)
     span = max(end - start, 1.0)
     bucket = float(max(1, math.ceil(span / max_points)))
     n = int(math.ceil(span / bucket))
     points = [[start + i * bucket, 0.0, 0.0] for i in range(n)]
+    recent = 0
     if not path.is_file():
-        return {"bucket": bucket, "points": points}
+        return {"bucket": bucket, "points": points, "recent_items": recent}
+    since = end if recent_since is None else recent_since
     try:
         db = _connect_ro(path)
         try:
             rows = db.execute(
-                "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, SUM(n_items), SUM(failed) FROM batches"
+                "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, SUM(n_items), SUM(failed),"
+                " SUM(CASE WHEN finished_at >= ? THEN n_items ELSE 0 END) FROM batches"
                 " WHERE finished_at IS NOT NULL AND finished_at >= ? GROUP BY b",
-                (start, bucket, start),
+                (start, bucket, since, min(start, since)),
             ).fetchall()
         finally:
             db.close()
     except sqlite3.Error:
         rows = []
-    for b, items, failed in rows:
-        if 0 <= b < n:
-            points[b][1] = (items or 0) / bucket
-            points[b][2] = (failed or 0) / bucket
-        elif b >= n and n:  # finished in the instant after ``end``
-            points[-1][1] += (items or 0) / bucket
-            points[-1][2] += (failed or 0) / bucket
-    return {"bucket": bucket, "points": points}
+    for b, items, failed, new in rows:
+        recent += new or 0
+        if b < 0:
+            continue  # before ``start``: counted as recent only
+        i = min(b, n - 1)  # past the last bucket: finished in the instant after ``end``
+        points[i][1] += (items or 0) / bucket
+        points[i][2] += (failed or 0) / bucket
+    return {"bucket": bucket, "points": points, "recent_items": recent}
 
 
 def recent_rate(journal_path: str | os.PathLike[str], now: float, window: float = RATE_WINDOW) -> float:
@@ -225,11 +231,12 @@ def recent_rate(journal_path: str | os.PathLike[str], now: float, window: float 
 
 
 def run_progress(rec: Any, run_dir: str | os.PathLike[str] | None = None, now: float | None = None,
-                 with_series: bool = False) -> dict[str, Any]:
+                 with_series: bool = False, detail: bool = True) -> dict[str, Any]:
     """A run's live progress: status, counts, percent, items/s, ETA and (while running) its workers.
 
     ``rec`` is a :class:`~parallelrun.runs.RunRecord`; ``run_dir`` overrides the folder recorded in it
     (the dashboard passes the folder it found the record in, so a moved workspace still reads right).
+    ``detail=False`` skips the current rate and the workers (a runs list needs neither).
     """
     now = time.time() if now is None else now
     folder = Path(run_dir or rec.run_dir)
@@ -243,7 +250,13 @@ def run_progress(rec: Any, run_dir: str | os.PathLike[str] | None = None, now: f
     elapsed = max(0.0, ended - started) if started else 0.0
     wall = rec.wall_seconds if not live and rec.wall_seconds else elapsed
     avg = counts.get("items_succeeded", 0) / wall if wall > 0 else 0.0
-    rate = recent_rate(folder / "journal.sqlite", now, min(RATE_WINDOW, max(elapsed, 1.0))) if live else avg
+    window = min(RATE_WINDOW, max(elapsed, 1.0))
+    series = throughput_series(folder / "journal.sqlite", started, ended, recent_since=now - window) \
+        if with_series and started else None
+    if live and detail:
+        rate = series["recent_items"] / window if series else recent_rate(folder / "journal.sqlite", now, window)
+    else:
+        rate = avg
     remaining = max(0, total - done)
     eta: float | None = None
     if live and remaining:
@@ -265,12 +278,12 @@ def run_progress(rec: Any, run_dir: str | os.PathLike[str] | None = None, now: f
         "eta_seconds": eta,
         "now": now,
     }
-    workers = read_workers(folder)
+    workers = read_workers(folder) if detail else None
     if workers is not None and not live:
         workers = {**workers, "running": False, "workers": []}
     out["workers"] = workers
     if with_series:
-        out["series"] = throughput_series(folder / "journal.sqlite", started, ended) if started else None
+        out["series"] = series
     return out
 
 

@@ -44,6 +44,12 @@ class Progress:
             self._bar.start()
             self._task = self._bar.add_task("running", total=total_items, completed=done, failed=failed, rate="")
 
+    def set_total(self, total_items: int) -> None:
+        """The total grew (the plan is still being written while the first batches run)."""
+        self.total = total_items
+        if self._bar is not None:
+            self._bar.update(self._task, total=total_items)
+
     def update(self, done: int, failed: int, batches_done: int, batches: int) -> None:
         now = time.monotonic()
         elapsed = now - self._t0

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .azureml_shim import shim_sys_path
 from .config import JobSpec, load_job, validate_spec
 from .data.batches import FileBatch, MiniBatch
 from .data.plan import Plan
@@ -30,9 +31,10 @@ from .execution.base import (
     WorkerReady,
 )
 from .execution.entry import check_entry_script
+from .execution.feed import Feed
 from .execution.scheduler import Scheduler, Thresholds
 from .execution.worker import WorkerConfig
-from .journal import FailedItem, Journal
+from .journal import FailedItem, Journal, Success
 from .live import WorkersFile
 from .outputs import merge_output
 from .progress import Progress
@@ -135,18 +137,18 @@ def run_job(
         if on_start:
             on_start(rec)
         journal = Journal(rec.journal_path)
-        plan = Plan(spec, base, storage_options)
+        journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint, input_type=spec.input_type)
         try:
-            n, items, nbytes = journal.add_batches(plan.batches())
+            # The first planning step runs before any worker starts, so a missing path or an empty dataset
+            # fails here; the rest is planned while the first mini-batches run (see execution/feed.py).
+            feed = Feed(spec, base, storage_options, journal)
+            feed.step()
         except Exception:
             rec.status = "Failed"
             rec.reason = "planning failed"
             store.save(rec)
             raise
-        rec.input_fingerprint = plan.fingerprint
-        journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint,
-                         input_fingerprint=plan.fingerprint, input_type=spec.input_type, files=plan.files)
-        return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure)
+        return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure, feed)
     finally:
         lock.release()
 
@@ -180,7 +182,12 @@ def resume_run(
                     "two configurations. Start a new run instead (parallelrun run ...), or restore the spec."
                 )
         journal = Journal(rec.journal_path)
-        if check_inputs:
+        feed = Feed(spec, base, storage_options, journal)
+        if not feed.done:
+            # The driver died while planning: re-plan up to where it stopped (checking that part of the
+            # inputs is unchanged) before any worker starts; the rest is planned as the run continues.
+            feed.catch_up()
+        elif check_inputs:
             plan = Plan(spec, base, storage_options)
             for _ in plan.batches():
                 pass
@@ -192,7 +199,7 @@ def resume_run(
         if retry_failed:
             journal.reset_failed()
         rec.resumes += 1
-        return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure)
+        return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure, feed)
     finally:
         lock.release()
 
@@ -210,8 +217,14 @@ def make_executor(spec: JobSpec, cfg: WorkerConfig) -> Executor:
 
 def _drive(
     store: RunStore, rec: RunRecord, spec: JobSpec, base: Path, journal: Journal, progress_mode: str,
-    storage_options: dict[str, Any] | None, raise_on_failure: bool,
+    storage_options: dict[str, Any] | None, raise_on_failure: bool, feed: Feed | None = None,
 ) -> RunResult:
+    """Dispatch, commit and account until every batch is settled (or the run stops).
+
+    Each turn: fill the workers' free slots (probes first with ``mini_batch_size: auto``), plan a little
+    more while planning is unfinished, wait for events, commit every result that arrived in one
+    transaction, then account for them. A result is counted as done only once it is committed.
+    """
     source, script, output = _paths(spec, base)
     logs = rec.logs_dir
     log = driver_logger(logs, spec.logging_level)
@@ -228,9 +241,12 @@ def _drive(
         logging_level=spec.logging_level, output_dir=str(output), log_dir=str(logs),
         output_action=spec.output_action, output_format=spec.append_row_format, parent_pid=os.getpid(),
         storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
+        extra_sys_path=shim_sys_path(),  # azureml.core / azureml_user stand-ins when Azure's SDK is absent
     )
     output.mkdir(parents=True, exist_ok=True)
-    sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=counts.batches,
+    feed = feed or Feed(spec, base, storage_options, journal)
+    total_batches, total_items = counts.batches, counts.items
+    sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=total_batches,
                       thresholds=Thresholds(spec.error_threshold, spec.allowed_failed_count,
                                             spec.allowed_failed_percent),
                       failed_items=counts.items_failed, failed_batches=counts.batches_failed)
@@ -245,6 +261,7 @@ def _drive(
     status = "Failed"
     reason: str | None = None
     last_overview = 0.0
+    first_dispatch = True
 
     def on_signal(signum: int, frame: Any) -> None:
         raise _Interrupted()
@@ -255,15 +272,36 @@ def _drive(
     try:
         executor.start()
         while True:
-            for w in executor.idle_workers():
+            for w in executor.idle_workers():  # one entry per free slot
+                if feed.calibrator is not None and feed.calibrating:
+                    probe = feed.calibrator.next(w)
+                    if probe is not None:
+                        executor.submit(w, probe, 1)
+                    continue
                 nxt = sched.next()
                 if nxt is None:
                     break
                 index, attempt = nxt
-                batch = held.get(index) or journal.batch(index)
+                batch = held.get(index) or feed.descriptor(index)
                 held[index] = batch
                 executor.submit(w, batch, attempt)
-            if sched.finished():
+                if first_dispatch:
+                    first_dispatch = False
+                    log.info("first mini-batch dispatched %.3f s after the start", time.monotonic() - t0)
+            planning = not feed.done and not feed.calibrating
+            if planning:
+                new = feed.step()
+                if new:
+                    sched.add(b.index for b in new)
+                    total_batches += len(new)
+                    total_items += sum(b.n_items for b in new)
+                    sched.total_batches = total_batches
+                    prog.set_total(total_items)
+                if feed.done and feed.plan is not None:
+                    rec.input_fingerprint = feed.plan.fingerprint
+                    log.info("planned %d mini-batches (%d items, %d files) in %.2f s", total_batches, total_items,
+                             feed.plan.files, time.monotonic() - t0)
+            if sched.finished() and (feed.done or sched.stop_reason):
                 break
             if sched.stop_reason:
                 break
@@ -272,17 +310,28 @@ def _drive(
                 what = "init() failed in every worker" if not ever_ready else "no worker is left"
                 sched.stop(f"{what}; the first error ({who}):\n{err.traceback or err.one_line()}")
                 break
-            for ev in executor.poll(0.25):
-                if isinstance(ev, BatchSucceeded):
-                    b = held.pop(ev.index, None) or journal.batch(ev.index)
+            events = executor.poll(0.0 if planning else 0.25)
+            # Everything that arrived together is committed together (one transaction, each batch with
+            # its output), and only then counted as done.
+            results = [(ev, held.pop(ev.index, None) or journal.batch(ev.index)) for ev in events
+                       if isinstance(ev, BatchSucceeded) and ev.index >= 0]
+            if results:
+                committed = journal.commit_successes(
+                    Success(ev.index, ev.attempt, ev.worker, ev.seconds, min(ev.succeeded, b.n_items),
+                            b.n_items - min(ev.succeeded, b.n_items), ev.failed_items, ev.payload)
+                    for ev, b in results)
+                for (ev, b), new_commit in zip(results, committed):
                     n_failed = b.n_items - min(ev.succeeded, b.n_items)
-                    journal.commit_success(ev.index, attempts=ev.attempt, worker=ev.worker, seconds=ev.seconds,
-                                           succeeded=min(ev.succeeded, b.n_items), failed_items=ev.failed_items,
-                                           n_failed=n_failed, output=ev.payload)
                     sched.succeeded(ev.index, n_failed)
-                    done_items += b.n_items
-                    failed_items += n_failed
-                    batches_done += 1
+                    if new_commit:
+                        done_items += b.n_items
+                        failed_items += n_failed
+                        batches_done += 1
+            for ev in events:
+                if isinstance(ev, (BatchSucceeded, BatchFailed, BatchReturned)) and ev.index < 0:
+                    _probe_event(feed, ev, log)
+                elif isinstance(ev, BatchSucceeded):
+                    pass  # committed above
                 elif isinstance(ev, BatchFailed):
                     b = held.get(ev.index) or journal.batch(ev.index)
                     detail = ev.error.traceback if ev.error else ev.message
@@ -306,13 +355,18 @@ def _drive(
                     log.error("init() failed in worker %s:\n%s", ev.worker, ev.error.traceback or ev.error.message)
                 elif isinstance(ev, WorkerLost):
                     log.warning("%s%s", ev.message, f"; replaced by {ev.replaced_by}" if ev.replaced_by else "")
-            prog.update(done_items, failed_items, batches_done, counts.batches)
+                    if feed.calibrator is not None:
+                        feed.calibrator.lost(ev.worker)
+            size = feed.size_decided()
+            if size is not None and feed.calibrator is not None:
+                log.info("mini_batch_size: auto chose %d (%s)", size, feed.calibrator.note)
+            prog.update(done_items, failed_items, batches_done, total_batches)
             live.update(executor.workers())
             now = time.monotonic()
             if now - last_overview > 5:
                 last_overview = now
-                append_progress(logs, f"{done_items}/{counts.items} items done, {failed_items} failed, "
-                                      f"{batches_done}/{counts.batches} mini-batches")
+                append_progress(logs, f"{done_items}/{total_items} items done, {failed_items} failed, "
+                                      f"{batches_done}/{total_batches} mini-batches")
         if sched.stop_reason:
             executor.cancel()
         else:
@@ -366,6 +420,20 @@ def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, st
     if raise_on_failure and status == "Failed":
         raise JobFailedError(reason or "the job failed", rec.id)
     return result
+
+
+def _probe_event(feed: Feed, ev: BatchSucceeded | BatchFailed | BatchReturned, log: Any) -> None:
+    """An event of a ``mini_batch_size: auto`` probe: measured, never journaled (its output is dropped)."""
+    cal = feed.calibrator
+    if cal is None:
+        return
+    if isinstance(ev, BatchSucceeded):
+        cal.succeeded(ev.index, ev.seconds)
+    elif isinstance(ev, BatchFailed):
+        log.warning("mini_batch_size: auto probe failed on %s (%s): %s", ev.worker, ev.reason, ev.message)
+        cal.failed(ev.index, ev.message)
+    else:
+        cal.returned(ev.index)
 
 
 def _all_items_failed(b: MiniBatch, ev: BatchFailed) -> list[FailedItem]:

@@ -62,6 +62,15 @@ class RunRecord:
     models: dict[str, str] = field(default_factory=dict)  # name -> local path, for Model.get_model_path
     python: str | None = None  # the workers' interpreter (an Environment's venv); None = this one
     wall_seconds: float = 0.0
+    # Pipelines (parallelrun.workspace): a pipeline run (kind "pipeline") lists its step runs in
+    # ``children``; a step run (kind "step", ``parent`` = the pipeline run) has a ``step_type``, its output
+    # folders by name, the reuse key it was run under, and the run it reused when it did not run.
+    step_type: str | None = None
+    children: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    reuse_key: str | None = None
+    reused_from: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -152,13 +161,20 @@ class DriverLock:
         self.path = run_dir / "driver.lock"
         self._fd: int | None = None
 
-    def acquire(self) -> bool:
+    def acquire(self, patience: float = 0.5) -> bool:
+        """Take the lock; False if another driver holds it. Readers that probe the lock (``is_locked``)
+        hold it for microseconds, so a busy lock is retried for ``patience`` seconds before giving up."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.02)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

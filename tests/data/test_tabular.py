@@ -6,6 +6,7 @@ import io
 import json
 import random
 import types
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -172,7 +173,8 @@ def test_randomized_csv_matches_pandas(tmp_path: Path, monkeypatch: pytest.Monke
 
     def field() -> str:
         if rng.random() < 0.5:  # quoted: anything goes, quotes doubled
-            body = "".join(rng.choice(['x', 'y', ' ', ',', '"', '\n', '\r\n', 'z']) for _ in range(rng.randint(0, 8)))
+            parts = ["x", "y", " ", ",", '"', "\n", "\r\n", "z"]
+            body = "".join(rng.choice(parts) for _ in range(rng.randint(0, 8)))
             return '"' + body.replace('"', '""') + '"'
         # unquoted: no separator/newline, and a quote only after the first character (literal to pandas)
         body = "".join(rng.choice("xyz ") for _ in range(rng.randint(0, 5)))
@@ -202,7 +204,8 @@ def test_chunk_boundaries_inside_records(tmp_path: Path, monkeypatch: pytest.Mon
     # Small scan chunks put chunk edges inside quoted fields, "" escapes, \r\n pairs and blank lines, and
     # make records whose quoted field spans chunks be followed by records that start with a quote.
     monkeypatch.setattr("parallelrun.data.tabular._CHUNK", chunk)
-    rows = [b'%d,"a ""b""\r\nc",  \r\n \r\n' % i if i % 2 else b'"%d","x\ny, ""z""",w\n' % i for i in range(30)]
+    odd, even = b'%d,"a ""b""\r\nc",  \r\n \r\n', b'"%d","x\ny, ""z""",w\n'
+    rows = [(odd if i % 2 else even) % i for i in range(30)]
     path = _write(tmp_path, "c.csv", b"id,t,u\r\n" + b"".join(rows))
     expected = pd.read_csv(path, dtype=str)
     assert len(expected) == 30
@@ -321,6 +324,59 @@ def test_fsspec_urls_and_descriptor_round_trip(tmp_path: Path) -> None:
         fs.rm("/tabular-test", recursive=True)
 
 
+def test_storage_options_are_keyed_by_protocol(tmp_path: Path) -> None:
+    from fsspec import register_implementation
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class RecordingFS(MemoryFileSystem):
+        protocol = "prtabtest"
+        cachable = False
+        seen: list[dict] = []
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            RecordingFS.seen.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+        @classmethod
+        def _strip_protocol(cls, path: str) -> str:
+            return MemoryFileSystem._strip_protocol(path.replace("prtabtest://", "memory://", 1))
+
+    register_implementation("prtabtest", RecordingFS, clobber=True)
+    RecordingFS().pipe("/prtabtest-dir/a.csv", _csv_rows(5))
+    try:
+        options = {"prtabtest": {"token": "t"}, "az": {"account_name": "other"}}
+        [batch] = plan_tabular(["prtabtest://prtabtest-dir/a.csv"], 10**6, storage_options=options)
+        assert read_batch(batch, options)["id"].tolist() == [0, 1, 2, 3, 4]
+        assert RecordingFS.seen[1:] and all(kw == {"token": "t"} for kw in RecordingFS.seen[1:])
+    finally:
+        RecordingFS().rm("/prtabtest-dir", recursive=True)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("az", marks=pytest.mark.azure),
+                                     pytest.param("s3", marks=pytest.mark.s3)])
+def test_remote_byte_ranges(backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec
+
+    if backend == "az":
+        server = request.getfixturevalue("azurite")
+        options = {"az": {"connection_string": server.connection_string}}
+    else:
+        server = request.getfixturevalue("moto_s3")
+        options = {"s3": {"key": server.access_key_id, "secret": server.secret_access_key,
+                          "endpoint_url": server.endpoint_url}}
+    monkeypatch.setattr("parallelrun.data.tabular._CHUNK", 1000)  # several reads through the remote file
+    fs = fsspec.filesystem(backend, **options[backend])
+    bucket = f"tabular-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(bucket)
+    data = b"id,text\n" + b"".join(b'%d,"multi\nline ""%d"""\n' % (i, i) for i in range(300))
+    fs.pipe(f"{bucket}/q.csv", data)
+    batches = list(plan_tabular([f"{backend}://{bucket}/q.csv"], 256, storage_options=options))
+    assert len(batches) > 10
+    _assert_chained(batches, 300)
+    got = pd.concat([read_batch(b, options) for b in batches])
+    pd.testing.assert_frame_equal(got, pd.read_csv(io.BytesIO(data)))
+
+
 def test_read_batch_detects_changed_file(tmp_path: Path) -> None:
     path = _write(tmp_path, "a.csv", _csv_rows(20))
     batch = _plan(path, 50)[1]
@@ -332,7 +388,7 @@ def test_read_batch_detects_changed_file(tmp_path: Path) -> None:
 def test_rows_longer_than_header_are_an_error_not_an_index(tmp_path: Path) -> None:
     path = _write(tmp_path, "wide.csv", b"a,b\n1,2,3\n4,5,6\n")
     [batch] = _plan(path, 100)
-    with pytest.raises(ValueError, match=r"wide\.csv bytes 4-16 \(rows 0-1\): rows have more fields than the header"):
+    with pytest.raises(ValueError, match=r"wide\.csv bytes 4-16 \(rows 0-1\): rows have more fields than the head"):
         read_batch(batch)
 
 
@@ -366,17 +422,19 @@ def test_parse_size(value: str | int, expected: int) -> None:
     assert parse_size(value) == expected
 
 
-@pytest.mark.parametrize("value", ["0", 0, "0MB", "1TB", "-1", -5, "1.5MB", "", "MB", "1 MB", "ten", True, None])
+@pytest.mark.parametrize("value", ["0", 0, "0MB", "1TB", "-1", -5, "1.5MB", "", "MB", "1 MB", "x", True, None])
 def test_parse_size_rejects(value: object) -> None:
     with pytest.raises(ValueError, match=r"use a size such as '1MB' or '512KB'"):
         parse_size(value)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("path, fmt, expected", [
-    ("a.csv", None, "csv"), ("dir/A.CSV", None, "csv"), ("a.tsv", None, "tsv"), ("a.parquet", None, "parquet"),
-    ("a.pq", None, "parquet"), ("a.jsonl", None, "jsonl"), ("a.json", None, "jsonl"), ("a.ndjson", None, "jsonl"),
+    ("a.csv", None, "csv"), ("dir/A.CSV", None, "csv"), ("a.tsv", None, "tsv"),
+    ("a.parquet", None, "parquet"), ("a.pq", None, "parquet"),
+    ("a.jsonl", None, "jsonl"), ("a.json", None, "jsonl"), ("a.ndjson", None, "jsonl"),
     ("abfs://c/x/part-0.parquet", None, "parquet"), ("https://h/x.csv?sig=abc", None, "csv"),
-    ("a.txt", "csv", "csv"), ("a.dat", "JSON", "jsonl"), ("a", "jsonlines", "jsonl"), ("a", "ndjson", "jsonl"),
+    ("a.txt", "csv", "csv"), ("a.dat", "JSON", "jsonl"), ("a", "jsonlines", "jsonl"),
+    ("a", "ndjson", "jsonl"),
     ("a", "pq", "parquet"), ("a.csv", "tsv", "tsv"),
 ])
 def test_infer_format(path: str, fmt: str | None, expected: str) -> None:

@@ -166,12 +166,22 @@ def runs_list(workspace: Workspace = None, as_json: Annotated[bool, typer.Option
     if not recs:
         typer.echo("no runs")
         return
-    typer.echo(f"{'RUN ID':44} {'STATUS':12} {'STARTED':19} {'ITEMS OK':>9} {'FAILED':>7} {'TOTAL':>8}")
+    typer.echo(f"{'RUN ID':44} {'STATUS':12} {'STARTED':19} {'ITEMS OK':>9} {'FAILED':>7} {'TOTAL':>8}  KIND")
+    # A pipeline run is followed by its step runs, indented (pipelines: parallelrun.workspace).
+    ids = {r.id for r in recs}
+    steps: dict[str, list] = {}
     for r in recs:
-        c = r.counts
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created))
-        typer.echo(f"{r.id:44} {r.effective_status():12} {started:19} {c.get('items_succeeded', 0):>9} "
-                   f"{c.get('items_failed', 0):>7} {c.get('items', 0):>8}")
+        if r.parent and r.parent in ids:
+            steps.setdefault(r.parent, []).insert(0, r)
+    for r in recs:
+        if r.parent and r.parent in ids:
+            continue
+        for indent, rr in [("", r), *(("  ", s) for s in steps.get(r.id, []))]:
+            c = rr.counts
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rr.created))
+            kind = f"{rr.kind} {rr.step_type or ''}".strip() + (" (reused)" if rr.reused_from else "")
+            typer.echo(f"{indent + rr.id:44} {rr.effective_status():12} {started:19} {c.get('items_succeeded', 0):>9} "
+                       f"{c.get('items_failed', 0):>7} {c.get('items', 0):>8}  {kind}")
 
 
 @runs_app.command("show")
@@ -189,6 +199,16 @@ def runs_show(run_id: str, workspace: Workspace = None, as_json: Annotated[bool,
         typer.echo(f"{k:13} {view.get(k)}")
     for k, v in rec.counts.items():
         typer.echo(f"{k:13} {v}")
+    if rec.kind == "pipeline":
+        store = RunStore(workspace)
+        typer.echo("steps:")
+        for child in rec.children:
+            try:
+                s = store.get(child)
+            except ParallelRunError:
+                continue
+            reused = f"  (reused {s.reused_from})" if s.reused_from else ""
+            typer.echo(f"  {s.name:24} {s.effective_status():12} {s.id}{reused}")
 
 
 @runs_app.command("logs")
@@ -199,6 +219,8 @@ def runs_logs(run_id: str, workspace: Workspace = None,
     from ..runs import RunStore
 
     rec = RunStore(workspace).get(run_id)
+    if rec.kind == "pipeline" and file == "job_progress_overview.txt":
+        file = "pipeline.txt"  # a pipeline run's own log: its steps starting, reused, ending
     path = (rec.logs_dir / file).resolve()
     if not str(path).startswith(str(rec.logs_dir.resolve())):
         raise UsageError(f"--file {file!r} is outside the run's logs folder {rec.logs_dir}")
@@ -220,9 +242,16 @@ def runs_logs(run_id: str, workspace: Workspace = None,
 
 @runs_app.command("cancel")
 def runs_cancel(run_id: str, workspace: Workspace = None) -> None:
-    """Stop a running run (it stays resumable)."""
+    """Stop a running run (it stays resumable). A pipeline run (or one of its steps) stops its pipeline."""
     from ..control import cancel_run
+    from ..runs import RunStore
 
+    store = RunStore(workspace)
+    if store.get(run_id).kind in ("pipeline", "step"):
+        from ..workspace.run import cancel_pipeline
+
+        typer.echo(f"pipeline run of {run_id}: {cancel_pipeline(store, store.get(run_id).id)}")
+        return
     typer.echo(cancel_run(run_id, workspace))
 
 

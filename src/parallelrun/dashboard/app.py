@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,39 @@ STATIC = Path(__file__).parent / "static"
 DEFAULT_PORT = 8265
 
 
+class CostCache:
+    """Reuses an answer for ``factor`` times as long as it took to compute (at least ``floor`` seconds).
+
+    The live views scan the journal; on a journal of a million mini-batches that takes a few tenths of a
+    second. Reusing each answer for ten times its cost caps what the dashboard takes from the machine at
+    about a tenth of a core per view, however many browser tabs poll it, so watching never slows a job.
+    """
+
+    def __init__(self, factor: float = 10.0, floor: float = 0.5, size: int = 256) -> None:
+        self.factor, self.floor, self.size = factor, floor, size
+        self._entries: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        value = compute()
+        done = time.monotonic()
+        with self._lock:
+            if len(self._entries) >= self.size:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > done}
+            self._entries[key] = (done + max(self.floor, self.factor * (done - now)), value)
+        return value
+
+    def forget(self, part: str) -> None:
+        """Drop the answers whose key (a tuple) holds ``part``: a run id, or "runs" for the lists."""
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if part not in k}
+
+
 def create_app(workspace: str | os.PathLike[str] | None = None, policy: Policy | None = None,
                cancel: Callable[..., str] | None = None) -> Any:
     """The dashboard for ``workspace``; ``policy`` defaults to loopback-only with no token.
@@ -40,6 +75,8 @@ def create_app(workspace: str | os.PathLike[str] | None = None, policy: Policy |
                     "except POST /api/runs/{run_id}/cancel.",
         openapi_url="/api/openapi.json", docs_url=None, redoc_url=None,  # the doc UIs load from a CDN
     )
+
+    cache = CostCache()
 
     def guarded(fn: Callable[[], Any]) -> Any:
         try:
@@ -61,7 +98,8 @@ def create_app(workspace: str | os.PathLike[str] | None = None, policy: Policy |
         parent: str | None = Query(None, description="Only the steps of this pipeline run ('' = top level)"),
         limit: int = Query(500, ge=1, le=5000),
     ) -> dict[str, Any]:
-        return data.list_runs(ws, status=status, experiment=experiment, kind=kind, parent=parent, limit=limit)
+        return cache.get(("runs", status, experiment, kind, parent, limit), lambda: data.list_runs(
+            ws, status=status, experiment=experiment, kind=kind, parent=parent, limit=limit))
 
     @api.get("/api/runs/{run_id}", tags=["runs"], summary="One run: record, config, progress, steps, logs")
     def run(run_id: str) -> dict[str, Any]:
@@ -70,11 +108,11 @@ def create_app(workspace: str | os.PathLike[str] | None = None, policy: Policy |
     @api.get("/api/runs/{run_id}/live", tags=["runs"],
              summary="Live progress: counts, percent, items/s, ETA, the items/s series, workers")
     def live(run_id: str) -> dict[str, Any]:
-        return guarded(lambda: data.live(ws, run_id))
+        return guarded(lambda: cache.get(("live", run_id), lambda: data.live(ws, run_id)))
 
     @api.get("/api/runs/{run_id}/steps", tags=["runs"], summary="A pipeline run's steps")
     def run_steps(run_id: str) -> list[dict[str, Any]]:
-        return guarded(lambda: (data.load_run(ws, run_id), data.steps(ws, run_id))[1])
+        return guarded(lambda: data.steps(ws, run_id))
 
     @api.get("/api/runs/{run_id}/batches", tags=["journal"], summary="Mini-batches from the journal")
     def batches(run_id: str, state: str | None = Query(None, pattern="^(pending|succeeded|failed)$"),
@@ -102,10 +140,12 @@ def create_app(workspace: str | os.PathLike[str] | None = None, policy: Policy |
     def cancel_run(run_id: str) -> dict[str, Any]:
         rec, _ = guarded(lambda: data.load_run(ws, run_id))
         status = rec.effective_status()
-        if status != "Running":
+        if status not in ("Running", "NotStarted"):
             raise HTTPException(409, f"run {rec.id} is not running (status {status})")
         stop = cancel or _default_cancel
         message = stop(rec.id, ws)
+        cache.forget(rec.id)
+        cache.forget("runs")
         rec, _ = data.load_run(ws, rec.id)
         return {"id": rec.id, "message": message, "status": rec.effective_status()}
 
@@ -127,8 +167,17 @@ def create_app(workspace: str | os.PathLike[str] | None = None, policy: Policy |
 
 def _default_cancel(run_id: str, workspace: Path) -> str:
     from ..control import cancel_run
+    from ..runs import RunStore
 
     # The driver needs a moment to kill its workers and record Canceled; wait for it, but bounded.
+    store = RunStore(workspace)
+    if store.get(run_id).kind in ("pipeline", "step"):
+        try:  # the workflow layer cancels a pipeline as a whole, including a driver still starting
+            from ..workspace.run import cancel_pipeline
+        except ImportError:
+            pass
+        else:
+            return f"run {run_id}: {cancel_pipeline(store, run_id, wait=20.0)}"
     return cancel_run(run_id, workspace, wait=20.0)
 
 

@@ -76,7 +76,7 @@ def _all_runs(workspace: Path) -> list[tuple[RunRecord, Path, dict[str, Any]]]:
 
 
 def _summary(rec: RunRecord, folder: Path, raw: dict[str, Any], now: float) -> dict[str, Any]:
-    p = run_progress(rec, folder, now)
+    p = run_progress(rec, folder, now, detail=False)
     c = p["counts"]
     return {
         "id": rec.id,
@@ -122,6 +122,7 @@ def list_runs(workspace: Path, status: str | None = None, experiment: str | None
 
 def steps(workspace: Path, run_id: str) -> list[dict[str, Any]]:
     """A pipeline run's steps: the runs whose ``parent`` is ``run_id``, in the order they were created."""
+    run_folder(workspace, run_id)
     now = time.time()
     kids = [_summary(rec, folder, raw, now) for rec, folder, raw in _all_runs(workspace) if rec.parent == run_id]
     return sorted(kids, key=lambda r: r["created"])
@@ -132,8 +133,8 @@ def run_detail(workspace: Path, run_id: str) -> dict[str, Any]:
     rec, folder = load_run(workspace, run_id)
     d = rec.to_dict()
     d["status"] = rec.effective_status()
-    d["progress"] = run_progress(rec, folder, with_series=True)
     d["steps"] = steps(workspace, rec.id)
+    d["progress"] = _with_steps(run_progress(rec, folder, with_series=True), d["steps"])
     d["config"] = {"spec": rec.spec, "overrides": rec.overrides, "job_file": rec.job_file,
                    "job_dir": rec.job_dir, "compute": rec.compute, "python": rec.python, "models": rec.models}
     d["logs_files"] = list_logs(workspace, rec.id)
@@ -145,6 +146,18 @@ def live(workspace: Path, run_id: str) -> dict[str, Any]:
     rec, folder = load_run(workspace, run_id)
     p = run_progress(rec, folder, with_series=True)
     p["steps"] = steps(workspace, rec.id) if rec.kind == "pipeline" else []
+    return _with_steps(p, p["steps"])
+
+
+def _with_steps(p: dict[str, Any], kids: list[dict[str, Any]]) -> dict[str, Any]:
+    """A pipeline run has no journal of its own: its items are its steps' items."""
+    if not kids or p["items_total"]:
+        return p
+    total = sum(k["items"] for k in kids)
+    ok, failed = sum(k["items_succeeded"] for k in kids), sum(k["items_failed"] for k in kids)
+    p["counts"] = {**p["counts"], "items": total, "items_succeeded": ok, "items_failed": failed}
+    p["items_total"], p["items_done"] = total, ok + failed
+    p["percent"] = 100.0 * (ok + failed) / total if total else p["percent"]
     return p
 
 
@@ -233,7 +246,7 @@ def read_log(workspace: Path, run_id: str, rel: str, offset: int | None = None,
     path = safe_log_path(folder, rel)
     if not path.is_file():
         raise NotFound(f"no log file {rel!r} in run {run_id}")
-    limit = max(1, min(limit, MAX_CHUNK))
+    limit = max(4, min(limit, MAX_CHUNK))  # 4: the longest UTF-8 character always fits in a chunk
     reset = False
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size

@@ -22,10 +22,10 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-import fsspec
 import pandas as pd
 
 from parallelrun.data.batches import TabularBatch
+from parallelrun.data.storage import url_to_fs
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl")
 _ALIASES = {"json": "jsonl", "jsonlines": "jsonl", "ndjson": "jsonl", "pq": "parquet"}
@@ -37,11 +37,10 @@ _SIZE_RE = re.compile(r"^(\d+)([kKmMgG]?)[bB]?$", re.ASCII)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # Big reads keep the per-chunk Python overhead negligible next to the C-speed bytes.find/count scans.
 _CHUNK = 8 * 1024 * 1024
-_NL, _QUOTE = 0x0A, 0x22
 
 
 def parse_size(value: str | int) -> int:
-    """Parse a mini-batch size such as ``"1MB"``, ``"512KB"``, ``"2G"`` or ``512`` into bytes (units are 1024-based)."""
+    """Parse a mini-batch size such as ``"1MB"``, ``"512KB"``, ``"2G"`` or ``512`` into bytes (1024-based)."""
     if isinstance(value, int) and not isinstance(value, bool):
         text = str(value)
     elif isinstance(value, str):
@@ -88,7 +87,9 @@ def plan_tabular(paths: Iterable[str], size_bytes: int, *, format: str | None = 
     Empty files and header-only CSVs give no batch. ``options`` may hold ``separator``, ``header``
     (default True), ``encoding`` (default utf-8) and ``dtype`` (a type name or {column: type name}, passed
     to pandas so every batch gets the same column types); they apply to text formats only.
-    Option errors are raised here, at call time; per-file errors (format, unreadable file) when iterating.
+    ``storage_options`` maps a protocol to its filesystem's keyword arguments (``{"az": {...}}``), as
+    everywhere in parallelrun. Option errors are raised here, at call time; per-file errors (format,
+    unreadable file) when iterating.
     """
     if size_bytes <= 0:
         raise ValueError(f"size_bytes must be positive, got {size_bytes}")
@@ -101,10 +102,11 @@ def plan_tabular(paths: Iterable[str], size_bytes: int, *, format: str | None = 
 def read_batch(batch: TabularBatch, storage_options: dict[str, Any] | None = None) -> pd.DataFrame:
     """Read exactly the rows of ``batch`` as a DataFrame indexed ``row_start .. row_end - 1`` (file rows).
 
-    Raises ValueError naming the file and byte range when the slice cannot be parsed or holds a different
-    number of rows than planned (e.g. the file changed since planning).
+    ``storage_options`` is keyed by protocol, as for ``plan_tabular``. Raises ValueError naming the file and
+    byte range when the slice cannot be parsed or holds a different number of rows than planned (e.g. the
+    file changed since planning).
     """
-    fs, path = fsspec.core.url_to_fs(batch.path, **(storage_options or {}))
+    fs, path = url_to_fs(batch.path, storage_options)
     where = f"{batch.path} bytes {batch.start}-{batch.end}"
     try:
         if batch.format == "parquet":
@@ -128,7 +130,7 @@ def _check_options(options: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"unknown tabular option(s) {unknown}: supported are {', '.join(_OPTION_KEYS)}")
     sep = options.get("separator")
-    if sep is not None and (not isinstance(sep, str) or len(sep) != 1 or not sep.isascii() or sep in "\"\r\n"):
+    if sep is not None and not (isinstance(sep, str) and len(sep) == 1 and sep.isascii() and sep not in "\"\r\n"):
         raise ValueError(f"separator must be one ASCII character other than a quote or newline, got {sep!r}")
     if not isinstance(options.get("header", True), bool):
         raise ValueError(f"header must be true or false, got {options['header']!r}")
@@ -144,7 +146,7 @@ def _check_options(options: dict[str, Any]) -> None:
         raise ValueError(f"encoding {encoding!r} is not ASCII-compatible; re-encode the file as utf-8")
     dtype = options.get("dtype")
     if dtype is not None and not isinstance(dtype, str | dict):
-        raise ValueError(f"dtype must be a type name such as 'str' or a {{column: type name}} map, got {dtype!r}")
+        raise ValueError(f"dtype must be a type name such as 'str' or a {{column: type}} map, got {dtype!r}")
 
 
 def _batch_options(fmt: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +166,7 @@ def _plan(paths: Iterable[str], size_bytes: int, format: str | None, options: di
     for url in paths:
         fmt = infer_format(url, format)
         opts = _batch_options(fmt, options)
-        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        fs, path = url_to_fs(url, storage_options)
         if fs.size(path) == 0:
             continue
         if fmt == "parquet":
@@ -228,7 +230,9 @@ def _plan_parquet(fs: Any, path: str, size_bytes: int) -> list[tuple[tuple[int, 
 def _plan_text(f: IO[bytes], fmt: str, size_bytes: int,
                opts: dict[str, Any]) -> Iterator[tuple[int, int, int, int]]:
     """(start, end, header_end, rows) per batch of a text file."""
-    begin = 3 if f.read(3) == codecs.BOM_UTF8 else 0  # pandas drops a BOM; our scan must not see it
+    # pandas drops a utf-8 BOM; the scan must not see it (it would hide a quote that opens the first field).
+    utf8 = codecs.lookup(opts["encoding"]).name in ("utf-8", "utf-8-sig")
+    begin = 3 if utf8 and f.read(3) == codecs.BOM_UTF8 else 0
     has_header = fmt != "jsonl" and opts["header"]
     splitter = _Splitter(size_bytes, first_size=1 if has_header else size_bytes, begin=begin,
                          separator=None if fmt == "jsonl" else opts["separator"].encode("ascii"))
@@ -238,159 +242,6 @@ def _plan_text(f: IO[bytes], fmt: str, size_bytes: int,
             header_end = end  # the first record (rows == 1) is the header: excluded from every range
             continue
         yield start, end, header_end, rows
-
-
-class _Splitter:
-    """Cuts a text file into (start, end, rows) ranges of about ``size`` bytes, on record boundaries.
-
-    The file is scanned in big chunks, each cut after its last newline so that every line is seen whole
-    (blank-line detection needs the line start). Quote-free stretches are split with ``bytes.find`` and
-    ``bytes.count``; from a record start with quotes ahead, a regex of the CSV grammar consumes whole
-    records in C. Only a record whose quoted field runs past the chunk is walked quote by quote.
-    """
-
-    def __init__(self, size: int, *, first_size: int, begin: int, separator: bytes | None) -> None:
-        self.size, self.next_size = first_size, size
-        self.sep = separator[0] if separator else None  # None: JSON lines, where quotes never span lines
-        ws = b" \t" if separator is None else b" \t".replace(separator, b"")
-        # A line of only spaces/tabs (not the separator) is skipped by pandas, so it is not a record.
-        cr = b"\r" if separator is None else b""
-        self.blank_re = re.compile(b"(?<=\\n)[" + re.escape(ws + cr) + b"]*\\r?\\n")
-        self.blank_starts = [b"\n\n", b"\n\r"] + [b"\n" + bytes([c]) for c in ws]
-        self.ws = ws + b"\r"
-        if separator is not None:
-            self.record_re, self.run_re = _record_regexes(separator, ws)
-        self.batch_start = self.record_start = begin
-        self.target = begin + first_size - 1  # the first terminator at or past this ends the batch
-        self.rows = 0
-        self.in_quote = False
-        self.out: list[tuple[int, int, int]] = []
-        self.begin = begin
-
-    def run(self, f: IO[bytes]) -> Iterator[tuple[int, int, int]]:
-        f.seek(self.begin)
-        carry, offset = b"", self.begin  # offset: file position of carry[0]
-        while True:
-            chunk = f.read(_CHUNK)
-            # buf[0] is a virtual newline: the byte before buf[1] always ends a line (or is the file start).
-            buf = b"\n" + carry + chunk
-            cut = len(buf) if not chunk else buf.rfind(b"\n") + 1
-            self._scan(buf, cut, offset - 1)
-            if not chunk:
-                self._finish(buf, offset - 1)
-                yield from self.out
-                return
-            yield from self.out
-            self.out.clear()
-            carry, offset = buf[cut:], offset - 1 + cut
-
-    def _scan(self, buf: bytes, cut: int, base: int) -> None:
-        """Consume ``buf[1:cut]``; ``base`` is the file position of ``buf[0]``."""
-        if self.sep is None:  # JSON lines: a newline inside a string is escaped, so every newline counts
-            self._records(buf, 1, cut, base)
-            return
-        find, sep, in_quote = buf.find, self.sep, self.in_quote
-        pos, last_close = 1, -2
-        while pos < cut:
-            if not in_quote and buf[pos - 1] == _NL:  # at a record start
-                q = find(b'"', pos, cut)
-                if q < 0:
-                    self._records(buf, pos, cut, base)
-                    break
-                line = max(pos, buf.rfind(b"\n", pos, q) + 1)
-                if line > pos:  # whole lines before the first quote: plain newline splitting
-                    self._records(buf, pos, line, base)
-                pos = self._whole_records(buf, line, cut, base)
-                if pos >= cut:
-                    break
-            # Quote by quote, normally only through the last record, whose quoted field runs past ``cut``.
-            q = find(b'"', pos, cut)
-            if in_quote:
-                if q < 0:
-                    break
-                # A quote inside a quoted field closes it; if the next byte is a quote too it re-opens
-                # below (the "" escape), which keeps the parity of RFC 4180.
-                in_quote, last_close, pos = False, q, q + 1
-                continue
-            end = cut if q < 0 else q
-            nl = find(b"\n", pos, end)
-            if nl >= 0:  # a terminator: the record ends, the next one goes back to the regex
-                self._records(buf, pos, nl + 1, base)
-                pos = nl + 1
-                continue
-            if q < 0:
-                break
-            prev = buf[q - 1]
-            # Like the pandas C parser, a quote opens a field only at a field start (or right after a
-            # closing quote: an escape); elsewhere (12" pizza) it is an ordinary character.
-            in_quote = prev == _NL or prev == sep or q - 1 == last_close
-            pos = q + 1
-        self.in_quote = in_quote
-
-    def _whole_records(self, buf: bytes, pos: int, cut: int, base: int) -> int:
-        """Consume the complete records from the record start ``pos``; return where the first incomplete one
-        (a quoted field still open at ``cut``) starts."""
-        while True:
-            t = self.target - base  # a record whose newline is at index >= t ends the batch
-            if t >= cut:
-                end = self.run_re.match(buf, pos, cut).end()  # type: ignore[union-attr]
-                self._count_records(buf, pos, end, base)
-                return end
-            # endpos=t: the run stops before the record that crosses t, which is matched on its own.
-            e = self.run_re.match(buf, pos, max(pos, t)).end()  # type: ignore[union-attr]
-            m = self.record_re.match(buf, e, cut)
-            if m is None:
-                self._count_records(buf, pos, e, base)
-                return e
-            self._count_records(buf, pos, m.end(), base)
-            self._emit(base + m.end())
-            pos = m.end()
-
-    def _count_records(self, buf: bytes, a: int, b: int, base: int) -> None:
-        if b > a:
-            records = self.record_re.findall(buf, a, b)  # b"" for a blank line (group 1 unmatched)
-            self.rows += len(records) - records.count(b"")
-            self.record_start = base + b
-
-    def _records(self, buf: bytes, a: int, b: int, base: int) -> None:
-        """Count the records ended in ``buf[a:b]`` (outside quotes) and cut batches there."""
-        while True:
-            n = buf.find(b"\n", max(a, self.target - base), b)
-            if n < 0:
-                break
-            self._count(buf, a, n + 1, base)
-            self._emit(base + n + 1)
-            a = n + 1
-        if a < b:
-            self._count(buf, a, b, base)
-
-    def _count(self, buf: bytes, a: int, b: int, base: int) -> None:
-        newlines = buf.count(b"\n", a, b)
-        if not newlines:
-            return
-        self.record_start = base + buf.rfind(b"\n", a, b) + 1
-        # buf[a - 1] is a newline or a quote. After a quote, a lone newline ends a line holding that quote,
-        # which is not blank: the common case in quote-heavy files, so it skips the checks. Otherwise cheap
-        # substring checks first: the regex only runs where a blank line is possible.
-        if (newlines > 1 or buf[a - 1] == _NL) and any(buf.find(s, a - 1, b) >= 0 for s in self.blank_starts):
-            newlines -= len(self.blank_re.findall(buf, a, b))
-        self.rows += newlines
-
-    def _emit(self, end: int) -> None:
-        # A range of only blank lines is no batch; it stays at the front of the next one, so ranges tile.
-        if self.rows:
-            self.out.append((self.batch_start, end, self.rows))
-            self.size = self.next_size
-            self.batch_start, self.rows = end, 0
-        self.target = end + self.size - 1
-
-    def _finish(self, buf: bytes, base: int) -> None:
-        """At end of file: an unterminated last record still counts unless it is blank."""
-        end = base + len(buf)
-        tail = buf[max(self.record_start - base, 1):]
-        if self.record_start < end and (self.record_start <= base or tail.strip(self.ws)):
-            self.rows += 1
-        self._emit(end)
 
 
 def _record_regexes(separator: bytes, ws: bytes) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
@@ -409,23 +260,138 @@ def _record_regexes(separator: bytes, ws: bytes) -> tuple[re.Pattern[bytes], re.
     return re.compile(b"%s|(%s)" % (blank, fields)), re.compile(b"(?:%s|%s)*" % (blank, fields))
 
 
+class _Splitter:
+    """Cuts a text file into (start, end, rows) ranges of about ``size`` bytes, on record boundaries.
+
+    The file is read in big chunks. Quote-free data (and JSON lines, where a newline inside a string is
+    escaped) is split with ``bytes.find``/``bytes.count``. From the first quote on, a regex of the CSV
+    grammar consumes whole records in C; a record still open at the chunk's end is carried into the next
+    chunk and parsed again from its start, so no parser state crosses chunks.
+    """
+
+    def __init__(self, size: int, *, first_size: int, begin: int, separator: bytes | None) -> None:
+        self.size, self.next_size = first_size, size
+        self.quoting = separator is not None
+        ws = b" \t" if separator is None else b" \t".replace(separator, b"")
+        # A line of only spaces/tabs (not the separator) is skipped by pandas, so it is not a record.
+        cr = b"\r" if separator is None else b""
+        self.blank_re = re.compile(b"(?<=\\n)[" + re.escape(ws + cr) + b"]*\\r?\\n")
+        self.blank_starts = [b"\n\n", b"\n\r"] + [b"\n" + bytes([c]) for c in ws]
+        self.ws = ws + b"\r"
+        if separator is not None:
+            self.record_re, self.run_re = _record_regexes(separator, ws)
+        self.begin = self.batch_start = begin
+        self.target = begin + first_size - 1  # the first terminator at or past this ends the batch
+        self.rows = 0
+        self.out: list[tuple[int, int, int]] = []
+
+    def run(self, f: IO[bytes]) -> Iterator[tuple[int, int, int]]:
+        f.seek(self.begin)
+        carry, offset = b"", self.begin  # carry: the incomplete record at the end of the last chunk
+        while True:
+            # Reading at least as much as is carried makes a record longer than a chunk cost O(its size)
+            # in rescans overall rather than O(size**2 / chunk).
+            chunk = f.read(max(_CHUNK, len(carry)))
+            # buf[0] is a virtual newline: buf[1] always starts a record (or the file).
+            buf, base = b"\n" + carry + chunk, offset - 1
+            cut = len(buf) if not chunk else buf.rfind(b"\n") + 1
+            stop = self._scan(buf, cut, base)
+            if not chunk:
+                self._finish(buf[stop:], base + len(buf))
+                yield from self.out
+                return
+            yield from self.out
+            self.out.clear()
+            carry, offset = buf[stop:], base + stop
+
+    def _scan(self, buf: bytes, cut: int, base: int) -> int:
+        """Count and cut the complete records in ``buf[1:cut]``; return where the first incomplete one
+        starts. ``base`` is the file position of ``buf[0]``."""
+        q = buf.find(b'"', 1, cut) if self.quoting else -1
+        if q < 0:  # every newline ends a record
+            self._records(buf, 1, cut, base)
+            return buf.rfind(b"\n", 0, cut) + 1
+        line = buf.rfind(b"\n", 0, q) + 1
+        self._records(buf, 1, line, base)  # whole lines before the first quote
+        return self._whole_records(buf, line, cut, base)
+
+    def _records(self, buf: bytes, a: int, b: int, base: int) -> None:
+        """Count the records of quote-free ``buf[a:b]`` (a at a line start) and cut batches there."""
+        while True:
+            n = buf.find(b"\n", max(a, self.target - base), b)
+            if n < 0:
+                break
+            self._count(buf, a, n + 1)
+            self._emit(base + n + 1)
+            a = n + 1
+        if a < b:
+            self._count(buf, a, b)
+
+    def _count(self, buf: bytes, a: int, b: int) -> None:
+        newlines = buf.count(b"\n", a, b)
+        # Cheap substring checks first: the regex only runs where a blank line is possible.
+        if newlines and any(buf.find(s, a - 1, b) >= 0 for s in self.blank_starts):
+            newlines -= len(self.blank_re.findall(buf, a, b))
+        self.rows += newlines
+
+    def _whole_records(self, buf: bytes, pos: int, cut: int, base: int) -> int:
+        """Consume the complete records from the record start ``pos``; return where the first incomplete
+        one starts (a quoted field still open at ``cut``, or the last line of the file)."""
+        while True:
+            t = self.target - base  # a record whose newline is at index >= t ends the batch
+            if t >= cut:
+                end = self.run_re.match(buf, pos, cut).end()  # type: ignore[union-attr]
+                self._count_records(buf, pos, end)
+                return end
+            # endpos=t: the run stops before the record that crosses t, which is matched on its own.
+            e = self.run_re.match(buf, pos, max(pos, t)).end()  # type: ignore[union-attr]
+            m = self.record_re.match(buf, e, cut)
+            if m is None:
+                self._count_records(buf, pos, e)
+                return e
+            self._count_records(buf, pos, m.end())
+            self._emit(base + m.end())
+            pos = m.end()
+
+    def _count_records(self, buf: bytes, a: int, b: int) -> None:
+        if b > a:
+            records = self.record_re.findall(buf, a, b)  # b"" for a blank line (group 1 unmatched)
+            self.rows += len(records) - records.count(b"")
+
+    def _emit(self, end: int) -> None:
+        # A range of only blank lines is no batch; it stays at the front of the next one, so ranges tile.
+        if self.rows:
+            self.out.append((self.batch_start, end, self.rows))
+            self.size = self.next_size
+            self.batch_start, self.rows = end, 0
+        self.target = end + self.size - 1
+
+    def _finish(self, tail: bytes, end: int) -> None:
+        """At end of file: an unterminated last record still counts unless it is blank."""
+        if tail.strip(self.ws):
+            self.rows += 1
+        self._emit(end)
+
+
 # --- reading --------------------------------------------------------------------------------------------
 
 def _read_text(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
     opts = batch.options
     encoding = opts.get("encoding", "utf-8")
     dtype = opts.get("dtype")
+    # start/end by keyword: some filesystems (s3fs) take another argument in second place.
     if batch.format == "jsonl":
-        data = fs.cat_file(path, batch.start, batch.end)
+        data = fs.cat_file(path, start=batch.start, end=batch.end)
         kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
         return pd.read_json(io.BytesIO(data), lines=True, encoding=encoding, **kwargs)
     header = opts.get("header", True)
     if header and batch.start == batch.header_end:
-        data = fs.cat_file(path, 0, batch.end)  # the first batch follows the header: one read
+        data = fs.cat_file(path, start=0, end=batch.end)  # the first batch follows the header: one read
     elif header:
-        data = fs.cat_file(path, 0, batch.header_end) + fs.cat_file(path, batch.start, batch.end)
+        data = (fs.cat_file(path, start=0, end=batch.header_end)
+                + fs.cat_file(path, start=batch.start, end=batch.end))
     else:
-        data = fs.cat_file(path, batch.start, batch.end)
+        data = fs.cat_file(path, start=batch.start, end=batch.end)
     if not header and isinstance(dtype, dict):
         # Columns are named like Azure's (Column1, ...) only after parsing; pandas wants 0-based positions.
         dtype = {int(k[6:]) - 1 if str(k).startswith("Column") else k: v for k, v in dtype.items()}

@@ -4,6 +4,16 @@ The driver sends each mini-batch to a named worker, so it always knows which bat
 (loky's shared call queue is what we avoid: there one crash breaks the whole pool). ``poll`` waits, in a
 single ``multiprocessing.connection.wait``, on every worker's pipe *and* its process sentinel: a sentinel
 firing without a result means the worker died, and only its own batch fails.
+
+Throughput with tiny mini-batches comes from amortising the per-message cost, never from holding results:
+
+- a worker holds up to ``depth`` batches (the running one plus prefetched ones); ``depth`` adapts to how
+  long batches take, so about ``_QUEUE_SECONDS`` of work waits in each worker (2 for slow batches, up to
+  ``_MAX_DEPTH`` for tiny ones), and a worker is refilled only once half its queue is done;
+- ``submit`` only queues: everything submitted for a worker in one turn of the driver loop travels in one
+  message, sent when the driver next ``poll``s;
+- a worker sends each result as soon as it has it (so a driver killed at any instant loses only what was
+  running or in the pipe), and ``poll`` drains every result that is there in one go.
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -54,11 +64,16 @@ def describe_exit(exitcode: int | None) -> str:
             "or a fatal error in an extension module)")
 
 
+_MAX_DEPTH = 32
+_QUEUE_SECONDS = 0.02
+
+
 @dataclass
 class _Proc:
     process: Any
     conn: Connection
     state: WorkerState
+    outbox: list[tuple[MiniBatch, int]] = field(default_factory=list)  # submitted, sent at the next poll
 
 
 class LocalExecutor(Executor):
@@ -74,6 +89,14 @@ class LocalExecutor(Executor):
         self._procs: dict[str, _Proc] = {}
         self._next = 0
         self._closing = False
+        self._batch_seconds: float | None = None  # moving average of run() time per batch
+
+    @property
+    def depth(self) -> int:  # type: ignore[override]
+        """Batches a worker may hold: about ``_QUEUE_SECONDS`` of work, at least 2."""
+        if self._batch_seconds is None:
+            return 2
+        return max(2, min(_MAX_DEPTH, int(_QUEUE_SECONDS / max(self._batch_seconds, 1e-6))))
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -125,15 +148,32 @@ class LocalExecutor(Executor):
 
     # --- work -----------------------------------------------------------------------------------------
     def idle_workers(self) -> list[str]:
-        idle = [pr.state for pr in self._procs.values() if pr.state.ready and len(pr.state.queue) < self.depth]
-        return [s.name for s in sorted(idle, key=lambda s: len(s.queue))]
+        """One entry per free slot, least loaded first; a worker has free slots once half its queue is
+        done (so batches travel several to a message)."""
+        depth = self.depth
+        slots: list[tuple[int, str]] = []
+        for pr in self._procs.values():
+            held = len(pr.state.queue)
+            if pr.state.ready and held <= depth // 2:
+                slots.extend((k, pr.state.name) for k in range(held, depth))
+        slots.sort()  # the k-th slot of every worker before the (k+1)-th of any: batches spread evenly
+        return [name for _, name in slots]
 
     def submit(self, worker: str, batch: MiniBatch, attempt: int) -> None:
         pr = self._procs[worker]
         if not pr.state.queue:
             pr.state.started_at = time.monotonic()
         pr.state.queue.append((batch.index, attempt))
-        pr.conn.send((batch, attempt))
+        pr.outbox.append((batch, attempt))
+
+    def _flush(self) -> None:
+        for pr in self._procs.values():
+            if pr.outbox:
+                msg, pr.outbox = pr.outbox, []
+                try:
+                    pr.conn.send(msg)
+                except OSError:
+                    pass  # the worker is gone: its sentinel fires and its queue is failed or returned
 
     def workers(self) -> list[WorkerState]:
         return [pr.state for pr in self._procs.values()]
@@ -142,6 +182,7 @@ class LocalExecutor(Executor):
         return sum(1 for pr in self._procs.values() if not pr.state.ready)
 
     def poll(self, timeout: float) -> list[Event]:
+        self._flush()
         now = time.monotonic()
         deadlines = [pr.state.started_at + self.timeout for pr in self._procs.values() if pr.state.queue]
         wait_for = max(0.0, min([timeout, *(d - now for d in deadlines)]))
@@ -189,6 +230,9 @@ class LocalExecutor(Executor):
             if st.queue and st.queue[0][0] == index:
                 st.queue.pop(0)
             st.started_at = time.monotonic()
+            secs = msg[-1]
+            avg = self._batch_seconds
+            self._batch_seconds = secs if avg is None else 0.8 * avg + 0.2 * secs
             if kind == "ok":
                 _, _, _, succeeded, failed, payload, secs = msg
                 events.append(BatchSucceeded(st.name, index, attempt, succeeded, failed, payload, secs))

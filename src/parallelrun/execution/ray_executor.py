@@ -192,6 +192,7 @@ class RayExecutor(Executor):
             kwargs.update(address="local", num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False)
         else:
             kwargs["address"] = self.address
+            _check_reachable(self.address, self.spec.compute)
         try:
             ray.init(**kwargs)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
@@ -199,7 +200,8 @@ class RayExecutor(Executor):
             raise UsageError(
                 f"cannot connect to the Ray cluster at {where} (compute: {self.spec.compute}): {e}\n"
                 "Start one with `ray start --head` and use its address (host:6379 from this machine, "
-                "ray://host:10001 from elsewhere), or run with --compute local."
+                "ray://host:10001 from elsewhere), or run with --compute local. If the cluster uses token "
+                "authentication, set RAY_AUTH_MODE=token (the token is in ~/.ray/auth_token or RAY_AUTH_TOKEN)."
             ) from e
         self._started_ray = True
 
@@ -512,6 +514,24 @@ def _address(compute: str) -> str | None:
     return compute  # auto, ray://host:port, host:port
 
 
+def _check_reachable(address: str, compute: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address where nothing listens: ``ray.init`` would retry for a long time."""
+    if address == "auto":
+        return
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = hostport.rpartition(":")
+    if not port.isdigit():
+        return  # let Ray parse (and reject) it
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UsageError(
+            f"cannot connect to the Ray cluster at {address} (compute: {compute}): nothing answers there ({e}).\n"
+            "Start one with `ray start --head` and use its address (host:6379 from this machine, "
+            "ray://host:10001 from elsewhere), or run with --compute local."
+        ) from e
+
+
 def _wants_upload(address: str | None) -> bool:
     """Ship files through runtime_env only to a Ray Client address on another machine (or when forced)."""
     forced = os.environ.get(UPLOAD_ENV)
@@ -552,9 +572,13 @@ def _first_line(text: str) -> str:
 
 def _cause(e: BaseException) -> str:
     """Ray's death report condensed to what a user needs: node died, process exit, OOM, killed."""
-    text = str(e)
-    keep = [line.strip() for line in text.splitlines()
-            if line.strip().startswith(("The actor", "Worker exit", "The worker", "Actor died", "The node"))
-            or "exit code" in line or "out of memory" in line.lower() or "OOM" in line]
-    detail = " ".join(keep) if keep else _first_line(text)
-    return f"{type(e).__name__}: {detail}"
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    for marker in ("The actor is dead because", "The actor died because", "The actor never ran"):
+        if marker in text:
+            text = text[text.index(marker):]
+            break
+    # Ray appends a generic list of possible causes; the specific part comes first.
+    text = text.split(" Some common causes include")[0].split(" The actor never ran - it was cancelled")[0]
+    if len(text) > 400:
+        text = text[:400] + "..."
+    return f"{type(e).__name__}: {text}"

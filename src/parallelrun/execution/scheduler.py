@@ -44,6 +44,10 @@ class Scheduler:
         self._check()  # a resumed run counts what already failed
 
     # --- dispatch -------------------------------------------------------------------------------------
+    def add(self, indices: Iterable[int]) -> None:
+        """More pending batches, after those already queued (the plan arrives while dispatch runs)."""
+        self._queue.extend(indices)
+
     def next(self) -> tuple[int, int] | None:
         """The next (batch index, attempt number) to run, or None (nothing pending, or stopping)."""
         if self.stop_reason is not None:

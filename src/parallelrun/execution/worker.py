@@ -3,6 +3,11 @@
 ``WorkerRuntime`` is transport-free so both executors share it; ``worker_main`` is the local process's
 loop over its pipe. Results leave the worker already formatted as bytes (see ``outputs.format_result``),
 with the failed items named, so the driver never unpickles user objects.
+
+Remote inputs (``az://``, ``s3://`` ... file batches) are fetched ahead: the driver sends a worker its next
+batch while the current one runs, ``offer`` hands it to a background thread that downloads it, and
+``process`` then finds its files already local. At most one batch is fetched ahead of the running one, so
+the disk holds at most two batches' inputs per worker.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,11 +71,55 @@ class WorkerConfig:
 BatchOutcome = tuple[Any, ...]
 
 
+class _Prefetcher:
+    """Downloads the remote inputs of offered batches on one background thread, in the order offered, at
+    most ``ahead`` batches ahead of those taken. Thread-safe: ``offer`` is called by the inbox reader,
+    ``take`` by the thread running the batches."""
+
+    def __init__(self, fetch: Any, ahead: int = 1) -> None:
+        self._fetch = fetch  # (batch, attempt) -> list of local paths
+        self._ahead = ahead
+        self._lock = threading.Lock()
+        self._offered: deque[tuple[FileBatch, int]] = deque()
+        self._fetching: dict[tuple[int, int], Future[list[str]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def offer(self, batch: FileBatch, attempt: int) -> None:
+        with self._lock:
+            self._offered.append((batch, attempt))
+            self._pump()
+
+    def take(self, batch: FileBatch, attempt: int) -> list[str]:
+        """The batch's local paths: from a download already started, or downloaded now."""
+        key = (batch.index, attempt)
+        with self._lock:
+            fut = self._fetching.pop(key, None)
+            if fut is None:
+                self._offered = deque(x for x in self._offered if (x[0].index, x[1]) != key)
+            self._pump()  # this batch is taken: the next one may start downloading while it runs
+        return fut.result() if fut is not None else self._fetch(batch, attempt)
+
+    def _pump(self) -> None:
+        while self._offered and len(self._fetching) < self._ahead:
+            batch, attempt = self._offered.popleft()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="parallelrun-prefetch")
+            self._fetching[(batch.index, attempt)] = self._pool.submit(self._fetch, batch, attempt)
+
+    def close(self) -> None:
+        with self._lock:
+            self._offered.clear()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 class WorkerRuntime:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
         self.entry: EntryPoints | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix=f"parallelrun-{cfg.agent_name}-"))
+        self._prefetch = _Prefetcher(self._download)
 
     def setup(self) -> None:
         """Process-wide set-up: logs, environment, argv, sys.path, working directory."""
@@ -104,11 +155,16 @@ class WorkerRuntime:
             return err
         return None
 
+    def offer(self, batch: MiniBatch, attempt: int) -> None:
+        """A batch this worker will run soon: start fetching its remote inputs now."""
+        if isinstance(batch, FileBatch) and _has_remote(batch):
+            self._prefetch.offer(batch, attempt)
+
     def process(self, batch: MiniBatch, attempt: int) -> BatchOutcome:
         assert self.entry is not None
         t0 = time.perf_counter()
         try:
-            data, names = self._open(batch)
+            data, names = self._open(batch, attempt)
             if self.entry.run_takes_context:
                 result = self.entry.run(data, MiniBatchContext(batch.index))
             else:
@@ -120,7 +176,7 @@ class WorkerRuntime:
             self._log_error(f"mini-batch {batch.index} attempt {attempt} failed", err)
             return ("error", batch.index, attempt, err, time.perf_counter() - t0)
         finally:
-            self._cleanup()
+            self._cleanup(batch, attempt)
         failed = _failed_items(batch, names, fr.missing, fr.succeeded)
         return ("ok", batch.index, attempt, fr.succeeded, failed, fr.payload, time.perf_counter() - t0)
 
@@ -130,26 +186,28 @@ class WorkerRuntime:
                 self.entry.shutdown()
             except BaseException as e:  # noqa: BLE001
                 self._log_error("shutdown() failed", to_user_error(e))
+        self._prefetch.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     # --- helpers --------------------------------------------------------------------------------------
-    def _open(self, batch: MiniBatch) -> tuple[Any, list[str]]:
+    def _open(self, batch: MiniBatch, attempt: int = 0) -> tuple[Any, list[str]]:
         """Materialise a descriptor: local file paths, or a DataFrame for a tabular slice."""
         if isinstance(batch, FileBatch):
-            from ..data.storage import is_url
-
-            if not any(is_url(p) for p in batch.paths):
+            if not _has_remote(batch):
                 return list(batch.paths), list(batch.paths)
-            return self._download(batch), list(batch.paths)
+            return self._prefetch.take(batch, attempt), list(batch.paths)
         from ..data.tabular import read_batch
 
         return read_batch(batch, self.cfg.storage_options), []
 
-    def _download(self, batch: FileBatch) -> list[str]:
+    def _batch_dir(self, batch: MiniBatch, attempt: int) -> Path:
+        return self._tmp / f"batch{batch.index}-{attempt}"
+
+    def _download(self, batch: FileBatch, attempt: int) -> list[str]:
         from ..data.storage import is_url, url_to_fs
 
         local = []
-        dest = self._tmp / f"batch{batch.index}"
+        dest = self._batch_dir(batch, attempt)
         dest.mkdir(parents=True, exist_ok=True)
         for i, p in enumerate(batch.paths):
             if not is_url(p):
@@ -163,9 +221,10 @@ class WorkerRuntime:
             local.append(str(target))
         return local
 
-    def _cleanup(self) -> None:
-        for child in self._tmp.iterdir() if self._tmp.exists() else []:
-            shutil.rmtree(child, ignore_errors=True)
+    def _cleanup(self, batch: MiniBatch, attempt: int) -> None:
+        # Only this batch's downloads: the next batch's may already be arriving next to them.
+        if isinstance(batch, FileBatch) and _has_remote(batch):
+            shutil.rmtree(self._batch_dir(batch, attempt), ignore_errors=True)
 
     def _log_error(self, what: str, err: UserCodeError) -> None:
         if not self.cfg.redirect_output:
@@ -174,6 +233,12 @@ class WorkerRuntime:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n{err.traceback}\n")
+
+
+def _has_remote(batch: FileBatch) -> bool:
+    from ..data.storage import is_url
+
+    return any(is_url(p) for p in batch.paths)
 
 
 def _failed_items(batch: MiniBatch, names: list[str], missing: list[int] | None, succeeded: int) -> list[FailedItem]:
@@ -236,7 +301,8 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
         return
     conn.send(("ready", os.getpid()))
     # A reader thread keeps the pipe drained while run() works: the driver can always send the next
-    # batch, and a large result sent back can never deadlock against a large descriptor sent in.
+    # batches, a large result sent back can never deadlock against a large descriptor sent in, and the
+    # remote inputs of the next batch start downloading (``offer``) while this one runs.
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def reader() -> None:
@@ -246,9 +312,13 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
             except (EOFError, OSError):
                 inbox.put(None)
                 return
-            inbox.put(msg)
             if msg is None:
+                inbox.put(None)
                 return
+            # A list of (batch, attempt): what the driver had for this worker at once.
+            for item in msg if isinstance(msg, list) else [msg]:
+                rt.offer(*item)
+                inbox.put(item)
 
     threading.Thread(target=reader, name="parallelrun-inbox", daemon=True).start()
     while (msg := inbox.get()) is not None:

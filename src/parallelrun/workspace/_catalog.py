@@ -49,9 +49,13 @@ class Catalog:
         self.path = path
 
     def init(self) -> None:
-        with self.connect() as db:
-            db.executescript(_SCHEMA)
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.commit()
+        finally:
+            db.close()
 
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:

@@ -122,7 +122,7 @@ def environment_fingerprint(env: Any, python: str | None) -> str:
     packages), its variables, and its own fingerprint when it has one."""
     if env is None:
         return "current-interpreter"
-    own = getattr(env, "fingerprint", None)
+    own = getattr(env, "spec_hash", None) or getattr(env, "fingerprint", None)
     own_value = own() if callable(own) else own
     data = {"python": python, "variables": environment_variables(env),
             "own": own_value if isinstance(own_value, str) else None,

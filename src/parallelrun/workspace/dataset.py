@@ -377,6 +377,7 @@ class _LocalMount:
 
         self._tmp = None if self.mount_point else tempfile.mkdtemp(prefix="parallelrun-mount-")
         self.mount_point = self.mount_point or self._tmp
+        assert self.mount_point is not None
         self.ds.download(self.mount_point, overwrite=True)
         return self
 

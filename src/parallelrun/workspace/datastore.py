@@ -318,8 +318,18 @@ class Datastore:
     def _create_root(self) -> None:
         fs, root = self._fs()
         with self._errors("creating the container/bucket"):
-            if not fs.exists(root):
-                fs.mkdir(root)
+            if fs.exists(root):
+                return
+            if self.datastore_type == "S3" and self._definition.get("region") in (None, "us-east-1"):
+                # s3fs sends LocationConstraint whenever a region is set, which S3 refuses for us-east-1
+                # (the default location): create the bucket through a client without the region.
+                from ..data.storage import url_to_fs
+
+                opts = self.storage_options()
+                opts["s3"] = {**opts["s3"], "client_kwargs": {
+                    k: v for k, v in opts["s3"].get("client_kwargs", {}).items() if k != "region_name"}}
+                fs, root = url_to_fs(self.url(""), opts)
+            fs.mkdir(root)
 
     # --- transfer -------------------------------------------------------------------------------------
     def upload(self, src_dir: str | os.PathLike[str], target_path: str | None = None, overwrite: bool = False,
@@ -334,9 +344,9 @@ class Datastore:
         files = [(str(p), p.relative_to(src).as_posix()) for p in sorted(src.rglob("*")) if p.is_file()]
         return self._upload(files, target_path, overwrite, show_progress)
 
-    def upload_files(self, files: Iterable[str | os.PathLike[str]], relative_root: str | None = None,
-                     target_path: str | None = None, overwrite: bool = False,
-                     show_progress: bool = True) -> DataPath:
+    def upload_files(self, files: Iterable[str | os.PathLike[str]], target_path: str | None = None,
+                     overwrite: bool = False, show_progress: bool = True,
+                     relative_root: str | None = None) -> DataPath:
         """Upload the given files to ``target_path``: by file name, or by their path relative to
         ``relative_root`` when given."""
         pairs = []
@@ -353,7 +363,7 @@ class Datastore:
         target = clean_relative(target_path or "")
         dests = [f"{target}/{rel}" if target else rel for _, rel in files]
         existing = set() if overwrite else set(self._list(target))
-        todo = [(src, d) for (src, _), d in zip(files, dests) if d not in existing]
+        todo = [(src, d) for (src, _), d in zip(files, dests, strict=True) if d not in existing]
         if self.datastore_type == "Local":
             for src, d in todo:
                 dest = Path(self.url(d))
@@ -395,11 +405,11 @@ class Datastore:
     def _list(self, folder: str) -> list[str]:
         """Paths (relative to the datastore root) of every file under ``folder``, sorted."""
         if self.datastore_type == "Local":
-            root = Path(self.root or ".")
-            base = root / folder if folder else root
+            top = Path(self.root or ".")
+            base = top / folder if folder else top
             if not base.is_dir():
                 return []
-            return sorted(p.relative_to(root).as_posix() for p in base.rglob("*") if p.is_file())
+            return sorted(p.relative_to(top).as_posix() for p in base.rglob("*") if p.is_file())
         fs, root = self._fs()
         with self._errors("listing"):
             start = f"{root}/{folder}" if folder else root

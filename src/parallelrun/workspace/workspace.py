@@ -29,8 +29,8 @@ from ._secrets import SecretStore
 
 if TYPE_CHECKING:
     from .compute import ComputeTarget
-    from .datastore import Datastore
     from .dataset import FileDataset, TabularDataset
+    from .datastore import Datastore
     from .environment import Environment
     from .model import Model
 

@@ -102,7 +102,7 @@ async function runsView() {
     const rows = data.runs.map((r) => el("tr", { "data-run": r.id },
       el("td", {}, el("a", { href: `/runs/${encodeURIComponent(r.id)}`, text: r.name }),
         el("div", { class: "muted mono", text: r.id })),
-      el("td", { text: r.kind + (r.parent ? " (step)" : "") }),
+      el("td", { text: r.kind }),
       el("td", { text: r.experiment || "" }),
       el("td", {}, badge(r.status)),
       el("td", { text: fmtTime(r.started || r.created) }),
@@ -146,7 +146,7 @@ function runView(runId) {
     const st = $("run-status");
     st.textContent = p.status;
     st.className = `badge ${p.status}`;
-    $("cancel").disabled = p.status !== "Running";
+    $("cancel").disabled = p.status !== "Running" && p.status !== "NotStarted";
     const reason = $("run-reason");
     reason.hidden = !p.reason;
     reason.textContent = p.reason || "";
@@ -224,7 +224,7 @@ function runView(runId) {
     state.failedSeen = (state.live && state.live.counts && state.live.counts.items_failed) || d.total;
     $("failed-count").textContent = `(${fmtNum(d.total)})`;
     const body = $("failed-table").tBodies[0];
-    const open = new Set([...body.querySelectorAll("tr.traceback-row")].map((r) => r.dataset.key));
+    const open = new Set([...body.querySelectorAll("tr.traceback-row")].filter((r) => !r.hidden).map((r) => r.dataset.key));
     const rows = [];
     d.items.forEach((it, i) => {
       const key = `${it.batch}:${it.item}:${i}`;
@@ -354,7 +354,15 @@ function runView(runId) {
 function drawChart(host, series) {
   const NS = "http://www.w3.org/2000/svg";
   const W = 1000, H = 180, L = 44, R = 10, T = 10, B = 24;
-  const pts = series.points || [];
+  // A trailing 5 s average: mini-batches finish in lumps, and 1 s buckets would show a comb, not a rate.
+  const raw = series.points || [];
+  const k = Math.max(1, Math.round(5 / series.bucket));
+  const avg = (i, col) => {
+    let sum = 0, n = 0;
+    for (let j = Math.max(0, i - k + 1); j <= i; j++) { sum += raw[j][col]; n++; }
+    return sum / n;
+  };
+  const pts = raw.map((p, i) => [p[0], avg(i, 1), avg(i, 2)]);
   const svg = document.createElementNS(NS, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("preserveAspectRatio", "none");
@@ -385,7 +393,7 @@ function drawChart(host, series) {
     }
     node("text", { x: L, y: H - 6 }, fmtClock(t0));
     node("text", { x: W - R, y: H - 6, "text-anchor": "end" }, fmtClock(t1));
-    node("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, `${fmtDur(series.bucket)} buckets · blue: items/s, red: failed/s`);
+    node("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, `${k > 1 ? "5 s average" : fmtDur(series.bucket) + " buckets"} · blue: items/s, red: failed/s`);
   }
   host.replaceChildren(svg);
 }

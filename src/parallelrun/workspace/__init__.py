@@ -1,0 +1,26 @@
+"""Azure ML SDK v1's workspace objects, local-first: workspace, datastores, datasets, models,
+environments and compute targets, kept in a workspace folder (see ``workspace.py`` for its layout)."""
+
+from .compute import ComputeTarget, LocalCompute, RayCompute
+from .dataset import Dataset, DatasetConsumptionConfig, FileDataset, TabularDataset
+from .datastore import DataPath, Datastore
+from .environment import CondaDependencies, Environment, EnvironmentBuildError
+from .model import Model
+from .workspace import Workspace
+
+__all__ = [
+    "ComputeTarget",
+    "CondaDependencies",
+    "DataPath",
+    "Dataset",
+    "DatasetConsumptionConfig",
+    "Datastore",
+    "Environment",
+    "EnvironmentBuildError",
+    "FileDataset",
+    "LocalCompute",
+    "Model",
+    "RayCompute",
+    "TabularDataset",
+    "Workspace",
+]

@@ -1,0 +1,396 @@
+"""Environments: the Python packages a step's workers need, built into a virtual environment with uv.
+
+An environment without packages means "the current interpreter" (``python_executable`` returns None).
+With packages, ``python_executable(ws)`` builds ``<workspace>/envs/<hash>/`` once (``uv venv`` on this
+interpreter, then ``uv pip install``) and reuses it while the hash of the spec is unchanged. Builds are
+serialised by an ``flock`` on ``<hash>.lock`` and the venv is marked ready only after everything
+succeeded, so a crashed or failed build is never reused.
+
+Docker settings are accepted so Azure code runs unchanged, but the local executor does not use
+containers: setting one warns once per environment.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import difflib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ParallelRunError, UsageError
+from .workspace import Workspace
+
+READY_FILE = ".parallelrun-ready"
+BUILD_TIMEOUT = float(os.environ.get("PARALLELRUN_ENV_BUILD_TIMEOUT", "1800"))
+_DOCKER_WARNING = ("Environment {name!r}: docker settings are ignored because the local executor does not use "
+                   "containers; workers are local processes, and packages come from the environment's pip "
+                   "packages (a virtual environment built with uv).")
+# The Azure SDK's own packages are replaced by parallelrun's shim inside workers; installing them is pointless.
+_SKIPPED_PREFIXES = ("azureml-", "azureml_", "azureml.")
+
+
+class EnvironmentBuildError(ParallelRunError):
+    """Building an environment's virtual environment failed; the message holds uv's output."""
+
+    exit_code = 2
+
+
+class CondaDependencies:
+    """The packages of an environment. Conda packages are installed with pip (uv) under the same names."""
+
+    def __init__(self, pip_packages: list[str] | None = None, conda_packages: list[str] | None = None,
+                 python_version: str | None = None, pip_options: list[str] | None = None) -> None:
+        self._pip = list(pip_packages or [])
+        self._conda = list(conda_packages or [])
+        self._pip_options = list(pip_options or [])
+        self.python_version = python_version
+
+    @staticmethod
+    def create(pip_packages: list[str] | None = None, conda_packages: list[str] | None = None,
+               python_version: str | None = None, pin_sdk_version: bool = True,
+               pip_indexurl: str | None = None) -> CondaDependencies:
+        options = [f"--index-url={pip_indexurl}"] if pip_indexurl else []
+        return CondaDependencies(pip_packages, conda_packages, python_version, options)
+
+    @property
+    def pip_packages(self) -> list[str]:
+        return list(self._pip)
+
+    @property
+    def conda_packages(self) -> list[str]:
+        return list(self._conda)
+
+    @property
+    def pip_options(self) -> list[str]:
+        return list(self._pip_options)
+
+    def add_pip_package(self, pip_package: str) -> None:
+        if pip_package not in self._pip:
+            self._pip.append(pip_package)
+
+    def add_conda_package(self, conda_package: str) -> None:
+        if conda_package not in self._conda:
+            self._conda.append(conda_package)
+
+    def remove_pip_package(self, pip_package: str) -> None:
+        self._pip = [p for p in self._pip if p != pip_package]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pip_packages": self._pip, "conda_packages": self._conda, "pip_options": self._pip_options,
+                "python_version": self.python_version}
+
+    def __repr__(self) -> str:
+        return f"CondaDependencies(pip_packages={self._pip!r}, conda_packages={self._conda!r})"
+
+
+class PythonSection:
+    def __init__(self) -> None:
+        self.conda_dependencies = CondaDependencies()
+        self.user_managed_dependencies = False
+        self.interpreter_path: str | None = None
+
+
+class DockerSection:
+    """Accepted for compatibility; setting any field warns (once per environment) that it is ignored."""
+
+    _FIELDS = ("enabled", "base_image", "base_dockerfile", "base_image_registry", "arguments", "shm_size",
+               "gpu_support", "shared_volumes")
+
+    def __init__(self, owner: Environment) -> None:
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_values", {"enabled": False, "base_image": None})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._values.get(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._values[name] = value
+        self._owner._warn_docker()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+class Environment:
+    """What the workers run with. ``Environment(name)`` then set ``env.python.conda_dependencies``."""
+
+    def __init__(self, name: str) -> None:
+        if not name:
+            raise UsageError("Environment(name) needs a name, e.g. Environment('scoring-env')")
+        self.name = name
+        self.version: int | None = None
+        self.python = PythonSection()
+        self.environment_variables: dict[str, str] = {}
+        self._docker_warned = False
+        self.docker = DockerSection(self)
+
+    def _warn_docker(self) -> None:
+        if not self._docker_warned:
+            self._docker_warned = True
+            warnings.warn(_DOCKER_WARNING.format(name=self.name), UserWarning, stacklevel=3)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Environment:
+        new = Environment.__new__(Environment)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            if k != "docker":
+                new.__dict__[k] = copy.deepcopy(v, memo)
+        new.__dict__["docker"] = DockerSection(new)
+        new.docker._values.update(self.docker._values)
+        return new
+
+    # --- constructors ---------------------------------------------------------------------------------
+    @staticmethod
+    def from_pip_requirements(name: str, file_path: str | os.PathLike[str]) -> Environment:
+        """An environment whose pip packages are a requirements file's lines (``-r`` includes inlined;
+        option lines such as ``--index-url`` kept as pip options)."""
+        packages, options = _read_requirements(Path(file_path).expanduser().resolve(), depth=0)
+        env = Environment(name)
+        env.python.conda_dependencies = CondaDependencies(packages, pip_options=options)
+        return env
+
+    @staticmethod
+    def from_conda_specification(name: str, file_path: str | os.PathLike[str]) -> Environment:
+        """An environment from a conda ``environment.yml``: its pip section and its conda packages."""
+        p = Path(file_path).expanduser().resolve()
+        if not p.is_file():
+            raise UsageError(f"conda specification {p} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
+        conda: list[str] = []
+        pip: list[str] = []
+        python_version: str | None = None
+        for dep in data.get("dependencies") or []:
+            if isinstance(dep, dict):
+                pip.extend(str(x) for x in dep.get("pip") or [])
+            elif str(dep).split("=")[0].strip() == "python":
+                python_version = str(dep).partition("=")[2].lstrip("=") or None
+            elif str(dep).split("=")[0].strip() != "pip":
+                conda.append(str(dep))
+        env = Environment(name)
+        env.python.conda_dependencies = CondaDependencies(pip, conda, python_version)
+        return env
+
+    # --- catalog --------------------------------------------------------------------------------------
+    def register(self, workspace: Workspace) -> Environment:
+        """Register this definition: a new version when it differs from the latest, else the latest."""
+        definition = self._definition()
+        with workspace._catalog.connect(write=True) as db:
+            row = db.execute("SELECT version, definition FROM environments WHERE name = ? ORDER BY version DESC "
+                             "LIMIT 1", (self.name,)).fetchone()
+            if row is not None and json.loads(row["definition"]) == definition:
+                version = int(row["version"])
+            else:
+                version = workspace._catalog.add_version(db, "environments", self.name, {"definition": definition})
+        return Environment.get(workspace, self.name, version)
+
+    @staticmethod
+    def get(workspace: Workspace, name: str, version: int | str | None = None) -> Environment:
+        row = workspace._catalog.get_version("environments", name, None if version is None else int(version))
+        if row is None:
+            known = workspace._catalog.names("environments")
+            close = difflib.get_close_matches(name, known, n=1)
+            raise UsageError(
+                f"no environment named {name!r}" + (f" with version {version}" if version is not None else "")
+                + f" in workspace {workspace.path} (registered: {', '.join(repr(k) for k in known) or 'none'})."
+                + (f" Did you mean {close[0]!r}?" if close else "")
+                + " Register one with Environment(name).register(ws)."
+            )
+        env = Environment._from_definition(row["definition"])
+        env.version = int(row["version"])
+        return env
+
+    @staticmethod
+    def list(workspace: Workspace) -> dict[str, Environment]:
+        return {n: Environment.get(workspace, n) for n in workspace._catalog.names("environments")}
+
+    def _definition(self) -> dict[str, Any]:
+        return {"name": self.name, "python": self.python.conda_dependencies.to_dict(),
+                "user_managed_dependencies": bool(self.python.user_managed_dependencies),
+                "interpreter_path": self.python.interpreter_path,
+                "environment_variables": {str(k): str(v) for k, v in self.environment_variables.items()},
+                "docker": self.docker.to_dict()}
+
+    @staticmethod
+    def _from_definition(d: dict[str, Any]) -> Environment:
+        env = Environment(d["name"])
+        p = d.get("python") or {}
+        env.python.conda_dependencies = CondaDependencies(p.get("pip_packages"), p.get("conda_packages"),
+                                                          p.get("python_version"), p.get("pip_options"))
+        env.python.user_managed_dependencies = bool(d.get("user_managed_dependencies"))
+        env.python.interpreter_path = d.get("interpreter_path")
+        env.environment_variables = dict(d.get("environment_variables") or {})
+        env.docker._values.update(d.get("docker") or {})  # stored settings: no second warning
+        return env
+
+    def __repr__(self) -> str:
+        v = f", version={self.version}" if self.version is not None else ""
+        return f"Environment(name={self.name!r}{v}, pip_packages={self.packages()!r})"
+
+    # --- building -------------------------------------------------------------------------------------
+    def packages(self) -> builtins.list[str]:
+        """What gets installed: pip packages, then conda packages (by the same name), without azureml-*."""
+        deps = self.python.conda_dependencies
+        names = [*deps.pip_packages, *deps.conda_packages]
+        return [p for p in names if not p.strip().lower().startswith(_SKIPPED_PREFIXES)]
+
+    def spec_hash(self) -> str:
+        """The hash naming the venv: the sorted packages, pip options and the base interpreter."""
+        spec = {"packages": sorted(self.packages()), "options": self.python.conda_dependencies.pip_options,
+                "python": [sys.executable, list(sys.version_info[:3])]}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """What changes the workers' behaviour (packages, options, variables, interpreter), for step reuse;
+        the name, version and ignored docker settings do not count."""
+        d = self._definition()
+        keep = {k: d[k] for k in ("python", "user_managed_dependencies", "interpreter_path",
+                                  "environment_variables")}
+        keep["packages"] = sorted(self.packages())
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+    def python_executable(self, ws: Workspace) -> str | None:
+        """The interpreter workers should run: None for the current one (no packages, or
+        ``user_managed_dependencies`` with no ``interpreter_path``); else the venv, built on first use."""
+        if self.python.user_managed_dependencies:
+            return self.python.interpreter_path
+        if not self.packages():
+            return None
+        wanted = self.python.conda_dependencies.python_version
+        here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        if wanted and not here.startswith(str(wanted)) and not str(wanted).startswith(here):
+            warnings.warn(f"Environment {self.name!r} asks for Python {wanted}; workers use this interpreter's "
+                          f"Python {here} (the venv is built on it)", UserWarning, stacklevel=2)
+        return str(_build(ws, self.spec_hash(), self.packages(), self.python.conda_dependencies.pip_options))
+
+
+def _venv_python(env_dir: Path) -> Path:
+    return env_dir / "bin" / "python"
+
+
+def _build(ws: Workspace, digest: str, packages: list[str], options: list[str]) -> Path:
+    envs = ws.path / "envs"
+    env_dir = envs / digest
+    python = _venv_python(env_dir)  # not resolved: the symlink's location is what makes it the venv
+    if (env_dir / READY_FILE).is_file():
+        return python
+    envs.mkdir(parents=True, exist_ok=True)
+    fd = os.open(envs / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _lock(fd, envs / f"{digest}.lock")
+        if (env_dir / READY_FILE).is_file():  # another process built it while we waited
+            return python
+        if env_dir.exists():
+            shutil.rmtree(env_dir)  # a build that crashed half-way
+        try:
+            uv = _find_uv()
+            _run([uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)], "creating the venv")
+            _link_parallelrun(env_dir)
+            req = env_dir / "parallelrun-requirements.txt"
+            req.write_text("\n".join([*options, *packages]) + "\n")
+            _run([uv, "pip", "install", "--python", str(python), "-r", str(req)], "installing the packages")
+            ready = env_dir / f"{READY_FILE}.tmp"
+            ready.write_text(json.dumps({"packages": packages, "options": options, "built": time.time()}) + "\n")
+            os.replace(ready, env_dir / READY_FILE)
+        except BaseException:
+            shutil.rmtree(env_dir, ignore_errors=True)
+            raise
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    return python
+
+
+def _lock(fd: int, path: Path) -> None:
+    deadline = time.monotonic() + BUILD_TIMEOUT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise EnvironmentBuildError(f"waited {BUILD_TIMEOUT:.0f} s for another build holding {path}; "
+                                            "if no build is running, delete that file") from None
+            time.sleep(0.5)
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                              env={**os.environ, "VIRTUAL_ENV": ""})
+    except subprocess.TimeoutExpired:
+        raise EnvironmentBuildError(f"{what} took more than {BUILD_TIMEOUT:.0f} s: {' '.join(cmd)}") from None
+    if proc.returncode != 0:
+        raise EnvironmentBuildError(
+            f"{what} failed (uv exited {proc.returncode}): {' '.join(cmd)}\n{proc.stderr.strip()[-4000:]}"
+        )
+
+
+def _find_uv() -> str:
+    """uv: ``$PARALLELRUN_UV``, the ``uv`` Python package, next to this interpreter, or on PATH."""
+    candidates = [os.environ.get("PARALLELRUN_UV")]
+    try:
+        from uv import find_uv_bin  # type: ignore[import-not-found]
+
+        candidates.append(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    candidates += [str(Path(sys.executable).parent / "uv"), shutil.which("uv")]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise EnvironmentBuildError("building an environment with pip packages needs uv, which was not found. "
+                                "Install it with: pip install uv")
+
+
+def _link_parallelrun(env_dir: Path) -> None:
+    """Make parallelrun and its dependencies importable in the venv.
+
+    The venv's own site-packages come first on ``sys.path``; the ``.pth`` file appends parallelrun's source
+    folder and this interpreter's site-packages after them, so the environment's pinned packages win and
+    anything it does not pin (pandas, pyarrow, ... that parallelrun needs) still resolves.
+    """
+    import site
+
+    import parallelrun
+
+    v = sys.version_info
+    site_packages = env_dir / "lib" / f"python{v[0]}.{v[1]}" / "site-packages"
+    paths = [str(Path(parallelrun.__file__).resolve().parent.parent)]
+    paths += [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (site_packages / "_parallelrun_base.pth").write_text("\n".join(dict.fromkeys(paths)) + "\n")
+
+
+def _read_requirements(path: Path, depth: int) -> tuple[list[str], list[str]]:
+    if not path.is_file():
+        raise UsageError(f"requirements file {path} does not exist")
+    if depth > 10:
+        raise UsageError(f"requirements file {path}: -r includes nest more than 10 deep")
+    packages, options = [], []
+    for raw in path.read_text().splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith(("-r", "--requirement")):
+            target = line[len("--requirement"):] if line.startswith("--requirement") else line[2:]
+            more, opts = _read_requirements((path.parent / target.lstrip("= ").strip()).resolve(), depth + 1)
+            packages += more
+            options += opts
+        elif line.startswith("-"):
+            options.append(line)
+        else:
+            packages.append(line)
+    return packages, options

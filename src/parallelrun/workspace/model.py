@@ -1,0 +1,248 @@
+"""Registered models: versioned copies of a file or folder under ``<workspace>/models/<name>/<version>/``.
+
+``Model.register`` copies (or, for a ``.tar.gz``/``.tgz``, safely unpacks) the model into a temporary
+folder, then renames it into place and records the version in one catalog transaction, so a version
+number never points at a half-copied model. Inside an entry script, ``Model.get_model_path(name)`` reads
+the models the step listed from ``$PARALLELRUN_MODELS`` (set by the engine in every worker).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import tarfile
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import UsageError
+from .workspace import Workspace
+
+MODELS_ENV = "PARALLELRUN_MODELS"
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+
+
+class Model:
+    """A registered model version. ``Model(ws, name, version=None)`` retrieves one (the latest by default).
+
+    Attributes: ``name``, ``version``, ``path`` (the local path of the registered copy: the file, or the
+    folder), ``tags``, ``description``, ``id`` (``"name:version"``), ``created_time``.
+    """
+
+    name: str
+    version: int
+    path: str
+    tags: dict[str, str]
+    description: str | None
+    created_time: float
+    workspace: Workspace
+
+    def __init__(self, workspace: Workspace, name: str | None = None, version: int | None = None,
+                 id: str | None = None) -> None:
+        if id is not None:
+            name, _, v = id.partition(":")
+            version = int(v) if v else None
+        if not name:
+            raise UsageError("Model(ws, name) needs a model name (or id='name:version')")
+        row = workspace._catalog.get_version("models", name, None if version is None else int(version))
+        if row is None:
+            raise _unknown(workspace, name, version)
+        self._load(workspace, row)
+
+    def _load(self, ws: Workspace, row: dict[str, Any]) -> None:
+        self.workspace = ws
+        self.name, self.version = row["name"], int(row["version"])
+        self.path = str(ws.path / row["path"])
+        self.tags = dict(row.get("tags") or {})
+        self.description = row.get("description")
+        self.created_time = float(row["created"])
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def __repr__(self) -> str:
+        return f"Model(name={self.name!r}, version={self.version}, path={self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Model) and (other.workspace, other.id) == (self.workspace, self.id)
+
+    def __hash__(self) -> int:
+        return hash((self.workspace, self.id))
+
+    # --- registration ---------------------------------------------------------------------------------
+    @staticmethod
+    def register(workspace: Workspace, model_path: str | os.PathLike[str], model_name: str,
+                 tags: dict[str, str] | None = None, description: str | None = None) -> Model:
+        """Copy a file or folder into the workspace as the next version of ``model_name``.
+
+        A ``.tar.gz``/``.tgz`` archive is unpacked into a folder named after it (``model.tar.gz`` ->
+        ``model/``); members with absolute paths, ``..``, links leading outside, or device files are refused.
+        """
+        _check_name(model_name)
+        src = Path(model_path).expanduser().resolve()
+        if not src.exists():
+            raise UsageError(f"Model.register: {src} does not exist (model_path is relative to {Path.cwd()})")
+        base = workspace.path / "models" / model_name
+        base.mkdir(parents=True, exist_ok=True)
+        staging = base / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            if src.is_file() and src.name.endswith(_ARCHIVE_SUFFIXES):
+                stem = src.name[: -len(next(s for s in _ARCHIVE_SUFFIXES if src.name.endswith(s)))] or "model"
+                safe_extract(src, staging / stem)
+                leaf = stem
+            elif src.is_dir():
+                shutil.copytree(src, staging / src.name, symlinks=False)
+                leaf = src.name
+            else:
+                shutil.copy2(src, staging / src.name)
+                leaf = src.name
+            with workspace._catalog.connect(write=True) as db:
+                row = db.execute("SELECT MAX(version) AS v FROM models WHERE name = ?", (model_name,)).fetchone()
+                version = int(row["v"] or 0) + 1
+                final = base / str(version)
+                if final.exists():  # left by a registration that crashed before recording itself
+                    shutil.rmtree(final)
+                os.replace(staging, final)
+                workspace._catalog.add_version(db, "models", model_name, {
+                    "path": str(final.relative_to(workspace.path) / leaf), "tags": dict(tags or {}),
+                    "description": description})
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return Model(workspace, model_name, version)
+
+    @staticmethod
+    def list(workspace: Workspace, name: str | None = None, latest: bool = False) -> list[Model]:
+        """Registered models (every version, or only the latest of each with ``latest=True``)."""
+        out = []
+        for row in workspace._catalog.list_versions("models", name):
+            m = Model.__new__(Model)
+            m._load(workspace, row)
+            out.append(m)
+        if latest:
+            newest = {m.name: m for m in out}
+            out = list(newest.values())
+        return out
+
+    def download(self, target_dir: str | os.PathLike[str] = ".", exist_ok: bool = False) -> str:
+        """Copy the model to ``target_dir``; returns the copy's path."""
+        dest = Path(target_dir).expanduser().resolve() / Path(self.path).name
+        if dest.exists() and not exist_ok:
+            raise UsageError(f"{dest} already exists; pass exist_ok=True to overwrite it")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if Path(self.path).is_dir():
+            shutil.copytree(self.path, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(self.path, dest)
+        return str(dest)
+
+    # --- lookup from an entry script ------------------------------------------------------------------
+    @staticmethod
+    def get_model_path(model_name: str, version: int | None = None, _workspace: Workspace | None = None) -> str:
+        """The local path of a model.
+
+        In a worker, the models the step listed (``models=[...]``) come from ``$PARALLELRUN_MODELS``, a JSON
+        object ``{name: path}`` or ``{"name:version": path}``. Elsewhere, the model is looked up in
+        ``_workspace`` or in the workspace ``Workspace.from_config()`` finds.
+        """
+        listed = os.environ.get(MODELS_ENV)
+        if listed is not None and _workspace is None:
+            models: dict[str, str] = json.loads(listed or "{}")
+            path = _from_listed(models, model_name, version)
+            if path is None:
+                names = sorted({k.split(":", 1)[0] for k in models})
+                want = model_name if version is None else f"{model_name}:{version}"
+                raise UsageError(
+                    f"model {want!r} is not one of the models this step lists ({', '.join(names) or 'none'}). "
+                    f"Add it to the step: ParallelRunStep(..., models=[Model(ws, {model_name!r})])."
+                )
+            return path
+        ws = _workspace or Workspace.from_config()
+        return Model(ws, model_name, version).path
+
+
+def _from_listed(models: dict[str, str], name: str, version: int | None) -> str | None:
+    if version is not None and f"{name}:{version}" in models:
+        return models[f"{name}:{version}"]
+    if name in models:
+        return models[name]
+    if version is None:
+        versions = [(int(v), p) for k, p in models.items() if (parts := k.split(":", 1))[0] == name
+                    and len(parts) == 2 and (v := parts[1]).isdigit()]
+        if versions:
+            return max(versions)[1]
+    return None
+
+
+def _unknown(ws: Workspace, name: str, version: int | None) -> UsageError:
+    known = ws._catalog.names("models")
+    if name in known and version is not None:
+        versions = [r["version"] for r in ws._catalog.list_versions("models", name)]
+        return UsageError(f"model {name!r} has no version {version}; its versions are {versions}")
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return UsageError(
+        f"no model named {name!r} in workspace {ws.path} (registered: {', '.join(repr(k) for k in known) or 'none'})."
+        f"{hint} Register it with Model.register(ws, model_path='path/to/model', model_name={name!r})."
+    )
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > 255 or any(c in name for c in "/\\:") or name.startswith("."):
+        raise UsageError(f"model name {name!r} is invalid: use letters, digits, '-', '_' and '.', "
+                         "not starting with '.' (e.g. 'digits-onnx')")
+
+
+# --- safe archive unpacking ----------------------------------------------------------------------------
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Unpack a tar archive into ``dest``, refusing any member that would write outside it.
+
+    Checked before anything is written: absolute names, ``..`` components, symbolic or hard links whose
+    target resolves outside ``dest``, and device/FIFO members. Where Python has extraction filters
+    (3.12, 3.11.4+), ``filter="data"`` adds the standard library's own checks on top.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            members = tf.getmembers()
+            for m in members:
+                problem = _member_problem(m, root)
+                if problem:
+                    raise UsageError(f"refusing to unpack {archive.name}: member {m.name!r} {problem}. "
+                                     "Re-create the archive with relative paths inside one folder.")
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(root, members=members, filter="data")
+            else:  # pragma: no cover - old Pythons: our checks above are the protection
+                tf.extractall(root, members=members)
+    except tarfile.TarError as e:
+        raise UsageError(f"cannot unpack {archive.name}: {type(e).__name__}: {e}") from None
+
+
+def _member_problem(m: tarfile.TarInfo, root: Path) -> str | None:
+    name = m.name
+    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+        return "has an absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "contains '..'"
+    target = (root / name).resolve()
+    if not _inside(target, root):
+        return "would be written outside the target folder"
+    if m.isdev() or m.isfifo():
+        return "is a device or FIFO"
+    if m.issym():
+        link = m.linkname
+        if link.startswith("/") or not _inside((target.parent / link).resolve(), root):
+            return f"is a symbolic link to {link!r}, outside the target folder"
+    if m.islnk():
+        link = m.linkname
+        if link.startswith("/") or ".." in PurePosixPath(link).parts or not _inside((root / link).resolve(), root):
+            return f"is a hard link to {link!r}, outside the target folder"
+    return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents

@@ -1,0 +1,597 @@
+"""The pipeline driver: the background process that runs a submitted pipeline, step by step.
+
+    python -m parallelrun.workspace.pipeline_driver WORKSPACE PIPELINE_RUN_ID [--resume]
+
+``Experiment.submit`` starts it detached (its own session, so it outlives the interpreter that submitted)
+after writing ``pipeline.json`` in the pipeline run's folder. It holds the pipeline run's ``driver.lock``
+while it works, so a driver that died shows as Interrupted. Each ParallelRunStep runs through the
+engine (``run_job``) in this process: its workers are this process's children, and SIGTERM here (a
+cancel) stops them and leaves the step run resumable. Each PythonScriptStep runs as a subprocess.
+
+Credentials for remote inputs come from the workspace's registered datastores (matched by URL) and, for
+anything else, from a JSON document on standard input; they are never written to disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..config import InputSpec, validate_spec
+from ..errors import ParallelRunError
+from ..runs import DriverLock, RunRecord, RunStore
+from .reuse import ReuseIndex, folder_fingerprint, source_fingerprint, step_key
+
+CANCEL_MARKER = "cancel_requested"
+_ENTRY_KEYS = set(InputSpec.model_fields)
+
+
+class _Canceled(Exception):
+    pass
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link when possible (reused outputs cost no space); the engine replaces files atomically, so a
+    later run never writes through the link."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _shim_pythonpath(env: dict[str, str]) -> None:
+    from ..azureml_shim import shim_sys_path
+
+    extra = shim_sys_path()
+    if extra:
+        env["PYTHONPATH"] = os.pathsep.join([*extra, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+
+
+def _env_name(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+class PipelineDriver:
+    def __init__(self, workspace: str, rec: RunRecord, store: RunStore, options: dict[str, dict[str, Any]],
+                 resume: bool) -> None:
+        from .workspace import Workspace
+
+        self.ws = Workspace(workspace)
+        self.rec = rec
+        self.store = store
+        self.doc = json.loads((rec.path / "pipeline.json").read_text())
+        self.given_options = options
+        self.resume = resume
+        self.index = ReuseIndex(self.ws.path)
+        self.cancel_requested = False
+        self._raise_on_term = False
+        self._local_inputs: dict[tuple[str, str], str] = {}
+        rec.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(rec.logs_dir / "pipeline.txt", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    # --- bookkeeping ----------------------------------------------------------------------------------
+    def line(self, text: str) -> None:
+        self._log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.cancel_requested = True
+        if self._raise_on_term:
+            raise _Canceled()
+
+    def _canceled(self) -> bool:
+        if (self.rec.path / CANCEL_MARKER).exists():
+            self.cancel_requested = True
+        return self.cancel_requested
+
+    def _add_child(self, run_id: str) -> None:
+        if run_id not in self.rec.children:
+            self.rec.children.append(run_id)
+            self.store.save(self.rec)
+
+    def _latest_child(self, name: str) -> RunRecord | None:
+        for run_id in reversed(self.rec.children):
+            try:
+                r = self.store.get(run_id)
+            except ParallelRunError:
+                continue
+            if r.name == name:
+                return r
+        return None
+
+    def _storage_options(self, step: dict[str, Any]) -> dict[str, Any]:
+        """Credentials for the step's remote inputs and outputs: registered datastores whose URL the
+        input paths start with, then what the submitting process passed for this step."""
+        urls: list[str] = []
+        for inp in [*step.get("inputs", []), *step.get("side_inputs", [])]:
+            for e in inp.get("entries", []):
+                urls.extend(e["path"] if isinstance(e["path"], list) else [e["path"]])
+        options: dict[str, Any] = {}
+        remote = [u for u in urls if "://" in u and not u.startswith("file://")]
+        if remote:
+            for store in self.ws.datastores.values():
+                if store.datastore_type == "Local":
+                    continue
+                base = store.url("")
+                if any(u == base or u.startswith(base.rstrip("/") + "/") for u in remote):
+                    options.update(store.storage_options())
+        options.update(self.given_options.get(step["name"], {}))
+        return options
+
+    # --- the run --------------------------------------------------------------------------------------
+    def run(self) -> int:
+        rec, store = self.rec, self.store
+        old = signal.signal(signal.SIGTERM, self._on_term)
+        rec.status, rec.driver_pid, rec.reason = "Running", os.getpid(), None
+        rec.started = rec.started or time.time()
+        store.save(rec)
+        opts = self.doc.get("options", {})
+        self.line(f"pipeline run {rec.id} {'resumed' if self.resume else 'started'} "
+                  f"(driver pid {os.getpid()}): {len(self.doc['steps'])} step(s)")
+        status, reasons = "Completed", []
+        blocked: set[str] = set()
+        t0 = time.monotonic()
+        try:
+            for step in self.doc["steps"]:
+                if self._canceled():
+                    status = "Canceled"
+                    break
+                name = step["name"]
+                if blocked & set(step["depends_on"]):
+                    blocked.add(name)
+                    self.line(f"step {name}: not run, a step it depends on did not complete")
+                    continue
+                try:
+                    st = self._run_step(step)
+                except _Canceled:
+                    st = "Canceled"
+                except Exception as e:  # noqa: BLE001 - a broken step fails the step, not the driver
+                    self.line(f"step {name}: failed to run: {type(e).__name__}: {e}")
+                    self._failed_record(step, f"{type(e).__name__}: {e}", traceback.format_exc())
+                    st = "Failed"
+                if st == "Canceled" or self.cancel_requested:
+                    status = "Canceled"
+                    break
+                if st != "Completed":
+                    status = "Failed"
+                    reasons.append(f"step {name} {st.lower()}")
+                    blocked.add(name)
+                    if not opts.get("continue_on_step_failure"):
+                        break
+        except _Canceled:
+            status = "Canceled"
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        rec.status = status
+        rec.reason = ("canceled; resume with PipelineRun.resume()" if status == "Canceled"
+                      else "; ".join(reasons) or None)
+        rec.ended = time.time()
+        rec.wall_seconds += time.monotonic() - t0
+        rec.counts = self._total_counts()
+        store.save(rec)
+        summary = self._summary()
+        (rec.logs_dir / "job_result.txt").write_text(summary + "\n")
+        self.line(f"pipeline run {rec.id}: {status}" + (f" - {rec.reason}" if rec.reason else ""))
+        self._log.close()
+        return {"Completed": 0, "Failed": 1}.get(status, 130)
+
+    def _total_counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for run_id in self.rec.children:
+            try:
+                r = self.store.get(run_id)
+            except ParallelRunError:
+                continue
+            for k, v in r.counts.items():
+                total[k] = total.get(k, 0) + int(v)
+        return total
+
+    def _summary(self) -> str:
+        lines = [f"pipeline run {self.rec.id}: {self.rec.status}"
+                 + (f" - {self.rec.reason}" if self.rec.reason else "")]
+        seen = set()
+        for run_id in reversed(self.rec.children):
+            try:
+                r = self.store.get(run_id)
+            except ParallelRunError:
+                continue
+            if r.name in seen:
+                continue
+            seen.add(r.name)
+            extra = f" (reused {r.reused_from})" if r.reused_from else ""
+            lines.append(f"  step {r.name}: {r.effective_status()}{extra}  run {r.id}")
+        return "\n".join(lines)
+
+    # --- one step -------------------------------------------------------------------------------------
+    def _run_step(self, step: dict[str, Any]) -> str:
+        name = step["name"]
+        existing = self._latest_child(name) if self.resume else None
+        if existing is not None:
+            st = existing.effective_status()
+            if st == "Completed":
+                self.line(f"step {name}: already completed in run {existing.id}")
+                return "Completed"
+            if (step["type"] == "ParallelRunStep" and existing.input_fingerprint and not existing.reused_from
+                    and st in ("Canceled", "Interrupted", "Failed")):
+                return self._resume_parallel(step, existing, retry_failed=(st == "Failed"))
+        key = self._key(step)
+        regenerate = self.doc.get("options", {}).get("regenerate_outputs", False)
+        if step["allow_reuse"] and not regenerate and self._reuse(step, key):
+            return "Completed"
+        if step["type"] == "ParallelRunStep":
+            return self._run_parallel(step, key)
+        return self._run_script(step, key)
+
+    def _input_fingerprint(self, inp: dict[str, Any]) -> Any:
+        if inp["kind"] == "pipeline_data":
+            return {"data": inp["name"], "type": inp["type"], "options": inp.get("options"),
+                    "content": folder_fingerprint(self.doc["data"][inp["name"]]["local"])}
+        return {"name": inp["name"], "type": inp["type"], "dataset": inp["fingerprint"]}
+
+    def _key(self, step: dict[str, Any]) -> str:
+        source = step["source_directory"]
+        outputs_inside = tuple(o["local"] for o in step["outputs"])
+        config = {k: v for k, v in step.get("config", {}).items() if k != "compute"}
+        parts = {
+            "type": step["type"], "name": step["name"], "outputs": [o["name"] for o in step["outputs"]],
+            "script": step.get("entry_script") or step.get("script_name"),
+            "source": source_fingerprint(source, self.ws.path, outputs_inside),
+            "config": config,
+            "inputs": [self._input_fingerprint(i) for i in step["inputs"]],
+            "side_inputs": [self._input_fingerprint(i) for i in step.get("side_inputs", [])],
+            "models": step.get("models", []),
+            "environment": step["environment"]["fingerprint"],
+            "environment_variables": step["environment"]["variables"],
+            "arguments": step["arguments"],
+        }
+        return step_key(parts)
+
+    def _reuse(self, step: dict[str, Any], key: str) -> bool:
+        prev_id = self.index.lookup(key)
+        if prev_id is None:
+            return False
+        try:
+            prev = self.store.get(prev_id)
+        except ParallelRunError:
+            return False
+        names = [o["name"] for o in step["outputs"]]
+        if prev.effective_status() != "Completed" or sorted(prev.outputs) != sorted(names) or not all(
+                Path(p).is_dir() for p in prev.outputs.values()):
+            return False
+        outputs = {}
+        for out in step["outputs"]:
+            src, dst = Path(prev.outputs[out["name"]]), Path(out["local"])
+            if src.resolve() != dst.resolve():
+                shutil.rmtree(dst, ignore_errors=True)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(src, dst, copy_function=_link_or_copy)
+            outputs[out["name"]] = str(dst)
+            self._upload(out)
+        first = step["outputs"][0]["local"] if step["outputs"] else str(self.rec.path)
+        origin = prev.reused_from or prev.id
+        now = time.time()
+        out_file = str(Path(first) / Path(prev.output_file).name) if prev.output_file else None
+        rec = self.store.new(step["name"], job_file=None, job_dir=step["source_directory"], output_dir=first,
+                             output_file=out_file, kind="step", step_type=step["type"], parent=self.rec.id,
+                             experiment=self.rec.experiment, outputs=outputs, reuse_key=key, reused_from=origin,
+                             counts=dict(prev.counts), spec=prev.spec, compute=prev.compute)
+        rec.status, rec.started, rec.ended = "Completed", now, now
+        rec.reason = f"reused the output of step run {origin}"
+        self.store.save(rec)
+        (rec.logs_dir / "job_result.txt").write_text(
+            f"step {step['name']}: reused the output of step run {origin} (allow_reuse=True and nothing that "
+            "decides its result changed: source folder, config, inputs, models, environment, arguments)\n")
+        self._add_child(rec.id)
+        self.line(f"step {step['name']}: reused the output of step run {origin} as run {rec.id}")
+        return True
+
+    def _upload(self, out: dict[str, Any]) -> None:
+        if not out.get("remote"):
+            return
+        from .datastore import Datastore
+
+        store = Datastore.get(self.ws, out["datastore"])
+        store.upload(out["local"], target_path=out["path_on_datastore"], overwrite=True, show_progress=False)
+        self.line(f"output {out['name']}: uploaded to {out['datastore']}/{out['path_on_datastore']}")
+
+    def _completed(self, step: dict[str, Any], rec: RunRecord, key: str | None) -> None:
+        for out in step["outputs"]:
+            self._upload(out)
+        if key:
+            self.index.record(key, step["name"], rec.id)
+
+    def _failed_record(self, step: dict[str, Any], reason: str, detail: str, rec: RunRecord | None = None) -> None:
+        """A step that failed before the engine could record why (or could not even start) still gets a
+        Failed step run with the reason, so the user sees it."""
+        if rec is None:
+            rec = self.store.new(step["name"], job_file=None, job_dir=step["source_directory"],
+                                 output_dir=str(self.rec.path), output_file=None, kind="step",
+                                 step_type=step["type"], parent=self.rec.id, experiment=self.rec.experiment)
+            self._add_child(rec.id)
+        rec.status, rec.reason, rec.ended = "Failed", reason, time.time()
+        rec.started = rec.started or rec.ended
+        self.store.save(rec)
+        (rec.logs_dir / "job_error.txt").write_text(f"Failed: {reason}\n\n{detail}\n")
+
+    # --- inputs ---------------------------------------------------------------------------------------
+    def _entries(self, inp: dict[str, Any]) -> list[dict[str, Any]]:
+        if inp["kind"] == "pipeline_data":
+            e: dict[str, Any] = {"type": inp["type"], "path": self.doc["data"][inp["name"]]["local"],
+                                 "name": inp["name"]}
+            for k, v in (inp.get("options") or {}).items():
+                if v is not None and k in _ENTRY_KEYS:
+                    e[k] = v
+            return [e]
+        return [{k: v for k, v in e.items() if k in _ENTRY_KEYS} for e in inp["entries"]]
+
+    def _local_path(self, step: dict[str, Any], name: str, options: dict[str, Any]) -> str:
+        """A local path for a named input: the folder of a PipelineData, the folder or file of a local
+        dataset, or a folder the dataset is downloaded into once per pipeline run."""
+        cache_key = (step["name"], name)
+        if cache_key in self._local_inputs:
+            return self._local_inputs[cache_key]
+        if name in self.doc["data"]:
+            return str(self.doc["data"][name]["local"])
+        inp = next((i for i in [*step.get("side_inputs", []), *step["inputs"]] if i["name"] == name), None)
+        if inp is None:
+            raise ParallelRunError(f"step {step['name']}: no input named {name!r}")
+        path = _materialize(self._entries(inp), self.rec.path / "inputs" / step["name"] / name, options,
+                            Path(self.doc.get("cwd") or "."))
+        self._local_inputs[cache_key] = path
+        return path
+
+    def _arguments(self, step: dict[str, Any], options: dict[str, Any]) -> list[str]:
+        args = []
+        for a in step["arguments"]:
+            if "value" in a:
+                args.append(a["value"])
+            elif "data" in a:
+                args.append(str(self.doc["data"][a["data"]]["local"]))
+            else:
+                args.append(self._local_path(step, a["input"], options))
+        return args
+
+    def _worker_env(self, step: dict[str, Any], options: dict[str, Any]) -> dict[str, str]:
+        env = dict(step["environment"]["variables"])
+        datasets = {}
+        for inp in step.get("side_inputs", []):
+            datasets[inp["name"]] = self._local_path(step, inp["name"], options)
+        for inp in step["inputs"]:
+            if inp["kind"] == "pipeline_data" or step["type"] == "PythonScriptStep":
+                datasets[inp["name"]] = self._local_path(step, inp["name"], options)
+        for out in step["outputs"]:
+            datasets[out["name"]] = out["local"]
+        for name, path in datasets.items():
+            env[f"AZUREML_DATAREFERENCE_{_env_name(name)}"] = path
+        env["PARALLELRUN_INPUT_DATASETS"] = json.dumps(datasets)
+        env["PARALLELRUN_WORKSPACE"] = str(self.ws.path)
+        env["PARALLELRUN_PIPELINE_RUN_ID"] = self.rec.id
+        env["PARALLELRUN_STEP_NAME"] = step["name"]
+        if self.rec.experiment:
+            env["PARALLELRUN_EXPERIMENT"] = self.rec.experiment
+        return env
+
+    # --- ParallelRunStep ------------------------------------------------------------------------------
+    def _run_parallel(self, step: dict[str, Any], key: str) -> str:
+        from ..runner import run_job
+
+        options = self._storage_options(step)
+        out = step["outputs"][0]
+        spec_data = dict(step["config"])
+        spec_data.update(
+            name=step["name"], source_directory=step["source_directory"], output=out["local"],
+            inputs=[e for inp in step["inputs"] for e in self._entries(inp)],
+            arguments=self._arguments(step, options),
+            environment_variables={**self._worker_env(step, options), **spec_data.get("environment_variables", {})},
+        )
+        spec = validate_spec(spec_data, f"step {step['name']!r}")
+        models: dict[str, str] = {}  # "name:version" -> path, and "name" -> its newest listed version
+        for m in sorted(step.get("models", []), key=lambda m: (m["name"], int(m["version"] or 0))):
+            models[m["name"]] = m["path"]
+            models[f"{m['name']}:{m['version']}"] = m["path"]
+        started: list[RunRecord] = []
+
+        def on_start(srec: RunRecord) -> None:
+            started.append(srec)
+            self._add_child(srec.id)
+            self.line(f"step {step['name']}: run {srec.id} started (ParallelRunStep)")
+
+        fields = {"python": step.get("python"), "models": models, "experiment": self.rec.experiment,
+                  "parent": self.rec.id, "kind": "step", "step_type": "ParallelRunStep",
+                  "outputs": {out["name"]: out["local"]}, "reuse_key": key}
+        self._raise_on_term = True
+        try:
+            if self.cancel_requested:
+                raise _Canceled()
+            result = run_job(spec, job_dir=step["source_directory"], workspace=self.ws.path, progress="quiet",
+                             storage_options=options, record_fields=fields, on_start=on_start)
+        except _Canceled:
+            self._raise_on_term = False
+            if started:
+                srec = self.store.get(started[0].id)
+                if srec.status in ("NotStarted", "Running"):
+                    srec.status, srec.reason, srec.ended = "Canceled", "canceled before it started", time.time()
+                    self.store.save(srec)
+            self.line(f"step {step['name']}: canceled")
+            return "Canceled"
+        except ParallelRunError as e:
+            self._raise_on_term = False
+            self.line(f"step {step['name']}: failed: {e}")
+            self._failed_record(step, str(e), str(e), self.store.get(started[0].id) if started else None)
+            return "Failed"
+        finally:
+            self._raise_on_term = False
+        return self._after_parallel(step, result, key)
+
+    def _resume_parallel(self, step: dict[str, Any], existing: RunRecord, retry_failed: bool) -> str:
+        from ..runner import resume_run
+
+        self.line(f"step {step['name']}: resuming run {existing.id} ({existing.effective_status()})")
+        self._raise_on_term = True
+        try:
+            result = resume_run(existing.id, workspace=self.ws.path, retry_failed=retry_failed, progress="quiet",
+                                storage_options=self._storage_options(step))
+        except _Canceled:
+            return "Canceled"
+        except ParallelRunError as e:
+            self.line(f"step {step['name']}: could not resume run {existing.id}: {e}")
+            return "Failed"
+        finally:
+            self._raise_on_term = False
+        return self._after_parallel(step, result, existing.reuse_key)
+
+    def _after_parallel(self, step: dict[str, Any], result: Any, key: str | None) -> str:
+        self.line(f"step {step['name']}: run {result.run_id} {result.status}"
+                  + (f" - {result.reason}" if result.reason else ""))
+        if result.status == "Completed":
+            self._completed(step, result.record, key)
+        return str(result.status)
+
+    # --- PythonScriptStep -----------------------------------------------------------------------------
+    def _run_script(self, step: dict[str, Any], key: str) -> str:
+        options = self._storage_options(step)
+        outputs = {o["name"]: o["local"] for o in step["outputs"]}
+        rec = self.store.new(step["name"], job_file=None, job_dir=step["source_directory"],
+                             output_dir=next(iter(outputs.values()), str(self.rec.path)), output_file=None,
+                             kind="step", step_type="PythonScriptStep", parent=self.rec.id,
+                             experiment=self.rec.experiment, outputs=outputs, reuse_key=key,
+                             python=step.get("python"))
+        self._add_child(rec.id)
+        lock = DriverLock(rec.path)
+        lock.acquire()
+        try:
+            rec.status, rec.started, rec.driver_pid = "Running", time.time(), os.getpid()
+            self.store.save(rec)
+            self.line(f"step {step['name']}: run {rec.id} started (PythonScriptStep)")
+            for path in outputs.values():
+                shutil.rmtree(path, ignore_errors=True)
+                Path(path).mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ)
+            env.update(self._worker_env(step, options))
+            env["PARALLELRUN_LOG_DIR"] = str(rec.logs_dir)
+            _shim_pythonpath(env)
+            script = Path(step["source_directory"]) / step["script_name"]
+            cmd = [step.get("python") or sys.executable, str(script), *self._arguments(step, options)]
+            std_log = rec.logs_dir / "std_log.txt"
+            t0 = time.monotonic()
+            with open(std_log, "ab") as log:
+                proc = subprocess.Popen(cmd, cwd=step["source_directory"], env=env, stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                rc = self._wait_script(proc)
+            rec.wall_seconds = time.monotonic() - t0
+            if rc is None:
+                rec.status, rec.reason = "Canceled", "canceled; the script was stopped"
+            elif rc == 0:
+                rec.status = "Completed"
+            else:
+                rec.status = "Failed"
+                rec.reason = f"{step['script_name']} exited with code {rc}; its output is in {std_log}"
+                tail = std_log.read_text(errors="replace").splitlines()[-30:]
+                (rec.logs_dir / "job_error.txt").write_text(f"Failed: {rec.reason}\n\n" + "\n".join(tail) + "\n")
+            rec.ended = time.time()
+            self.store.save(rec)
+            (rec.logs_dir / "job_result.txt").write_text(
+                f"step {step['name']}: {rec.status}" + (f" - {rec.reason}" if rec.reason else "") + "\n")
+        finally:
+            lock.release()
+        self.line(f"step {step['name']}: run {rec.id} {rec.status}" + (f" - {rec.reason}" if rec.reason else ""))
+        if rec.status == "Completed":
+            self._completed(step, rec, key)
+        return rec.status
+
+    def _wait_script(self, proc: subprocess.Popen[bytes]) -> int | None:
+        """The script's exit code, or None when it was stopped by a cancel."""
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if not self._canceled():
+                    continue
+            for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+                try:
+                    proc.wait(timeout=grace)
+                    return None
+                except subprocess.TimeoutExpired:
+                    continue
+            return None
+
+
+def _materialize(entries: list[dict[str, Any]], dest: Path, options: dict[str, Any], base: Path) -> str:
+    """Make a dataset's files available locally: a single local folder or file is used where it is;
+    anything else is copied or downloaded under ``dest`` (once), keeping paths below each entry's root."""
+    from ..data.files import GLOB_CHARS, iter_files
+    from ..data.storage import is_url, url_to_fs
+
+    paths = [p for e in entries for p in (e["path"] if isinstance(e["path"], list) else [e["path"]])]
+    if len(paths) == 1 and not is_url(paths[0]) and not (GLOB_CHARS & set(paths[0])):
+        p = Path(paths[0]) if Path(paths[0]).is_absolute() else base / paths[0]
+        if p.exists():
+            return str(p)
+    done = dest / ".complete"
+    files: list[tuple[str, str]] = []
+    for p in paths:
+        root = p.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+        if GLOB_CHARS & set(p) or not root.endswith("/"):
+            root = root.rsplit("/", 1)[0] if "/" in root else ""
+        for f, _, _ in iter_files(p, base, options):
+            rel = f[len(root):].lstrip("/") if root and f.startswith(root) else os.path.basename(f)
+            files.append((f, rel or os.path.basename(f)))
+    if not done.exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        for f, rel in files:
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if is_url(f):
+                fs, inner = url_to_fs(f, options)
+                fs.get(inner, str(target))
+            else:
+                _link_or_copy(f, str(target))
+        done.touch()
+    if len(files) == 1 and len(paths) == 1 and files[0][0].rstrip("/") == paths[0].rstrip("/"):
+        return str(dest / files[0][1])  # a single-file dataset: its path, as Azure's download gives
+    return str(dest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    resume = "--resume" in args
+    args = [a for a in args if a != "--resume"]
+    if len(args) != 2:
+        print("usage: python -m parallelrun.workspace.pipeline_driver WORKSPACE RUN_ID [--resume]", file=sys.stderr)
+        return 2
+    workspace, run_id = args
+    options: dict[str, dict[str, Any]] = {}
+    if sys.stdin is not None and not sys.stdin.isatty():
+        text = sys.stdin.read()
+        if text.strip():
+            options = json.loads(text).get("storage_options", {})
+    store = RunStore(workspace)
+    rec = store.get(run_id)
+    lock = DriverLock(rec.path)
+    if not lock.acquire():
+        print(f"pipeline run {run_id} already has a driver", file=sys.stderr)
+        return 3
+    try:
+        return PipelineDriver(workspace, rec, store, options, resume).run()
+    except BaseException:
+        rec.status, rec.reason, rec.ended = "Failed", "the pipeline driver crashed; see logs/driver_stdout.txt", time.time()
+        store.save(rec)
+        raise
+    finally:
+        lock.release()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

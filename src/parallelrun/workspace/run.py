@@ -1,0 +1,420 @@
+"""Runs as Azure ML SDK v1 shows them: ``Run``, ``PipelineRun``, ``StepRun`` and ``PortDataReference``.
+
+They are views over the engine's run records (``<workspace>/runs/<run_id>/run.json``): a pipeline run
+(kind ``pipeline``) lists its step runs (kind ``step``) in ``children``. Every method reads the records
+afresh, so a Run object obtained in one process follows a pipeline driven by another.
+
+Statuses are the engine's: NotStarted, Running, Completed, Failed, Canceled, and Interrupted for a run
+whose driver died (resume it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import JobFailedError, UsageError
+from ..runs import TERMINAL, RunRecord, RunStore, is_locked
+
+_POLL = 1.0
+
+
+def _utc(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:  # noqa: BLE001 - no such process, or no permission to ask
+        return False
+
+
+class Run:
+    """A run in a workspace. ``Run.get(ws, run_id)`` returns a PipelineRun, a StepRun, or a Run (a job
+    started with ``parallelrun run``)."""
+
+    def __init__(self, workspace: Any, run_id: str, _record: RunRecord | None = None) -> None:
+        self.workspace = workspace
+        self._store = RunStore(workspace.path)
+        self._rec = _record or self._store.get(run_id)
+
+    @staticmethod
+    def get(workspace: Any, run_id: str) -> Run:
+        return _wrap(workspace, RunStore(workspace.path).get(run_id))
+
+    # --- identity -------------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self._rec.id
+
+    @property
+    def name(self) -> str:
+        return self._rec.name
+
+    display_name = name
+
+    @property
+    def type(self) -> str:
+        return {"pipeline": "azureml.PipelineRun", "step": "azureml.StepRun"}.get(self._rec.kind, "parallelrun.job")
+
+    @property
+    def experiment(self) -> Any:
+        from .experiment import Experiment
+
+        return Experiment(self.workspace, self._rec.experiment) if self._rec.experiment else None
+
+    @property
+    def parent(self) -> Run | None:
+        return Run.get(self.workspace, self._rec.parent) if self._rec.parent else None
+
+    @property
+    def record(self) -> RunRecord:
+        """The engine's run record, read afresh."""
+        return self._refresh()
+
+    @property
+    def run_dir(self) -> Path:
+        return self._rec.path
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self._refresh().tags)
+
+    def _refresh(self) -> RunRecord:
+        self._rec = self._store.get(self._rec.id)
+        return self._rec
+
+    # --- status ---------------------------------------------------------------------------------------
+    def get_status(self) -> str:
+        """NotStarted, Running, Completed, Failed, Canceled, or Interrupted (the driver died: resume)."""
+        rec = self._refresh()
+        status = rec.effective_status()
+        if status == "NotStarted" and rec.kind == "pipeline" and rec.driver_pid and not _alive(rec.driver_pid) \
+                and not is_locked(rec.path / "driver.lock"):
+            rec = self._refresh()  # the driver may have just finished between the two reads
+            if rec.status == "NotStarted":
+                return "Failed"
+            status = rec.effective_status()
+        return status
+
+    def get_details(self) -> dict[str, Any]:
+        rec = self._refresh()
+        logs = rec.logs_dir
+        files = {str(p.relative_to(rec.path)): str(p) for p in sorted(logs.rglob("*")) if p.is_file()} \
+            if logs.is_dir() else {}
+        d = {
+            "runId": rec.id, "name": rec.name, "status": self.get_status(), "kind": rec.kind,
+            "experiment": rec.experiment, "parent": rec.parent, "target": rec.compute,
+            "startTimeUtc": _utc(rec.started), "endTimeUtc": _utc(rec.ended), "createdUtc": _utc(rec.created),
+            "reason": rec.reason, "counts": dict(rec.counts), "runFolder": str(rec.path),
+            "outputs": dict(rec.outputs), "reusedFrom": rec.reused_from, "tags": dict(rec.tags),
+            "logFiles": files,
+        }
+        if rec.output_file:
+            d["outputFile"] = rec.output_file
+        return d
+
+    def get_file_names(self) -> list[str]:
+        """The run's log files, relative to its folder (``logs/job_result.txt``, ...)."""
+        return list(self.get_details()["logFiles"])
+
+    def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None) -> str:
+        src = (self._rec.path / name).resolve()
+        if not str(src).startswith(str(self._rec.path.resolve())) or not src.is_file():
+            raise UsageError(f"run {self.id} has no file {name!r}; see run.get_file_names()")
+        dest = Path(output_file_path or Path(name).name)
+        if dest.is_dir():
+            dest = dest / src.name
+        shutil.copy2(src, dest)
+        return str(dest)
+
+    def cancel(self) -> None:
+        """Stop the run: its workers are stopped and the run stays resumable."""
+        from ..control import cancel_run
+
+        rec = self._refresh()
+        if rec.kind in ("pipeline", "step"):  # a step runs inside its pipeline's driver
+            cancel_pipeline(self._store, rec.id)
+            return
+        cancel_run(rec.id, self.workspace.path, wait=60)
+
+    def wait_for_completion(self, show_output: bool = False, timeout: float | None = None,
+                            raise_on_error: bool = True, timeout_seconds: float | None = None,
+                            wait_post_processing: bool = False) -> dict[str, Any]:
+        """Wait until the run ends (or ``timeout`` seconds pass), printing its progress with
+        ``show_output``. Returns ``get_details()``; raises JobFailedError when it failed and
+        ``raise_on_error``."""
+        status = _Follower(self, sys.stdout if show_output else None).follow(
+            timeout if timeout is not None else timeout_seconds)
+        _check(self, status, raise_on_error)
+        return self.get_details()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r}, status={self.get_status()!r})"
+
+
+def cancel_pipeline(store: RunStore, run_id: str, wait: float = 60.0) -> str:
+    """Cancel a pipeline run (or the pipeline of a step run): mark it so a driver about to start stops at
+    once, and send SIGTERM to a running driver. Returns the status afterwards."""
+    from ..control import cancel_run
+    from .pipeline_driver import CANCEL_MARKER
+
+    rec = store.get(run_id)
+    if rec.kind == "step" and rec.parent:
+        rec = store.get(rec.parent)
+    if rec.effective_status() in TERMINAL:
+        return rec.effective_status()
+    (rec.path / CANCEL_MARKER).touch()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if is_locked(rec.path / "driver.lock"):
+            cancel_run(rec.id, store.workspace, wait=max(1.0, deadline - time.monotonic()))
+            break
+        if not _alive(rec.driver_pid):
+            break
+        time.sleep(0.2)  # the driver is starting: it will take the lock, or see the marker
+    rec = store.get(rec.id)
+    if rec.status == "NotStarted":
+        rec.status, rec.reason, rec.ended = "Canceled", "canceled before it started", time.time()
+        store.save(rec)
+    return rec.effective_status()
+
+
+def _check(run: Run, status: str, raise_on_error: bool) -> None:
+    if not raise_on_error:
+        return
+    if status == "Failed":
+        raise JobFailedError(f"run {run.id} failed: {run._rec.reason or 'see its logs'} "
+                             f"(logs: {run._rec.logs_dir})", run.id)
+    if status == "Interrupted":
+        raise JobFailedError(f"run {run.id} was interrupted: its driver died. Resume it with "
+                             "Run.get(ws, run_id).resume()", run.id)
+
+
+class PipelineRun(Run):
+    """A submitted pipeline. ``get_steps()`` / ``find_step_run(name)`` give its StepRuns."""
+
+    def get_steps(self) -> list[StepRun]:
+        """The step runs, in the order they started (a step resumed keeps its run)."""
+        out = []
+        for run_id in self._refresh().children:
+            try:
+                out.append(StepRun(self.workspace, run_id))
+            except UsageError:
+                continue
+        return out
+
+    def get_children(self, recursive: bool = False, **_filters: Any) -> Iterator[StepRun]:
+        return iter(self.get_steps())
+
+    def find_step_run(self, name: str) -> list[StepRun]:
+        """The step runs of the step called ``name`` (newest first; usually one)."""
+        return [s for s in reversed(self.get_steps()) if s.name == name]
+
+    def resume(self) -> PipelineRun:
+        """Continue a Canceled, Failed or Interrupted pipeline run in the background: completed steps are
+        kept, a stopped ParallelRunStep continues where it stopped (only unfinished mini-batches run),
+        and the steps after it run. Returns at once; use wait_for_completion()."""
+        from .experiment import _start_driver
+        from .pipeline_driver import CANCEL_MARKER
+
+        status = self.get_status()
+        if status not in ("Canceled", "Failed", "Interrupted"):
+            raise UsageError(f"pipeline run {self.id} is {status}; only Canceled, Failed or Interrupted runs resume")
+        (self._rec.path / CANCEL_MARKER).unlink(missing_ok=True)
+        _start_driver(self.workspace, self._rec, {}, resume=True)
+        return self
+
+    def cancel(self) -> None:
+        """Stop the pipeline: the running step's workers are stopped (the step run stays resumable) and
+        no further step starts. Returns when the driver has stopped (60 s at most)."""
+        cancel_pipeline(self._store, self.id)
+
+    def wait_for_completion(self, show_output: bool = True, timeout_seconds: float | None = None,  # type: ignore[override]
+                            raise_on_error: bool = True, timeout: float | None = None) -> str:
+        """Wait until the pipeline ends (or the timeout passes), streaming step status and progress lines
+        with ``show_output``. Returns the status; raises JobFailedError when it failed and
+        ``raise_on_error``."""
+        status = _Follower(self, sys.stdout if show_output else None).follow(
+            timeout if timeout is not None else timeout_seconds)
+        _check(self, status, raise_on_error)
+        return status
+
+    def get_details(self) -> dict[str, Any]:
+        d = super().get_details()
+        d["steps"] = [{"name": s.name, "runId": s.id, "status": s.get_status(), "reusedFrom": s._rec.reused_from}
+                      for s in self.get_steps()]
+        return d
+
+
+class StepRun(Run):
+    """One step's run inside a pipeline run."""
+
+    @property
+    def is_reused(self) -> bool:
+        """True when the step did not run but took the output of an earlier identical run."""
+        return self._refresh().reused_from is not None
+
+    def get_output_data(self, name: str) -> PortDataReference:
+        """The step's output called ``name`` (the PipelineData's name)."""
+        rec = self._refresh()
+        if name not in rec.outputs:
+            raise UsageError(f"step run {rec.id} ({rec.name}) has no output {name!r}; its outputs: "
+                             f"{', '.join(sorted(rec.outputs)) or 'none'}")
+        where = _pipeline_data(self.workspace, rec).get(name, {})
+        return PortDataReference(self.workspace, name, rec.outputs[name], where.get("datastore"),
+                                 where.get("path_on_datastore"))
+
+    def get_outputs(self) -> dict[str, PortDataReference]:
+        return {n: self.get_output_data(n) for n in self._refresh().outputs}
+
+
+def _pipeline_data(workspace: Any, rec: RunRecord) -> dict[str, dict[str, Any]]:
+    import json
+
+    if not rec.parent:
+        return {}
+    doc = RunStore(workspace.path).runs_dir / rec.parent / "pipeline.json"
+    try:
+        return dict(json.loads(doc.read_text()).get("data", {}))
+    except (OSError, ValueError):
+        return {}
+
+
+class PortDataReference:
+    """A step's output folder. ``download(local_path)`` copies it to
+    ``<local_path>/<path_on_datastore>`` (Azure's layout) and returns that folder."""
+
+    def __init__(self, workspace: Any, name: str, local_path: str, datastore_name: str | None,
+                 path_on_datastore: str | None) -> None:
+        self.workspace = workspace
+        self.name = name
+        self.local_path = local_path
+        self.datastore_name = datastore_name
+        self.path_on_datastore = path_on_datastore or name
+
+    @property
+    def datastore(self) -> Any:
+        from .datastore import Datastore
+
+        return Datastore.get(self.workspace, self.datastore_name) if self.datastore_name else None
+
+    def download(self, local_path: str | os.PathLike[str], overwrite: bool = False,
+                 show_progress: bool = True) -> str:
+        dest = Path(local_path).expanduser().resolve() / self.path_on_datastore
+        src = Path(self.local_path)
+        if src.is_dir():
+            if dest.exists() and not overwrite and any(dest.iterdir()):
+                raise UsageError(f"{dest} already exists and is not empty; pass overwrite=True")
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+            n = sum(1 for p in dest.rglob("*") if p.is_file())
+        elif self.datastore is not None:
+            n = self.datastore.download(Path(local_path), prefix=self.path_on_datastore, overwrite=overwrite,
+                                        show_progress=False)
+        else:
+            raise UsageError(f"the output {self.name!r} is no longer at {src}")
+        if show_progress:
+            print(f"Downloaded {n} file(s) of output {self.name!r} to {dest}")
+        return str(dest)
+
+    def __repr__(self) -> str:
+        return (f"PortDataReference(name={self.name!r}, datastore={self.datastore_name!r}, "
+                f"path_on_datastore={self.path_on_datastore!r})")
+
+
+def _wrap(workspace: Any, rec: RunRecord) -> Run:
+    cls = {"pipeline": PipelineRun, "step": StepRun}.get(rec.kind, Run)
+    return cls(workspace, rec.id, _record=rec)
+
+
+# --- following a run's progress ------------------------------------------------------------------------
+class _Follower:
+    """Prints a run's status changes and new log lines until it ends."""
+
+    def __init__(self, run: Run, out: TextIO | None) -> None:
+        self.run = run
+        self.out = out
+        self.offsets: dict[Path, int] = {}
+        self.announced: dict[str, str] = {}
+
+    def _print(self, text: str) -> None:
+        if self.out is not None:
+            print(text, file=self.out, flush=True)
+
+    def _tail(self, path: Path, prefix: str = "") -> None:
+        if self.out is None or not path.is_file():
+            return
+        pos = self.offsets.get(path, 0)
+        with open(path, "rb") as f:
+            f.seek(pos)
+            chunk = f.read()
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return  # no complete line yet
+        self.offsets[path] = pos + end + 1
+        for line in chunk[:end].decode("utf-8", errors="replace").splitlines():
+            self._print(f"{prefix}{line}")
+
+    def _step(self, step: Run) -> None:
+        rec = step._rec
+        status = step.get_status()
+        seen = self.announced.get(rec.id)
+        if seen is None:
+            self._print(f"\nStepRunId: {rec.id}\nStepRun({rec.name}) Status: {status}")
+        elif seen != status and status not in TERMINAL:
+            self._print(f"StepRun({rec.name}) Status: {status}")
+        self._tail(rec.logs_dir / "job_progress_overview.txt", "  ")
+        self._tail(rec.logs_dir / "std_log.txt", "  ")
+        if status in TERMINAL and seen not in TERMINAL:
+            self._print(f"\nStepRun({rec.name}) Execution Summary\n" + "=" * 40 + f"\nStepRun({rec.name}) Status: "
+                        f"{status}")
+            result = rec.logs_dir / "job_result.txt"
+            if result.is_file():
+                self._print(result.read_text(errors="replace").rstrip())
+            if status == "Failed" and (rec.logs_dir / "job_error.txt").is_file():
+                self._print((rec.logs_dir / "job_error.txt").read_text(errors="replace").rstrip()[-4000:])
+        self.announced[rec.id] = status
+
+    def _stream(self) -> None:
+        run = self.run
+        if isinstance(run, PipelineRun):
+            self._tail(run._rec.logs_dir / "pipeline.txt")
+            for step in run.get_steps():
+                self._step(step)
+        else:
+            self._step(run)
+
+    def follow(self, timeout: float | None) -> str:
+        run = self.run
+        kind = "PipelineRun" if isinstance(run, PipelineRun) else "StepRun" if isinstance(run, StepRun) else "Run"
+        self._print(f"{kind}Id: {run.id}\nRun folder: {run.run_dir}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status = run.get_status()
+        if isinstance(run, PipelineRun):
+            self._print(f"{kind} Status: {status}")
+        while True:
+            self._stream()
+            status = run.get_status()
+            if status in TERMINAL or status == "Interrupted":
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                self._print(f"\nStopped waiting after {timeout} s; the run goes on ({status}).")
+                return status
+            time.sleep(_POLL)
+        self._stream()
+        if isinstance(run, PipelineRun):
+            rec = run._refresh()
+            self._print(f"\n{kind} Execution Summary\n" + "=" * 40 + f"\n{kind} Status: {status}"
+                        + (f" - {rec.reason}" if rec.reason else ""))
+        return status

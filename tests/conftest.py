@@ -1,0 +1,122 @@
+"""Shared fixtures.
+
+Storage servers (session-scoped, loopback only, random ports):
+
+- ``azurite``: Azure Blob emulator from npm. Installed once into ``<repo>/.cache/azurite`` with
+  ``npm install --prefix .cache/azurite azurite@3`` when not there (or use ``azurite-blob`` on PATH);
+  skipped only when npm itself is missing. Connect with the well-known development account below.
+- ``moto_s3``: moto's standalone S3 server (``moto[server]``), in a thread of the test process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# --- Azurite / moto ------------------------------------------------------------------------------------
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's published development key (https://learn.microsoft.com/azure/storage/common/storage-use-azurite).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@dataclass(frozen=True)
+class BlobServer:
+    endpoint: str  # http://127.0.0.1:<port>/devstoreaccount1
+    account_name: str = AZURITE_ACCOUNT
+    account_key: str = AZURITE_KEY
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={self.account_name};AccountKey={self.account_key};"
+                f"BlobEndpoint={self.endpoint};")
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    access_key_id: str = "testing-key-id"
+    secret_access_key: str = "testing-secret-access-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float, log: Path | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text() if log else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing answered on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def _azurite_binary() -> str | None:
+    local = REPO / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+    if local.exists():
+        return str(local)
+    found = shutil.which("azurite-blob")
+    if found:
+        return found
+    if shutil.which("npm") is None:
+        return None
+    subprocess.run(["npm", "install", "--prefix", str(REPO / ".cache" / "azurite"), "--no-audit", "--no-fund",
+                    "azurite@3"], check=True, timeout=600, capture_output=True)
+    return str(local)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlobServer]:
+    pytest.importorskip("adlfs", reason="install the azure extra: pip install 'parallelrun[azure]'")
+    binary = _azurite_binary()
+    if binary is None:
+        pytest.skip("Azurite needs npm (Node.js) to install: npm install --prefix .cache/azurite azurite@3")
+    port = free_port()
+    location = tmp_path_factory.mktemp("azurite")
+    log = location / "azurite.log"
+    args = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location),
+            "--silent", "--skipApiVersionCheck", "--loose"]
+    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
+    if "--disableTelemetry" in help_text:  # no outbound telemetry attempts from the test machine
+        args.append("--disableTelemetry")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, proc, 60, log)
+        yield BlobServer(f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[S3Server]:
+    pytest.importorskip("s3fs", reason="install the s3 extra: pip install 'parallelrun[s3]'")
+    server_mod = pytest.importorskip("moto.server", reason="install moto's server: pip install 'moto[server]'")
+    port = free_port()
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        _wait_for_port(port, None, 30, None)
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()

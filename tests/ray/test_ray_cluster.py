@@ -1,0 +1,130 @@
+"""node_count > 1 on a real multi-node cluster: ``ray.cluster_utils.Cluster`` with two worker nodes.
+
+The head has no CPUs, so every actor lands on one of the two worker nodes (2 CPUs each, so that a node
+can take the other node's actor when that node is removed). All nodes run on this machine, each with its
+own raylet, object store and worker processes, which is what Ray's own multi-node tests use.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray_jobs import (
+    assert_each_once,
+    committed,
+    file_rows,
+    make_job,
+    only_run_dir,
+    output_lines,
+    report_rows,
+    start_driver,
+    started,
+    wait_until,
+)
+
+from parallelrun import run_job
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def cluster(short_tmp: Path) -> Iterator[Any]:
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as mp:
+        # Cluster writes the "current cluster" address file into Ray's default temp dir: keep it ours.
+        mp.setenv("RAY_TMPDIR", str(short_tmp))
+        mp.setenv("RAY_AUTH_MODE", "disabled")  # see RayHead in ray_jobs.py
+        (short_tmp / "ray").mkdir(exist_ok=True)
+        t0 = time.monotonic()
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                          "temp_dir": str(short_tmp / "ray")})
+        try:
+            c.add_node(num_cpus=2)
+            c.add_node(num_cpus=2)
+            c.wait_for_nodes()
+            print(f"\nCluster with a head and 2 worker nodes up in {time.monotonic() - t0:.1f}s")
+            yield c
+        finally:
+            c.shutdown()
+
+
+def _worker_nodes(cluster: Any) -> dict[str, Any]:
+    return {n.node_id: n for n in cluster.worker_nodes}
+
+
+@pytest.mark.timeout(120)
+def test_node_count_2_puts_work_on_both_nodes(cluster: Any, tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", files=24, env={"SLEEP": "0.2"}, node_count=2, process_count_per_node=1)
+
+    res = run_job(job, overrides=[f"compute={cluster.address}"], workspace=tmp_path / "ws", progress="quiet")
+
+    assert res.status == "Completed", res.summary()
+    assert_each_once(output_lines(res), file_rows(24))
+    agents = {row["worker"] for row in report_rows(res.record.path)}
+    assert agents == {"node0.process000", "node1.process000"}, agents
+    # Each agent ran on its own Ray node, and those are the two worker nodes (the head has no CPU).
+    node_of = {agent: node_id for _, agent, node_id, _ in started(job.parent)}
+    assert len(set(node_of.values())) == 2 and set(node_of.values()) == set(_worker_nodes(cluster))
+    for node in ("node0", "node1"):
+        assert (res.record.logs_dir / "user" / "stdout" / node / "process000.stdout.txt").is_file()
+
+
+@pytest.mark.timeout(60)
+def test_more_nodes_than_fit_is_refused_with_exit_code_2(cluster: Any, tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", files=2, node_count=3, process_count_per_node=1)
+    out = subprocess.run(
+        [sys.executable, "-m", "parallelrun", "run", str(job), "--workspace", str(tmp_path / "ws"), "--quiet",
+         "--compute", cluster.address], capture_output=True, text=True, timeout=50,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    # Three nodes are alive, but the head has no CPU for a worker.
+    assert "node_count: 3 with process_count_per_node: 1 needs 3 node(s)" in out.stderr
+    assert "has 2 such node(s)" in out.stderr
+
+
+@pytest.mark.timeout(150)
+def test_removing_a_node_mid_run_still_gives_every_item_once(cluster: Any, tmp_path: Path) -> None:
+    n = 40
+    job = make_job(tmp_path / "job", files=n, env={"SLEEP": "0.4"}, node_count=2, process_count_per_node=1)
+    ws = tmp_path / "ws"
+    driver = start_driver(job, ws, "--compute", cluster.address)
+    removed = None
+    try:
+        def node1_busy() -> bool:
+            # node1 began its second mini-batch, so its first is done (an actor runs one at a time).
+            return (ws / "runs").exists() and committed(only_run_dir(ws) / "journal.sqlite") >= 2 and sum(
+                agent.startswith("node1.") for _, agent, _, _ in started(job.parent)) >= 2
+
+        wait_until(node1_busy, 90, "node1 to run two mini-batches", driver)
+        time.sleep(0.3)  # let the driver commit node1's first result
+        node1 = next(node_id for _, agent, node_id, _ in started(job.parent) if agent.startswith("node1."))
+        removed = _worker_nodes(cluster)[node1]
+        cluster.remove_node(removed)
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(10)
+        if removed is not None:
+            cluster.add_node(num_cpus=2)  # leave two worker nodes for any later test
+            cluster.wait_for_nodes()
+
+    assert driver.returncode == 0, out
+    run_dir = only_run_dir(ws)
+    assert_each_once(Path(job.parent / "out" / "parallel_run_step.txt").read_text().splitlines(), file_rows(n))
+    driver_log = (run_dir / "logs" / "sys" / "driver.txt").read_text()
+    assert "node1.process000" in driver_log and "its node has died" in driver_log, driver_log
+    rows = report_rows(run_dir)
+    assert {r["state"] for r in rows} == {"succeeded"}
+    # node1's batches before the removal count, and its replacement went to the surviving node (node0).
+    workers = {r["worker"] for r in rows}
+    assert "node1.process000" in workers and any(w.startswith("node0.") for w in workers), workers
+    assert os.path.isdir(run_dir / "logs" / "user" / "stdout" / "node1")

@@ -1,0 +1,230 @@
+"""The Ray backend against a real head started with `ray start --head` (one per module).
+
+Drivers run in this process (``run_job`` connects with ``ray.init`` and disconnects at the end) unless a
+test has to kill or outlive the driver, in which case it is a ``python -m parallelrun`` subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ray_jobs import (
+    PYTHON,
+    RayHead,
+    assert_each_once,
+    committed,
+    file_rows,
+    make_job,
+    only_run_dir,
+    output_lines,
+    pids_alive,
+    report_rows,
+    reset_state,
+    start_driver,
+    started,
+    wait_until,
+)
+
+from parallelrun import JobSpecError, resume_run, run_job
+
+pytestmark = pytest.mark.ray
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _run(job: Path, ws: Path, compute: str, *overrides: str):  # type: ignore[no-untyped-def]
+    return run_job(job, overrides=[f"compute={compute}", *overrides], workspace=ws, progress="quiet")
+
+
+# --- same output as the local executor ----------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_file_job_gives_the_local_output_and_logs_layout(ray_head: RayHead, tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", files=15)
+    local = _run(job, tmp_path / "ws", "local")
+    expected = Path(local.output_file).read_bytes()
+    reset_state(job.parent)
+
+    t0 = time.monotonic()
+    res = _run(job, tmp_path / "ws", ray_head.address)
+    print(f"\nfile job on Ray: {time.monotonic() - t0:.1f}s (local: {local.wall_seconds:.1f}s)")
+
+    assert (res.status, res.exit_code) == ("Completed", 0), res.summary()
+    assert Path(res.output_file).read_bytes() == expected
+    assert_each_once(output_lines(res), file_rows(15))
+    assert res.counts["items_succeeded"] == 15 and res.counts["batches_succeeded"] == 8
+    # The workers really were Ray actors of this head (not a local Ray instance, not local processes).
+    runs = started(job.parent)
+    assert {gcs.rsplit(":", 1)[1] for _, _, _, gcs in runs} == {str(ray_head.port)}
+    # The logs layout of a local run: per node, per process, under the run's folder.
+    agents = {row["worker"] for row in report_rows(res.record.path)}
+    assert agents and agents <= {"node0.process000", "node0.process001"}, agents
+    logs = res.record.logs_dir
+    for agent in agents:
+        proc = agent.split(".")[1]
+        assert f"init in {agent}" in (logs / "user" / "stdout" / "node0" / f"{proc}.stdout.txt").read_text()
+        assert f"init in {agent}" in (logs / "user" / "entry_script_log" / "node0" / f"{proc}.log.txt").read_text()
+    assert "Completed" in (logs / "job_result.txt").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_tabular_csv_job_gives_the_local_output(ray_head: RayHead, tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", csv_rows=150)
+    local = _run(job, tmp_path / "ws", "local")
+    expected = Path(local.output_file).read_bytes()
+
+    res = _run(job, tmp_path / "ws", ray_head.address)
+
+    assert res.status == "Completed", res.summary()
+    assert res.counts["items_succeeded"] == 150 and res.counts["batches"] > 2
+    assert Path(res.output_file).read_bytes() == expected
+
+
+@pytest.mark.timeout(180)
+def test_iris_example_gives_the_local_output(ray_head: RayHead, tmp_path: Path) -> None:
+    for module in ("sklearn", "skl2onnx", "onnxruntime"):
+        pytest.importorskip(module, reason="install the examples extra: pip install -e '.[examples]'")
+    folder = tmp_path / "iris"
+    shutil.copytree(EXAMPLES / "iris", folder, ignore=shutil.ignore_patterns("data", "models", "out", "__pycache__"))
+    subprocess.run([PYTHON, "make_data.py", "--repeat", "3"], cwd=folder, check=True, capture_output=True,
+                   timeout=120)
+    job = folder / "job.yml"
+    local = _run(job, tmp_path / "ws", "local")
+    expected = Path(local.output_file).read_bytes()
+
+    res = _run(job, tmp_path / "ws", ray_head.address)
+
+    assert res.status == "Completed", res.summary()
+    assert res.counts["items_succeeded"] == 450
+    assert Path(res.output_file).read_bytes() == expected
+
+
+# --- crash cases: what goes wrong in the entry script, and what the job does --------------------------
+CRASH_CASES = [
+    # (MODE, job fields, job status, attempts of the batch holding f005, failed items, driver log says)
+    ("exit_once", {}, "Completed", 2, 0, "died while running mini-batch 2: ActorDiedError"),
+    ("hang_once", {"run_invocation_timeout": 5}, "Completed", 2, 0,
+     "run() on mini-batch 2 exceeded run_invocation_timeout=5s"),
+    ("hang_always", {"run_invocation_timeout": 5, "run_max_try": 2, "allowed_failed_count": 0}, "Failed", 2, 2,
+     "run() on mini-batch 2 exceeded run_invocation_timeout=5s"),
+]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize(("mode", "fields", "status", "attempts", "n_failed", "log_text"), CRASH_CASES,
+                         ids=[c[0] for c in CRASH_CASES])
+def test_crash_cases(ray_head: RayHead, tmp_path: Path, mode: str, fields: dict[str, object], status: str,
+                     attempts: int, n_failed: int, log_text: str) -> None:
+    job = make_job(tmp_path / "job", files=10, env={"MODE": mode, "TRIGGER": "f005.txt"}, **fields)
+
+    res = _run(job, tmp_path / "ws", ray_head.address)
+
+    assert res.status == status, res.summary()
+    rows = {int(r["batch"]): r for r in report_rows(res.record.path)}
+    assert int(rows[2]["attempts"]) == attempts
+    assert res.counts["items_failed"] == n_failed
+    assert log_text in (res.record.logs_dir / "sys" / "driver.txt").read_text()
+    failed = [json.loads(line) for line in
+              (res.record.logs_dir / "user" / "error" / "failed_items.jsonl").read_text().splitlines()]
+    assert sorted(Path(f["input"]).name for f in failed) == (["f004.txt", "f005.txt"] if n_failed else [])
+    if n_failed:
+        assert {(f["exception"], f["attempts"]) for f in failed} == {("TimeoutError", 2)}
+        assert "allowed_failed_count exceeded" in (res.reason or "")
+    # Every other item exactly once, whatever happened to the failing batch.
+    lost = {"f004.txt: item 4", "f005.txt: item 5"} if n_failed else set()
+    assert_each_once(output_lines(res), [r for r in file_rows(10) if r not in lost])
+
+
+@pytest.mark.timeout(90)
+def test_init_failing_everywhere_fails_the_job_with_the_user_traceback(ray_head: RayHead, tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", files=4, env={"MODE": "init_fails"})
+
+    res = _run(job, tmp_path / "ws", ray_head.address)
+
+    assert (res.status, res.exit_code) == ("Failed", 1)
+    assert "init() failed in every worker" in (res.reason or "")
+    assert "ValueError: no model here" in (res.reason or "")
+    assert "score.py" in (res.reason or "")  # the user's own frame
+
+
+# --- the driver killed, then resumed against the same cluster ----------------------------------------
+@pytest.mark.timeout(150)
+def test_driver_sigkill_then_resume_gives_every_item_once(ray_head: RayHead, tmp_path: Path) -> None:
+    n = 40
+    job = make_job(tmp_path / "job", files=n, env={"SLEEP": "0.3"})
+    ws = tmp_path / "ws"
+    driver = start_driver(job, ws, "--compute", ray_head.address)
+    try:
+        wait_until(lambda: (ws / "runs").exists() and any((ws / "runs").iterdir()), 60, "the run folder", driver)
+        run_dir = only_run_dir(ws)
+        wait_until(lambda: committed(run_dir / "journal.sqlite") >= 4, 90, "4 committed mini-batches", driver)
+    finally:
+        driver.kill()  # SIGKILL: no clean-up of any kind in the driver
+        driver.wait(10)
+    done_before = committed(run_dir / "journal.sqlite")
+    assert done_before < n // 2, "the driver finished before it could be killed mid-run; slow the job down"
+    # Actors are owned by the driver: Ray kills them when it dies, so nothing keeps burning CPU.
+    actor_pids = [int(p.name) for p in (job.parent / "state" / "pids").iterdir()]
+    wait_until(lambda: not pids_alive(actor_pids), 30, f"the dead driver's actors {actor_pids} to exit")
+
+    res = resume_run(run_dir.name, workspace=ws, progress="quiet")
+
+    assert res.status == "Completed", res.summary()
+    assert_each_once(output_lines(res), file_rows(n))
+    # Only the unfinished mini-batches ran again.
+    batches_run = [index for index, *_ in started(job.parent)]
+    assert len(batches_run) < n // 2 + done_before + 4
+
+
+# --- connecting: RAY_ADDRESS, Ray Client with files shipped, refusal -----------------------------------
+@pytest.mark.timeout(90)
+def test_compute_ray_honours_ray_address(ray_head: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    job = make_job(tmp_path / "job", files=4)
+
+    res = _run(job, tmp_path / "ws", "ray")
+
+    assert res.status == "Completed", res.summary()
+    assert {gcs.rsplit(":", 1)[1] for _, _, _, gcs in started(job.parent)} == {str(ray_head.port)}
+
+
+@pytest.mark.timeout(120)
+def test_ray_client_ships_the_job_folder_through_runtime_env(ray_head: RayHead, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # A ray:// address on another machine ships the job folder and parallelrun via runtime_env; force
+    # that here on 127.0.0.1, where it would otherwise use the paths in place.
+    monkeypatch.setenv("PARALLELRUN_RAY_UPLOAD", "1")
+    job = make_job(tmp_path / "job", files=6)
+
+    res = _run(job, tmp_path / "ws", ray_head.client_address)
+
+    assert res.status == "Completed", res.summary()
+    assert_each_once(output_lines(res), file_rows(6))
+    script = Path((job.parent / "state" / "script_file").read_text())
+    assert script.name == "score.py"
+    assert job.parent not in script.parents, f"the entry script ran from the job folder itself: {script}"
+
+
+@pytest.mark.timeout(60)
+def test_more_nodes_than_the_cluster_has_is_refused(ray_head: RayHead, tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", files=4)
+
+    with pytest.raises(JobSpecError, match=r"node_count: 3 asks for 3 nodes .* has 1 alive node") as e:
+        _run(job, tmp_path / "ws", ray_head.address, "node_count=3", "process_count_per_node=1")
+
+    assert e.value.exit_code == 2
+
+
+@pytest.mark.timeout(60)
+def test_cli_reports_an_unreachable_cluster_as_a_usage_error(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", files=2)
+    port = 1  # nothing listens there
+    out = subprocess.run([sys.executable, "-m", "parallelrun", "run", str(job), "--workspace", str(tmp_path / "ws"),
+                          "--quiet", "--compute", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=50)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "cannot connect to the Ray cluster at 127.0.0.1:1" in out.stderr

@@ -1,0 +1,153 @@
+"""Datastores against real storage: a local folder, Azure Blob (Azurite) and S3 (moto's server)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parallelrun import UsageError
+from parallelrun.data.storage import url_to_fs
+from parallelrun.workspace import DataPath, Datastore, Workspace
+
+
+def _tree(root: Path) -> dict[str, str]:
+    files = {"a.txt": "alpha", "sub/b.txt": "beta", "sub/deeper/c.csv": "x,y\n1,2\n"}
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return files
+
+
+def _read_back(target: Path) -> dict[str, str]:
+    return {p.relative_to(target).as_posix(): p.read_text() for p in sorted(target.rglob("*")) if p.is_file()}
+
+
+def _roundtrip(store: Datastore, tmp_path: Path) -> None:
+    """The behaviour every kind of datastore shares: upload, skip or overwrite, list, download."""
+    files = _tree(tmp_path / "src")
+    dp = store.upload(tmp_path / "src", target_path="mnist/", show_progress=False)
+    assert isinstance(dp, DataPath) and dp.path_on_datastore == "mnist"
+    assert store._list("mnist") == sorted(f"mnist/{k}" for k in files)
+    # overwrite=False keeps what is there; overwrite=True replaces it
+    (tmp_path / "src" / "a.txt").write_text("changed")
+    store.upload(tmp_path / "src", target_path="mnist", show_progress=False)
+    n = store.download(tmp_path / "out1", prefix="mnist/", show_progress=False)
+    assert n == 3
+    assert _read_back(tmp_path / "out1")["mnist/a.txt"] == "alpha"
+    store.upload(tmp_path / "src", target_path="mnist", overwrite=True, show_progress=False)
+    assert store.download(tmp_path / "out1", prefix="mnist/", show_progress=False) == 0  # all exist locally
+    assert store.download(tmp_path / "out1", prefix="mnist/", overwrite=True, show_progress=False) == 3
+    assert _read_back(tmp_path / "out1") == {f"mnist/{k}": ("changed" if k == "a.txt" else v)
+                                             for k, v in files.items()}
+    # prefix is a path prefix, as in Azure: "mnist/sub/d" matches mnist/sub/deeper/...
+    assert store.download(tmp_path / "out2", prefix="mnist/sub/d", show_progress=False) == 1
+    assert _read_back(tmp_path / "out2") == {"mnist/sub/deeper/c.csv": files["sub/deeper/c.csv"]}
+    store.upload_files([tmp_path / "src" / "sub" / "b.txt"], target_path="single", show_progress=False)
+    assert store._list("single") == ["single/b.txt"]
+    # the URL and options the engine gets open the same file
+    fs, inner = url_to_fs(store.url("mnist/sub/b.txt"), store.storage_options())
+    assert fs.cat_file(inner) == b"beta"
+
+
+def test_local_datastore(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    store = Datastore.register_local(ws, "scratch", tmp_path / "scratch")
+    assert store.url("x/y.txt") == str((tmp_path / "scratch" / "x" / "y.txt").resolve())
+    assert store.storage_options() == {}
+    _roundtrip(store, tmp_path)
+    ws.get_default_datastore().upload(tmp_path / "src", "d")
+    assert "Uploaded 3 file(s) to workspaceblobstore/d" in capsys.readouterr().out
+    with pytest.raises(UsageError, match=r"'\.\.'"):
+        store.path("../outside")
+
+
+def test_registration_is_idempotent_and_overwrite_guarded(tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    a = Datastore.register_s3_bucket(ws, "bucket", "b1", endpoint_url="http://127.0.0.1:1")
+    assert Datastore.register_s3_bucket(ws, "bucket", "b1", endpoint_url="http://127.0.0.1:1") == a
+    with pytest.raises(UsageError, match="overwrite=True"):
+        Datastore.register_s3_bucket(ws, "bucket", "b2")
+    b = Datastore.register_s3_bucket(ws, "bucket", "b2", overwrite=True)
+    assert b.bucket_name == "b2" and Datastore(ws, "bucket").bucket_name == "b2"
+    with pytest.raises(UsageError, match="invalid"):
+        Datastore.register_local(ws, "no spaces", tmp_path)
+    b.unregister()
+    assert "bucket" not in ws.datastores
+
+
+def _azure(ws: Workspace, azurite: Any, name: str = "blobs", **kw: Any) -> Datastore:
+    return Datastore.register_azure_blob_container(
+        ws, name, f"c{uuid.uuid4().hex[:12]}", azurite.account_name, account_key=azurite.account_key,
+        endpoint=azurite.endpoint, create_if_not_exists=True, **kw)
+
+
+@pytest.mark.azure
+def test_azure_blob_datastore(tmp_path: Path, azurite: Any) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    store = _azure(ws, azurite)
+    assert store.datastore_type == "AzureBlob"
+    assert store.url("mnist/0.png") == f"az://{store.container_name}/mnist/0.png"
+    opts = store.storage_options()["az"]
+    assert opts["account_name"] == "devstoreaccount1" and azurite.endpoint in opts["connection_string"]
+    _roundtrip(store, tmp_path)
+
+
+@pytest.mark.azure
+def test_azure_blob_with_a_connection_string(tmp_path: Path, azurite: Any) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    store = Datastore.register_azure_blob_container(
+        ws, "viacs", f"c{uuid.uuid4().hex[:12]}", None, connection_string=azurite.connection_string,
+        create_if_not_exists=True)
+    assert store.account_name == "devstoreaccount1" and store.endpoint == azurite.endpoint
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "one.txt").write_text("1")
+    store.upload(tmp_path / "f", show_progress=False)
+    assert store._list("") == ["one.txt"]
+
+
+@pytest.mark.azure
+def test_azure_missing_container_error_names_the_fix(tmp_path: Path, azurite: Any) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    store = Datastore.register_azure_blob_container(ws, "gone", "nosuchcontainer", azurite.account_name,
+                                                    account_key=azurite.account_key, endpoint=azurite.endpoint)
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "one.txt").write_text("1")
+    with pytest.raises(UsageError, match=r"uploading on datastore 'gone'.*container or bucket exists"):
+        store.upload(tmp_path / "f", show_progress=False)
+
+
+@pytest.mark.s3
+def test_s3_datastore(tmp_path: Path, moto_s3: Any) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    store = Datastore.register_s3_bucket(
+        ws, "bucket", f"b{uuid.uuid4().hex[:12]}", access_key_id=moto_s3.access_key_id,
+        secret_access_key=moto_s3.secret_access_key, endpoint_url=moto_s3.endpoint_url, region="us-east-1",
+        create_if_not_exists=True)
+    assert store.url("k") == f"s3://{store.bucket_name}/k"
+    assert store.storage_options() == {"s3": {
+        "key": moto_s3.access_key_id, "secret": moto_s3.secret_access_key,
+        "client_kwargs": {"endpoint_url": moto_s3.endpoint_url, "region_name": "us-east-1"}}}
+    _roundtrip(store, tmp_path)
+
+
+def test_missing_extra_names_the_pip_command(tmp_path: Path) -> None:
+    """Without adlfs, using an Azure datastore says which extra to install (checked in a fresh interpreter,
+    since this one has already imported adlfs)."""
+    code = (
+        "import sys; sys.modules['adlfs'] = None\n"
+        "from parallelrun import MissingExtraError\n"
+        "from parallelrun.workspace import Datastore, Workspace\n"
+        f"ws = Workspace.create({str(tmp_path / 'ws')!r})\n"
+        "store = Datastore.register_azure_blob_container(ws, 'blobs', 'cont', 'acct', account_key='k')\n"
+        "try:\n"
+        "    store.download('out')\n"
+        "except MissingExtraError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "pip install 'parallelrun[azure]'" in out.stdout, out.stderr
