@@ -228,3 +228,23 @@ def test_cli_reports_an_unreachable_cluster_as_a_usage_error(tmp_path: Path) -> 
                           "--quiet", "--compute", f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=50)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "cannot connect to the Ray cluster at 127.0.0.1:1" in out.stderr
+
+
+@pytest.mark.timeout(120)
+def test_compute_ray_without_an_address_starts_a_private_local_instance(tmp_path: Path, short_tmp: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # Keep Ray from writing ~/.ray/auth_token (a new local instance turns token auth on by default, and
+    # later `ray start` runs on this machine would then require it).
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_TMPDIR", str(short_tmp / "local"))  # its session files, not /tmp/ray
+    job = make_job(tmp_path / "job", files=6, process_count_per_node=3)  # more workers than cores: still runs
+
+    t0 = time.monotonic()
+    res = _run(job, tmp_path / "ws", "ray")
+    print(f"\ncompute: ray (private instance, 3 workers): {time.monotonic() - t0:.1f}s")
+
+    assert res.status == "Completed", res.summary()
+    assert_each_once(output_lines(res), file_rows(6))
+    assert len({gcs for *_, gcs in started(job.parent)}) == 1
+    assert (short_tmp / "local" / "ray").is_dir()

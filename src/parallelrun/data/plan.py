@@ -110,10 +110,13 @@ class Plan:
             if inp.separator is not None:
                 options["separator"] = inp.separator
             files = (f[0] for chunk in self._chunks_of(inp) for f in chunk)
-            for b in plan_tabular(files, size, format=inp.format, options=options, start_index=index,
-                                  storage_options=self.storage_options):
-                index = b.index + 1
-                yield b
+            try:
+                for b in plan_tabular(files, size, format=inp.format, options=options, start_index=index,
+                                      storage_options=self.storage_options):
+                    index = b.index + 1
+                    yield b
+            except ValueError as e:  # an unknown extension, a compressed file, an unreadable Parquet footer
+                raise DatasetError(f"cannot plan tabular input {inp.path!r}: {e}") from e
 
     def _chunks_of(self, inp: Any) -> Iterator[list[FileInfo]]:
         for entry in inp.paths():

@@ -130,7 +130,8 @@ def _check_options(options: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"unknown tabular option(s) {unknown}: supported are {', '.join(_OPTION_KEYS)}")
     sep = options.get("separator")
-    if sep is not None and not (isinstance(sep, str) and len(sep) == 1 and sep.isascii() and sep not in "\"\r\n"):
+    single = isinstance(sep, str) and len(sep) == 1 and sep.isascii() and sep not in "\"\r\n"
+    if sep is not None and not single:
         raise ValueError(f"separator must be one ASCII character other than a quote or newline, got {sep!r}")
     if not isinstance(options.get("header", True), bool):
         raise ValueError(f"header must be true or false, got {options['header']!r}")

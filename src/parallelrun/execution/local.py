@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -66,6 +69,31 @@ def describe_exit(exitcode: int | None) -> str:
 
 _MAX_DEPTH = 32
 _QUEUE_SECONDS = 0.02
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a spawned worker without it re-importing the driver's ``__main__``.
+
+    ``multiprocessing`` makes every spawned child import the parent's main module (so pickled functions
+    defined there resolve). A worker needs nothing from it - its target and arguments live in parallelrun -
+    and importing it costs start-up time (the ``parallelrun`` command's CLI: typer, rich, ...) or, for a
+    user's script that calls ``run_job`` without an ``if __name__ == "__main__":`` guard, runs the job
+    again in every worker. The spawn machinery finds the main module by ``__spec__`` and ``__file__``
+    while ``Process.start`` runs, so those are hidden for that moment.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 @dataclass
@@ -115,7 +143,8 @@ class LocalExecutor(Executor):
         cfg = replace(self.cfg, process=i, environment_variables=env)
         parent, child = self._ctx.Pipe(duplex=True)
         p = self._ctx.Process(target=worker_main, args=(child, cfg), name=cfg.agent_name, daemon=False)
-        p.start()
+        with _main_module_hidden():
+            p.start()
         child.close()
         self._procs[cfg.agent_name] = _Proc(p, parent, WorkerState(cfg.agent_name, pid=p.pid))
         return cfg.agent_name

@@ -195,10 +195,10 @@ class RayExecutor(Executor):
             _check_reachable(self.address, self.spec.compute)
         try:
             ray.init(**kwargs)
-        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
-            where = self.address or "a local Ray instance"
+        except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, OSError...
+            what = f"connect to the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
             raise UsageError(
-                f"cannot connect to the Ray cluster at {where} (compute: {self.spec.compute}): {e}\n"
+                f"cannot {what} (compute: {self.spec.compute}): {type(e).__name__}: {e}\n"
                 "Start one with `ray start --head` and use its address (host:6379 from this machine, "
                 "ray://host:10001 from elsewhere), or run with --compute local. If the cluster uses token "
                 "authentication, set RAY_AUTH_MODE=token (the token is in ~/.ray/auth_token or RAY_AUTH_TOKEN)."
@@ -209,6 +209,13 @@ class RayExecutor(Executor):
         """Remote clusters get the job folder (or the entry script folder) and parallelrun itself."""
         if not self.upload:
             return {}
+        if self.cfg.python:
+            raise UsageError(
+                f"this job's Environment runs in the virtual environment {self.cfg.python}, which exists only on "
+                f"this machine, but compute: {self.spec.compute} is a remote Ray cluster. Install the packages "
+                "on the cluster's nodes (or in its image) and run without the Environment, or use a Ray address "
+                "on this machine."
+            )
         import parallelrun
 
         source, job_dir = Path(self.cfg.source_directory), Path(self.cfg.working_dir)
@@ -270,7 +277,7 @@ class RayExecutor(Executor):
             num_cpus=self.spec.cpus_per_process, num_gpus=self.spec.gpus_per_process,
             max_restarts=0, max_task_retries=0, max_concurrency=1,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-            runtime_env={"env_vars": self._env_vars()},
+            runtime_env=self._actor_runtime_env(),
         ).remote()
         a = _Actor(handle, WorkerState(cfg.agent_name, node=f"node{index}"), node_id, index,
                    last_seen=time.monotonic())
@@ -278,6 +285,14 @@ class RayExecutor(Executor):
         self._by_ref[a.start_ref] = cfg.agent_name
         self._actors[cfg.agent_name] = a
         return cfg.agent_name
+
+    def _actor_runtime_env(self) -> dict[str, Any]:
+        env: dict[str, Any] = {"env_vars": self._env_vars()}
+        if self.cfg.python and not self.upload:
+            # An Environment's venv (built on this machine, on the driver's interpreter, so it sees the
+            # same Ray): the actor's worker process runs that interpreter, as local workers do.
+            env["py_executable"] = self.cfg.python
+        return env
 
     def _env_vars(self) -> dict[str, str]:
         """The job's environment_variables from process start (OMP_NUM_THREADS must precede imports), and

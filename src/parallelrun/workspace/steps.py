@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config import EXAMPLES, NAME_RE, SIZE_RE, JobSpec, validate_spec
+from ..config import EXAMPLES, NAME_RE, SIZE_RE, validate_spec
 from ..errors import JobSpecError
 from . import _refs
 
@@ -113,7 +113,8 @@ class OutputFileDatasetConfig(PipelineData):
         if name is None:
             OutputFileDatasetConfig._count += 1
             name = f"output_{OutputFileDatasetConfig._count}"
-        datastore, self.destination_path = destination if destination else (None, None)
+        datastore, path = destination if destination else (None, None)
+        self.destination_path: str | None = path
         super().__init__(name, datastore=datastore)
 
     def read_delimited_files(self, include_path: bool = False, separator: str = ",", header: bool = True,
@@ -310,8 +311,9 @@ class ParallelRunStep(_Step):
             )
         self._inputs = list(inputs)
         input_type = next(iter(types), "file")
-        if output is None:
-            output = PipelineData(f"{name.replace('-', '_')}_output" if problems == [] else "output")
+        if output is None:  # Azure's default: an output named after the step
+            output = PipelineData(re.sub(r"\W", "_", f"{name}_output") if re.match(r"^[A-Za-z]", str(name))
+                                  else "step_output")
         if not isinstance(output, PipelineData):
             problems.append(f"output: {output!r} is not a PipelineData. Example: output=PipelineData('scores')")
         else:
@@ -428,5 +430,5 @@ def _check_step_name(name: Any, field: str = "name") -> list[str]:
             f"(^[a-z]([-a-z0-9]*[a-z0-9])?$). Example: {field}={suggestion!r}"]
 
 
-__all__ = ["JobSpec", "OutputFileDatasetConfig", "ParallelRunConfig", "ParallelRunStep", "PipelineData",
+__all__ = ["OutputFileDatasetConfig", "ParallelRunConfig", "ParallelRunStep", "PipelineData",
            "PythonScriptStep", "RESERVED_ARGUMENTS"]

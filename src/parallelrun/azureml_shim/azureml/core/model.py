@@ -8,8 +8,6 @@ import os
 import shutil
 from typing import Any
 
-from parallelrun.workspace.model import Model as _Registered
-
 
 class Model:
     """A registered model as an entry script sees it."""
@@ -29,6 +27,9 @@ class Model:
     @staticmethod
     def get_model_path(model_name: str, version: int | None = None, _workspace: Any = None) -> str:
         """The local path (file or folder) of a model, as it was registered."""
+        # Imported here: the catalog's modules cost start-up time that scripts not asking for a model skip.
+        from parallelrun.workspace.model import Model as _Registered
+
         return str(_Registered.get_model_path(model_name, version))
 
     def download(self, target_dir: str = ".", exist_ok: bool = False, **_ignored: Any) -> str:
