@@ -75,8 +75,10 @@ def _azurite_binary() -> str | None:
         return found
     if shutil.which("npm") is None:
         return None
-    subprocess.run(["npm", "install", "--prefix", str(REPO / ".cache" / "azurite"), "--no-audit", "--no-fund",
-                    "azurite@3"], check=True, timeout=600, capture_output=True)
+    done = subprocess.run(["npm", "install", "--prefix", str(REPO / ".cache" / "azurite"), "--no-audit",
+                           "--no-fund", "azurite@3"], timeout=600, capture_output=True, text=True)
+    if done.returncode != 0 or not local.exists():
+        pytest.fail(f"installing Azurite failed (npm exited {done.returncode}):\n{done.stderr[-3000:]}")
     return str(local)
 
 

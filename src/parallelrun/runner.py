@@ -297,10 +297,10 @@ def _drive(
                     total_items += sum(b.n_items for b in new)
                     sched.total_batches = total_batches
                     prog.set_total(total_items)
-                if feed.done and feed.plan is not None:
-                    rec.input_fingerprint = feed.plan.fingerprint
-                    log.info("planned %d mini-batches (%d items, %d files) in %.2f s", total_batches, total_items,
-                             feed.plan.files, time.monotonic() - t0)
+            if feed.done and feed.plan is not None and not rec.input_fingerprint:
+                rec.input_fingerprint = feed.plan.fingerprint
+                log.info("planned %d mini-batches (%d items, %d files) in %.3f s", total_batches, total_items,
+                         feed.plan.files, feed.plan_seconds)
             if sched.finished() and (feed.done or sched.stop_reason):
                 break
             if sched.stop_reason:

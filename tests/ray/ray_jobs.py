@@ -142,7 +142,8 @@ class RayHead:
 
     def stop(self) -> None:
         pgid = self.proc.pid  # the session leader: every Ray process of this head shares its group
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        # SIGTERM first for a clean exit; gcs_server often ignores it, hence the short wait before SIGKILL.
+        for sig, wait in ((signal.SIGTERM, 1.5), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pgid, sig)
             except ProcessLookupError:

@@ -108,10 +108,10 @@ def test_iris_example_gives_the_local_output(ray_head: RayHead, tmp_path: Path) 
 CRASH_CASES = [
     # (MODE, job fields, job status, attempts of the batch holding f005, failed items, driver log says)
     ("exit_once", {}, "Completed", 2, 0, "died while running mini-batch 2: ActorDiedError"),
-    ("hang_once", {"run_invocation_timeout": 5}, "Completed", 2, 0,
-     "run() on mini-batch 2 exceeded run_invocation_timeout=5s"),
-    ("hang_always", {"run_invocation_timeout": 5, "run_max_try": 2, "allowed_failed_count": 0}, "Failed", 2, 2,
-     "run() on mini-batch 2 exceeded run_invocation_timeout=5s"),
+    ("hang_once", {"run_invocation_timeout": 6}, "Completed", 2, 0,
+     "run() on mini-batch 2 exceeded run_invocation_timeout=6s"),
+    ("hang_always", {"run_invocation_timeout": 6, "run_max_try": 2, "allowed_failed_count": 0}, "Failed", 2, 2,
+     "run() on mini-batch 2 exceeded run_invocation_timeout=6s"),
 ]
 
 
@@ -172,13 +172,17 @@ def test_driver_sigkill_then_resume_gives_every_item_once(ray_head: RayHead, tmp
     actor_pids = [int(p.name) for p in (job.parent / "state" / "pids").iterdir()]
     wait_until(lambda: not pids_alive(actor_pids), 30, f"the dead driver's actors {actor_pids} to exit")
 
+    before = {index for index, *_ in started(job.parent)}
+    shutil.rmtree(job.parent / "state" / "started")
+
     res = resume_run(run_dir.name, workspace=ws, progress="quiet")
 
     assert res.status == "Completed", res.summary()
     assert_each_once(output_lines(res), file_rows(n))
-    # Only the unfinished mini-batches ran again.
-    batches_run = [index for index, *_ in started(job.parent)]
-    assert len(batches_run) < n // 2 + done_before + 4
+    # The resumed run ran exactly the mini-batches that were not committed, each once.
+    rerun = sorted(index for index, *_ in started(job.parent))
+    assert len(rerun) == n // 2 - done_before, (rerun, done_before)
+    assert set(range(n // 2)) - set(rerun) <= before
 
 
 # --- connecting: RAY_ADDRESS, Ray Client with files shipped, refusal -----------------------------------

@@ -31,6 +31,14 @@ def run(mini_batch):
 '''
 
 
+def _diagnose(result: Any) -> str:
+    """The summary and every log the run wrote, so a failure on CI explains itself."""
+    parts = [result.summary()]
+    for p in sorted(result.record.logs_dir.rglob("*.txt")):
+        parts.append(f"--- {p.relative_to(result.record.logs_dir)}\n{p.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts)
+
+
 def _store(kind: str, ws: Workspace, request: pytest.FixtureRequest) -> Datastore:
     if kind == "azure":
         az = request.getfixturevalue("azurite")
@@ -64,7 +72,7 @@ def test_run_job_reads_a_remote_file_dataset(kind: str, tmp_path: Path, request:
                    process_count_per_node=2, output=str(tmp_path / "out"))
     result = parallelrun.run_job(spec, job_dir=job_dir, storage_options=options, workspace=ws.path,
                                  progress="quiet")
-    assert result.ok, result.summary()
+    assert result.ok, _diagnose(result)
     lines = Path(result.output_file or "").read_text().splitlines()
     seen = Counter(line.split()[0] for line in lines)
     assert seen == Counter({f"img{i}.txt": 1 for i in range(n)})  # every file exactly once

@@ -151,3 +151,20 @@ def test_missing_extra_names_the_pip_command(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "pip install 'parallelrun[azure]'" in out.stdout, out.stderr
+
+
+def test_azure_endpoint_forms(tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    plain = Datastore.register_azure_blob_container(ws, "plain", "c", "acct", account_key="k")
+    assert plain.endpoint is None and plain.storage_options() == {"az": {"account_name": "acct", "account_key": "k"}}
+    china = Datastore.register_azure_blob_container(ws, "china", "c", "acct", account_key="k",
+                                                    endpoint="core.chinacloudapi.cn", protocol="https")
+    assert china.endpoint == "https://acct.blob.core.chinacloudapi.cn"
+    assert "BlobEndpoint=https://acct.blob.core.chinacloudapi.cn;" in china.storage_options()["az"]["connection_string"]
+    sas = Datastore.register_azure_blob_container(ws, "sas", "c", "acct", sas_token="?sv=1&sig=x",
+                                                  endpoint="http://127.0.0.1:10000/acct", skip_validation=True)
+    assert sas.storage_options()["az"]["connection_string"].endswith("SharedAccessSignature=sv=1&sig=x;")
+    public = Datastore.register_azure_blob_container(ws, "public", "c", "acct")
+    assert public.storage_options() == {"az": {"account_name": "acct", "anon": True}}
+    with pytest.raises(UsageError, match="account_name"):
+        Datastore.register_azure_blob_container(ws, "noacct", "c", None, account_key="k")

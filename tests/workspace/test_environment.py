@@ -120,10 +120,6 @@ def test_failed_build_reports_uv_and_leaves_nothing_ready(ws: Workspace) -> None
     assert not env_dir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: multiprocessing's spawn replaces the worker's sys.path with the driver's, so the venv's "
-    "site-packages are not importable; WorkerRuntime.setup() must put site.getsitepackages() first "
-    "when cfg.python is set (see the PART A report)"))
 def test_workers_import_the_environments_packages(ws: Workspace, tmp_path: Path) -> None:
     env = Environment("inflect")
     env.python.conda_dependencies = CondaDependencies.create(pip_packages=[PACKAGE])

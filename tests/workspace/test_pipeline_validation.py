@@ -117,6 +117,10 @@ def test_unknown_references_fail_at_submit_and_leave_no_run(project) -> None:
     unknown_model = score_step(project, inputs=[project.dataset()], models=["no-such-model"], name="needs-model")
     with pytest.raises(UsageError, match="no model named 'no-such-model'.*Model.register"):
         exp.submit(Pipeline(project.ws, [unknown_model]))
+    unknown_compute = score_step(project, inputs=[project.dataset()], name="needs-compute")
+    unknown_compute.parallel_run_config.compute_target = "big-cluster"
+    with pytest.raises(UsageError, match="no compute target named 'big-cluster'.*ComputeTarget.create"):
+        exp.submit(Pipeline(project.ws, [unknown_compute]))
     with pytest.raises(ParallelRunError, match="no dataset named 'nope'"):
         Dataset.get_by_name(project.ws, "nope")
     with pytest.raises(UsageError, match="Model.register"):

@@ -151,6 +151,7 @@ class PlanFeed:
         self._it = plan.batches()
         self.done = False
         self.started = time.monotonic()
+        self.finished: float | None = None
         self._skip = 0
         self._expect: str | None = None
         if resume:
@@ -166,6 +167,7 @@ class PlanFeed:
             b = next(self._it, None)
             if b is None:
                 self.done = True
+                self.finished = time.monotonic()
                 break
             if b.index < self._skip:
                 if b.index == self._skip - 1:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,13 @@ class Feed:
     def _start_plan(self) -> None:
         self.plan = Plan(self.spec, self.base, self.storage_options, batch_size=self.size)
         self._plan_feed = PlanFeed(self.plan, self.journal, resume=self.resuming)
+
+    @property
+    def plan_seconds(self) -> float:
+        """Seconds since planning started (final once ``done``)."""
+        if self._plan_feed is None:
+            return 0.0
+        return (self._plan_feed.finished or time.monotonic()) - self._plan_feed.started
 
     def size_decided(self) -> int | None:
         """After calibration: record the chosen size and start planning with it (returns it once)."""

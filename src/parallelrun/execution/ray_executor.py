@@ -156,6 +156,7 @@ class RayExecutor(Executor):
         self._respawns = 0  # replacements for actors that could not even start (bounded)
         self._cls: Any = None
         self._shipped_root: str | None = None
+        #: connect + place + create the actors (not their init()): Ray's start-up cost, for progress/logs
         self.startup_seconds = 0.0
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -201,7 +202,7 @@ class RayExecutor(Executor):
                 f"cannot {what} (compute: {self.spec.compute}): {type(e).__name__}: {e}\n"
                 "Start one with `ray start --head` and use its address (host:6379 from this machine, "
                 "ray://host:10001 from elsewhere), or run with --compute local. If the cluster uses token "
-                "authentication, set RAY_AUTH_MODE=token (the token is in ~/.ray/auth_token or RAY_AUTH_TOKEN)."
+                "authentication, set RAY_AUTH_MODE=token (the token is in ~/.ray/auth_token)."
             ) from e
         self._started_ray = True
 
@@ -396,7 +397,7 @@ class RayExecutor(Executor):
                 self._forget(a)
                 events.append(WorkerInitFailed(st.name, err))
                 return
-            st.ready, st.pid = True, pid
+            st.ready, st.pid, a.node_id = True, pid, node_id
             events.append(WorkerReady(st.name))
         while a.refs and a.refs[0] in done:
             ref = a.refs[0]

@@ -134,6 +134,15 @@ class WorkerRuntime:
 
             os.environ["PARALLELRUN_MODELS"] = json.dumps(cfg.models)
         os.chdir(cfg.working_dir)
+        if cfg.python:
+            # multiprocessing's spawn hands the child the driver's sys.path, which hides the
+            # Environment's own site-packages: put the interpreter's site-packages first again.
+            import site
+
+            for sp in reversed(site.getsitepackages()):
+                if sp in sys.path:
+                    sys.path.remove(sp)
+                sys.path.insert(0, sp)
         for p in [*cfg.extra_sys_path, cfg.source_directory]:
             if p not in sys.path:
                 sys.path.insert(0, p)

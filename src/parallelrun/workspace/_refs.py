@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 
@@ -78,29 +77,18 @@ def compute_string(target: Any, ws: Any) -> str:
         if target in ("local", "ray", "auto") or target.startswith("ray://"):
             return target
         if ws is None:
-            return "local"
-        targets = ws.compute_targets
-        if target not in targets:
-            from ..errors import UsageError
+            return "local"  # resolved against the workspace at submit
+        from .compute import ComputeTarget
 
-            known = ", ".join(repr(n) for n in targets) or "none"
-            raise UsageError(f"no compute target named {target!r} in the workspace (registered: {known}). "
-                             "Use LocalCompute(), RayCompute(address=...) or register one with "
-                             "ComputeTarget.create(ws, name, config).")
-        target = targets[target]
-    for attr in ("engine_compute", "compute_string"):
-        fn = getattr(target, attr, None)
-        if callable(fn):
-            return str(fn())
-        if isinstance(fn, str):
-            return fn
-    kinds = {c.__name__ for c in type(target).__mro__}
-    if "RayCompute" in kinds:
-        address = getattr(target, "address", None)
-        if not address:
-            return "ray"
-        return address if "://" in address or re.match(r"^[\w.\-]+:\d+$", address) else "ray"
-    return "local"
+        target = ComputeTarget(ws, target)  # raises naming the registered targets and how to create one
+    config = getattr(target, "config", target)  # a registered ComputeTarget holds its configuration
+    fn = getattr(config, "engine_compute", None)
+    if callable(fn):
+        return str(fn())
+    from ..errors import UsageError
+
+    raise UsageError(f"compute_target {target!r} is not a compute target; use LocalCompute(), "
+                     "RayCompute(address=...), or the name of one registered with ComputeTarget.create")
 
 
 def environment_python(env: Any, ws: Any) -> str | None:

@@ -87,19 +87,28 @@ class Datastore:
         overwrite: bool = False,
         connection_string: str | None = None,
         create_if_not_exists: bool = False,
+        *,
+        protocol: str | None = None,
+        skip_validation: bool = False,
+        blob_cache_timeout: int | None = None,
+        grant_workspace_access: bool = False,
+        subscription_id: str | None = None,
+        resource_group: str | None = None,
     ) -> Datastore:
         """Register an Azure Blob container (adlfs).
 
         ``endpoint`` is either a full blob endpoint URL (``http://127.0.0.1:10000/devstoreaccount1`` for
-        Azurite) or, as in Azure's SDK, the storage suffix (``core.windows.net``, ``core.chinacloudapi.cn``).
-        Credentials: an account key, a SAS token or a connection string (or none for a public container).
+        Azurite) or, as in Azure's SDK, the storage suffix (``core.windows.net``, ``core.chinacloudapi.cn``,
+        reached over ``protocol``, default https). Credentials: an account key, a SAS token or a connection
+        string (or none for a public container). The keyword-only arguments after ``create_if_not_exists``
+        are Azure's and accepted so scripts run unchanged; apart from ``protocol`` they have no effect here.
         """
         cs_fields = _parse_connection_string(connection_string) if connection_string else {}
         account = account_name or cs_fields.get("accountname")
         if not account:
             raise UsageError("register_azure_blob_container needs account_name (or a connection string holding "
                              "AccountName=...)")
-        blob_endpoint = cs_fields.get("blobendpoint") or _blob_endpoint(account, endpoint)
+        blob_endpoint = cs_fields.get("blobendpoint") or _blob_endpoint(account, endpoint, protocol)
         credential = ("connection_string" if connection_string else "account_key" if account_key
                       else "sas_token" if sas_token else None)
         definition = {"container_name": container_name, "account_name": account, "endpoint": blob_endpoint,
@@ -436,9 +445,9 @@ def _parse_connection_string(cs: str) -> dict[str, str]:
     return fields
 
 
-def _blob_endpoint(account: str, endpoint: str | None) -> str | None:
-    if not endpoint or endpoint == _AZURE_DEFAULT_SUFFIX:
+def _blob_endpoint(account: str, endpoint: str | None, protocol: str | None) -> str | None:
+    if (not endpoint or endpoint == _AZURE_DEFAULT_SUFFIX) and protocol in (None, "https"):
         return None
-    if "://" in endpoint:
+    if endpoint and "://" in endpoint:
         return endpoint.rstrip("/")
-    return f"https://{account}.blob.{endpoint}"
+    return f"{protocol or 'https'}://{account}.blob.{endpoint or _AZURE_DEFAULT_SUFFIX}"

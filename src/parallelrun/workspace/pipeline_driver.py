@@ -55,6 +55,18 @@ def _shim_pythonpath(env: dict[str, str]) -> None:
         env["PYTHONPATH"] = os.pathsep.join([*extra, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
 
 
+def _die_with_driver() -> None:
+    """In the script's process before exec: SIGKILL it if the driver dies (Linux), so a killed pipeline
+    leaves no script running on its own."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _env_name(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
@@ -218,9 +230,11 @@ class PipelineDriver:
             if st == "Completed":
                 self.line(f"step {name}: already completed in run {existing.id}")
                 return "Completed"
-            if (step["type"] == "ParallelRunStep" and existing.input_fingerprint and not existing.reused_from
+            if (step["type"] == "ParallelRunStep" and existing.journal_path.is_file() and not existing.reused_from
                     and st in ("Canceled", "Interrupted", "Failed")):
-                return self._resume_parallel(step, existing, retry_failed=(st == "Failed"))
+                resumed = self._resume_parallel(step, existing, retry_failed=(st == "Failed"))
+                if resumed is not None:
+                    return resumed
         key = self._key(step)
         regenerate = self.doc.get("options", {}).get("regenerate_outputs", False)
         if step["allow_reuse"] and not regenerate and self._reuse(step, key):
@@ -430,7 +444,9 @@ class PipelineDriver:
             self._raise_on_term = False
         return self._after_parallel(step, result, key)
 
-    def _resume_parallel(self, step: dict[str, Any], existing: RunRecord, retry_failed: bool) -> str:
+    def _resume_parallel(self, step: dict[str, Any], existing: RunRecord, retry_failed: bool) -> str | None:
+        """Continue a stopped step run; None when it cannot be (its inputs changed): run the step afresh."""
+        from ..errors import ResumeError
         from ..runner import resume_run
 
         self.line(f"step {step['name']}: resuming run {existing.id} ({existing.effective_status()})")
@@ -440,6 +456,9 @@ class PipelineDriver:
                                 storage_options=self._storage_options(step))
         except _Canceled:
             return "Canceled"
+        except ResumeError as e:
+            self.line(f"step {step['name']}: run {existing.id} cannot be resumed ({e}); running the step afresh")
+            return None
         except ParallelRunError as e:
             self.line(f"step {step['name']}: could not resume run {existing.id}: {e}")
             return "Failed"
@@ -483,7 +502,8 @@ class PipelineDriver:
             t0 = time.monotonic()
             with open(std_log, "ab") as log:
                 proc = subprocess.Popen(cmd, cwd=step["source_directory"], env=env, stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_die_with_driver)
                 rc = self._wait_script(proc)
             rec.wall_seconds = time.monotonic() - t0
             if rc is None:
@@ -532,6 +552,7 @@ def _materialize(entries: list[dict[str, Any]], dest: Path, options: dict[str, A
     anything else is copied or downloaded under ``dest`` (once), keeping paths below each entry's root."""
     from ..data.files import GLOB_CHARS, iter_files
     from ..data.storage import is_url, url_to_fs
+    from .dataset import _relative
 
     paths = [p for e in entries for p in (e["path"] if isinstance(e["path"], list) else [e["path"]])]
     if len(paths) == 1 and not is_url(paths[0]) and not (GLOB_CHARS & set(paths[0])):
@@ -540,13 +561,11 @@ def _materialize(entries: list[dict[str, Any]], dest: Path, options: dict[str, A
             return str(p)
     done = dest / ".complete"
     files: list[tuple[str, str]] = []
-    for p in paths:
-        root = p.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
-        if GLOB_CHARS & set(p) or not root.endswith("/"):
-            root = root.rsplit("/", 1)[0] if "/" in root else ""
+    patterns = [p if is_url(p) or Path(p).is_absolute() else str(base / p) for p in paths]
+    for p, pattern in zip(paths, patterns, strict=True):
         for f, _, _ in iter_files(p, base, options):
-            rel = f[len(root):].lstrip("/") if root and f.startswith(root) else os.path.basename(f)
-            files.append((f, rel or os.path.basename(f)))
+            # Below a folder or a glob's fixed part, paths are kept; a single file keeps its name.
+            files.append((f, _relative(f, pattern)))
     if not done.exists():
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
@@ -559,7 +578,7 @@ def _materialize(entries: list[dict[str, Any]], dest: Path, options: dict[str, A
             else:
                 _link_or_copy(f, str(target))
         done.touch()
-    if len(files) == 1 and len(paths) == 1 and files[0][0].rstrip("/") == paths[0].rstrip("/"):
+    if len(files) == 1 and len(paths) == 1 and files[0][0] == patterns[0]:
         return str(dest / files[0][1])  # a single-file dataset: its path, as Azure's download gives
     return str(dest)
 

@@ -1,0 +1,116 @@
+"""The benchmark's table (Markdown, pasted into docs/performance.md as is) and the issue's targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (workload, peer, minimum of parallelrun's items/s divided by the peer's), from issue 5
+RATIO_TARGETS = [("W1", "pool", 0.5), ("W1", "ray_data", 5.0), ("W2", "pool", 0.9), ("W2", "ray_data", 2.5),
+                 ("W3 csv", "pool", 0.9), ("W3 csv", "ray_data", 3.0),
+                 ("W3 parquet", "pool", 0.9), ("W3 parquet", "ray_data", 3.0)]
+
+
+def _compared(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """W1, W2, 'W3 csv', 'W3 parquet' -> their side-by-side summaries."""
+    w = results["workloads"]
+    out = {k: w[k] for k in ("W1", "W2") if k in w}
+    for kind, v in w.get("W3", {}).items():
+        out[f"W3 {kind}"] = v
+    return out
+
+
+def _row(summary: dict[str, Any], peer: str) -> dict[str, Any] | None:
+    return next((r for r in summary["rows"] if r["peer"] == peer), None)
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 5 that this run measured: what was asked, what was measured, met or not."""
+    out: list[dict[str, Any]] = []
+    cmp = _compared(results)
+    for wl, peer, want in RATIO_TARGETS:
+        row = _row(cmp[wl], peer) if wl in cmp else None
+        if row is None or "parallelrun_ratio" not in row:
+            continue
+        got = row["parallelrun_ratio"]
+        out.append({"target": f"{wl}: parallelrun >= {want:g}x {peer}", "measured": f"{got:.2f}x", "met": got >= want})
+    if "W2" in cmp:
+        ray_b, ray_d = _row(cmp["W2"], "parallelrun_ray"), _row(cmp["W2"], "ray_data")
+        if ray_b and ray_d and ray_b.get("median_seconds") and ray_d.get("median_seconds"):
+            got = ray_d["median_seconds"] / ray_b["median_seconds"]
+            out.append({"target": "W2: Ray backend >= 1.5x Ray Data", "measured": f"{got:.2f}x", "met": got >= 1.5})
+    w4 = results["workloads"].get("W4")
+    if w4:
+        sizes = sorted(int(n) for n in w4["median"])
+        large = w4["median"][str(sizes[-1])]
+        out.append({"target": f"W4: >= 200,000 files/s planned ({sizes[-1]:,} files)",
+                    "measured": f"{large['files_per_second']:,.0f}/s", "met": large["files_per_second"] >= 200_000})
+        out.append({"target": f"W4: driver peak RSS <= 150 MB ({sizes[-1]:,} files)",
+                    "measured": f"{large['driver_peak_rss_mb']:.0f} MB", "met": large["driver_peak_rss_mb"] <= 150})
+        out.append({"target": f"W4: RSS growth {sizes[0]:,} -> {sizes[-1]:,} files < 1.5x",
+                    "measured": f"{w4['rss_growth']:.2f}x", "met": w4["rss_growth"] < 1.5})
+    w5 = results["workloads"].get("W5")
+    if w5:
+        got = w5["median_first_commit_s"]
+        out.append({"target": "W5: first committed result <= 1 s", "measured": f"{got:.2f} s", "met": got <= 1.0})
+    w6 = results["workloads"].get("W6")
+    if w6:
+        twice = w6["max_batches_run_twice"]
+        workers = w6["runs"][0]["workers"]
+        out.append({"target": f"W6: mini-batches run twice <= workers ({workers})", "measured": str(twice),
+                    "met": twice <= workers})
+        dup = max(r["duplicate_rows"] + r["missing_rows"] for r in w6["runs"])
+        out.append({"target": "W6: no row twice or missing in the output", "measured": f"{dup} bad rows",
+                    "met": dup == 0})
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"## Benchmark ({results['mode']}, {results['started']}, {results['seconds']:.0f} s)", ""]
+    m = results["machine"]
+    lines.append(f"Machine: {m.get('cpus')} CPUs ({m.get('cpu', '?')}), {m.get('memory_gib')} GiB, "
+                 f"Python {m.get('python')}, Ray {m.get('ray', '-')}, onnxruntime {m.get('onnxruntime', '-')}. "
+                 "Load average (1 min) before/after each workload: "
+                 + ", ".join(f"{k} {v['before']:.1f}/{v['after']:.1f}" for k, v in results["load"].items()) + ".")
+    lines.append("")
+    cmp = _compared(results)
+    if cmp:
+        lines += ["| workload | contender | median s | items/s | parallelrun ÷ contender (median of runs) |",
+                  "|---|---|---:|---:|---:|"]
+        for wl, summary in cmp.items():
+            for row in summary["rows"]:
+                if row.get("error"):
+                    lines.append(f"| {wl} | {row['peer']} | - | - | error: {row['error'][:80]} |")
+                    continue
+                if not row["seconds"]:
+                    continue
+                ratio = f"{row['parallelrun_ratio']:.2f}x" if "parallelrun_ratio" in row else ""
+                lines.append(f"| {wl} | {row['peer']} | {row['median_seconds']:.2f} | "
+                             f"{row['items_per_second']:,.0f} | {ratio} |")
+        lines.append("")
+    w4 = results["workloads"].get("W4")
+    if w4:
+        lines += ["| W4 files | first batch dispatched (s from command start) | planned files/s | "
+                  "driver peak RSS MB | whole run s |", "|---:|---:|---:|---:|---:|"]
+        for n, v in w4["median"].items():
+            lines.append(f"| {int(n):,} | {v['first_dispatch_s']:.2f} | {v['files_per_second']:,.0f} | "
+                         f"{v['driver_peak_rss_mb']:.0f} | {v['seconds']:.1f} |")
+        lines += [f"\nDriver RSS growth: {w4['rss_growth']:.2f}x.", ""]
+    w5 = results["workloads"].get("W5")
+    if w5:
+        lines += [f"W5: `parallelrun run` to the first committed result: median {w5['median_first_commit_s']:.2f} s "
+                  f"(runs: {', '.join(f'{x:.2f}' for x in w5['first_commit_seconds'])}); a bare Pool, started "
+                  f"in-process, returns its first result after {w5['median_pool_first_result_s']:.2f} s.", ""]
+    w6 = results["workloads"].get("W6")
+    if w6:
+        lines += ["| W6 run | committed at kill -9 | ran twice | duplicate rows | missing rows | killed s + resume s "
+                  "| uninterrupted s | ratio |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for i, r in enumerate(w6["runs"], 1):
+            lines.append(f"| {i} | {r['killed_after_committed']}/{r['batches']} | {r['batches_run_twice']} | "
+                         f"{r['duplicate_rows']} | {r['missing_rows']} | {r['killed_s']:.2f} + {r['resume_s']:.2f} | "
+                         f"{r['uninterrupted_s']:.2f} | {r['total_over_uninterrupted']:.2f} |")
+        lines.append("")
+    if results.get("targets"):
+        lines += ["| target | measured | met |", "|---|---:|:---:|"]
+        for t in results["targets"]:
+            lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
+    return "\n".join(lines)
