@@ -1,8 +1,13 @@
 """parallelrun: batch inference over large file and tabular datasets.
 
 Azure ML ParallelRunStep's programming model (an entry script with ``init()`` and ``run(mini_batch)``),
-local-first, with exactly-once output and resume.
+local-first, with exactly-once output and resume. The names below are the public API; everything else
+lives in private modules.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .entry_script import EntryScript
 from .errors import (
@@ -15,16 +20,52 @@ from .errors import (
     ResumeError,
     UsageError,
 )
-from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runner import RunResult, resume_run, run_job
+    from .workspace import (
+        CondaDependencies,
+        ComputeTarget,
+        DataPath,
+        Dataset,
+        DatasetConsumptionConfig,
+        Datastore,
+        Environment,
+        FileDataset,
+        LocalCompute,
+        Model,
+        RayCompute,
+        TabularDataset,
+        Workspace,
+    )
+    from .workspace.experiment import Experiment
+    from .workspace.pipeline import Pipeline
+    from .workspace.run import PipelineRun, PortDataReference, Run, StepRun
+    from .workspace.steps import (
+        OutputFileDatasetConfig,
+        ParallelRunConfig,
+        ParallelRunStep,
+        PipelineData,
+        PythonScriptStep,
+    )
+    from .notebook import RunDetails
 
 __version__ = "0.1.0"
 
-# Imported on first use: every worker process imports this package, and the driver's modules (pydantic
-# models, the runner) would add ~0.2 s to each worker's start-up for nothing.
-_LAZY = {"RunResult": "runner", "resume_run": "runner", "run_job": "runner"}
+# Imported on first use: every worker process imports this package (for EntryScript), and the driver's
+# modules (pydantic models, the runner, the workspace catalog) would add to each worker's start-up.
+_LAZY = {
+    "RunResult": "runner", "resume_run": "runner", "run_job": "runner",
+    "Workspace": "workspace", "Datastore": "workspace", "DataPath": "workspace", "Dataset": "workspace",
+    "FileDataset": "workspace", "TabularDataset": "workspace", "DatasetConsumptionConfig": "workspace",
+    "Model": "workspace", "Environment": "workspace", "CondaDependencies": "workspace",
+    "ComputeTarget": "workspace", "LocalCompute": "workspace", "RayCompute": "workspace",
+    "ParallelRunConfig": "workspace.steps", "ParallelRunStep": "workspace.steps",
+    "PythonScriptStep": "workspace.steps", "PipelineData": "workspace.steps",
+    "OutputFileDatasetConfig": "workspace.steps", "Pipeline": "workspace.pipeline",
+    "Experiment": "workspace.experiment", "Run": "workspace.run", "PipelineRun": "workspace.run",
+    "StepRun": "workspace.run", "PortDataReference": "workspace.run", "RunDetails": "notebook",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -36,17 +77,12 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = [
-    "DatasetError",
-    "EntryScript",
-    "EntryScriptError",
-    "JobFailedError",
-    "JobSpecError",
-    "MissingExtraError",
-    "ParallelRunError",
-    "ResumeError",
-    "RunResult",
-    "UsageError",
-    "resume_run",
-    "run_job",
-]
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = sorted([
+    "EntryScript", "DatasetError", "EntryScriptError", "JobFailedError", "JobSpecError", "MissingExtraError",
+    "ParallelRunError", "ResumeError", "UsageError", *_LAZY,
+])

@@ -8,6 +8,7 @@ decides, the executor runs, the journal records; this module wires them and writ
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -242,6 +243,7 @@ def _drive(
         output_action=spec.output_action, output_format=spec.append_row_format, parent_pid=os.getpid(),
         storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
         extra_sys_path=shim_sys_path(),  # azureml.core / azureml_user stand-ins when Azure's SDK is absent
+        scratch_dir=str(rec.path / "tmp"),
     )
     output.mkdir(parents=True, exist_ok=True)
     feed = feed or Feed(spec, base, storage_options, journal)
@@ -266,11 +268,19 @@ def _drive(
     def on_signal(signum: int, frame: Any) -> None:
         raise _Interrupted()
 
+    try:
+        executor = make_executor(spec, cfg)
+    except BaseException as e:
+        _record_failure(store, rec, journal, f"the executor could not start: {e}")
+        raise
     old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
-    executor = make_executor(spec, cfg)
     live = WorkersFile(rec.path)  # workers.json for the dashboard, at most once a second
     try:
-        executor.start()
+        try:
+            executor.start()
+        except BaseException as e:
+            _record_failure(store, rec, journal, f"the workers could not start: {e}")
+            raise
         while True:
             for w in executor.idle_workers():  # one entry per free slot
                 if feed.calibrator is not None and feed.calibrating:
@@ -390,10 +400,18 @@ def _drive(
                    raise_on_failure and not interrupted)
 
 
+def _record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: str) -> None:
+    """Record a run that could not start its executor as Failed (resumable), not as a dead Running."""
+    rec.status, rec.reason, rec.ended = "Failed", reason, time.time()
+    rec.counts = journal.counts().to_dict()
+    store.save(rec)
+
+
 def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, status: str, reason: str | None,
             output: Path, wall: float, init_errors: list[tuple[str, UserCodeError]],
             raise_on_failure: bool) -> RunResult:
     logs = rec.logs_dir
+    shutil.rmtree(rec.path / "tmp", ignore_errors=True)  # workers' download scratch space
     out_file = None
     if spec.output_action == "append_row":
         # Kept even when the job failed: succeeded batches' rows are real results.

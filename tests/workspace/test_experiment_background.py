@@ -162,3 +162,36 @@ def test_cancel_from_the_cli_and_before_start(tmp_path: Path) -> None:
     assert early.get_status() == "Canceled"
     assert early.wait_for_completion(show_output=False, timeout_seconds=30) == "Canceled"
     assert early.get_steps() == []
+
+
+@pytest.mark.timeout(240)
+def test_killed_driver_shows_interrupted_and_resumes(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from parallelrun.errors import JobFailedError
+
+    project = make_project(tmp_path, files=12)
+    project.write_script("slow.py", SLOW)
+    marks = tmp_path / "marks"
+    step = score_step(project, inputs=[project.dataset()], script="slow.py", mini_batch_size=2,
+                      environment_variables={"MARKS": str(marks)})
+    run = Experiment(project.ws, "killed").submit(Pipeline(project.ws, [step]))
+    deadline = time.monotonic() + 90
+    while not list(marks.glob("batch-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pids = [int(p.name.split("-")[1]) for p in marks.glob("pid-*")]
+    os.kill(run.record.driver_pid, signal.SIGKILL)  # the driver dies without a word
+    with pytest.raises(JobFailedError, match="interrupted.*resume"):
+        run.wait_for_completion(show_output=False, timeout_seconds=30)
+    assert run.get_status() == "Interrupted"
+    assert [s.get_status() for s in run.get_steps()] == ["Interrupted"]
+    deadline = time.monotonic() + 10
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _alive(pids) == [], "workers must not outlive their driver"
+    run.resume()
+    assert run.wait_for_completion(show_output=False, timeout_seconds=150) == "Completed"
+    (step_run,) = run.get_steps()
+    got = output_rows(step_run, "score_out")
+    assert sorted(got) == _expected(project) and len(got) == 12

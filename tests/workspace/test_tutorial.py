@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -96,4 +95,3 @@ def test_tutorial_blocks_are_complete_programs() -> None:
     assert "scripts/digit_identification.py" in source
     for name in NAMES:
         assert re.search(rf"from parallelrun import [^\n]*\b{name}\b", source), name
-    textwrap.dedent(source)

@@ -3,7 +3,8 @@
 Each actor wraps a ``WorkerRuntime`` (set-up, ``init()`` once, ``run()`` per mini-batch), exactly like a local
 worker process. The driver sends each mini-batch to a named actor as one actor call; a single-threaded
 actor runs its calls one at a time in submission order, so the driver knows which batch each actor is
-running (the head of its queue) and which are only queued behind it. ``poll`` waits in one ``ray.wait`` on
+running (the head of its queue) and which are only queued behind it. An actor holds up to ``depth`` calls
+(2, more when mini-batches are tiny), so it never waits for the driver between two mini-batches. ``poll`` waits in one ``ray.wait`` on
 every outstanding call: a call that fails with ``RayActorError`` means the actor (or its node) died, and
 only that actor's head batch fails (reason ``lost``); the queued ones go back unstarted.
 
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
 
 #: seconds between liveness pings of an actor that holds no mini-batch
 PING_EVERY = 2.0
+#: work queued in each actor: a call costs about a millisecond on one machine (more through Ray Client),
+#: so tiny mini-batches need a deeper queue to keep actors busy; slow ones keep the minimum of 2
+QUEUE_SECONDS = 0.05
+MAX_DEPTH = 16
 #: set to 1 (or 0) to force (or forbid) shipping the job folder and parallelrun through runtime_env
 UPLOAD_ENV = "PARALLELRUN_RAY_UPLOAD"
 
@@ -154,6 +159,7 @@ class RayExecutor(Executor):
         self._nodes: dict[str, int] = {}  # Ray node id -> our node index
         self._next_proc: dict[int, int] = {}
         self._respawns = 0  # replacements for actors that could not even start (bounded)
+        self._batch_seconds: float | None = None  # moving average of run() time per batch
         self._cls: Any = None
         self._shipped_root: str | None = None
         #: connect + place + create the actors (not their init()): Ray's start-up cost, for progress/logs
@@ -340,9 +346,23 @@ class RayExecutor(Executor):
                 pass
 
     # --- work -----------------------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:  # type: ignore[override]
+        """Batches an actor may hold (one actor call each): about ``QUEUE_SECONDS`` of work, at least 2."""
+        if self._batch_seconds is None:
+            return 2
+        return max(2, min(MAX_DEPTH, int(QUEUE_SECONDS / max(self._batch_seconds, 1e-6))))
+
     def idle_workers(self) -> list[str]:
-        idle = [a.state for a in self._actors.values() if a.state.ready and len(a.state.queue) < self.depth]
-        return [s.name for s in sorted(idle, key=lambda s: len(s.queue))]
+        """One entry per free slot; the k-th slot of every actor comes before the (k+1)-th of any."""
+        depth = self.depth
+        slots: list[tuple[int, str]] = []
+        for a in self._actors.values():
+            held = len(a.state.queue)
+            if a.state.ready and held < depth:
+                slots.extend((k, a.state.name) for k in range(held, depth))
+        slots.sort()
+        return [name for _, name in slots]
 
     def submit(self, worker: str, batch: MiniBatch, attempt: int) -> None:
         a = self._actors[worker]
@@ -418,6 +438,8 @@ class RayExecutor(Executor):
             if st.queue:
                 st.queue.pop(0)
             st.started_at = time.monotonic()
+            avg = self._batch_seconds
+            self._batch_seconds = out[-1] if avg is None else 0.8 * avg + 0.2 * out[-1]
             if out[0] == "ok":
                 _, index, attempt, succeeded, failed, payload, secs = out
                 events.append(BatchSucceeded(st.name, index, attempt, succeeded, failed, payload, secs))

@@ -56,6 +56,7 @@ class WorkerConfig:
     extra_sys_path: list[str] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)
     python: str | None = None  # interpreter for local workers (an Environment's venv); None = sys.executable
+    scratch_dir: str | None = None  # downloads go to <scratch_dir>/<agent>; None = a temp dir
 
     @property
     def agent_name(self) -> str:
@@ -118,7 +119,7 @@ class WorkerRuntime:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
         self.entry: EntryPoints | None = None
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"parallelrun-{cfg.agent_name}-"))
+        self._tmp_dir: Path | None = None
         self._prefetch = _Prefetcher(self._download)
 
     def setup(self) -> None:
@@ -189,6 +190,18 @@ class WorkerRuntime:
         failed = _failed_items(batch, names, fr.missing, fr.succeeded)
         return ("ok", batch.index, attempt, fr.succeeded, failed, fr.payload, time.perf_counter() - t0)
 
+    @property
+    def _tmp(self) -> Path:
+        """Scratch space for downloaded inputs, made on first use: under the run's folder when there is
+        one (the driver removes ``<run>/tmp`` at the end, so a killed worker leaks nothing), else a temp dir."""
+        if self._tmp_dir is None:
+            if self.cfg.scratch_dir:
+                self._tmp_dir = Path(self.cfg.scratch_dir) / self.cfg.agent_name
+                self._tmp_dir.mkdir(parents=True, exist_ok=True)
+            else:
+                self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"parallelrun-{self.cfg.agent_name}-"))
+        return self._tmp_dir
+
     def shutdown(self) -> None:
         if self.entry is not None and self.entry.shutdown is not None:
             try:
@@ -196,7 +209,8 @@ class WorkerRuntime:
             except BaseException as e:  # noqa: BLE001
                 self._log_error("shutdown() failed", to_user_error(e))
         self._prefetch.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
     # --- helpers --------------------------------------------------------------------------------------
     def _open(self, batch: MiniBatch, attempt: int = 0) -> tuple[Any, list[str]]:

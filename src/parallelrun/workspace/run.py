@@ -195,6 +195,9 @@ def _check(run: Run, status: str, raise_on_error: bool) -> None:
     if not raise_on_error:
         return
     if status == "Failed":
+        if run._rec.status == "NotStarted":
+            raise JobFailedError(f"run {run.id} failed: its driver exited before starting; see "
+                                 f"{run._rec.logs_dir / 'driver_stdout.txt'}", run.id)
         raise JobFailedError(f"run {run.id} failed: {run._rec.reason or 'see its logs'} "
                              f"(logs: {run._rec.logs_dir})", run.id)
     if status == "Interrupted":
