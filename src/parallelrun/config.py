@@ -158,22 +158,49 @@ class JobSpec(BaseModel):
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _cross_checks(spec: JobSpec) -> list[str]:
+class _RawView:
+    """Attribute access to raw spec values, with the model's defaults for absent fields."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._d = data
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._d:
+            return self._d[name]
+        f = JobSpec.model_fields[name]
+        return None if f.default_factory is not None else f.default
+
+    @property
+    def inputs(self) -> list[Any]:
+        v = self._d.get("inputs")
+        return v if isinstance(v, list) else []
+
+    @property
+    def input_type(self) -> str | None:
+        for i in self.inputs:
+            if isinstance(i, dict) and i.get("type") in ("file", "tabular"):
+                return str(i["type"])
+        return None
+
+
+def _cross_checks(data: dict[str, Any]) -> list[str]:
+    """Checks across fields, on the raw values, so they are reported together with field errors."""
+    spec = _RawView(data)
     problems: list[str] = []
-    types = {i.type for i in spec.inputs}
+    types = {i.get("type") for i in spec.inputs if isinstance(i, dict)} - {None}
     if len(types) > 1:
         problems.append(
             "inputs: mixes file and tabular inputs; a job takes one input type. "
             "Split it into two jobs (or two ParallelRunSteps)."
         )
     mbs = spec.mini_batch_size
-    if spec.input_type == "file" and mbs is not None:
+    if spec.input_type == "file" and mbs is not None and isinstance(mbs, (int, str)):
         if isinstance(mbs, str) and not mbs.isdigit() or (isinstance(mbs, int) and mbs < 1):
             problems.append(
                 f"mini_batch_size: {mbs!r} is not a file count; file input takes a positive number of files "
                 f"per mini-batch. Example: mini_batch_size: 10"
             )
-    if spec.input_type == "tabular" and mbs is not None:
+    if spec.input_type == "tabular" and mbs is not None and isinstance(mbs, (int, str)):
         if not SIZE_RE.match(str(mbs)) or str(mbs).rstrip("kKmMgGbB") in ("", "0") or int(
             str(mbs).rstrip("kKmMgGbB") or 0
         ) == 0:
@@ -181,18 +208,20 @@ def _cross_checks(spec: JobSpec) -> list[str]:
                 f"mini_batch_size: {mbs!r} is not a size; tabular input takes a size matching "
                 f"^\\d+([kKmMgG][bB])?$. Example: mini_batch_size: 1MB"
             )
-    if "/" in spec.append_row_file_name or "\\" in spec.append_row_file_name or not spec.append_row_file_name:
+    if not isinstance(spec.append_row_file_name, str):
+        pass
+    elif "/" in spec.append_row_file_name or "\\" in spec.append_row_file_name or not spec.append_row_file_name:
         problems.append(
             f"append_row_file_name: {spec.append_row_file_name!r} must be a plain file name. "
             f"Example: {EXAMPLES['append_row_file_name']}"
         )
-    if spec.node_count > 1 and spec.compute == "local":
+    if isinstance(spec.node_count, int) and spec.node_count > 1 and spec.compute == "local":
         problems.append(
             f"node_count: {spec.node_count} needs a cluster; the local executor has one node. "
             "Use the Ray backend (compute: ray, or --compute ray://host:port) or set node_count: 1."
         )
     c = spec.compute
-    if not (c in ("local", "ray", "auto") or c.startswith("ray://") or re.match(r"^[\w.\-]+:\d+$", c)):
+    if isinstance(c, str) and not (c in ("local", "ray", "auto") or c.startswith("ray://") or re.match(r"^[\w.\-]+:\d+$", c)):
         problems.append(f"compute: {c!r} is not a compute target. Example: {EXAMPLES['compute']}")
     return problems
 
@@ -222,12 +251,15 @@ def validate_spec(data: Any, source: str = "job spec") -> JobSpec:
     """Validate a mapping into a JobSpec, raising one JobSpecError that lists every problem."""
     if not isinstance(data, dict):
         raise JobSpecError([f"expected a mapping of fields, got {type(data).__name__}"], source)
+    problems: list[str] = []
+    spec = None
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
-        raise JobSpecError(_format_pydantic(e, data), source) from None
-    problems = _cross_checks(spec)
-    if problems:
+        problems = _format_pydantic(e, data)
+    reported = {p.split(":", 1)[0].split(".", 1)[0] for p in problems}
+    problems += [p for p in _cross_checks(data) if p.split(":", 1)[0] not in reported]
+    if problems or spec is None:
         raise JobSpecError(problems, source)
     return spec
 

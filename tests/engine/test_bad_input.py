@@ -87,3 +87,13 @@ def test_unknown_run_id(job_factory) -> None:
     res = job.cli("resume", "nope", "--workspace", str(job.ws))
     assert res.returncode == 2
     assert "no run 'nope'" in res.stderr
+
+
+def test_cross_field_problems_reported_with_field_errors(job_factory) -> None:
+    job = job_factory(ECHO)
+    doc = yaml.safe_load(job.job.read_text())
+    doc.update({"run_max_try": 0, "node_count": 3})
+    job.job.write_text(yaml.safe_dump(doc))
+    res = job.run()
+    assert res.returncode == 2
+    assert "2 problem(s)" in res.stderr and "run_max_try" in res.stderr and "Ray backend" in res.stderr
