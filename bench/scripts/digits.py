@@ -39,4 +39,4 @@ def run(mini_batch: list[str]) -> list[str]:
     pixels = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32).reshape(-1) / 255
                        for p in mini_batch])
     labels = _session.run(None, {"input": pixels})[0]
-    return [f"{os.path.basename(p)}: {d}" for p, d in zip(mini_batch, labels)]
+    return [f"{os.path.basename(p)}: {d}" for p, d in zip(mini_batch, labels, strict=True)]

@@ -22,10 +22,11 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .notebook import RunDetails
     from .runner import RunResult, resume_run, run_job
     from .workspace import (
-        CondaDependencies,
         ComputeTarget,
+        CondaDependencies,
         DataPath,
         Dataset,
         DatasetConsumptionConfig,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
         PipelineData,
         PythonScriptStep,
     )
-    from .notebook import RunDetails
 
 __version__ = "0.1.0"
 
@@ -82,7 +82,42 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__all__ = sorted([
-    "EntryScript", "DatasetError", "EntryScriptError", "JobFailedError", "JobSpecError", "MissingExtraError",
-    "ParallelRunError", "ResumeError", "UsageError", *_LAZY,
-])
+__all__ = [
+    "ComputeTarget",
+    "CondaDependencies",
+    "DataPath",
+    "Dataset",
+    "DatasetConsumptionConfig",
+    "DatasetError",
+    "Datastore",
+    "EntryScript",
+    "EntryScriptError",
+    "Environment",
+    "Experiment",
+    "FileDataset",
+    "JobFailedError",
+    "JobSpecError",
+    "LocalCompute",
+    "MissingExtraError",
+    "Model",
+    "OutputFileDatasetConfig",
+    "ParallelRunConfig",
+    "ParallelRunError",
+    "ParallelRunStep",
+    "Pipeline",
+    "PipelineData",
+    "PipelineRun",
+    "PortDataReference",
+    "PythonScriptStep",
+    "RayCompute",
+    "ResumeError",
+    "Run",
+    "RunDetails",
+    "RunResult",
+    "StepRun",
+    "TabularDataset",
+    "UsageError",
+    "Workspace",
+    "resume_run",
+    "run_job",
+]

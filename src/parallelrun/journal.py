@@ -226,23 +226,28 @@ class Journal:
         Returns, per result, whether it was committed (False: the batch was already committed, and a
         duplicate result - a retried attempt that also finished - is dropped).
         """
-        done = []
+        results = list(results)
         now = time.time()
         with self._tx():
-            execute = self._db.execute
+            pending: set[int] = set()
+            for i in range(0, len(results), 500):  # SQLite caps the number of bound parameters
+                part = [r.idx for r in results[i:i + 500]]
+                pending.update(row[0] for row in self._db.execute(
+                    f"SELECT idx FROM batches WHERE state='pending' AND idx IN ({','.join('?' * len(part))})", part))
+            done = []
             for r in results:
-                cur = execute(
-                    "UPDATE batches SET state='succeeded', attempts=?, worker=?, seconds=?, succeeded=?, failed=?,"
-                    " error=NULL, finished_at=? WHERE idx=? AND state='pending'",
-                    (r.attempts, r.worker, r.seconds, r.succeeded, r.n_failed, now, r.idx),
-                )
-                if cur.rowcount != 1:
-                    done.append(False)
-                    continue
-                if r.output:
-                    execute("INSERT OR REPLACE INTO outputs(idx, data) VALUES (?, ?)", (r.idx, r.output))
+                done.append(r.idx in pending)
+                pending.discard(r.idx)  # the same batch twice in one group: the second is a duplicate
+            new = [r for r, ok in zip(results, done, strict=True) if ok]
+            self._db.executemany(
+                "UPDATE batches SET state='succeeded', attempts=?, worker=?, seconds=?, succeeded=?, failed=?,"
+                " error=NULL, finished_at=? WHERE idx=?",
+                [(r.attempts, r.worker, r.seconds, r.succeeded, r.n_failed, now, r.idx) for r in new],
+            )
+            self._db.executemany("INSERT OR REPLACE INTO outputs(idx, data) VALUES (?, ?)",
+                                 [(r.idx, r.output) for r in new if r.output])
+            for r in new:
                 self._add_failed_items(r.idx, r.attempts, r.failed_items)
-                done.append(True)
         return done
 
     def record_attempt(self, idx: int, attempt: int, worker: str, outcome: str, error: str) -> None:

@@ -330,7 +330,7 @@ def _drive(
                     Success(ev.index, ev.attempt, ev.worker, ev.seconds, min(ev.succeeded, b.n_items),
                             b.n_items - min(ev.succeeded, b.n_items), ev.failed_items, ev.payload)
                     for ev, b in results)
-                for (ev, b), new_commit in zip(results, committed):
+                for (ev, b), new_commit in zip(results, committed, strict=True):
                     n_failed = b.n_items - min(ev.succeeded, b.n_items)
                     sched.succeeded(ev.index, n_failed)
                     if new_commit:

@@ -36,3 +36,9 @@ def test_import_is_light() -> None:
             "'parallelrun.runner') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_lazy_table_matches_all() -> None:
+    eager = {"EntryScript", "ParallelRunError", "JobSpecError", "UsageError", "EntryScriptError", "DatasetError",
+             "ResumeError", "MissingExtraError", "JobFailedError"}
+    assert set(parallelrun._LAZY) | eager == set(parallelrun.__all__)

@@ -24,6 +24,11 @@ class FileBatch:
     def n_items(self) -> int:
         return len(self.paths)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by value: dataclass(slots=True) pickling goes through Python-level __getstate__ and
+        # fields(), several times slower, and descriptors cross a pipe for every mini-batch.
+        return (FileBatch, (self.index, self.paths, self.nbytes))
+
     def describe(self) -> str:
         first = self.paths[0] if self.paths else "-"
         more = f" (+{len(self.paths) - 1} more)" if len(self.paths) > 1 else ""

@@ -89,8 +89,9 @@ class Plan:
         index = 0
         for inp in self.spec.inputs:
             for chunk in self._chunks_of(inp):
-                paths.extend(f[0] for f in chunk)
-                sizes.extend(f[1] for f in chunk)
+                columns = list(zip(*chunk, strict=True))
+                paths.extend(columns[0])
+                sizes.extend(columns[1])
                 start = 0
                 while len(paths) - start >= size:
                     yield FileBatch(index, tuple(paths[start:start + size]), sum(sizes[start:start + size]))

@@ -19,13 +19,15 @@ Throughput with tiny mini-batches comes from amortising the per-message cost, ne
 from __future__ import annotations
 
 import multiprocessing as mp
+import select
+import selectors
 import signal
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from ..data.batches import MiniBatch
@@ -102,6 +104,7 @@ class _Proc:
     conn: Connection
     state: WorkerState
     outbox: list[tuple[MiniBatch, int]] = field(default_factory=list)  # submitted, sent at the next poll
+    ready_check: Any = None  # a select.poll on the pipe, made on first use
 
 
 class LocalExecutor(Executor):
@@ -118,6 +121,9 @@ class LocalExecutor(Executor):
         self._next = 0
         self._closing = False
         self._batch_seconds: float | None = None  # moving average of run() time per batch
+        # One selector for every worker's pipe and process sentinel, kept across polls (building one per
+        # poll, as multiprocessing.connection.wait does, costs more than a tiny mini-batch).
+        self._selector = selectors.DefaultSelector()
 
     @property
     def depth(self) -> int:  # type: ignore[override]
@@ -147,7 +153,16 @@ class LocalExecutor(Executor):
             p.start()
         child.close()
         self._procs[cfg.agent_name] = _Proc(p, parent, WorkerState(cfg.agent_name, pid=p.pid))
+        self._selector.register(parent.fileno(), selectors.EVENT_READ, (cfg.agent_name, "conn"))
+        self._selector.register(p.sentinel, selectors.EVENT_READ, (cfg.agent_name, "sentinel"))
         return cfg.agent_name
+
+    def _unwatch(self, pr: _Proc) -> None:
+        for handle in (pr.conn, pr.process.sentinel):
+            try:
+                self._selector.unregister(handle.fileno() if isinstance(handle, Connection) else handle)
+            except (KeyError, ValueError, OSError):
+                pass
 
     def cancel(self) -> None:
         self._closing = True
@@ -156,6 +171,7 @@ class LocalExecutor(Executor):
                 pr.process.kill()
         for pr in self._procs.values():
             pr.process.join(5)
+            self._unwatch(pr)
             pr.conn.close()
         self._procs.clear()
 
@@ -172,6 +188,7 @@ class LocalExecutor(Executor):
             if pr.process.is_alive():
                 pr.process.kill()
                 pr.process.join(5)
+            self._unwatch(pr)
             pr.conn.close()
         self._procs.clear()
 
@@ -215,18 +232,19 @@ class LocalExecutor(Executor):
         now = time.monotonic()
         deadlines = [pr.state.started_at + self.timeout for pr in self._procs.values() if pr.state.queue]
         wait_for = max(0.0, min([timeout, *(d - now for d in deadlines)]))
-        handles: dict[Any, _Proc] = {}
-        for pr in self._procs.values():
-            handles[pr.conn] = pr
-            handles[pr.process.sentinel] = pr
         events: list[Event] = []
-        ready = wait(list(handles), timeout=wait_for) if handles else []
-        if not handles:
+        if self._procs:
+            ready = self._selector.select(wait_for)
+        else:
             time.sleep(wait_for)
+            ready = []
         dead: list[_Proc] = []
-        for h in ready:
-            pr = handles[h]
-            if h is pr.conn:
+        for key, _ in ready:
+            name, kind = key.data
+            pr = self._procs.get(name)
+            if pr is None:
+                continue  # forgotten while handling an earlier handle of this poll
+            if kind == "conn":
                 self._drain(pr, events)
             elif pr not in dead:
                 dead.append(pr)
@@ -239,8 +257,16 @@ class LocalExecutor(Executor):
 
     # --- internals ------------------------------------------------------------------------------------
     def _drain(self, pr: _Proc, events: list[Event]) -> None:
+        # Connection.poll() builds a selector per call; one select.poll object per pipe is ~10x cheaper.
+        if pr.ready_check is None:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(pr.conn.fileno(), select.POLLIN)
+                pr.ready_check = lambda: poller.poll(0)
+            else:
+                pr.ready_check = pr.conn.poll
         try:
-            while pr.conn.poll():
+            while pr.ready_check():
                 self._handle(pr, pr.conn.recv(), events)
         except (EOFError, OSError):
             pass
@@ -271,6 +297,7 @@ class LocalExecutor(Executor):
 
     def _forget(self, pr: _Proc) -> None:
         self._procs.pop(pr.state.name, None)
+        self._unwatch(pr)
         pr.process.join(5)
         if pr.process.is_alive():
             pr.process.kill()
