@@ -35,7 +35,7 @@ EXAMPLES: dict[str, str] = {
     "path": "path: data/digits",
     "format": "format: csv   (csv | tsv | parquet | jsonl)",
     "output": "output: out/digits",
-    "mini_batch_size": "mini_batch_size: 10 (file input) or mini_batch_size: 1MB (tabular input)",
+    "mini_batch_size": "mini_batch_size: 10 (file input), mini_batch_size: 1MB (tabular input), or auto",
     "error_threshold": "error_threshold: 10   (-1 ignores all failed items)",
     "allowed_failed_count": "allowed_failed_count: 5   (-1 ignores)",
     "allowed_failed_percent": "allowed_failed_percent: 10   (0-100)",
@@ -88,7 +88,8 @@ class JobSpec(BaseModel):
     inputs: list[InputSpec] = Field(min_length=1, description="What to process")
     output: str | None = Field(default=None, description="Output folder (default: out/<name>)")
     mini_batch_size: int | str | None = Field(
-        default=None, description="File input: a count (default 10); tabular: a size such as 1MB (default)"
+        default=None, description="File input: a count (default 10); tabular: a size such as 1MB (default); "
+        "or auto: measured on probe mini-batches so that one run() takes about 1-2 s"
     )
     error_threshold: int = Field(default=-1, ge=-1, description="Failed items allowed; -1 ignores all")
     allowed_failed_count: int = Field(default=-1, ge=-1, description="Failed mini-batches allowed; -1 ignores")
@@ -141,14 +142,15 @@ class JobSpec(BaseModel):
     def batch_count(self) -> int:
         """Files per mini-batch (file input)."""
         v = self.mini_batch_size
-        return DEFAULT_FILE_BATCH if v is None else int(v)
+        return DEFAULT_FILE_BATCH if v is None or _is_auto(v) else int(v)
 
     @property
     def batch_bytes(self) -> int:
         """Bytes per mini-batch (tabular input)."""
         from .data.tabular import parse_size
 
-        return parse_size(DEFAULT_TABULAR_BATCH if self.mini_batch_size is None else self.mini_batch_size)
+        v = self.mini_batch_size
+        return parse_size(DEFAULT_TABULAR_BATCH if v is None or _is_auto(v) else v)
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the result; resume refuses a changed spec."""
@@ -183,6 +185,10 @@ class _RawView:
         return None
 
 
+def _is_auto(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower() == "auto"
+
+
 def _cross_checks(data: dict[str, Any]) -> list[str]:
     """Checks across fields, on the raw values, so they are reported together with field errors."""
     spec = _RawView(data)
@@ -194,6 +200,8 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
             "Split it into two jobs (or two ParallelRunSteps)."
         )
     mbs = spec.mini_batch_size
+    if _is_auto(mbs):
+        mbs = None  # mini_batch_size: auto (the driver measures run() and picks the size)
     if spec.input_type == "file" and mbs is not None and isinstance(mbs, (int, str)):
         if isinstance(mbs, str) and not mbs.isdigit() or (isinstance(mbs, int) and mbs < 1):
             problems.append(

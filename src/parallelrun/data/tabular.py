@@ -277,7 +277,9 @@ class _Splitter:
         # A line of only spaces/tabs (not the separator) is skipped by pandas, so it is not a record.
         cr = b"\r" if separator is None else b""
         self.blank_re = re.compile(b"(?<=\\n)[" + re.escape(ws + cr) + b"]*\\r?\\n")
-        self.blank_starts = [b"\n\n", b"\n\r"] + [b"\n" + bytes([c]) for c in ws]
+        # One regex search for "a newline then \n, \r or a blank": ~10x faster than a bytes.find per pair
+        # (two-byte finds do not use memchr), which made planning an 850 MB CSV take seconds.
+        self.blank_probe = re.compile(b"\n[" + re.escape(b"\n\r" + ws) + b"]")
         self.ws = ws + b"\r"
         if separator is not None:
             self.record_re, self.run_re = _record_regexes(separator, ws)
@@ -289,23 +291,36 @@ class _Splitter:
     def run(self, f: IO[bytes]) -> Iterator[tuple[int, int, int]]:
         f.seek(self.begin)
         carry, offset = b"", self.begin  # carry: the incomplete record at the end of the last chunk
+        readinto = getattr(f, "readinto", None)
         while True:
             # Reading at least as much as is carried makes a record longer than a chunk cost O(its size)
             # in rescans overall rather than O(size**2 / chunk).
-            chunk = f.read(max(_CHUNK, len(carry)))
+            size = max(_CHUNK, len(carry))
             # buf[0] is a virtual newline: buf[1] always starts a record (or the file).
-            buf, base = b"\n" + carry + chunk, offset - 1
-            cut = len(buf) if not chunk else buf.rfind(b"\n") + 1
+            if readinto is not None:
+                # Straight into the buffer after the carried bytes: b"\n" + carry + chunk copied every chunk
+                # twice more into fresh pages, which was half the time of planning a big CSV.
+                buf = bytearray(1 + len(carry) + size)
+                buf[0] = 0x0A
+                buf[1:1 + len(carry)] = carry
+                n = readinto(memoryview(buf)[1 + len(carry):]) or 0
+                del buf[1 + len(carry) + n:]
+                more = n > 0
+            else:
+                chunk = f.read(size)
+                buf, more = bytearray(b"\n" + carry + chunk), bool(chunk)
+            base = offset - 1
+            cut = len(buf) if not more else buf.rfind(b"\n") + 1
             stop = self._scan(buf, cut, base)
-            if not chunk:
-                self._finish(buf[stop:], base + len(buf))
+            if not more:
+                self._finish(bytes(buf[stop:]), base + len(buf))
                 yield from self.out
                 return
             yield from self.out
             self.out.clear()
-            carry, offset = buf[stop:], base + stop
+            carry, offset = bytes(buf[stop:]), base + stop
 
-    def _scan(self, buf: bytes, cut: int, base: int) -> int:
+    def _scan(self, buf: bytes | bytearray, cut: int, base: int) -> int:
         """Count and cut the complete records in ``buf[1:cut]``; return where the first incomplete one
         starts. ``base`` is the file position of ``buf[0]``."""
         q = buf.find(b'"', 1, cut) if self.quoting else -1
@@ -316,7 +331,7 @@ class _Splitter:
         self._records(buf, 1, line, base)  # whole lines before the first quote
         return self._whole_records(buf, line, cut, base)
 
-    def _records(self, buf: bytes, a: int, b: int, base: int) -> None:
+    def _records(self, buf: bytes | bytearray, a: int, b: int, base: int) -> None:
         """Count the records of quote-free ``buf[a:b]`` (a at a line start) and cut batches there."""
         while True:
             n = buf.find(b"\n", max(a, self.target - base), b)
@@ -328,14 +343,14 @@ class _Splitter:
         if a < b:
             self._count(buf, a, b)
 
-    def _count(self, buf: bytes, a: int, b: int) -> None:
+    def _count(self, buf: bytes | bytearray, a: int, b: int) -> None:
         newlines = buf.count(b"\n", a, b)
         # Cheap substring checks first: the regex only runs where a blank line is possible.
-        if newlines and any(buf.find(s, a - 1, b) >= 0 for s in self.blank_starts):
+        if newlines and self.blank_probe.search(buf, a - 1, b):
             newlines -= len(self.blank_re.findall(buf, a, b))
         self.rows += newlines
 
-    def _whole_records(self, buf: bytes, pos: int, cut: int, base: int) -> int:
+    def _whole_records(self, buf: bytes | bytearray, pos: int, cut: int, base: int) -> int:
         """Consume the complete records from the record start ``pos``; return where the first incomplete
         one starts (a quoted field still open at ``cut``, or the last line of the file)."""
         while True:
@@ -354,7 +369,7 @@ class _Splitter:
             self._emit(base + m.end())
             pos = m.end()
 
-    def _count_records(self, buf: bytes, a: int, b: int) -> None:
+    def _count_records(self, buf: bytes | bytearray, a: int, b: int) -> None:
         if b > a:
             records = self.record_re.findall(buf, a, b)  # b"" for a blank line (group 1 unmatched)
             self.rows += len(records) - records.count(b"")
