@@ -80,8 +80,9 @@ def _digit_images() -> tuple[list, np.ndarray, np.ndarray]:
     return images, features, digits.target
 
 
-def digits_model(root: Path, log: Callable[[str], None]) -> Path:
-    """An MLP 784 -> 128 -> 10 trained on the upscaled digits, exported to ONNX (input ``input``)."""
+def digits_model(root: Path, log: Callable[[str], None], max_iter: int = 200) -> Path:
+    """An MLP 784 -> 128 -> 10 trained on the upscaled digits, exported to ONNX (input ``input``).
+    (The smoke run trains it briefly: its accuracy does not matter to any timing.)"""
 
     def make(tmp: Path) -> None:
         from skl2onnx import convert_sklearn
@@ -90,7 +91,7 @@ def digits_model(root: Path, log: Callable[[str], None]) -> Path:
         from sklearn.neural_network import MLPClassifier
 
         _, features, target = _digit_images()
-        clf = MLPClassifier(hidden_layer_sizes=(128,), max_iter=200, random_state=0)
+        clf = MLPClassifier(hidden_layer_sizes=(128,), max_iter=max_iter, random_state=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             clf.fit(features, target)
@@ -98,7 +99,7 @@ def digits_model(root: Path, log: Callable[[str], None]) -> Path:
                                 options={id(clf): {"zipmap": False}})
         (tmp / "digits.onnx").write_bytes(model.SerializeToString())
 
-    return _cached(root, "model-digits", make, log) / "digits.onnx"
+    return _cached(root, f"model-digits-{max_iter}", make, log) / "digits.onnx"
 
 
 def digit_pngs(root: Path, n: int, log: Callable[[str], None]) -> Path:

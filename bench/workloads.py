@@ -39,11 +39,12 @@ class Sizes:
     w4_files: tuple[int, int]
     w6_images: int
     runs: int
+    model_iterations: int = 200  # training of the digits model (its accuracy times nothing)
 
 
 FULL = Sizes(100_000, 20_000, 2_000_000, "10MB", (100_000, 1_000_000), 20_000, runs=3)
 QUICK = Sizes(20_000, 4_000, 200_000, "10MB", (20_000, 200_000), 4_000, runs=3)
-SMOKE = Sizes(300, 100, 4_000, "256KB", (1_000, 3_000), 200, runs=1)
+SMOKE = Sizes(300, 100, 4_000, "256KB", (1_000, 3_000), 200, runs=1, model_iterations=10)
 
 
 class Bench:
@@ -120,7 +121,7 @@ class Bench:
     def w2(self) -> dict[str, Any]:
         n = self.sizes.w2_images
         folder = data.digit_pngs(self.data_dir, n, self.log)
-        model = data.digits_model(self.data_dir, self.log)
+        model = data.digits_model(self.data_dir, self.log, self.sizes.model_iterations)
         data.warm([folder, model])
         work = self.work("W2", "file", "digits.py", ["--model", str(model)], folder, 5, n)
         return self.compare(work, self.peers)
@@ -170,7 +171,7 @@ class Bench:
     def w5(self) -> dict[str, Any]:
         n = self.sizes.w2_images
         folder = data.digit_pngs(self.data_dir, n, self.log)
-        model = data.digits_model(self.data_dir, self.log)
+        model = data.digits_model(self.data_dir, self.log, self.sizes.model_iterations)
         work = self.work("W5", "file", "digits.py", ["--model", str(model)], folder, 5, n)
         firsts: list[float] = []
         pool_firsts: list[float] = []
@@ -189,7 +190,7 @@ class Bench:
     def w6(self) -> dict[str, Any]:
         n = self.sizes.w6_images
         folder = data.digit_pngs(self.data_dir, n, self.log)
-        model = data.digits_model(self.data_dir, self.log)
+        model = data.digits_model(self.data_dir, self.log, self.sizes.model_iterations)
         work = self.work("W6", "file", "digits.py", ["--model", str(model)], folder, 5, n)
         names = sorted(os.listdir(folder))
         runs = []

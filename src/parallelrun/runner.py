@@ -231,6 +231,9 @@ def _drive(
     log = driver_logger(logs, spec.logging_level)
     t0 = time.monotonic()
     rec.status, rec.started, rec.driver_pid, rec.reason = "Running", rec.started or time.time(), os.getpid(), None
+    recovered = _recover_spool(journal, rec.path / "spool")
+    if recovered:
+        log.info("committed %d results that workers had finished before the last driver stopped", recovered)
     counts = journal.counts()
     rec.counts = counts.to_dict()
     store.save(rec)
@@ -244,6 +247,7 @@ def _drive(
         storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
         extra_sys_path=shim_sys_path(),  # azureml.core / azureml_user stand-ins when Azure's SDK is absent
         scratch_dir=str(rec.path / "tmp"),
+        spool_dir=str(rec.path / "spool") if spec.compute == "local" else None,
     )
     output.mkdir(parents=True, exist_ok=True)
     feed = feed or Feed(spec, base, storage_options, journal)
@@ -323,16 +327,16 @@ def _drive(
             events = executor.poll(0.0 if planning else 0.25)
             # Everything that arrived together is committed together (one transaction, each batch with
             # its output), and only then counted as done.
-            results = [(ev, held.pop(ev.index, None) or journal.batch(ev.index)) for ev in events
-                       if isinstance(ev, BatchSucceeded) and ev.index >= 0]
+            results = [(ok, held.pop(ok.index) if ok.index in held else journal.batch(ok.index)) for ok in events
+                       if isinstance(ok, BatchSucceeded) and ok.index >= 0]
             if results:
                 committed = journal.commit_successes(
-                    Success(ev.index, ev.attempt, ev.worker, ev.seconds, min(ev.succeeded, b.n_items),
-                            b.n_items - min(ev.succeeded, b.n_items), ev.failed_items, ev.payload)
-                    for ev, b in results)
-                for (ev, b), new_commit in zip(results, committed, strict=True):
-                    n_failed = b.n_items - min(ev.succeeded, b.n_items)
-                    sched.succeeded(ev.index, n_failed)
+                    Success(ok.index, ok.attempt, ok.worker, ok.seconds, min(ok.succeeded, b.n_items),
+                            b.n_items - min(ok.succeeded, b.n_items), ok.failed_items, ok.payload)
+                    for ok, b in results)
+                for (ok, b), new_commit in zip(results, committed, strict=True):
+                    n_failed = b.n_items - min(ok.succeeded, b.n_items)
+                    sched.succeeded(ok.index, n_failed)
                     if new_commit:
                         done_items += b.n_items
                         failed_items += n_failed
@@ -412,6 +416,10 @@ def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, st
             raise_on_failure: bool) -> RunResult:
     logs = rec.logs_dir
     shutil.rmtree(rec.path / "tmp", ignore_errors=True)  # workers' download scratch space
+    if status == "Completed":
+        from .execution import spool
+
+        spool.remove(rec.path / "spool")  # everything is committed; otherwise resume reads it
     out_file = None
     if spec.output_action == "append_row":
         # Kept even when the job failed: succeeded batches' rows are real results.
@@ -438,6 +446,28 @@ def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, st
     if raise_on_failure and status == "Failed":
         raise JobFailedError(reason or "the job failed", rec.id)
     return result
+
+
+def _recover_spool(journal: Journal, folder: Path) -> int:
+    """Commit the results workers spooled (execution/spool.py) for batches still pending: those a killed
+    driver had not committed yet. Returns how many were committed; the spool is then emptied."""
+    from .execution import spool
+
+    results = []
+    for worker, outcome in spool.read(folder):
+        kind, index, attempt = outcome[0], outcome[1], outcome[2]
+        if kind != "ok" or index < 0:
+            continue
+        _, _, _, succeeded, failed, payload, secs = outcome
+        try:
+            n_items = journal.batch(index).n_items
+        except KeyError:
+            continue
+        ok = min(succeeded, n_items)
+        results.append(Success(index, attempt, worker, secs, ok, n_items - ok, failed, payload))
+    committed = sum(journal.commit_successes(results)) if results else 0
+    spool.remove(folder)
+    return committed
 
 
 def _probe_event(feed: Feed, ev: BatchSucceeded | BatchFailed | BatchReturned, log: Any) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 _MAGIC = 0x50525350  # "PRSP"
 _HEADER = struct.Struct("<IQI")  # magic, payload length, crc32
 _SEGMENT = 4 * 1024 * 1024  # a new segment file after this many bytes
+_RECLAIM = 1024 * 1024  # a fully committed segment is emptied once it holds this much
 SUFFIX = ".spool"
 
 
@@ -46,6 +47,7 @@ class Spool:
         self._segments: list[list[Any]] = []  # [path, last record number in it]
         self._fd: int | None = None
         self._size = 0
+        self._made = 0  # segments made so far (their names sort in writing order)
 
     def write(self, data: bytes) -> None:
         """Append one pickled outcome; never raises (a spool that cannot be written is only a lost
@@ -74,7 +76,8 @@ class Spool:
 
     def _rotate(self) -> None:
         self.close()
-        path = self.folder / f"{self.name}-{len(self._segments):05d}{SUFFIX}"
+        self._made += 1
+        path = self.folder / f"{self.name}-{self._made:05d}{SUFFIX}"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
         self._size = 0
         self._segments.append([path, self.written])
@@ -85,7 +88,8 @@ class Spool:
         while len(self._segments) > 1 and self._segments[0][1] <= acked:
             path, _ = self._segments.pop(0)
             path.unlink(missing_ok=True)
-        if self._fd is not None and self._size and self._segments[-1][1] <= acked:
+        # Truncating costs the file system a metadata update: only once a segment is worth reclaiming.
+        if self._fd is not None and self._size >= _RECLAIM and self._segments[-1][1] <= acked:
             os.ftruncate(self._fd, 0)  # O_APPEND: the next record goes to the start again
             self._size = 0
 

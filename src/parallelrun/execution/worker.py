@@ -32,6 +32,8 @@ from ..errors import UserCodeError
 from ..journal import FailedItem
 from ..outputs import format_result
 from .entry import EntryPoints, MiniBatchContext, load_entry_script, to_user_error
+from .spool import Spool
+from .spool import dumps as spool_dumps
 
 
 @dataclass
@@ -57,6 +59,7 @@ class WorkerConfig:
     models: dict[str, str] = field(default_factory=dict)
     python: str | None = None  # interpreter for local workers (an Environment's venv); None = sys.executable
     scratch_dir: str | None = None  # downloads go to <scratch_dir>/<agent>; None = a temp dir
+    spool_dir: str | None = None  # local workers spool finished results here (see spool.py); None = no spool
 
     @property
     def agent_name(self) -> str:
@@ -120,6 +123,7 @@ class WorkerRuntime:
         self.cfg = cfg
         self.entry: EntryPoints | None = None
         self._tmp_dir: Path | None = None
+        self._tmp_lock = threading.Lock()  # the prefetch thread and the main thread may both download
         self._prefetch = _Prefetcher(self._download)
 
     def setup(self) -> None:
@@ -194,13 +198,14 @@ class WorkerRuntime:
     def _tmp(self) -> Path:
         """Scratch space for downloaded inputs, made on first use: under the run's folder when there is
         one (the driver removes ``<run>/tmp`` at the end, so a killed worker leaks nothing), else a temp dir."""
-        if self._tmp_dir is None:
-            if self.cfg.scratch_dir:
-                self._tmp_dir = Path(self.cfg.scratch_dir) / self.cfg.agent_name
-                self._tmp_dir.mkdir(parents=True, exist_ok=True)
-            else:
-                self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"parallelrun-{self.cfg.agent_name}-"))
-        return self._tmp_dir
+        with self._tmp_lock:
+            if self._tmp_dir is None:
+                if self.cfg.scratch_dir:
+                    self._tmp_dir = Path(self.cfg.scratch_dir) / self.cfg.agent_name
+                    self._tmp_dir.mkdir(parents=True, exist_ok=True)
+                else:
+                    self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"parallelrun-{self.cfg.agent_name}-"))
+            return self._tmp_dir
 
     def shutdown(self) -> None:
         if self.entry is not None and self.entry.shutdown is not None:
@@ -323,6 +328,7 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
         conn.send(("init_failed", err))
         return
     conn.send(("ready", os.getpid()))
+    spool = Spool(cfg.spool_dir, cfg.agent_name) if cfg.spool_dir else None
     # A reader thread keeps the pipe drained while run() works: the driver can always send the next
     # batches, a large result sent back can never deadlock against a large descriptor sent in, and the
     # remote inputs of the next batch start downloading (``offer``) while this one runs.
@@ -338,15 +344,25 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
             if msg is None:
                 inbox.put(None)
                 return
-            # A list of (batch, attempt): what the driver had for this worker at once.
-            for item in msg if isinstance(msg, list) else [msg]:
+            # ("work", acked, [(batch, attempt), ...]): what the driver had for this worker at once, and how
+            # many of this worker's successful results it has committed so far (the spool may drop them).
+            _, acked, items = msg
+            if spool is not None:
+                spool.acked = acked
+            for item in items:
                 rt.offer(*item)
                 inbox.put(item)
 
     threading.Thread(target=reader, name="parallelrun-inbox", daemon=True).start()
     while (msg := inbox.get()) is not None:
         batch, attempt = msg
-        conn.send(rt.process(batch, attempt))
+        outcome = rt.process(batch, attempt)
+        data = spool_dumps(outcome)
+        if spool is not None and outcome[0] == "ok":
+            spool.write(data)  # before the driver can see it: a killed driver loses only running batches
+        conn.send_bytes(data)
+    if spool is not None:
+        spool.close()
     rt.shutdown()
     try:
         conn.send(("bye",))

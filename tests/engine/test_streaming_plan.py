@@ -1,0 +1,141 @@
+"""Planning streamed into the journal while dispatch runs; the file walk; grouped commits.
+
+What a user relies on: a run killed while it was still planning resumes with every item exactly once (and
+refuses if the part already planned changed); the walk's order is the same however big a folder is; and a
+group of results committed together is each committed once, with its output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from parallelrun.config import validate_spec
+from parallelrun.data import files as files_mod
+from parallelrun.data.batches import FileBatch
+from parallelrun.data.plan import Plan, PlanFeed
+from parallelrun.errors import ResumeError
+from parallelrun.journal import Journal, Success
+
+
+def _spec(path: Path, size: int = 3) -> object:
+    return validate_spec({"name": "plan-test", "entry_script": "e.py", "inputs": [{"type": "file", "path": str(path)}],
+                          "mini_batch_size": size})
+
+
+def _tree(root: Path, dirs: int = 4, per_dir: int = 7) -> list[str]:
+    out = []
+    for d in range(dirs):
+        sub = root / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(per_dir):
+            p = sub / f"f{i:02d}.txt"
+            p.write_text(f"{d}-{i}\n")
+            out.append(str(p))
+    (root / "top.txt").write_text("top\n")
+    return [str(root / "top.txt"), *out]  # a folder's files come before its subfolders
+
+
+def _all_batches(journal: Journal) -> list[tuple[int, tuple[str, ...]]]:
+    out = []
+    for b in journal.pending_descriptors(0, 10_000):
+        assert isinstance(b, FileBatch)
+        out.append((b.index, b.paths))
+    return out
+
+
+def test_plan_feed_writes_the_same_plan_in_steps(tmp_path: Path) -> None:
+    expected = _tree(tmp_path / "data")
+    spec = _spec(tmp_path / "data")
+    whole = [b.paths for b in Plan(spec, tmp_path).batches()]
+    assert [p for paths in whole for p in paths] == expected
+    with Journal(tmp_path / "j.sqlite") as j:
+        feed = PlanFeed(Plan(spec, tmp_path), j)
+        steps = 0
+        while not feed.done:
+            feed.step(seconds=0.0)  # one batch per step
+            steps += 1
+        assert steps >= len(whole)
+        assert [paths for _, paths in _all_batches(j)] == whole
+        meta = j.meta()
+        assert meta["plan"]["complete"] is True and meta["files"] == len(expected)
+        assert meta["input_fingerprint"] == meta["plan"]["fingerprint"]
+
+
+def test_a_plan_cut_short_is_continued_on_resume(tmp_path: Path) -> None:
+    _tree(tmp_path / "data")
+    spec = _spec(tmp_path / "data")
+    whole = [b.paths for b in Plan(spec, tmp_path).batches()]
+    with Journal(tmp_path / "j.sqlite") as j:
+        feed = PlanFeed(Plan(spec, tmp_path), j)
+        for _ in range(3):  # the driver is killed after three steps
+            feed.step(seconds=0.0)
+        assert not j.meta()["plan"]["complete"] and "input_fingerprint" not in j.meta()
+        resumed = PlanFeed(Plan(spec, tmp_path), j, resume=True)
+        while not resumed.done:
+            resumed.step()
+        assert [paths for _, paths in _all_batches(j)] == whole  # nothing twice, nothing missing
+
+
+def test_resume_refuses_when_the_planned_part_changed(tmp_path: Path) -> None:
+    _tree(tmp_path / "data", per_dir=30)
+    spec = _spec(tmp_path / "data")
+    with Journal(tmp_path / "j.sqlite") as j:
+        feed = PlanFeed(Plan(spec, tmp_path), j)
+        feed.step(seconds=0.0)
+        (tmp_path / "data" / "top.txt").write_text("changed, and longer\n")  # already planned
+        resumed = PlanFeed(Plan(spec, tmp_path), j, resume=True)
+        with pytest.raises(ResumeError, match="inputs changed"):
+            while not resumed.done:
+                resumed.step()
+
+
+def test_huge_folders_are_listed_in_packed_runs_in_the_same_order(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    names = [f"x{i:04d}" for i in range(0, 500, 7)] + [f"a{i}" for i in range(40)] + ["B", "_", "z-1"]
+    for n in names:
+        (folder / n).write_text(n)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "inner").write_text("in")
+    small = [p for chunk in files_mod.iter_file_chunks(str(folder), tmp_path) for p, _, _ in chunk]
+    monkeypatch.setattr(files_mod, "_BIG_DIR", -1)  # every folder counts as huge...
+    monkeypatch.setattr(files_mod, "_RUN", 16)  # ...and is sorted in runs of 16 names, then merged
+    monkeypatch.setattr(files_mod, "_CHUNK", 5)
+    big = [p for chunk in files_mod.iter_file_chunks(str(folder), tmp_path) for p, _, _ in chunk]
+    expected = [str(folder / n) for n in sorted(names)] + [str(folder / "sub" / "inner")]
+    assert small == expected
+    assert big == expected
+
+
+def test_walk_follows_file_symlinks_but_not_folder_symlinks(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "real").mkdir(parents=True)
+    (data / "real" / "a.txt").write_text("a")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.txt").write_text("bb")
+    os.symlink(outside / "b.txt", data / "link-to-file.txt")
+    os.symlink(outside, data / "link-to-dir")
+    os.symlink(tmp_path / "missing", data / "dangling")
+    found = {os.path.basename(p): size for chunk in files_mod.iter_file_chunks(str(data), tmp_path)
+             for p, size, _ in chunk}
+    assert found == {"link-to-file.txt": 2, "a.txt": 1}
+
+
+def test_grouped_commits_store_each_output_once(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite") as j:
+        j.add_planned([FileBatch(i, (f"f{i}",), 1) for i in range(4)], {"plan": {"batches": 4}})
+
+        def ok(i: int, out: bytes) -> Success:
+            return Success(i, 1, "w", 0.1, 1, 0, [], out)
+
+        assert j.commit_successes([ok(0, b"a\n"), ok(2, b"c\n"), ok(2, b"again\n")]) == [True, True, False]
+        assert j.commit_successes([ok(0, b"dup\n"), ok(1, b"b\n")]) == [False, True]
+        assert list(j.iter_outputs()) == [(0, b"a\n"), (1, b"b\n"), (2, b"c\n")]
+        assert [b.index for b in j.pending_descriptors(0, 10)] == [3]
+        c = j.counts()
+        assert (c.batches_succeeded, c.batches_pending, c.items_succeeded) == (3, 1, 3)
