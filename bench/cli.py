@@ -94,22 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(f"benchmark ({mode}): {', '.join(only)}; contenders {', '.join(peers)}; load average "
         f"{os.getloadavg()[0]:.2f}")
-    try:
-        for name in only:
-            before = os.getloadavg()
-            t0 = time.time()
-            log(f"{name} ...")
-            results["workloads"][name] = WORKLOADS[name](bench)
-            results["load"][name] = {"before": before[0], "after": os.getloadavg()[0],
-                                     "seconds": round(time.time() - t0, 1)}
-    finally:
-        if any(p in peers for p in ("ray_data", "parallelrun_ray")):
-            try:
-                import ray
-
-                ray.shutdown()
-            except ImportError:
-                pass
+    for name in only:
+        before = os.getloadavg()
+        t0 = time.time()
+        log(f"{name} ...")
+        results["workloads"][name] = WORKLOADS[name](bench)
+        results["load"][name] = {"before": before[0], "after": os.getloadavg()[0],
+                                 "seconds": round(time.time() - t0, 1)}
     results["seconds"] = round(time.time() - started, 1)
     results["targets"] = evaluate(results)
     out = args.out or HERE / "results" / f"bench-{mode}-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -312,6 +312,60 @@ def run_parallelrun(work: Work, compute: str = "local") -> Outcome:
     return Outcome(seconds, lines, out, extra={"run_id": result.run_id})
 
 
+RAY_PEERS = ("ray_data", "parallelrun_ray")
+
+
+def run_ray_group(work: Work, peers: list[str], runs: int) -> dict[str, Any]:
+    """Run the Ray contenders ``runs`` times each in a fresh process holding one Ray instance.
+
+    Ray's daemons (GCS, raylet, idle workers) keep using CPU while Ray is up; on 2 cores that would slow
+    every other contender measured in the same process. So Ray lives only in this child: started (not
+    timed), both Ray contenders measured on the same instance, shut down. Returns {peer: [seconds]} and
+    {"errors": {peer: message}}.
+    """
+    import json
+    import pickle
+    import subprocess
+
+    spec = work.scratch / "ray-work.pkl"
+    spec.write_bytes(pickle.dumps((work, peers, runs)))
+    done = subprocess.run([sys.executable, "-c", "import bench.peers as p; p._ray_main()", str(spec)],
+                          capture_output=True, text=True, timeout=3600, cwd=work.scratch)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("BENCH-RAY "):
+            return dict(json.loads(line[len("BENCH-RAY "):]))
+    return {"errors": {p: f"the Ray process exited {done.returncode}: {done.stderr[-1500:]}" for p in peers}}
+
+
+def _ray_main() -> None:
+    import json
+    import pickle
+
+    work, peers, runs = pickle.loads(Path(sys.argv[1]).read_bytes())
+    out: dict[str, Any] = {p: [] for p in peers}
+    errors: dict[str, str] = {}
+    ray_init(work.processes)
+    import parallelrun.runner  # noqa: F401 - a library import is a one-off, not part of any run
+
+    for r in range(runs):
+        for peer in peers[r % len(peers):] + peers[:r % len(peers)]:
+            if peer in errors:
+                continue
+            try:
+                o = RUNNERS[peer](work)
+            except Exception as e:  # noqa: BLE001 - reported, not fatal
+                errors[peer] = f"{type(e).__name__}: {e}"
+                continue
+            if o.lines != work.items:
+                errors[peer] = f"wrote {o.lines} rows for {work.items} items"
+                continue
+            out[peer].append(o.seconds)
+    import ray
+
+    ray.shutdown()
+    print("BENCH-RAY " + json.dumps({**out, "errors": errors}), flush=True)
+
+
 RUNNERS: dict[str, Callable[[Work], Outcome]] = {
     "parallelrun": run_parallelrun,
     "pool": run_pool,

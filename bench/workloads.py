@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from . import data
-from .peers import RUNNERS, Work, job_spec, ray_init
+from .peers import RAY_PEERS, RUNNERS, Work, job_spec, run_ray_group
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 PROCESSES = 2
@@ -66,17 +66,18 @@ class Bench:
 
     # --- contenders side by side ----------------------------------------------------------------------
     def compare(self, work: Work, peers: list[str]) -> dict[str, Any]:
-        """Run every contender ``runs`` times (rotating the order) and summarise."""
-        if "ray_data" in peers or "parallelrun_ray" in peers:
-            ray_init(PROCESSES)
+        """Run every contender ``runs`` times (rotating the order) and summarise.
+
+        Ray contenders run in a child process of their own (see ``run_ray_group``), after the others;
+        their r-th run is paired with parallelrun's r-th run for the per-repeat ratio.
+        """
         import parallelrun.runner  # noqa: F401 - a library import is a one-off, not part of any run
+
+        local = [p for p in peers if p not in RAY_PEERS]
         seconds: dict[str, list[float]] = {p: [] for p in peers}
         errors: dict[str, str] = {}
-        ratios: dict[str, list[float]] = {p: [] for p in peers if p != "parallelrun"}
         for r in range(self.sizes.runs):
-            order = peers[r % len(peers):] + peers[:r % len(peers)]
-            got: dict[str, float] = {}
-            for peer in order:
+            for peer in local[r % len(local):] + local[:r % len(local)]:
                 if peer in errors:
                     continue
                 try:
@@ -89,13 +90,19 @@ class Bench:
                     errors[peer] = f"wrote {out.lines} rows for {work.items} items"
                     self.log(f"  {work.name} {peer}: WRONG OUTPUT {errors[peer]}")
                     continue
-                got[peer] = out.seconds
                 seconds[peer].append(out.seconds)
-                self.log(f"  {work.name} run {r + 1}/{self.sizes.runs} {peer:16s} {out.seconds:8.3f} s  "
-                         f"{work.items / out.seconds:12,.0f} items/s")
-            for peer in ratios:
-                if "parallelrun" in got and peer in got:
-                    ratios[peer].append(got[peer] / got["parallelrun"])  # = pr items/s over peer items/s
+                self._logged(work, r, peer, out.seconds)
+        ray_peers = [p for p in peers if p in RAY_PEERS]
+        if ray_peers:
+            got = run_ray_group(work, ray_peers, self.sizes.runs)
+            errors.update(got.pop("errors", {}))
+            for peer in ray_peers:
+                seconds[peer] = list(got.get(peer, []))
+                for r, s in enumerate(seconds[peer]):
+                    self._logged(work, r, peer, s)
+                if peer in errors:
+                    self.log(f"  {work.name} {peer}: FAILED {errors[peer]}")
+        mine = seconds["parallelrun"]
         rows = []
         for peer in peers:
             s = seconds[peer]
@@ -103,12 +110,17 @@ class Bench:
             if s:
                 med = statistics.median(s)
                 row.update(median_seconds=med, items_per_second=work.items / med)
-            if peer in ratios and ratios[peer]:
-                row["parallelrun_ratio"] = statistics.median(ratios[peer])  # parallelrun items/s ÷ this peer's
-                row["parallelrun_ratios"] = ratios[peer]
+            ratios = [theirs / ours for ours, theirs in zip(mine, s, strict=False)]  # = pr items/s ÷ peer items/s
+            if peer != "parallelrun" and ratios:
+                row["parallelrun_ratio"] = statistics.median(ratios)
+                row["parallelrun_ratios"] = ratios
             rows.append(row)
         return {"items": work.items, "mini_batch_size": work.mini_batch_size, "processes": work.processes,
                 "rows": rows}
+
+    def _logged(self, work: Work, r: int, peer: str, seconds: float) -> None:
+        self.log(f"  {work.name} run {r + 1}/{self.sizes.runs} {peer:16s} {seconds:8.3f} s  "
+                 f"{work.items / seconds:12,.0f} items/s")
 
     # --- W1 -------------------------------------------------------------------------------------------
     def w1(self) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 The driver sends each mini-batch to a named worker, so it always knows which batches a worker holds
 (loky's shared call queue is what we avoid: there one crash breaks the whole pool). ``poll`` waits, in a
-single ``multiprocessing.connection.wait``, on every worker's pipe *and* its process sentinel: a sentinel
-firing without a result means the worker died, and only its own batch fails.
+single selector, on every worker's pipe *and* its process sentinel: a sentinel firing without a result
+means the worker died, and only its own batch fails.
 
 Throughput with tiny mini-batches comes from amortising the per-message cost, never from holding results:
 
@@ -12,8 +12,9 @@ Throughput with tiny mini-batches comes from amortising the per-message cost, ne
   ``_MAX_DEPTH`` for tiny ones), and a worker is refilled only once half its queue is done;
 - ``submit`` only queues: everything submitted for a worker in one turn of the driver loop travels in one
   message, sent when the driver next ``poll``s;
-- a worker sends each result as soon as it has it (so a driver killed at any instant loses only what was
-  running or in the pipe), and ``poll`` drains every result that is there in one go.
+- a worker sends each result as soon as it has it, after appending it to its spool (``spool.py``: a
+  driver killed at any instant loses only the batches that were running), and ``poll`` reads every
+  result that is waiting in one go.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import select
 import selectors
 import signal
 import struct
@@ -118,15 +120,25 @@ class _Frames:
             self.fd = None
         self.buf = bytearray()
 
-    def read(self) -> list[Any]:
-        """The messages complete so far (maybe none); EOFError once the worker's end is closed."""
+    def read(self, check: bool = False) -> list[Any]:
+        """The messages complete so far (maybe none); EOFError once the worker's end is closed.
+
+        Call it when the selector says the pipe is readable, or, for a worker that died, with ``check``:
+        then it reads all that is there, without blocking (the pipe may still be held open by a process
+        the worker started) and without raising at the end of the pipe.
+        """
         if self.fd is None:
             return [self.conn.recv()] if self.conn.poll() else []
-        data = os.read(self.fd, 1 << 20)
-        if not data:
-            raise EOFError
         buf = self.buf
-        buf += data
+        while not check or select.select([self.fd], [], [], 0)[0]:
+            data = os.read(self.fd, 1 << 20)
+            if not data:
+                if check:
+                    break
+                raise EOFError
+            buf += data
+            if not check:
+                break
         out: list[Any] = []
         pos = 0
         while len(buf) - pos >= 4:
@@ -312,19 +324,19 @@ class LocalExecutor(Executor):
             elif pr not in dead:
                 dead.append(pr)
         for pr in dead:
-            self._drain(pr, events)  # a result sent just before exiting still counts
+            self._drain(pr, events, check=True)  # a result sent just before exiting still counts
             if pr.state.name in self._procs:
                 self._lost(pr, events)
         self._check_timeouts(events)
         return events
 
     # --- internals ------------------------------------------------------------------------------------
-    def _drain(self, pr: _Proc, events: list[Event]) -> None:
+    def _drain(self, pr: _Proc, events: list[Event], check: bool = False) -> None:
         """Handle every message waiting in the worker's pipe."""
         if pr.frames is None:
             pr.frames = _Frames(pr.conn)
         try:
-            for msg in pr.frames.read():
+            for msg in pr.frames.read(check):
                 self._handle(pr, msg, events)
         except (EOFError, OSError):
             pass
