@@ -304,7 +304,11 @@ def _drive(
                     log.info("first mini-batch dispatched %.3f s after the start", time.monotonic() - t0)
             planning = not feed.done and not feed.calibrating
             if planning:
-                new = feed.step()
+                try:
+                    new = feed.step()
+                except Exception as e:  # a later input path missing, unreadable, or changed on resume
+                    _record_failure(store, rec, journal, f"planning failed: {e}")
+                    raise
                 if new:
                     sched.add(b.index for b in new)
                     total_batches += len(new)

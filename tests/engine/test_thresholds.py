@@ -7,12 +7,13 @@ import pytest
 # Items f000..f011, 3 per batch. Items whose number is in FAIL are dropped from run()'s result (a failed
 # item each); a batch holding f006 raises (a failed mini-batch of 3 items) when RAISE is set.
 SCRIPT = """
-import os
+import os, time
 FAIL = {FAIL}
 RAISE = {RAISE}
 def run(mini_batch):
     names = [os.path.basename(p) for p in mini_batch]
     if RAISE and 'f006.txt' in names:
+        time.sleep(0.3)  # let another batch succeed first: a run stopped at once would keep no row to check
         raise RuntimeError('bad batch')
     return [n for n in names if int(n[1:4]) not in FAIL]
 """
