@@ -8,6 +8,7 @@ scheduler and the journal do not know which one they talk to.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -80,6 +81,18 @@ class WorkerState:
     started_at: float = 0.0  # when the head batch started running
     pid: int | None = None
     node: str = "node0"
+
+
+def fail_queue(st: WorkerState, reason: str, message: str, events: list[Event]) -> None:
+    """A worker is gone: its running batch fails (``reason``: lost or timeout), the ones queued behind it
+    go back unstarted, without using an attempt."""
+    secs = time.monotonic() - st.started_at
+    for pos, (index, attempt) in enumerate(st.queue):
+        if pos == 0:
+            events.append(BatchFailed(st.name, index, attempt, reason, message, None, secs))
+        else:
+            events.append(BatchReturned(st.name, index, attempt))
+    st.queue.clear()
 
 
 class Executor(ABC):

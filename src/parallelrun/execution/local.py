@@ -38,7 +38,6 @@ from ..data.batches import MiniBatch
 from ..errors import UserCodeError
 from .base import (
     BatchFailed,
-    BatchReturned,
     BatchSucceeded,
     Event,
     Executor,
@@ -46,6 +45,7 @@ from .base import (
     WorkerLost,
     WorkerReady,
     WorkerState,
+    fail_queue,
 )
 from .worker import WorkerConfig, worker_main
 
@@ -385,18 +385,9 @@ class LocalExecutor(Executor):
             return
         running = f" while running mini-batch {st.queue[0][0]}" if st.queue else ""
         message = f"worker {st.name} (pid {st.pid}) died{running}: {code}"
-        self._fail_queue(st, "lost", message, events)
+        fail_queue(st, "lost", message, events)
         replacement = None if self._closing else self._spawn()
         events.append(WorkerLost(st.name, message, replacement))
-
-    def _fail_queue(self, st: WorkerState, reason: str, message: str, events: list[Event]) -> None:
-        secs = time.monotonic() - st.started_at
-        for pos, (index, attempt) in enumerate(st.queue):
-            if pos == 0:
-                events.append(BatchFailed(st.name, index, attempt, reason, message, None, secs))
-            else:
-                events.append(BatchReturned(st.name, index, attempt))
-        st.queue.clear()
 
     def _check_timeouts(self, events: list[Event]) -> None:
         now = time.monotonic()
@@ -408,6 +399,6 @@ class LocalExecutor(Executor):
                 self._forget(pr)
                 message = (f"run() on mini-batch {index} exceeded run_invocation_timeout={self.timeout:g}s; "
                            f"worker {st.name} was killed and replaced")
-                self._fail_queue(st, "timeout", message, events)
+                fail_queue(st, "timeout", message, events)
                 replacement = None if self._closing else self._spawn()
                 events.append(WorkerLost(st.name, message, replacement))

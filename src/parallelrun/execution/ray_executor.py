@@ -41,7 +41,6 @@ from ..data.batches import MiniBatch
 from ..errors import JobSpecError, MissingExtraError, UsageError, UserCodeError
 from .base import (
     BatchFailed,
-    BatchReturned,
     BatchSucceeded,
     Event,
     Executor,
@@ -49,6 +48,7 @@ from .base import (
     WorkerLost,
     WorkerReady,
     WorkerState,
+    fail_queue,
 )
 from .worker import BatchOutcome, WorkerConfig
 
@@ -489,7 +489,7 @@ class RayExecutor(Executor):
             return
         running = f" while running mini-batch {st.queue[0][0]}" if st.queue else ""
         message = f"worker {st.name} (pid {st.pid}) died{running}: {cause}"
-        self._fail_queue(st, "lost", message, events)
+        fail_queue(st, "lost", message, events)
         target = None if self._closing else self._replacement_node(a)
         replacement = self._spawn(target) if target is not None else None
         events.append(WorkerLost(st.name, message, replacement))
@@ -520,15 +520,6 @@ class RayExecutor(Executor):
         except Exception:  # noqa: BLE001 - already dead, or its node is gone
             pass
 
-    def _fail_queue(self, st: WorkerState, reason: str, message: str, events: list[Event]) -> None:
-        secs = time.monotonic() - st.started_at
-        for pos, (index, attempt) in enumerate(st.queue):
-            if pos == 0:
-                events.append(BatchFailed(st.name, index, attempt, reason, message, None, secs))
-            else:
-                events.append(BatchReturned(st.name, index, attempt))
-        st.queue.clear()
-
     def _check_timeouts(self, events: list[Event]) -> None:
         now = time.monotonic()
         for a in list(self._actors.values()):
@@ -538,7 +529,7 @@ class RayExecutor(Executor):
                 self._forget(a)
                 message = (f"run() on mini-batch {index} exceeded run_invocation_timeout={self.timeout:g}s; "
                            f"worker {st.name} was killed and replaced")
-                self._fail_queue(st, "timeout", message, events)
+                fail_queue(st, "timeout", message, events)
                 target = None if self._closing else self._replacement_node(a)
                 replacement = self._spawn(target) if target is not None else None
                 events.append(WorkerLost(st.name, message, replacement))
