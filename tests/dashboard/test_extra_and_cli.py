@@ -69,7 +69,7 @@ def test_parallelrun_dashboard_serves_with_a_token(workspace: Workspace) -> None
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "parallelrun", "dashboard", "--workspace", str(workspace.path), "--port", str(port),
-         "--token", "cli-token-123"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--token", "cli-token-123456789"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -82,10 +82,10 @@ def test_parallelrun_dashboard_serves_with_a_token(workspace: Workspace) -> None
 
     try:
         wait_for("the dashboard to listen", up, timeout=60)
-        status, body = _get(f"{base}/api/runs", {"Authorization": "Bearer cli-token-123"})
+        status, body = _get(f"{base}/api/runs", {"Authorization": "Bearer cli-token-123456789"})
         assert status == 200 and workspace.finished in {r["id"] for r in json.loads(body)["runs"]}
         assert _get(f"{base}/")[0] == 401
-        assert _get(f"{base}/", {"Authorization": "Bearer cli-token-123"})[0] == 200
+        assert _get(f"{base}/", {"Authorization": "Bearer cli-token-123456789"})[0] == 200
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -94,5 +94,5 @@ def test_parallelrun_dashboard_serves_with_a_token(workspace: Workspace) -> None
             proc.kill()
             proc.wait(10)
     out = proc.stderr.read() if proc.stderr else ""
-    assert f"open: http://127.0.0.1:{port}/?token=cli-token-123" in out
-    assert "cli-token-123" not in out.split("Ctrl-C stops it", 1)[-1]  # no access log repeating the token
+    assert f"open: http://127.0.0.1:{port}/?token=cli-token-123456789" in out
+    assert "cli-token-123456789" not in out.split("Ctrl-C stops it", 1)[-1]  # no access log repeating the token

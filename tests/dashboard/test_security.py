@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from dashboard_helpers import Workspace, make_client, raw_get
+from dashboard_helpers import Workspace, free_port, make_client, raw_get
 
 from parallelrun.dashboard import create_app
 from parallelrun.dashboard.data import Rejected, read_log, run_folder, safe_log_path
-from parallelrun.dashboard.security import Policy, is_loopback
+from parallelrun.dashboard.security import MIN_TOKEN_LENGTH, Policy, is_loopback, served_names
+from parallelrun.errors import UsageError
 
 SECRET = "TOP-SECRET-CONTENT"
 CSRF = {"X-Parallelrun-CSRF": "1"}
@@ -127,6 +132,9 @@ def test_a_symlinked_run_folder_outside_the_workspace_is_refused(planted: Worksp
 
 
 # --- tokens ------------------------------------------------------------------------------------------------
+GOOD_TOKEN = "s3cret-token-value"
+
+
 def test_loopback_binds_need_no_token_and_others_get_one() -> None:
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2", "[::1]"):
         assert is_loopback(host), host
@@ -135,9 +143,72 @@ def test_loopback_binds_need_no_token_and_others_get_one() -> None:
         assert not is_loopback(host), host
         policy = Policy.for_bind(host, 8265, None)
         assert policy.token and len(policy.token) >= 32
-        assert policy.allowed_hosts is None
     assert Policy.for_bind("0.0.0.0", 8265, None).token != Policy.for_bind("0.0.0.0", 8265, None).token
-    assert Policy.for_bind("0.0.0.0", 8265, "given").token == "given"
+    assert Policy.for_bind("0.0.0.0", 8265, GOOD_TOKEN).token == GOOD_TOKEN
+
+
+@pytest.mark.parametrize("token, says", [
+    ("", "empty"), ("   ", "empty"), ("short", "too short"), ("x" * (MIN_TOKEN_LENGTH - 1), "too short"),
+    ("a-long-enough-token; Path=/", "cookie cannot carry"), ("a long enough token value", "cookie cannot carry"),
+    ("a-long-enough-tökenvalue", "cookie cannot carry"),
+])
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_empty_short_or_malformed_tokens_are_usage_errors(token: str, says: str, host: str) -> None:
+    with pytest.raises(UsageError, match=says) as info:
+        Policy.for_bind(host, 8265, token)
+    assert info.value.exit_code == 2 and "--token" in str(info.value)
+
+
+def test_cli_refuses_an_empty_token_before_binding(workspace: Workspace) -> None:
+    """`--token "$TOKEN"` with TOKEN unset: exit 2 and a message, and nothing listens (the port stays free)."""
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "parallelrun", "dashboard", "--workspace", str(workspace.path), "--host", "0.0.0.0",
+         "--port", str(port), "--token", ""], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "--token is empty" in proc.stderr and "Traceback" not in proc.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free: the server never bound it
+
+
+def _wildcard_app(workspace: Workspace, token: str | None = None, allow: tuple[str, ...] = ()) -> Any:
+    return create_app(workspace.path, policy=Policy.for_bind("0.0.0.0", 8265, token, allow))
+
+
+def test_wildcard_bind_needs_the_token_from_every_name_it_serves(workspace: Workspace) -> None:
+    """--host 0.0.0.0: this machine's names are served (token required); other names are refused outright."""
+    app = _wildcard_app(workspace)
+    token = app.policy.token
+    bearer = {"Authorization": f"Bearer {token}"}
+    for name in ("127.0.0.1", "localhost", socket.gethostname().lower()):
+        with make_client(app, base_url=f"http://{name}:8265") as client:
+            assert client.get("/api/runs").status_code == 401, name
+            assert client.get("/api/runs", params={"token": ""}).status_code == 401, name
+            assert client.get("/api/runs", headers={"Authorization": "Bearer "}).status_code == 401, name
+            assert client.get("/api/runs", headers=bearer).status_code == 200, name
+    for name in ("evil.example", "127.0.0.2", "0.0.0.0", "localhost.evil.example"):
+        with make_client(app, base_url=f"http://{name}:8265") as client:
+            r = client.get("/api/runs", headers=bearer)
+            assert r.status_code == 400, name
+            assert "not a name this dashboard serves" in r.json()["detail"]
+
+
+def test_allow_host_adds_a_served_name(workspace: Workspace) -> None:
+    app = _wildcard_app(workspace, GOOD_TOKEN, allow=("dash.example.org",))
+    with make_client(app, base_url="http://DASH.example.org:8265") as client:
+        assert client.get("/api/runs", headers={"Authorization": f"Bearer {GOOD_TOKEN}"}).status_code == 200
+        assert client.get("/api/runs").status_code == 401
+
+
+def test_served_names_are_exact() -> None:
+    assert served_names("127.0.0.1") == {"127.0.0.1", "localhost"}
+    assert served_names("[::1]") == {"::1", "localhost"}
+    assert served_names("127.0.0.2") == {"127.0.0.2"}
+    assert served_names("192.168.1.5") == {"192.168.1.5"}
+    assert served_names("Example.COM") == {"example.com"}
+    wild = served_names("0.0.0.0")
+    assert {"127.0.0.1", "localhost", socket.gethostname().lower()} <= wild
+    assert "0.0.0.0" not in wild and "evil.example" not in wild
 
 
 def test_serve_beyond_loopback_prints_a_token_and_enforces_it(monkeypatch, workspace: Workspace) -> None:
@@ -152,7 +223,9 @@ def test_serve_beyond_loopback_prints_a_token_and_enforces_it(monkeypatch, works
     assert served["host"] == "0.0.0.0" and served["port"] == 9999
     token = served["app"].policy.token
     assert token and any(f"?token={token}" in line for line in lines)
-    with make_client(served["app"], base_url="http://10.1.2.3:9999") as client:
+    with make_client(served["app"], base_url="http://10.255.254.253:9999") as client:
+        assert client.get("/api/runs").status_code == 400  # not one of this machine's names
+    with make_client(served["app"], base_url="http://127.0.0.1:9999") as client:
         assert client.get("/api/runs").status_code == 401
         assert client.get("/").status_code == 401
         assert client.get("/static/app.js").status_code == 401
@@ -161,7 +234,7 @@ def test_serve_beyond_loopback_prints_a_token_and_enforces_it(monkeypatch, works
 
 @pytest.fixture
 def token_client(workspace: Workspace):
-    policy = Policy(token="s3cret-token-value", allowed_hosts=None, cookie_name="parallelrun_token_8265")
+    policy = Policy.for_bind("0.0.0.0", 8265, GOOD_TOKEN)
     with make_client(create_app(workspace.path, policy=policy)) as client:
         yield client
 
@@ -221,9 +294,13 @@ def test_loopback_mode_refuses_foreign_host_headers(workspace: Workspace) -> Non
     with make_client(app, base_url="http://evil.example:8265") as client:
         assert client.get("/api/runs").status_code == 400
         assert client.get("/").status_code == 400
-    for host in ("127.0.0.1:8265", "localhost:8265", "[::1]:8265"):
+    for host in ("127.0.0.1:8265", "localhost:8265"):
         with make_client(app, base_url=f"http://{host}") as client:
             assert client.get("/api/runs").status_code == 200, host
+    # Only the names of the address bound: other loopback names a client may send are refused.
+    for host in ("[::1]:8265", "127.0.0.2:8265", "127.1:8265", "0.0.0.0:8265"):
+        with make_client(app, base_url=f"http://{host}") as client:
+            assert client.get("/api/runs").status_code == 400, host
 
 
 def test_responses_forbid_framing_sniffing_and_inline_script(client) -> None:

@@ -261,12 +261,14 @@ def dashboard(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8265,
     host: Annotated[str, typer.Option(help="Address to bind; beyond loopback a token is required")] = "127.0.0.1",
     token: Annotated[str | None, typer.Option(
-        help="Require this token (default: one is generated when --host is not a loopback address)")] = None,
+        help="Require this token, 16+ characters (default: one is generated when --host is not loopback)")] = None,
+    allow_host: Annotated[list[str] | None, typer.Option(
+        help="Also answer to this Host name (a DNS alias or proxy name); repeatable")] = None,
 ) -> None:
     """Serve the web dashboard: runs, live progress, failed items, logs, cancel (extra: dashboard)."""
     from ..dashboard import serve
 
-    serve(workspace, host=host, port=port, token=token)
+    serve(workspace, host=host, port=port, token=token, allow_hosts=tuple(allow_host or ()))
 
 
 def main(argv: list[str] | None = None) -> int:

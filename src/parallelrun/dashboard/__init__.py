@@ -33,6 +33,6 @@ def create_app(workspace: str | os.PathLike[str] | None = None, **options: Any) 
 
 
 def serve(workspace: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          token: str | None = None) -> None:
+          token: str | None = None, allow_hosts: tuple[str, ...] = ()) -> None:
     """Serve the dashboard until interrupted (see :func:`parallelrun.dashboard.app.serve`)."""
-    _app_module().serve(workspace, host=host, port=port, token=token)
+    _app_module().serve(workspace, host=host, port=port, token=token, allow_hosts=allow_hosts)

@@ -182,13 +182,18 @@ def _default_cancel(run_id: str, workspace: Path) -> str:
 
 
 def serve(workspace: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          token: str | None = None, echo: Callable[[str], None] | None = None) -> None:
-    """Serve the dashboard until interrupted. Beyond loopback a token is required (generated if absent)."""
+          token: str | None = None, echo: Callable[[str], None] | None = None,
+          allow_hosts: tuple[str, ...] = ()) -> None:
+    """Serve the dashboard until interrupted. Beyond loopback a token is required (generated if absent).
+
+    An empty or short ``token`` raises :class:`~parallelrun.errors.UsageError` before anything binds;
+    ``allow_hosts`` adds ``Host`` names to those served (a DNS alias, a proxy's name).
+    """
     import uvicorn
 
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    policy = Policy.for_bind(host, port, token, allow_hosts)
     ws = resolve_workspace(workspace)
-    policy = Policy.for_bind(host, port, token)
     app = create_app(ws, policy)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/"

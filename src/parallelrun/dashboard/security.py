@@ -2,12 +2,17 @@
 
 The model (docs/dashboard.md says the same for users):
 
-- Bound to a loopback address with no token, only requests whose ``Host`` names a loopback host are
-  served. Any local process could talk to the port anyway; the check stops a web page the user visits
-  from reaching it through DNS rebinding (``evil.example`` re-resolved to 127.0.0.1).
+- Every request's ``Host`` must be one of the names the server serves: the address it is bound to (with
+  ``localhost`` for 127.0.0.1 and ::1), for a wildcard bind (0.0.0.0, ::) this machine's interface
+  addresses and host names, plus any ``--allow-host``. Not "any loopback name": a server bound to
+  127.0.0.1 refuses ``Host: 127.0.0.2`` or ``[::1]``. Any local process could talk to the port anyway;
+  the check stops a web page the user visits from reaching it through DNS rebinding (``evil.example``
+  re-resolved to the server's address).
 - With a token (always, when bound beyond loopback) every request needs it: ``Authorization: Bearer``,
   or the cookie set when the page is first opened with ``?token=`` (HttpOnly, SameSite=Strict, so page
   scripts cannot read it and other sites' requests do not carry it). Comparison is constant-time.
+  A token that is empty (an unset ``$TOKEN``), shorter than :data:`MIN_TOKEN_LENGTH` or holding
+  characters a cookie cannot carry is a usage error, never "no authentication".
 - A state-changing request (Cancel is the only one) must carry the ``X-Parallelrun-CSRF`` header, which a
   cross-site form cannot send and a cross-site script can only send after a CORS preflight we never
   grant; ``Origin`` and ``Sec-Fetch-Site``, when the browser sends them, must say same-origin.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -26,8 +32,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from ..errors import UsageError
+
 CSRF_HEADER = "x-parallelrun-csrf"
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+MIN_TOKEN_LENGTH = 16  # generated tokens have 43 characters (32 random bytes)
+# What a token may hold: it travels in a header, a query string and a cookie value unquoted.
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _HEADERS = {
     "content-security-policy": (
@@ -58,20 +68,69 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def check_token(token: str | None) -> str | None:
+    """``token`` if it is fit to guard the dashboard; a :class:`UsageError` saying why otherwise."""
+    if token is None:
+        return None
+    fix = f"give one of at least {MIN_TOKEN_LENGTH} characters, or leave --token out to have one generated"
+    if not token.strip():
+        raise UsageError(f"--token is empty (an unset environment variable?): {fix}")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise UsageError(f"--token is too short ({len(token)} characters) to guard the dashboard: {fix}")
+    bad = sorted(set(token) - _TOKEN_CHARS)
+    if bad:
+        raise UsageError(f"--token holds characters a cookie cannot carry ({''.join(bad)!r}): use letters, "
+                         "digits and - . _ ~ + / = only, or leave --token out to have one generated")
+    return token
+
+
+def _bare(host: str) -> str:
+    return host.strip().strip("[]").split("%", 1)[0].lower()
+
+
+def served_names(host: str) -> frozenset[str]:
+    """The ``Host`` names a server bound to ``host`` answers to (no DNS query leaves this machine).
+
+    An address: itself, and ``localhost`` for 127.0.0.1 and ::1 (the addresses that name conventionally
+    means). A wildcard (0.0.0.0, ::): every address of this machine's interfaces, its host name and fully
+    qualified name, and localhost. Any other name: only that name, as given.
+    """
+    name = _bare(host)
+    if name in ("", "0.0.0.0", "::"):
+        import psutil
+
+        names = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower(), socket.getfqdn().lower()}
+        for addrs in psutil.net_if_addrs().values():
+            names.update(_bare(a.address) for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))
+        return frozenset(n for n in names if n)
+    if name == "localhost":
+        return frozenset({"localhost", "127.0.0.1", "::1"})
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return frozenset({name})
+    canonical = str(address)
+    return frozenset({canonical, "localhost"} if canonical in ("127.0.0.1", "::1") else {canonical})
+
+
 @dataclass(frozen=True)
 class Policy:
-    """Who may talk to the dashboard. ``allowed_hosts=None`` accepts any Host header (token mode)."""
+    """Who may talk to the dashboard: the token (None: none needed) and the ``Host`` names served."""
 
     token: str | None = None
-    allowed_hosts: frozenset[str] | None = LOOPBACK_NAMES
+    allowed_hosts: frozenset[str] = frozenset({"127.0.0.1", "localhost"})
     cookie_name: str = "parallelrun_token"
 
     @classmethod
-    def for_bind(cls, host: str, port: int, token: str | None) -> Policy:
-        """The policy for serving on ``host``: a token is mandatory beyond loopback (made if not given)."""
+    def for_bind(cls, host: str, port: int, token: str | None, allow_hosts: tuple[str, ...] = ()) -> Policy:
+        """The policy for serving on ``host``: a token is mandatory beyond loopback (made if not given).
+
+        Raises :class:`UsageError` for an empty, short or malformed ``token``.
+        """
+        token = check_token(token)
         if token is None and not is_loopback(host):
             token = new_token()
-        hosts = None if token else LOOPBACK_NAMES | {host.strip("[]").lower()}
+        hosts = served_names(host) | {_bare(h) for h in allow_hosts if _bare(h)}
         return cls(token=token, allowed_hosts=hosts, cookie_name=f"parallelrun_token_{port}")
 
 
@@ -120,12 +179,16 @@ class Guard:
         """(a refusal or None, whether to set the token cookie)."""
         p = self.policy
         host = _host_name(request.headers.get("host", ""))
-        if p.allowed_hosts is not None and host not in p.allowed_hosts:
-            return _refuse(request, 400, f"Host {host!r} is not allowed: open the dashboard at 127.0.0.1"), False
+        if host not in p.allowed_hosts:
+            shown = ", ".join(sorted(p.allowed_hosts)[:8])
+            return _refuse(request, 400, f"Host {host!r} is not a name this dashboard serves ({shown}): open "
+                                         "the address it printed, or start it with --allow-host NAME"), False
         set_cookie = False
         if p.token is not None:
             given, via_query = _presented_token(request, p.cookie_name)
-            if given is None or not secrets.compare_digest(given.encode(), p.token.encode()):
+            # compare_digest takes time independent of where the strings differ (not of their lengths,
+            # which the generated token's fixed length makes public anyway).
+            if not given or not secrets.compare_digest(given.encode(), p.token.encode()):
                 return _refuse(request, 401, "a token is required: open the address printed by "
                                              "'parallelrun dashboard' (it ends in ?token=...)"), False
             set_cookie = via_query
