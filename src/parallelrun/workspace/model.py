@@ -14,7 +14,7 @@ import os
 import shutil
 import tarfile
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
@@ -86,9 +86,10 @@ class Model:
         if not src.exists():
             raise UsageError(f"Model.register: {src} does not exist (model_path is relative to {Path.cwd()})")
         base = workspace.path / "models" / model_name
-        base.mkdir(parents=True, exist_ok=True)
-        staging = base / f".staging-{uuid.uuid4().hex}"
-        staging.mkdir()
+        # Staged next to the models' folders, not inside this model's: a refused or failed registration
+        # leaves no (empty) models/<name>/ behind. Same filesystem, so the final rename stays atomic.
+        staging = workspace.path / "models" / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
         try:
             if src.is_file() and src.name.endswith(_ARCHIVE_SUFFIXES):
                 stem = src.name[: -len(next(s for s in _ARCHIVE_SUFFIXES if src.name.endswith(s)))] or "model"
@@ -104,6 +105,7 @@ class Model:
                 row = db.execute("SELECT MAX(version) AS v FROM models WHERE name = ?", (model_name,)).fetchone()
                 version = int(row["v"] or 0) + 1
                 final = base / str(version)
+                base.mkdir(exist_ok=True)
                 if final.exists():  # left by a registration that crashed before recording itself
                     shutil.rmtree(final)
                 os.replace(staging, final)
@@ -197,52 +199,111 @@ def _check_name(name: str) -> None:
 
 
 # --- safe archive unpacking ----------------------------------------------------------------------------
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Unpack a tar archive into ``dest``, refusing any member that would write outside it.
+_MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit: a longer chain of links is a loop (or an attack)
 
-    Checked before anything is written: absolute names, ``..`` components, symbolic or hard links whose
-    target resolves outside ``dest``, and device/FIFO members. Where Python has extraction filters
-    (3.12, 3.11.4+), ``filter="data"`` adds the standard library's own checks on top.
+
+class _Escape(Exception):
+    """A path, followed through the archive's own links, leaves the target folder."""
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Unpack a tar archive into ``dest`` (a new, empty folder), refusing any member that would write outside it.
+
+    Checked before anything is written, by following every member's path through the links the archive
+    itself creates (in archive order, as extraction would): absolute names, ``..`` leaving the folder,
+    symbolic links whose target ends outside (also through chains such as ``s -> .``, ``s/t -> ..``,
+    ``s/t/x``), hard links to anything outside, link loops, and device/FIFO members. This does not rely
+    on the standard library's ``filter="data"`` (absent before 3.11.4 and 3.10.12, which ``pyproject``
+    allows); where that filter exists it is applied on top.
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
     try:
         with tarfile.open(archive, "r:*") as tf:
             members = tf.getmembers()
+            links: dict[tuple[str, ...], str] = {}
             for m in members:
-                problem = _member_problem(m, root)
+                problem = _member_problem(m, links)
                 if problem:
                     raise UsageError(f"refusing to unpack {archive.name}: member {m.name!r} {problem}. "
                                      "Re-create the archive with relative paths inside one folder.")
+            dest.mkdir(parents=True, exist_ok=True)
+            root = dest.resolve()
             if hasattr(tarfile, "data_filter"):
                 tf.extractall(root, members=members, filter="data")
-            else:  # pragma: no cover - old Pythons: our checks above are the protection
+            else:  # old Pythons: our checks above are the protection; drop setuid/setgid/sticky and w for others
+                for m in members:
+                    m.mode = (m.mode & 0o755) | (0o700 if m.isdir() else 0o600)
                 tf.extractall(root, members=members)
     except tarfile.TarError as e:
         raise UsageError(f"cannot unpack {archive.name}: {type(e).__name__}: {e}") from None
 
 
-def _member_problem(m: tarfile.TarInfo, root: Path) -> str | None:
+def _member_problem(m: tarfile.TarInfo, links: dict[tuple[str, ...], str]) -> str | None:
+    """Why ``m`` must not be extracted, or None; records ``m`` in ``links`` when it is a symbolic link."""
     name = m.name
-    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return "has an absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+    if "\\" in name or "\\" in m.linkname:
+        # A separator on Windows, a plain character here: refused rather than checked two ways.
+        return "holds a backslash (a path separator on Windows)"
+    if ".." in name.split("/"):  # tarfile itself cannot create "a/../b"; no archive tool writes such names
         return "contains '..'"
-    target = (root / name).resolve()
-    if not _inside(target, root):
-        return "would be written outside the target folder"
     if m.isdev() or m.isfifo():
         return "is a device or FIFO"
-    if m.issym():
-        link = m.linkname
-        if link.startswith("/") or not _inside((target.parent / link).resolve(), root):
-            return f"is a symbolic link to {link!r}, outside the target folder"
-    if m.islnk():
-        link = m.linkname
-        if link.startswith("/") or ".." in PurePosixPath(link).parts or not _inside((root / link).resolve(), root):
-            return f"is a hard link to {link!r}, outside the target folder"
+    try:
+        # A link member replaces whatever is at its name; any other member is written through a link
+        # already there (extraction opens the name, following it).
+        where = _resolve(name, links, follow_last=not (m.issym() or m.islnk()))
+        if not where and not m.isdir():
+            return "would be written over the target folder itself"
+        if m.issym():
+            target = m.linkname
+            if target.startswith("/"):
+                return f"is a symbolic link to {m.linkname!r}, outside the target folder"
+            try:
+                _resolve("/".join((*where[:-1], target)), links, follow_last=True)
+            except _Escape:
+                return f"is a symbolic link to {m.linkname!r}, which leads outside the target folder"
+            links[where] = target
+        elif m.islnk():
+            target = m.linkname
+            if target.startswith("/"):
+                return f"is a hard link to {m.linkname!r}, outside the target folder"
+            try:
+                _resolve(target, links, follow_last=True)
+            except _Escape:
+                return f"is a hard link to {m.linkname!r}, outside the target folder"
+    except _Escape:
+        return "would be written outside the target folder (its path, links followed, leaves it)"
+    except RecursionError:
+        return "is reached through a loop of symbolic links"
     return None
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+def _resolve(path: str, links: dict[tuple[str, ...], str], follow_last: bool) -> tuple[str, ...]:
+    """``path`` (relative to the target folder) with ``.``, ``..`` and the archive's links resolved.
+
+    Raises :class:`_Escape` when any step leaves the folder, RecursionError on a loop of links.
+    """
+    out: list[str] = []
+    todo = [p for p in path.split("/")]
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not out:
+                raise _Escape(path)
+            out.pop()
+            continue
+        out.append(part)
+        target = links.get(tuple(out))
+        if target is not None and (todo or follow_last):
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                raise RecursionError(path)
+            if target.startswith("/"):
+                raise _Escape(path)
+            out.pop()
+            todo = target.split("/") + todo
+    return tuple(out)
