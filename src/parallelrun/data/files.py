@@ -14,6 +14,7 @@ mini-batches a directory at a time.
 
 from __future__ import annotations
 
+import errno
 import glob
 import heapq
 import os
@@ -88,6 +89,8 @@ def _walk_chunks(root: str) -> Iterator[list[FileInfo]]:
             names = _sorted_names(top, fd)
         except (FileNotFoundError, NotADirectoryError):
             continue
+        except OSError as e:  # no permission to list it, an I/O error: the job cannot see its inputs
+            raise _unreadable(top, e, "folder") from None
         try:
             for name in names:
                 try:
@@ -96,6 +99,8 @@ def _walk_chunks(root: str) -> Iterator[list[FileInfo]]:
                     st = os.stat(name, dir_fd=fd) if fd is not None else os.stat(prefix + name)
                 except FileNotFoundError:  # removed while we listed, or a dangling symlink: not an input
                     continue
+                except OSError as e:  # a symlink loop (ELOOP), a name too long, an I/O error
+                    raise _unreadable(prefix + name, e, "file") from None
                 mode = st.st_mode
                 if stat_mod.S_ISREG(mode):
                     chunk.append((prefix + name, st.st_size, st.st_mtime_ns))
@@ -114,7 +119,17 @@ def _walk_chunks(root: str) -> Iterator[list[FileInfo]]:
 
 
 def iter_file_chunks(path: str, base_dir: Path, storage_options: dict | None = None) -> Iterator[list[FileInfo]]:
-    """Like :func:`iter_files`, in lists of up to a few thousand files (cheaper per file)."""
+    """Like :func:`iter_files`, in lists of up to a few thousand files (cheaper per file).
+
+    Raises :class:`DatasetError` naming the path for an entry the job could not record or read: a name
+    that is not valid UTF-8, a symbolic link loop, a folder it may not list.
+    """
+    for chunk in _chunks(path, base_dir, storage_options):
+        _check_names(chunk)
+        yield chunk
+
+
+def _chunks(path: str, base_dir: Path, storage_options: dict | None) -> Iterator[list[FileInfo]]:
     if is_url(path):
         yield from _batched(_iter_remote(path, storage_options))
         return
@@ -135,6 +150,12 @@ def iter_file_chunks(path: str, base_dir: Path, storage_options: dict | None = N
     if p.is_dir():
         yield from _walk_chunks(s)
         return
+    try:
+        os.stat(p)
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # it exists but cannot be followed: a symlink loop, no permission on a parent
+        raise _unreadable(s, e, "input path") from None
     raise DatasetError(
         f"input path {path!r} does not exist (resolved to {s}). Paths are relative to the job file's folder."
     )
@@ -147,6 +168,34 @@ def iter_files(path: str, base_dir: Path, storage_options: dict | None = None) -
     """
     for chunk in iter_file_chunks(path, base_dir, storage_options):
         yield from chunk
+
+
+def _check_names(chunk: list[FileInfo]) -> None:
+    """Refuse a name that is not valid UTF-8 (listed as lone surrogates), which no journal or output could hold.
+
+    One encode per chunk: the common case costs one C call for a few thousand names.
+    """
+    try:
+        "".join([p for p, _, _ in chunk]).encode("utf-8")
+    except UnicodeEncodeError:
+        for p, _, _ in chunk:
+            try:
+                p.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = os.fsencode(p).decode("utf-8", "backslashreplace")
+                raise DatasetError(
+                    f"input file {shown} has a name that is not valid UTF-8, which the run's journal and output "
+                    "cannot record. Rename it (e.g. convmv -f latin1 -t utf-8 --notest <file>) or move it out of "
+                    "the inputs, then run the job again (or resume the run).") from None
+
+
+def _unreadable(path: str, e: OSError, what: str) -> DatasetError:
+    shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+    if e.errno == errno.ELOOP:
+        return DatasetError(f"input {what} {shown} is a symbolic link that loops ({e.strerror}): point it at a "
+                            "file or remove it, then run the job again (or resume the run).")
+    return DatasetError(f"cannot read input {what} {shown}: {e.strerror or e} (errno {e.errno}). Fix its "
+                        "permissions or remove it, then run the job again (or resume the run).")
 
 
 def _batched(items: Iterator[FileInfo]) -> Iterator[list[FileInfo]]:

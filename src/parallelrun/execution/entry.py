@@ -12,7 +12,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,20 +36,62 @@ def check_entry_script(path: Path) -> None:
     except SyntaxError as e:
         detail = "".join(traceback.format_exception_only(type(e), e))
         raise EntryScriptError(f"entry script {path} has a syntax error:\n{detail}") from None
-    names = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-        elif isinstance(node, (ast.ImportFrom, ast.Import)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-    if "run" not in names:
+    bindings = list(_bindings_of_run(tree.body))
+    if not bindings:
         raise EntryScriptError(
             f"entry script {path} defines no run() function. Add:\n\n"
             "    def init():\n        ...  # load the model once per worker\n\n"
             "    def run(mini_batch):\n        return [...]  # one element per succeeded item\n"
         )
+    line, value, nested = bindings[-1]  # the last one in the file is the one workers will call
+    # Only an unconditional binding is certain; `except ImportError: run = None` may never happen.
+    if value is not None and not nested and isinstance(value, _NOT_CALLABLE):
+        shown = ast.get_source_segment(source, value) or type(value).__name__
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        raise EntryScriptError(
+            f"entry script {path}, line {line}: run is {shown}, not a function: workers call "
+            "run(mini_batch) for every mini-batch. Define it as:\n\n"
+            "    def run(mini_batch):\n        return [...]  # one element per succeeded item\n"
+        )
+
+
+# Expressions whose value can never be called: a literal, a container, a comprehension, an f-string.
+_NOT_CALLABLE = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.JoinedStr, ast.ListComp, ast.SetComp,
+                 ast.DictComp, ast.GeneratorExp)
+
+
+def _bindings_of_run(body: list[ast.stmt], nested: bool = False) -> Iterator[tuple[int, ast.expr | None, bool]]:
+    """Every module-level binding of the name ``run``, in file order: (line, assigned value or None, nested).
+
+    None stands for a binding we cannot judge statically but that may well be callable (def, class,
+    import, a call's result). Blocks run at import (if/try/with/for/while/match) count, as ``nested``;
+    function bodies do not.
+    """
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == "run":
+                yield node.lineno, None, nested
+        elif isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name) and t.id == "run":
+                    yield node.lineno, node.value, nested
+                elif isinstance(t, (ast.Tuple, ast.List)) and any(
+                        isinstance(e, ast.Name) and e.id == "run" for e in t.elts):
+                    yield node.lineno, None, nested
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "run":
+            if node.value is not None:
+                yield node.lineno, node.value, nested
+        elif isinstance(node, (ast.ImportFrom, ast.Import)):
+            if any((a.asname or a.name).split(".")[0] == "run" for a in node.names):
+                yield node.lineno, None, nested
+        else:
+            for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+                for inner in getattr(node, field, None) or []:
+                    if isinstance(inner, ast.stmt):
+                        yield from _bindings_of_run([inner], True)
+                    else:  # an except handler or a match case: statements in its body
+                        yield from _bindings_of_run(inner.body, True)
 
 
 def user_traceback(exc: BaseException) -> str:
