@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import fingerprint
 from .azureml_shim import shim_sys_path
 from .config import JobSpec, load_job, validate_spec
 from .data.batches import FileBatch, MiniBatch
@@ -139,6 +140,7 @@ def run_job(
             on_start(rec)
         journal = Journal(rec.journal_path)
         journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint, input_type=spec.input_type)
+        journal.set_meta(code_fingerprint=fingerprint.for_record(spec, base, rec))  # resume_run compares it
         try:
             # The first planning step runs before any worker starts, so a missing path or an empty dataset
             # fails here; the rest is planned while the first mini-batches run (see execution/feed.py).
@@ -163,8 +165,14 @@ def resume_run(
     storage_options: dict[str, Any] | None = None,
     check_inputs: bool = True,
     raise_on_failure: bool = False,
+    allow_changed_code: bool = False,
 ) -> RunResult:
-    """Continue a run that crashed, was interrupted or failed; only unfinished batches run again."""
+    """Continue a run that crashed, was interrupted or failed; only unfinished batches run again.
+
+    Refuses (ResumeError) when the spec, the inputs or the code (entry script, source_directory,
+    arguments, environment, models: see :mod:`parallelrun.fingerprint`) changed since the run started;
+    ``allow_changed_code=True`` resumes despite a code change.
+    """
     store = RunStore(workspace)
     rec = store.get(run_id)
     lock = DriverLock(rec.path)
@@ -183,6 +191,7 @@ def resume_run(
                     "two configurations. Start a new run instead (parallelrun run ...), or restore the spec."
                 )
         journal = Journal(rec.journal_path)
+        fingerprint.check_resume(journal, spec, base, rec, allow_changed_code)  # the code, as the spec above
         feed = Feed(spec, base, storage_options, journal)
         if not feed.done:
             # The driver died while planning: re-plan up to where it stopped (checking that part of the

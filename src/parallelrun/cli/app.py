@@ -64,11 +64,15 @@ def resume(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed mini-batches again")] = False,
     workspace: Workspace = None,
     quiet: Quiet = False,
+    allow_changed_code: Annotated[bool, typer.Option(
+        "--allow-changed-code", help="Resume even though the entry script, source_directory, arguments, "
+        "environment or models changed since the run started (its output then mixes both versions)")] = False,
 ) -> None:
     """Continue a run that crashed, was interrupted or failed: only unfinished mini-batches run."""
     from ..runner import resume_run
 
-    result = resume_run(run_id, workspace=workspace, retry_failed=retry_failed, progress=_progress_mode(quiet))
+    result = resume_run(run_id, workspace=workspace, retry_failed=retry_failed, progress=_progress_mode(quiet),
+                        allow_changed_code=allow_changed_code)
     typer.echo(result.summary(), err=quiet is False)
     raise typer.Exit(result.exit_code)
 
