@@ -8,7 +8,8 @@ components so a mismatch can say *what* changed:
 - ``source_directory``: a content hash per file of the source directory (the job file's folder when the
   spec sets none), without the entry script, Python caches and tool noise (``__pycache__``, ``*.pyc``,
   ``.git``, ``.venv``, editor and checker caches), the workspace, the output folder and the inputs;
-  files over :data:`LARGE_FILE` bytes count by size and modification time instead of content;
+  files over :data:`LARGE_FILE` bytes, and all files once :data:`MAX_BYTES` were read or past
+  :data:`MAX_FILES` files, count by size and modification time instead of content;
 - ``arguments``: the entry script's ``arguments``;
 - ``environment``: the workers' interpreter (an Environment's virtual environment, whose path holds the
   hash of its packages, or this interpreter and its version);
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 LARGE_FILE = 64 * 1024 * 1024  # bytes: bigger files (data, weights) count by size and mtime, not content
 MAX_FILES = 10_000  # a source directory this big is almost surely not code; the rest counts by stat
+MAX_BYTES = 256 * 1024 * 1024  # content hashed per run at most (~0.5 s); past it, files count by stat
 _NOISE_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", ".mypy_cache",
                          ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", ".idea", ".vscode", "node_modules",
                          ".parallelrun", ".DS_Store"})
@@ -52,13 +54,13 @@ def compute(spec: JobSpec, job_dir: Path, *, python: str | None, models: dict[st
     ``exclude`` lists folders never to hash (the workspace, the output folder); the spec's local input
     paths are excluded too.
     """
-    source = (job_dir / spec.source_directory).resolve() if spec.source_directory else job_dir.resolve()
-    script = (source / spec.entry_script).resolve()
-    skip = {Path(p).resolve() for p in exclude}
-    skip.update((job_dir / p).resolve() for p in _local_inputs(spec))
+    source = _real(job_dir / spec.source_directory) if spec.source_directory else _real(job_dir)
+    script = _real(source / spec.entry_script)
+    skip = {_real(Path(p)) for p in exclude}
+    skip.update(_real(job_dir / p) for p in _local_inputs(spec))
     skip.add(script)
     return {
-        "entry_script": {"name": spec.entry_script, "hash": _file_hash(script)},
+        "entry_script": {"name": spec.entry_script, "hash": _file_hash(script)[0]},
         "source_directory": {"path": str(source), "files": _tree_hashes(source, skip)},
         "arguments": list(spec.arguments),
         "environment": _environment(python),
@@ -159,19 +161,27 @@ def _local_inputs(spec: JobSpec) -> list[str]:
     return [os.path.expanduser(p) for p in paths if p not in ("", ".")]
 
 
-def _file_hash(path: Path, st: os.stat_result | None = None) -> str:
-    """sha256 of the content; a file over LARGE_FILE by size and mtime; an unreadable one by its errno."""
+def _real(path: Path) -> Path:
+    """``path`` with symlinks resolved as far as they go: never raises (Path.resolve does on a loop)."""
+    return Path(os.path.realpath(path))
+
+
+def _file_hash(path: Path, by_stat: bool = False) -> tuple[str, int]:
+    """(sha256 of the content, bytes read); a file over LARGE_FILE (or ``by_stat``) by size and mtime; an
+    unreadable one by its errno."""
     try:
-        st = st or os.stat(path)
-        if st.st_size > LARGE_FILE:
-            return f"stat:{st.st_size}:{st.st_mtime_ns}"
+        st = os.stat(path)
+        if by_stat or st.st_size > LARGE_FILE:
+            return f"stat:{st.st_size}:{st.st_mtime_ns}", 0
         h = hashlib.sha256()
+        n = 0
         with open(path, "rb") as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
-        return h.hexdigest()[:32]
+                n += len(chunk)
+        return h.hexdigest()[:32], n
     except OSError as e:
-        return f"unreadable:{e.errno}"
+        return f"unreadable:{e.errno}", 0
 
 
 def _tree_hashes(root: Path, skip: set[Path]) -> dict[str, str]:
@@ -183,20 +193,21 @@ def _tree_hashes(root: Path, skip: set[Path]) -> dict[str, str]:
     if not root.is_dir():
         return out
     rest = hashlib.sha256()
-    n_rest = 0
+    n_rest = hashed = 0
     for top, dirs, files in os.walk(root, followlinks=False):
         here = Path(top)
-        dirs[:] = sorted(d for d in dirs if d not in _NOISE_DIRS and (here / d).resolve() not in skip)
+        dirs[:] = sorted(d for d in dirs if d not in _NOISE_DIRS and _real(here / d) not in skip)
         for name in sorted(files):
             if name in _NOISE_FILES or name.endswith(_NOISE_SUFFIXES):
                 continue
             path = here / name
-            if path.resolve() in skip:
+            if _real(path) in skip:
                 continue
             # JSON (and SQLite) hold only valid UTF-8: show an undecodable name's bytes as escapes.
             rel = os.fsencode(path.relative_to(root)).decode("utf-8", "backslashreplace")
             if len(out) < MAX_FILES:
-                out[rel] = _file_hash(path)
+                out[rel], n = _file_hash(path, by_stat=hashed > MAX_BYTES)
+                hashed += n
                 continue
             try:
                 st = os.stat(path)
