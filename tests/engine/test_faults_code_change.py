@@ -185,3 +185,62 @@ def test_arguments_environment_and_models_are_named(tmp_path: Path) -> None:
     assert "environment changed: " in said and "/ws/envs/abc123/bin/python" in said
     assert "models changed: digits models/digits/1/w.bin -> models/digits/2/w.bin" in said
     assert "digits:2 (none) -> models/digits/2/w.bin" in said
+
+
+PIPELINE_SLOW = '''
+import os, time
+
+def run(mini_batch):
+    time.sleep(0.3 * len(mini_batch))
+    return [f"v1 {os.path.basename(p)}" for p in mini_batch]
+'''
+
+
+@pytest.mark.timeout(240)
+def test_a_pipeline_step_whose_code_changed_runs_afresh_on_resume(tmp_path: Path) -> None:
+    """pipeline_run.resume() after the step's script changed: the stopped step run is not continued (its
+    rows would mix two versions); the step runs afresh, every row from the new code, each exactly once."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workspace"))
+    try:
+        from pipeline_helpers import make_project, output_rows, score_step
+    finally:
+        sys.path.pop(0)
+    from parallelrun.workspace.experiment import Experiment
+    from parallelrun.workspace.pipeline import Pipeline
+
+    project = make_project(tmp_path, files=12)
+    script = project.write_script("slow.py", PIPELINE_SLOW)
+    step = score_step(project, inputs=[project.dataset()], script="slow.py", mini_batch_size=2)
+    run = Experiment(project.ws, "code-change").submit(Pipeline(project.ws, [step]))
+    deadline = time.monotonic() + 90
+    stopped = None
+    while time.monotonic() < deadline:
+        steps = run.get_steps()
+        if steps and _committed_in(Path(steps[0].record.journal_path)) >= 1:
+            stopped = steps[0]
+            break
+        time.sleep(0.1)
+    assert stopped is not None, "no mini-batch of the step committed within 90 s"
+    run.cancel()
+    assert run.get_status() == "Canceled"
+    script.write_text(PIPELINE_SLOW.replace('f"v1 ', 'f"v2 ').lstrip())
+    run.resume()
+    assert run.wait_for_completion(show_output=False, timeout_seconds=150) == "Completed"
+    (fresh,) = [s for s in run.get_steps() if s.id != stopped.id]  # a new step run, not the stopped one
+    assert fresh.get_status() == "Completed" and stopped.get_status() == "Canceled"
+    rows = output_rows(fresh, "score_out")
+    assert sorted(rows) == sorted(f"v2 {name}" for name in project.texts())  # one version, each item once
+
+
+def _committed_in(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            (n,) = con.execute("SELECT COUNT(*) FROM batches WHERE state='succeeded'").fetchone()
+        finally:
+            con.close()
+        return int(n)
+    except sqlite3.Error:
+        return 0
