@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 LARGE_FILE = 64 * 1024 * 1024  # bytes: bigger files (data, weights) count by size and mtime, not content
 MAX_FILES = 10_000  # a source directory this big is almost surely not code; the rest counts by stat
+MAX_WALK = 200_000  # files past MAX_FILES looked at, at most: a bounded walk even of a data folder
 MAX_BYTES = 256 * 1024 * 1024  # content hashed per run at most (~0.5 s); past it, files count by stat
 _NOISE_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", ".mypy_cache",
                          ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", ".idea", ".vscode", "node_modules",
@@ -187,7 +188,8 @@ def _file_hash(path: Path, by_stat: bool = False) -> tuple[str, int]:
 def _tree_hashes(root: Path, skip: set[Path]) -> dict[str, str]:
     """{relative path: hash} of the files under ``root``, in sorted order; no symlinked folder followed.
 
-    Past :data:`MAX_FILES` files the rest count together, by name, size and mtime, as one entry.
+    Past :data:`MAX_FILES` files the rest count together, by name, size and mtime, as one entry; past
+    another :data:`MAX_WALK`, not at all.
     """
     out: dict[str, str] = {}
     if not root.is_dir():
@@ -201,7 +203,8 @@ def _tree_hashes(root: Path, skip: set[Path]) -> dict[str, str]:
             if name in _NOISE_FILES or name.endswith(_NOISE_SUFFIXES):
                 continue
             path = here / name
-            if _real(path) in skip:
+            # ``root`` is real, and no symlinked folder is entered: only a symlinked file needs resolving.
+            if path in skip or (os.path.islink(path) and _real(path) in skip):
                 continue
             # JSON (and SQLite) hold only valid UTF-8: show an undecodable name's bytes as escapes.
             rel = os.fsencode(path.relative_to(root)).decode("utf-8", "backslashreplace")
@@ -209,12 +212,17 @@ def _tree_hashes(root: Path, skip: set[Path]) -> dict[str, str]:
                 out[rel], n = _file_hash(path, by_stat=hashed > MAX_BYTES)
                 hashed += n
                 continue
+            if n_rest >= MAX_WALK:
+                break
             try:
                 st = os.stat(path)
                 rest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
             except OSError as e:
                 rest.update(f"{rel}\0unreadable:{e.errno}\n".encode())
             n_rest += 1
+        if n_rest >= MAX_WALK:
+            break
     if n_rest:
-        out[f"({n_rest} more files, by size and time)"] = rest.hexdigest()[:32]
+        more = f"{n_rest} more files" if n_rest < MAX_WALK else f"the next {n_rest} files (the rest: not counted)"
+        out[f"({more}, by size and time)"] = rest.hexdigest()[:32]
     return out
