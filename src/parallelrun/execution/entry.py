@@ -30,10 +30,11 @@ def check_entry_script(path: Path) -> None:
             f"entry script {path} does not exist. entry_script is relative to source_directory "
             "(or to the job file's folder when source_directory is not set)."
         )
-    source = path.read_text()
+    raw = path.read_bytes()
+    source = raw.decode("utf-8", "replace")  # for showing a line; parsing honours a PEP 263 coding line
     try:
-        tree = ast.parse(source, filename=str(path))
-    except SyntaxError as e:
+        tree = ast.parse(raw, filename=str(path))
+    except (SyntaxError, ValueError) as e:  # ValueError: NUL bytes, on some Python versions
         detail = "".join(traceback.format_exception_only(type(e), e))
         raise EntryScriptError(f"entry script {path} has a syntax error:\n{detail}") from None
     bindings = list(_bindings_of_run(tree.body))
