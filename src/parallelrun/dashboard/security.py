@@ -4,7 +4,7 @@ The model (docs/dashboard.md says the same for users):
 
 - Every request's ``Host`` must be one of the names the server serves: the address it is bound to (with
   ``localhost`` for 127.0.0.1 and ::1), for a wildcard bind (0.0.0.0, ::) this machine's interface
-  addresses and host names, plus any ``--allow-host``. Not "any loopback name": a server bound to
+  addresses and host name, plus any ``--allow-host``. Not "any loopback name": a server bound to
   127.0.0.1 refuses ``Host: 127.0.0.2`` or ``[::1]``. Any local process could talk to the port anyway;
   the check stops a web page the user visits from reaching it through DNS rebinding (``evil.example``
   re-resolved to the server's address).
@@ -92,14 +92,15 @@ def served_names(host: str) -> frozenset[str]:
     """The ``Host`` names a server bound to ``host`` answers to (no DNS query leaves this machine).
 
     An address: itself, and ``localhost`` for 127.0.0.1 and ::1 (the addresses that name conventionally
-    means). A wildcard (0.0.0.0, ::): every address of this machine's interfaces, its host name and fully
-    qualified name, and localhost. Any other name: only that name, as given.
+    means). A wildcard (0.0.0.0, ::): every address of this machine's interfaces, its host name, and
+    localhost. Any other name: only that name, as given.
     """
     name = _bare(host)
     if name in ("", "0.0.0.0", "::"):
         import psutil
 
-        names = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower(), socket.getfqdn().lower()}
+        # Not getfqdn(): it may ask a DNS server. A DNS name other than the host name needs --allow-host.
+        names = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower()}
         for addrs in psutil.net_if_addrs().values():
             names.update(_bare(a.address) for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))
         return frozenset(n for n in names if n)
