@@ -52,6 +52,7 @@ _ADVANCED: dict[str, tuple[str | None, str]] = {
     "--push_metrics_to_parent": (None, "metrics are not pushed anywhere"),
 }
 _ERRORS = (BindingError, MLTableError, ParallelRunError)
+_FAILED = Literal("")  # an input whose problem is already reported: keeps its name bound, adds no noise
 
 
 @dataclass
@@ -117,6 +118,7 @@ class _JobCompiler:
                 values[name] = self.r.input_value(v, f"{prefix}inputs.{name}", parent)
             except _ERRORS as e:
                 self.problem(f"{prefix}inputs.{name}", e)
+                values[name] = _FAILED
         outs: dict[str, tuple[Any, str | None]] = {}
         for name, out in job.outputs.items():
             try:
@@ -177,8 +179,8 @@ class _JobCompiler:
                  parent_outputs: dict[str, Any] | None, defaults: dict[str, Any]) -> Any:
         from ..workspace.steps import ParallelRunConfig, ParallelRunStep
 
-        values, outs = self.values(key, job, prefix, parent, parent_outputs)
         n0 = len(self.problems)
+        values, outs = self.values(key, job, prefix, parent, parent_outputs)
         main = None
         ref = bindings.whole(job.input_data)
         if ref is None or ref.kind != "inputs":
@@ -189,6 +191,8 @@ class _JobCompiler:
                 bindings.check_name(ref, job.inputs, f"an input of job {key!r}")
             except BindingError as e:
                 self.problem(f"{prefix}input_data", e)
+        elif values[ref.key] is _FAILED:
+            pass
         elif isinstance(values[ref.key], Literal):
             self.problem(f"{prefix}input_data", f"{ref.text} is a literal; input_data is data (uri_folder, "
                                                 "uri_file, mltable)")
@@ -289,8 +293,8 @@ class _JobCompiler:
                 parent_outputs: dict[str, Any] | None, defaults: dict[str, Any]) -> Any:
         from ..workspace.steps import PythonScriptStep
 
-        values, outs = self.values(key, job, prefix, parent, parent_outputs)
         n0 = len(self.problems)
+        values, outs = self.values(key, job, prefix, parent, parent_outputs)
         tokens = self.split_command(job.command, f"{prefix}command")
         i = 1
         while i < len(tokens) and tokens[i].startswith("-") and tokens[i] != "-m":

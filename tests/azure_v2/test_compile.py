@@ -1,0 +1,250 @@
+"""Azure ML v2 YAML compiled to the v1 objects: field mapping, MLTable, bindings, and the errors (exit 2)
+a user gets for a bad file. Nothing runs here except the CLI's validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from parallelrun import (
+    ComputeTarget,
+    FileDataset,
+    ParallelRunStep,
+    PipelineData,
+    PythonScriptStep,
+    RayCompute,
+    TabularDataset,
+    Workspace,
+)
+from parallelrun.azure_v2 import compile_file, is_azure_v2
+from parallelrun.cli import main
+from parallelrun.errors import JobSpecError
+
+from .helpers import MLTABLE_CSV, iris_rows, write_parts
+
+SCORE = "def init():\n    pass\n\n\ndef run(mini_batch):\n    return [str(x) for x in mini_batch]\n"
+
+
+def _project(tmp_path: Path) -> Path:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text(SCORE)
+    (tmp_path / "src" / "prep.py").write_text("print('prep')\n")
+    table = tmp_path / "iris-mltable"
+    write_parts(iris_rows(), table / "parts", 3)
+    (table / "MLTable").write_text(MLTABLE_CSV)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
+    return tmp_path
+
+
+def _pipeline(**score_overrides: object) -> dict:
+    score = {
+        "type": "parallel",
+        "compute": "azureml:cpu-cluster",
+        "inputs": {"data": {"type": "mltable", "path": "./iris-mltable"},
+                   "model": "${{parent.inputs.model}}", "tag": "${{parent.inputs.tag}}"},
+        "outputs": {"scores": {"type": "uri_file",
+                               "path": "azureml://datastores/workspaceblobstore/paths/out/${{name}}/s.csv"}},
+        "input_data": "${{inputs.data}}",
+        "mini_batch_size": "10 kb",
+        "resources": {"instance_count": 2},
+        "max_concurrency_per_instance": 3,
+        "error_threshold": 5,
+        "mini_batch_error_threshold": 2,
+        "retry_settings": {"max_retries": 4, "timeout": 90},
+        "logging_level": "DEBUG",
+        "environment_variables": {"OMP_NUM_THREADS": 1},
+        "task": {"type": "run_function", "code": "./src", "entry_script": "score.py",
+                 "program_arguments": "--model ${{inputs.model}} --tag ${{inputs.tag}} --allowed_failed_percent 30 "
+                                      "--progress_update_timeout 600",
+                 "append_row_to": "${{outputs.scores}}"},
+    }
+    score.update(score_overrides)
+    return {
+        "$schema": "https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json",
+        "type": "pipeline", "experiment_name": "v2-test",
+        "inputs": {"model": {"type": "uri_folder", "path": "./model"}, "tag": "alpha"},
+        "jobs": {"score_iris": score},
+    }
+
+
+def _write(folder: Path, doc: dict, name: str = "pipeline.yml") -> Path:
+    p = folder / name
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+def test_parallel_job_fields_map_onto_parallel_run_config(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    ws = Workspace.create(tmp_path / "ws")
+    compiled = compile_file(_write(folder, _pipeline()), ws)
+
+    [step] = compiled.pipeline.steps
+    assert isinstance(step, ParallelRunStep) and step.name == "score-iris"
+    cfg = step.parallel_run_config
+    assert (cfg.mini_batch_size, cfg.node_count, cfg.process_count_per_node) == ("10kb", 1, 3)
+    assert (cfg.error_threshold, cfg.allowed_failed_count, cfg.allowed_failed_percent) == (5, 2, 30.0)
+    assert (cfg.run_max_try, cfg.run_invocation_timeout, cfg.logging_level) == (4, 90, "DEBUG")
+    assert (cfg.output_action, cfg.append_row_file_name) == ("append_row", "s.csv")
+    assert cfg.environment_variables == {"OMP_NUM_THREADS": "1"}
+    assert Path(cfg.source_directory) == folder / "src"
+    # The MLTable folder is a TabularDataset; the model folder a side input passed in the arguments.
+    assert isinstance(step.inputs[0].dataset, TabularDataset)
+    model_arg = step.arguments[1]
+    assert step.arguments[0] == "--model" and isinstance(model_arg.dataset, FileDataset)
+    assert step.arguments[2:] == ["--tag", "alpha"]  # the advanced settings are taken out
+    assert step.output.destination_path == "out/{run-id}"
+    notices = "\n".join(compiled.notices)
+    assert "--progress_update_timeout accepted, no effect here" in notices
+    assert "instance_count: 2 nodes -> 1 on this machine" in notices
+    assert "azureml:cpu-cluster is not a compute target of this workspace" in notices
+    assert compiled.experiment_name == "v2-test"
+
+
+def test_compute_registered_as_ray_is_used(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    ws = Workspace.create(tmp_path / "ws")
+    ComputeTarget.create(ws, "cpu-cluster", RayCompute(address="ray://127.0.0.1:10001"))
+    step = compile_file(_write(folder, _pipeline()), ws).pipeline.steps[0]
+    assert step.parallel_run_config.compute_target.name == "cpu-cluster"
+    assert step.parallel_run_config.node_count == 2  # a cluster keeps instance_count
+
+
+def test_conda_file_builds_the_pip_part_and_current_skips_it(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    (folder / "conda.yml").write_text("dependencies:\n  - python=3.11\n  - pip\n  - pip:\n"
+                                      "      - scikit-learn>=1.3\n      - mlflow-skinny\n")
+    doc = _pipeline()
+    doc["jobs"]["score_iris"]["task"]["environment"] = {"image": "mcr.microsoft.com/azureml/x:1",
+                                                        "conda_file": "./conda.yml"}
+    ws = Workspace.create(tmp_path / "ws")
+    compiled = compile_file(_write(folder, doc), ws)
+    env = compiled.pipeline.steps[0].parallel_run_config.environment
+    assert env.python.conda_dependencies.pip_packages == ["scikit-learn>=1.3", "mlflow-skinny"]
+    assert any("image/build ignored" in n for n in compiled.notices)
+    current = compile_file(_write(folder, doc), ws, environment="current")
+    assert current.pipeline.steps[0].parallel_run_config.environment is None
+
+
+def test_command_output_feeds_parallel_input(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    doc = _pipeline(inputs={"data": "${{parent.jobs.prep.outputs.prepared}}"},
+                    outputs={}, task={"code": "./src", "entry_script": "score.py"}, mini_batch_size="2")
+    doc["jobs"] = {"score": doc["jobs"]["score_iris"], "prep": {
+        "type": "command", "code": "./src",
+        "command": "python -u prep.py --rows ${{inputs.rows}} --out=${{outputs.prepared}}",
+        "inputs": {"rows": {"type": "uri_folder", "path": "./iris-mltable/parts"}},
+        "outputs": {"prepared": {"type": "uri_folder"}}}}
+    ws = Workspace.create(tmp_path / "ws")
+    steps = compile_file(_write(folder, doc), ws).pipeline.steps
+    assert [s.name for s in steps] == ["prep", "score"]  # ordered by the data, not the listing
+    prep, score = steps
+    assert isinstance(prep, PythonScriptStep) and prep.script_name == "prep.py"
+    assert prep.arguments[0] == "--rows" and prep.arguments[2] == "--out"
+    assert isinstance(prep.arguments[3], PipelineData) and score.inputs == [prep.arguments[3]]
+    assert score.parallel_run_config.output_action == "summary_only"
+    assert score.parallel_run_config.mini_batch_size == "2"
+
+
+def test_standalone_parallel_job_and_detection(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    doc = _pipeline()["jobs"]["score_iris"]
+    doc["inputs"] = {"data": {"type": "mltable", "path": "./iris-mltable"},
+                     "model": {"type": "uri_folder", "path": "./model"}, "tag": "beta"}
+    doc.pop("mini_batch_size")
+    assert is_azure_v2(doc) and not is_azure_v2({"name": "x", "entry_script": "s.py", "inputs": []})
+    ws = Workspace.create(tmp_path / "ws")
+    [step] = compile_file(_write(folder, doc, "job.yml"), ws).pipeline.steps
+    assert step.parallel_run_config.mini_batch_size is None  # tabular: the engine's default size
+    assert step.arguments[2:] == ["--tag", "beta"]
+
+
+@pytest.mark.parametrize("transform, options", [
+    ("- read_parquet: {include_path_column: false}", {"format": "parquet"}),
+    ("- read_json_lines: {encoding: utf8, invalid_lines: error}", {"format": "jsonl", "encoding": "utf-8"}),
+    ("- read_delimited: {delimiter: ';', header: no_header, encoding: latin1}",
+     {"separator": ";", "header": False, "encoding": "latin-1"}),
+])
+def test_mltable_readers(tmp_path: Path, transform: str, options: dict) -> None:
+    folder = _project(tmp_path)
+    (folder / "iris-mltable" / "MLTable").write_text(f"paths:\n  - folder: ./parts\ntransformations:\n  {transform}\n")
+    ws = Workspace.create(tmp_path / "ws")
+    ds = compile_file(_write(folder, _pipeline()), ws).pipeline.steps[0].inputs[0].dataset
+    assert isinstance(ds, TabularDataset)
+    assert options.items() <= ds._options.items()
+
+
+def test_mltable_without_transformations_is_a_file_dataset(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    (folder / "iris-mltable" / "MLTable").write_text("paths:\n  - file: ./parts/part-0.csv\n  - file: ./parts/part-1.csv\n")
+    ws = Workspace.create(tmp_path / "ws")
+    step = compile_file(_write(folder, _pipeline(mini_batch_size=1)), ws).pipeline.steps[0]
+    assert isinstance(step.inputs[0].dataset, FileDataset)
+    assert sorted(Path(p).name for p in step.inputs[0].dataset.to_path()) == ["part-0.csv", "part-1.csv"]
+
+
+# --- bad YAML: exit code 2 and a message naming the problem -------------------------------------------
+def _bad(tmp_path: Path, mutate) -> str:
+    folder = _project(tmp_path)
+    doc = _pipeline()
+    mutate(doc, folder)
+    path = _write(folder, doc)
+    return path
+
+
+BAD_CASES = [
+    ("unknown key", lambda d, f: d["jobs"]["score_iris"]["task"].update(entry_scrpt="x.py"),
+     ["jobs.score_iris.task: unknown key 'entry_scrpt'. Did you mean 'entry_script'?"]),
+    ("unknown top-level key", lambda d, f: d.update(setings={}),
+     ["unknown key 'setings'. Did you mean 'settings'?"]),
+    ("unbound input", lambda d, f: d["jobs"]["score_iris"]["task"].update(
+        program_arguments="--model ${{inputs.y}}"),
+     ["jobs.score_iris.task.program_arguments: ${{inputs.y}} is unbound", "'y' is not an input of job 'score_iris'",
+      "(those are: data, model, tag)"]),
+    ("unbound parent input", lambda d, f: d["jobs"]["score_iris"]["inputs"].update(model="${{parent.inputs.modle}}"),
+     ["jobs.score_iris.inputs.model: ${{parent.inputs.modle}} is unbound", "Did you mean ${{parent.inputs.model}}?"]),
+    ("missing MLTable file", lambda d, f: (f / "iris-mltable" / "MLTable").unlink(),
+     ["jobs.score_iris.inputs.data: MLTable folder", "has no file named MLTable", "use type: uri_folder"]),
+    ("unsupported transformation", lambda d, f: (f / "iris-mltable" / "MLTable").write_text(
+        "paths:\n  - folder: ./parts\ntransformations:\n  - read_delimited: {}\n  - take: 5\n"),
+     ["transformation 'take' is not supported here", "inside run()"]),
+    ("unregistered datastore", lambda d, f: d["jobs"]["score_iris"]["outputs"]["scores"].update(
+        path="azureml://datastores/nosuch/paths/x.csv"),
+     ["jobs.score_iris.outputs.scores:", "'nosuch'"]),
+    ("bad mini_batch_size", lambda d, f: d["jobs"]["score_iris"].update(mini_batch_size="ten"),
+     ["mini_batch_size: 'ten'"]),
+    ("non-python command", lambda d, f: d["jobs"].update(prep={"type": "command", "command": "bash run.sh"}),
+     ["jobs.prep.command: 'bash run.sh': only 'python <script.py> [arguments]' commands run here"]),
+]
+
+
+@pytest.mark.parametrize("case, mutate, expected", BAD_CASES, ids=[c[0] for c in BAD_CASES])
+def test_bad_yaml_exits_2_naming_the_problem(tmp_path: Path, capsys, case, mutate, expected) -> None:
+    path = _bad(tmp_path, mutate)
+    code = main(["run", str(path), "-w", str(tmp_path / "ws"), "-q", "--environment", "current"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    for text in expected:
+        assert text in err, f"{text!r} not in:\n{err}"
+    assert "Traceback" not in err
+    assert not list((tmp_path / "ws" / "runs").glob("*")), "a rejected job left a run behind"
+
+
+def test_several_problems_reported_at_once(tmp_path: Path) -> None:
+    def mutate(d: dict, f: Path) -> None:
+        d["jobs"]["score_iris"]["task"]["program_arguments"] = "--model ${{inputs.y}}"
+        d["jobs"]["score_iris"]["retry_settings"]["max_retry"] = 3
+
+    path = _bad(tmp_path, mutate)
+    with pytest.raises(JobSpecError) as e:
+        compile_file(path, Workspace.create(tmp_path / "ws"))
+    assert any("max_retry" in p and "max_retries" in p for p in e.value.problems)
+
+
+def test_environment_flag_only_for_v2(tmp_path: Path, capsys) -> None:
+    job = tmp_path / "job.yml"
+    job.write_text("name: plain\nentry_script: s.py\ninputs: [{type: file, path: .}]\n")
+    assert main(["run", str(job), "--environment", "current", "-w", str(tmp_path / "ws")]) == 2
+    assert "--environment applies to Azure ML v2 YAML jobs" in capsys.readouterr().err

@@ -1,0 +1,139 @@
+"""Azure ML v2 YAML run end to end through ``parallelrun run``: an MLTable on an Azurite-backed datastore,
+an MLflow model folder as a uri_folder input, program_arguments, and append_row_to a uri_file output on
+that datastore; and the example in examples/azure_v2 (a command job feeding a parallel job)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from parallelrun import Datastore, Workspace
+
+from .helpers import MLTABLE_CSV, TABULAR_SCORE, iris_rows, save_mlflow_model, write_parts
+
+pytest.importorskip("mlflow", reason="install the dev extra (mlflow-skinny): pip install -e '.[dev]'")
+pytest.importorskip("sklearn", reason="install the examples extra: pip install -e '.[examples]'")
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "azure_v2"
+
+PIPELINE = """\
+$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json
+type: pipeline
+experiment_name: iris-mltable-blob
+settings:
+  default_compute: azureml:cpu-cluster
+inputs:
+  iris:
+    type: mltable
+    path: azureml://datastores/irisblob/paths/iris-mltable
+  model:
+    type: uri_folder
+    path: azureml://datastores/irisblob/paths/models/iris
+jobs:
+  batch_prediction:
+    type: parallel
+    inputs:
+      data: ${{parent.inputs.iris}}
+      score_model: ${{parent.inputs.model}}
+      tag: blue
+    outputs:
+      job_output_file:
+        type: uri_file
+        path: azureml://datastores/irisblob/paths/predictions/${{name}}/iris_scores.txt
+    input_data: ${{inputs.data}}
+    mini_batch_size: "2kb"
+    max_concurrency_per_instance: 2
+    mini_batch_error_threshold: 0
+    retry_settings:
+      max_retries: 2
+      timeout: 120
+    logging_level: DEBUG
+    task:
+      type: run_function
+      code: ./script
+      entry_script: iris_score.py
+      program_arguments: >-
+        --model ${{inputs.score_model}}
+        --tag ${{inputs.tag}}
+        --error_threshold 0
+        --resource_monitor_interval 0
+      append_row_to: ${{outputs.job_output_file}}
+"""
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "parallelrun", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=280)
+
+
+@pytest.mark.azure
+@pytest.mark.timeout(300)
+def test_mltable_and_mlflow_model_on_azurite(azurite, tmp_path: Path) -> None:
+    rows = iris_rows()
+    ws = Workspace.create(tmp_path / "ws")
+    blob = Datastore.register_azure_blob_container(
+        ws, "irisblob", "azure-v2", azurite.account_name, account_key=azurite.account_key,
+        endpoint=azurite.endpoint, create_if_not_exists=True)
+    staging = tmp_path / "staging"
+    write_parts(rows, staging / "iris-mltable" / "parts", 3)
+    (staging / "iris-mltable" / "MLTable").write_text(MLTABLE_CSV)
+    save_mlflow_model(rows, staging / "models" / "iris")
+    blob.upload(str(staging), overwrite=True, show_progress=False)
+    shutil.rmtree(staging)  # the job must read both from the blob container
+    project = tmp_path / "project"
+    (project / "script").mkdir(parents=True)
+    (project / "script" / "iris_score.py").write_text(TABULAR_SCORE)
+    (project / "pipeline.yml").write_text(PIPELINE)
+
+    result = _cli(project, "run", "pipeline.yml", "-w", str(ws.path), "--environment", "current", "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "--resource_monitor_interval accepted, no effect here" in result.stderr
+    run_id = next(line.split()[3] for line in result.stderr.splitlines() if line.startswith("pipeline run id:"))
+    assert f"path predictions/{run_id}/iris_scores.txt" in result.stdout  # -q: the summary on stdout
+
+    # The rows are in the blob container, at the uri_file's path: every iris row once, scored.
+    got = tmp_path / "got"
+    blob.download(str(got), prefix=f"predictions/{run_id}", show_progress=False)
+    lines = (got / "predictions" / run_id / "iris_scores.txt").read_text().splitlines()
+    scored = pd.DataFrame([line.split(",") for line in lines], columns=["id", "label", "predicted", "tag"])
+    assert sorted(scored["id"].astype(int)) == list(range(150))
+    assert set(scored["tag"]) == {"blue"}
+    assert (scored["label"] == scored["predicted"]).mean() > 0.9
+    # 2kb mini-batches over three ~1.7 KB files: more than one mini-batch ran.
+    step_logs = next((ws.path / "runs").glob("batch-prediction_*/logs"))
+    processed = (step_logs / "sys" / "job_report" / "processed_mini-batches.csv").read_text().splitlines()
+    assert len(processed) - 1 >= 3
+
+
+@pytest.mark.timeout(300)
+def test_example_pipeline_command_feeds_parallel(tmp_path: Path) -> None:
+    folder = tmp_path / "azure_v2"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("data", "models", "__pycache__"))
+    subprocess.run([sys.executable, "make_data.py"], cwd=folder, check=True, capture_output=True, timeout=200)
+    ws = tmp_path / "ws"
+
+    # As the README says, from the example's folder.
+    result = _cli(folder, "run", "pipeline.yml", "-w", str(ws), "--environment", "current")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "notice: compute: azureml:cpu-cluster is not a compute target" in result.stderr
+    [scores] = (ws / "datastores" / "default" / "iris-scores").glob("*/scores.csv")
+    lines = scores.read_text().splitlines()
+    scored = pd.DataFrame([line.split(",") for line in lines], columns=["file", "id", "label", "predicted"])
+    assert sorted(scored["id"].astype(int)) == list(range(150))
+    assert set(scored["file"]) == {f"part-{i:03d}.csv" for i in range(6)}  # the command job's six files
+    assert (scored["label"] == scored["predicted"]).mean() > 0.9
+
+    # Nothing changed: both steps reuse their outputs, and the new run's scores are the same rows.
+    again = _cli(folder, "run", "pipeline.yml", "-w", str(ws), "--environment", "current", "-q")
+    assert again.returncode == 0, again.stdout + again.stderr
+    runs = sorted((ws / "datastores" / "default" / "iris-scores").glob("*/scores.csv"))
+    assert len(runs) == 2 and sorted(runs[1].read_text().splitlines()) == sorted(lines)
+    from parallelrun import Experiment
+
+    latest = next(Experiment(Workspace(ws), "azure-v2-iris").get_runs())
+    assert all(s.is_reused for s in latest.get_steps())
