@@ -248,3 +248,33 @@ def test_environment_flag_only_for_v2(tmp_path: Path, capsys) -> None:
     job.write_text("name: plain\nentry_script: s.py\ninputs: [{type: file, path: .}]\n")
     assert main(["run", str(job), "--environment", "current", "-w", str(tmp_path / "ws")]) == 2
     assert "--environment applies to Azure ML v2 YAML jobs" in capsys.readouterr().err
+
+
+def test_migration_guide_yaml_compiles(tmp_path: Path) -> None:
+    """The pipeline in docs/migrating-from-azureml.md's Azure ML v2 section compiles as the guide says."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "migrating-from-azureml.md").read_text()
+    section = guide[guide.index("## Azure ML v2"):]
+    block = section[section.index("```yaml\n") + len("```yaml\n"):]
+    (tmp_path / "pipeline.yml").write_text(block[:block.index("```")])
+    write_parts(iris_rows(), tmp_path / "neural-iris-mltable" / "parts", 2)
+    (tmp_path / "neural-iris-mltable" / "MLTable").write_text(MLTABLE_CSV)
+    (tmp_path / "iris-model").mkdir()
+    (tmp_path / "script").mkdir()
+    (tmp_path / "script" / "iris_prediction.py").write_text(SCORE)
+    (tmp_path / "environment").mkdir()
+    (tmp_path / "environment" / "environment_parallel.yml").write_text(
+        "dependencies:\n  - python=3.11\n  - pip:\n      - mlflow-skinny\n      - scikit-learn\n")
+    ws = Workspace.create(tmp_path / "ws")
+
+    compiled = compile_file(tmp_path / "pipeline.yml", ws, overrides=["jobs.batch_prediction.mini_batch_size=20kb"])
+    [step] = compiled.pipeline.steps
+    cfg = step.parallel_run_config
+    assert (cfg.mini_batch_size, cfg.error_threshold, cfg.allowed_failed_percent, cfg.allowed_failed_count) == \
+        ("20kb", 5, 30.0, 5)
+    assert (cfg.append_row_file_name, cfg.node_count) == ("parallel_run_step.txt", 1)
+    assert cfg.environment.python.conda_dependencies.pip_packages == ["mlflow-skinny", "scikit-learn"]
+    notices = "\n".join(compiled.notices)
+    for flag in ("--task_overhead_timeout", "--progress_update_timeout", "--first_task_creation_timeout",
+                 "--copy_logs_to_parent", "--resource_monitor_interval"):
+        assert f"{flag} accepted, no effect here" in notices
+    assert compiled.experiment_name == tmp_path.name  # no experiment_name: the YAML folder names it, as on Azure
