@@ -278,3 +278,72 @@ def test_migration_guide_yaml_compiles(tmp_path: Path) -> None:
                  "--copy_logs_to_parent", "--resource_monitor_interval"):
         assert f"{flag} accepted, no effect here" in notices
     assert compiled.experiment_name == tmp_path.name  # no experiment_name: the YAML folder names it, as on Azure
+
+
+COMPONENT = """\
+$schema: https://azuremlschemas.azureedge.net/latest/parallelComponent.schema.json
+type: parallel
+name: batch_scoring_component
+version: 1
+inputs:
+  job_data_path:
+    type: uri_folder
+    mode: ro_mount
+  score_model:
+    type: uri_folder
+    mode: download
+  tag:
+    type: string
+    default: from-component
+outputs:
+  job_output_file:
+    type: uri_file
+    mode: rw_mount
+mini_batch_size: "5"
+resources:
+  instance_count: 2
+mini_batch_error_threshold: 5
+input_data: ${{inputs.job_data_path}}
+retry_settings:
+  max_retries: 2
+  timeout: 45
+task:
+  type: run_function
+  code: .
+  entry_script: score.py
+  environment:
+    image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04
+    conda_file: ./env.yml
+  program_arguments: --model ${{inputs.score_model}} --tag ${{inputs.tag}}
+  append_row_to: ${{outputs.job_output_file}}
+"""
+
+
+def test_component_file_merges_under_the_job(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    (folder / "src" / "component.yml").write_text(COMPONENT)
+    (folder / "src" / "env.yml").write_text("dependencies:\n  - pip:\n      - scikit-learn\n")
+    doc = {"$schema": "https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json", "type": "pipeline",
+           "jobs": {"predict": {
+               "type": "parallel", "compute": "azureml:cpu-cluster", "component": "./src/component.yml",
+               "inputs": {"job_data_path": {"type": "uri_folder", "path": "./iris-mltable/parts"},
+                          "score_model": {"type": "uri_folder", "path": "./model"}},
+               "outputs": {"job_output_file": {
+                   "type": "uri_file", "path": "azureml://datastores/workspaceblobstore/paths/${{name}}/agg.csv"}},
+               "mini_batch_error_threshold": 10, "retry_settings": {"max_retries": 3}}}}
+    ws = Workspace.create(tmp_path / "ws")
+    [step] = compile_file(_write(folder, doc), ws).pipeline.steps
+    cfg = step.parallel_run_config
+    assert Path(cfg.source_directory) == folder / "src"  # code: . is the component file's folder
+    assert (cfg.mini_batch_size, cfg.allowed_failed_count) == ("5", 10)  # the job's keys win
+    assert (cfg.run_max_try, cfg.run_invocation_timeout) == (3, 45)  # merged key by key
+    assert cfg.append_row_file_name == "agg.csv"
+    assert cfg.environment.python.conda_dependencies.pip_packages == ["scikit-learn"]
+    assert step.arguments[2:] == ["--tag", "from-component"]  # an input's default
+
+
+def test_missing_component_file_exits_2(tmp_path: Path, capsys) -> None:
+    folder = _project(tmp_path)
+    doc = {"type": "pipeline", "jobs": {"predict": {"type": "parallel", "component": "./nope.yml"}}}
+    assert main(["run", str(_write(folder, doc)), "-w", str(tmp_path / "ws"), "-q"]) == 2
+    assert "jobs.predict.component: ./nope.yml does not exist" in capsys.readouterr().err

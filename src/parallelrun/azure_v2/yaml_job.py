@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from ..errors import JobSpecError
+from .components import expand
 
 DATA_TYPES = ("uri_folder", "uri_file", "mltable", "mlflow_model", "custom_model")
 LITERAL_TYPES = ("string", "integer", "number", "boolean")
@@ -267,7 +268,8 @@ def parse(data: Any, source: str = "Azure ML job") -> AnyJob:
 
 
 def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> AnyJob:
-    """Read and validate an Azure ML v2 job file (``--set`` overrides applied first)."""
+    """Read and validate an Azure ML v2 job file (``--set`` overrides applied first, then ``component:``
+    files merged into their jobs)."""
     from ..config import apply_overrides
 
     p = Path(path)
@@ -279,4 +281,7 @@ def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) 
         raise JobSpecError([f"not valid YAML: {e}"], str(p)) from None
     if overrides and isinstance(data, dict):
         data = apply_overrides(data, overrides)
+    data, problems = expand(data, p.resolve().parent)
+    if problems:
+        raise JobSpecError(problems, str(p))
     return parse(data, str(p))
