@@ -137,3 +137,94 @@ def test_example_pipeline_command_feeds_parallel(tmp_path: Path) -> None:
 
     latest = next(Experiment(Workspace(ws), "azure-v2-iris").get_runs())
     assert all(s.is_reused for s in latest.get_steps())
+
+
+SLOW_SCORE = '''
+import os
+import time
+from pathlib import Path
+
+
+def init():
+    Path(os.environ["MARKER_DIR"], f"worker-{os.getpid()}").write_text("started")
+
+
+def run(mini_batch):
+    time.sleep(60)
+    return [str(p) for p in mini_batch]
+'''
+
+SLOW_JOB = """\
+$schema: https://azuremlschemas.azureedge.net/latest/parallelJob.schema.json
+type: parallel
+name: slow_job
+experiment_name: slow
+inputs:
+  files: {type: uri_folder, path: ./files}
+outputs:
+  out: {type: uri_folder}
+input_data: ${{inputs.files}}
+mini_batch_size: "1"
+max_concurrency_per_instance: 2
+retry_settings: {timeout: 120}
+environment_variables:
+  MARKER_DIR: MARKERS
+task:
+  code: ./src
+  entry_script: slow.py
+  append_row_to: ${{outputs.out}}
+"""
+
+
+@pytest.mark.timeout(240)
+def test_ctrl_c_cancels_the_pipeline_and_exits_130(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from parallelrun import Experiment
+
+    (tmp_path / "files").mkdir()
+    for i in range(4):
+        (tmp_path / "files" / f"{i}.txt").write_text(str(i))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "slow.py").write_text(SLOW_SCORE)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    (tmp_path / "job.yml").write_text(SLOW_JOB.replace("MARKERS", str(markers)))
+    ws = tmp_path / "ws"
+    proc = subprocess.Popen([sys.executable, "-m", "parallelrun", "run", "job.yml", "-w", str(ws), "-q"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 150
+        while not list(markers.iterdir()) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert list(markers.iterdir()), "no worker started"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, err
+    [run] = list(Experiment(Workspace(ws), "slow").get_runs())
+    assert run.get_status() == "Canceled"
+    workers = [int(p.name.split("-")[1]) for p in markers.iterdir()]
+    deadline = time.monotonic() + 30  # bounded: a worker may take a moment to exit after its SIGTERM
+    alive = [pid for pid in workers if _running(pid)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [pid for pid in workers if _running(pid)]
+    assert not alive, f"workers left running: {alive}"
+
+
+def _running(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not running: reaped by nobody yet because its parent (the driver) is gone
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
