@@ -347,3 +347,43 @@ def test_missing_component_file_exits_2(tmp_path: Path, capsys) -> None:
     doc = {"type": "pipeline", "jobs": {"predict": {"type": "parallel", "component": "./nope.yml"}}}
     assert main(["run", str(_write(folder, doc)), "-w", str(tmp_path / "ws"), "-q"]) == 2
     assert "jobs.predict.component: ./nope.yml does not exist" in capsys.readouterr().err
+
+
+def test_bindings_registered_dataset_typed_literal_and_pipeline_output(tmp_path: Path) -> None:
+    from parallelrun import Dataset
+
+    folder = _project(tmp_path)
+    ws = Workspace.create(tmp_path / "ws")
+    Dataset.File.from_files(str(folder / "iris-mltable" / "parts")).register(ws, "iris-parts")
+    doc = _pipeline(inputs={"data": {"type": "uri_folder", "path": "azureml:iris-parts@latest"},
+                            "model": "${{parent.inputs.model}}",
+                            "tag": {"type": "integer", "default": 7}},
+                    outputs={"scores": "${{parent.outputs.final}}"}, mini_batch_size=3)
+    doc["outputs"] = {"final": {"type": "uri_folder",
+                                "path": "azureml://datastores/${{default_datastore}}/paths/final/${{name}}"}}
+    step = compile_file(_write(folder, doc), ws, compute="ray://127.0.0.1:10001").pipeline.steps[0]
+    assert step.inputs[0].dataset.name == "iris-parts"
+    assert step.arguments[2:] == ["--tag", "7"]
+    assert step.output.destination_path == "final/{run-id}"
+    assert step.parallel_run_config.append_row_file_name == "parallel_run_step.txt"  # a folder output
+    assert step.parallel_run_config.compute_target == RayCompute(address="ray://127.0.0.1:10001")
+
+
+def test_standalone_command_job(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    doc = {"$schema": "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json", "type": "command",
+           "code": "./src", "command": "python prep.py --rows ${{inputs.rows}} --n 3",
+           "inputs": {"rows": {"type": "uri_file", "path": "./iris-mltable/parts/part-0.csv"}},
+           "environment": "azureml:AzureML-sklearn-1.5@latest"}
+    compiled = compile_file(_write(folder, doc, "job.yml"), Workspace.create(tmp_path / "ws"))
+    [step] = compiled.pipeline.steps
+    assert isinstance(step, PythonScriptStep) and step.arguments[2:] == ["--n", "3"]
+    assert any("AzureML-sklearn-1.5@latest is not registered in this workspace" in n for n in compiled.notices)
+
+
+def test_run_name_only_in_output_paths(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    doc = _pipeline()
+    doc["jobs"]["score_iris"]["task"]["program_arguments"] = "--model ${{inputs.model}} --run ${{name}}"
+    with pytest.raises(JobSpecError, match=r"\$\{\{name\}\} is the run's name, known when it starts"):
+        compile_file(_write(folder, doc), Workspace.create(tmp_path / "ws"))

@@ -114,7 +114,12 @@ class Resolver:
                     raise BindingError(f"a {value.type} input needs a value (default:)")
                 return Literal(str(value.default))
             ref = bindings.whole(value.path)
-            return self.bound(ref, where, parent) if ref else self.data(value, where)
+            if ref is None:
+                return self.data(value, where)
+            if value.type == "mltable" and ref.kind == "parent.jobs":
+                self.notice(f"{where}: an mltable written by job {ref.parts[2]!r} is read as the files of its "
+                            "folder (its MLTable file is known only when that job has run)")
+            return self.bound(ref, where, parent)
         ref = bindings.whole(value)
         if ref is not None:
             return self.bound(ref, where, parent)
