@@ -387,3 +387,18 @@ def test_run_name_only_in_output_paths(tmp_path: Path) -> None:
     doc["jobs"]["score_iris"]["task"]["program_arguments"] = "--model ${{inputs.model}} --run ${{name}}"
     with pytest.raises(JobSpecError, match=r"\$\{\{name\}\} is the run's name, known when it starts"):
         compile_file(_write(folder, doc), Workspace.create(tmp_path / "ws"))
+
+
+def test_jobs_reading_each_other_are_a_cycle() -> None:
+    from types import SimpleNamespace
+
+    from parallelrun.azure_v2.bindings import order_jobs
+
+    jobs = {"score": SimpleNamespace(inputs={"d": "${{parent.jobs.prep.outputs.o}}"}),
+            "prep": SimpleNamespace(inputs={"d": {"path": "x"}}),
+            "a": SimpleNamespace(inputs={"d": "${{parent.jobs.b.outputs.o}}"}),
+            "b": SimpleNamespace(inputs={"d": "${{parent.jobs.a.outputs.o}}"})}
+    with pytest.raises(JobSpecError, match="jobs: a, b read each other's outputs in a cycle"):
+        order_jobs(jobs)
+    del jobs["a"], jobs["b"]
+    assert order_jobs(jobs) == ["prep", "score"]

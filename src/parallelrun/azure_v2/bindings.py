@@ -13,6 +13,9 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from ..errors import JobSpecError
 
 _EXPR = re.compile(r"\$\{\{\s*([^{}]*?)\s*\}\}")
 _FORMS = ("inputs.<name>", "outputs.<name>", "parent.inputs.<name>", "parent.outputs.<name>",
@@ -96,3 +99,30 @@ def check_name(ref: Ref, known: Iterable[str], what: str) -> None:
     hint = f" Did you mean ${{{{{'.'.join((*ref.parts[:-1], close[0]))}}}}}?" if close else ""
     listed = ", ".join(names) if names else "none"
     raise BindingError(f"{ref.text} is unbound: {ref.key!r} is not {what} (those are: {listed}).{hint}")
+
+
+def order_jobs(jobs: dict[str, Any]) -> list[str]:
+    """Job keys with every producer of ``${{parent.jobs.<key>...}}`` before its consumers."""
+    deps: dict[str, set[str]] = {}
+    for key, job in jobs.items():
+        texts = [v if isinstance(v, str) else getattr(v, "path", None) for v in job.inputs.values()]
+        deps[key] = {r.parts[2] for t in texts if isinstance(t, str) and "${{" in t
+                     for r in _safe_refs(t) if r.kind == "parent.jobs" and r.parts[2] in jobs}
+    ordered: list[str] = []
+    for _ in range(len(jobs) + 1):  # bounded: each pass places at least one job unless there is a cycle
+        ready = [k for k in jobs if k not in ordered and deps[k] <= set(ordered)]
+        if not ready:
+            break
+        ordered.extend(ready)
+    if len(ordered) < len(jobs):
+        rest = [k for k in jobs if k not in ordered]
+        raise JobSpecError([f"jobs: {', '.join(rest)} read each other's outputs in a cycle; a job cannot read "
+                            "(directly or through other jobs) an output it writes"], "Azure ML pipeline")
+    return ordered
+
+
+def _safe_refs(text: str) -> list[Ref]:
+    try:
+        return refs(text)
+    except BindingError:
+        return []  # reported when the input is resolved

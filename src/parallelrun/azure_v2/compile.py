@@ -335,33 +335,6 @@ def _is_tabular(obj: Any) -> bool:
     return type(ds).__name__ == "TabularDataset"
 
 
-def _order(jobs: dict[str, Any]) -> list[str]:
-    """Job keys with every producer of ``${{parent.jobs.<key>...}}`` before its consumers."""
-    deps: dict[str, set[str]] = {}
-    for key, job in jobs.items():
-        texts = [v if isinstance(v, str) else getattr(v, "path", None) for v in job.inputs.values()]
-        deps[key] = {r.parts[2] for t in texts if isinstance(t, str) and "${{" in t
-                     for r in _safe_refs(t) if r.kind == "parent.jobs" and r.parts[2] in jobs}
-    ordered: list[str] = []
-    for _ in range(len(jobs) + 1):  # bounded: each pass places at least one job unless there is a cycle
-        ready = [k for k in jobs if k not in ordered and deps[k] <= set(ordered)]
-        if not ready:
-            break
-        ordered.extend(ready)
-    if len(ordered) < len(jobs):
-        rest = [k for k in jobs if k not in ordered]
-        raise JobSpecError([f"jobs: {', '.join(rest)} read each other's outputs in a cycle; a job cannot read "
-                            "(directly or through other jobs) an output it writes"], "Azure ML pipeline")
-    return ordered
-
-
-def _safe_refs(text: str) -> list[Ref]:
-    try:
-        return bindings.refs(text)
-    except BindingError:
-        return []  # reported when the input is resolved
-
-
 def compile_job(job: AnyJob, base_dir: Path, ws: Any, *, environment: str | None = None,
                 compute: str | None = None, source: str = "Azure ML job") -> CompiledJob:
     """Build the Pipeline (with its steps, datasets and outputs) of a validated v2 job.
@@ -390,7 +363,7 @@ def compile_job(job: AnyJob, base_dir: Path, ws: Any, *, environment: str | None
             except _ERRORS as e:
                 c.problem(f"inputs.{name}", e)
         defaults = {"compute": job.compute or s.default_compute}
-        for key in _order(job.jobs):
+        for key in bindings.order_jobs(job.jobs):
             child = job.jobs[key]
             if isinstance(child, ParallelJob):
                 step = c.parallel(key, child, f"jobs.{key}.", parent, dict(job.outputs), defaults)
