@@ -173,7 +173,8 @@ def test_mltable_readers(tmp_path: Path, transform: str, options: dict) -> None:
     ws = Workspace.create(tmp_path / "ws")
     ds = compile_file(_write(folder, _pipeline()), ws).pipeline.steps[0].inputs[0].dataset
     assert isinstance(ds, TabularDataset)
-    assert options.items() <= ds._options.items()
+    [entry], _ = ds.to_input_specs(ws)  # what the engine is given
+    assert options.items() <= entry.items()
 
 
 def test_mltable_without_transformations_is_a_file_dataset(tmp_path: Path) -> None:
