@@ -228,3 +228,35 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+FAILING_SCORE = '''
+def init():
+    pass
+
+
+def run(mini_batch):
+    if any(p.endswith("2.txt") for p in mini_batch):
+        raise ValueError("cannot score file 2")
+    return [p.rsplit("/", 1)[-1] for p in mini_batch]
+'''
+
+
+@pytest.mark.timeout(240)
+def test_failing_parallel_job_exits_1_with_the_users_error_in_the_logs(tmp_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    for i in range(4):
+        (tmp_path / "files" / f"{i}.txt").write_text(str(i))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "slow.py").write_text(FAILING_SCORE)
+    job = (SLOW_JOB.replace("max_concurrency_per_instance: 2", "max_concurrency_per_instance: 1\n"
+                            "mini_batch_error_threshold: 0")
+           .replace("retry_settings: {timeout: 120}", "retry_settings: {max_retries: 1, timeout: 60}")
+           .replace("MARKER_DIR: MARKERS", "UNUSED: x"))
+    (tmp_path / "job.yml").write_text(job)
+    ws = tmp_path / "ws"
+    result = _cli(tmp_path, "run", "job.yml", "-w", str(ws), "-q")  # no environment: this interpreter
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Failed: pipeline run slow_" in result.stdout
+    [failed] = (ws / "runs").glob("slow-job_*/logs/user/error/failed_items.jsonl")
+    assert "cannot score file 2" in failed.read_text()

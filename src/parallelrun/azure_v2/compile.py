@@ -314,6 +314,8 @@ class _JobCompiler:
         except _ERRORS as e:
             self.problem(f"{prefix}environment", e)
         self.r.compute(job.compute or defaults.get("compute"), prefix)  # notice only: scripts run here
+        if job.distribution or job.limits:
+            self.r.notice(f"{prefix}distribution/limits: ignored; the script runs once, in one process")
         if len(self.problems) > n0:
             return None
         data_inputs = [self.consume(key, n, v) for n, v in values.items() if not isinstance(v, Literal)]
@@ -362,6 +364,8 @@ def compile_job(job: AnyJob, base_dir: Path, ws: Any, *, environment: str | None
                 parent[name] = r.input_value(v, f"inputs.{name}", None)
             except _ERRORS as e:
                 c.problem(f"inputs.{name}", e)
+        if s.on_init or s.on_finalize:
+            r.notice("settings.on_init/on_finalize: those jobs run in their place in the data order, as others")
         defaults = {"compute": job.compute or s.default_compute}
         for key in bindings.order_jobs(job.jobs):
             child = job.jobs[key]
