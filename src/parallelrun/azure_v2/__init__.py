@@ -25,17 +25,12 @@ ENVIRONMENT_MODES = ("current",)
 
 
 def open_workspace(workspace: str | os.PathLike[str] | None) -> Any:
-    """The workspace named by ``-w``, else the one ``Workspace.from_config()`` finds, else a new
-    ``./.parallelrun`` (the CLI's default)."""
-    from ..runs import DEFAULT_WORKSPACE
+    """The workspace the CLI uses: ``-w``, else ``$PARALLELRUN_WORKSPACE``, else ``./.parallelrun``
+    (created when missing), so ``parallelrun runs list`` shows the run."""
+    from ..runs import resolve_workspace
     from ..workspace import Workspace
 
-    if workspace is not None:
-        return Workspace.create(workspace, exist_ok=True)
-    try:
-        return Workspace.from_config()
-    except UsageError:
-        return Workspace.create(DEFAULT_WORKSPACE, exist_ok=True)
+    return Workspace.create(resolve_workspace(workspace), exist_ok=True)
 
 
 def compile_file(path: str | os.PathLike[str], ws: Any, *, environment: str | None = None,
