@@ -47,7 +47,7 @@ jobs:
         path: azureml://datastores/irisblob/paths/predictions/${{name}}/iris_scores.txt
     input_data: ${{inputs.data}}
     mini_batch_size: "2kb"
-    max_concurrency_per_instance: 2
+    max_concurrency_per_instance: 1
     mini_batch_error_threshold: 0
     retry_settings:
       max_retries: 2
@@ -118,7 +118,9 @@ def test_example_pipeline_command_feeds_parallel(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
 
     # As the README says, from the example's folder.
-    result = _cli(folder, "run", "pipeline.yml", "-w", str(ws), "--environment", "current")
+    # One worker (each imports mlflow, which takes seconds of CPU on a shared test machine).
+    one = ("--set", "jobs.batch_scoring.max_concurrency_per_instance=1")
+    result = _cli(folder, "run", "pipeline.yml", "-w", str(ws), "--environment", "current", *one)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "notice: compute: azureml:cpu-cluster is not a compute target" in result.stderr
     [scores] = (ws / "datastores" / "default" / "iris-scores").glob("*/scores.csv")
@@ -129,7 +131,7 @@ def test_example_pipeline_command_feeds_parallel(tmp_path: Path) -> None:
     assert (scored["label"] == scored["predicted"]).mean() > 0.9
 
     # Nothing changed: both steps reuse their outputs, and the new run's scores are the same rows.
-    again = _cli(folder, "run", "pipeline.yml", "-w", str(ws), "--environment", "current", "-q")
+    again = _cli(folder, "run", "pipeline.yml", "-w", str(ws), "--environment", "current", "-q", *one)
     assert again.returncode == 0, again.stdout + again.stderr
     runs = sorted((ws / "datastores" / "default" / "iris-scores").glob("*/scores.csv"))
     assert len(runs) == 2 and sorted(runs[1].read_text().splitlines()) == sorted(lines)
