@@ -216,6 +216,11 @@ BAD_CASES = [
      ["jobs.score_iris.outputs.scores:", "'nosuch'"]),
     ("bad mini_batch_size", lambda d, f: d["jobs"]["score_iris"].update(mini_batch_size="ten"),
      ["mini_batch_size: 'ten'"]),
+    ("bad advanced setting", lambda d, f: d["jobs"]["score_iris"]["task"].update(
+        program_arguments="--allowed_failed_percent lots"),
+     ["jobs.score_iris.task.program_arguments: --allowed_failed_percent 'lots' is not a number"]),
+    ("two outputs", lambda d, f: d["jobs"]["score_iris"]["outputs"].update(extra={"type": "uri_folder"}),
+     ["jobs.score_iris.outputs: a parallel job has one output here", "so extra cannot be written"]),
     ("non-python command", lambda d, f: d["jobs"].update(prep={"type": "command", "command": "bash run.sh"}),
      ["jobs.prep.command: 'bash run.sh': only 'python <script.py> [arguments]' commands run here"]),
 ]

@@ -210,7 +210,10 @@ class _JobCompiler:
                     i += 1
                 target, why = _ADVANCED[flag]
                 if target:
-                    fields[target] = val
+                    try:
+                        fields[target] = float(val) if target == "allowed_failed_percent" else int(val)
+                    except ValueError:
+                        self.problem(f"{prefix}task.program_arguments", f"{flag} {val!r} is not a number")
                 else:
                     self.r.notice(f"{prefix}task.program_arguments: {flag} accepted, no effect here: {why}")
             else:
@@ -232,8 +235,9 @@ class _JobCompiler:
             output = next(iter(outs.values()))[0]
         others = [n for n, (pd, _) in outs.items() if pd is not output]
         if others:
-            self.problem(f"{prefix}outputs", f"a parallel job writes one output here; {', '.join(others)} would "
-                                             "never be written. Keep the one in append_row_to.")
+            self.problem(f"{prefix}outputs", f"a parallel job has one output here (a ParallelRunStep's output=), "
+                                             f"so {', '.join(others)} cannot be written. Keep one output (the "
+                                             "append_row_to one), or write the others from a command job.")
         used = {id(a) for a in args}
         side = [self.consume(key, n, v) for n, v in values.items()
                 if not isinstance(v, Literal) and self.consume(key, n, v) is not main
@@ -263,9 +267,9 @@ class _JobCompiler:
         try:
             cfg = ParallelRunConfig(
                 entry_script=job.task.entry_script, source_directory=str(code), mini_batch_size=mini_batch,
-                error_threshold=int(fields.get("error_threshold", job.error_threshold)),
+                error_threshold=fields.get("error_threshold", job.error_threshold),
                 allowed_failed_count=job.mini_batch_error_threshold,
-                allowed_failed_percent=float(fields.get("allowed_failed_percent", 100)),
+                allowed_failed_percent=fields.get("allowed_failed_percent", 100),
                 output_action="append_row" if job.task.append_row_to else "summary_only",
                 append_row_file_name=file_name or None, environment=env, compute_target=compute,
                 node_count=node_count, process_count_per_node=job.max_concurrency_per_instance,
