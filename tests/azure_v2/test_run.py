@@ -262,3 +262,43 @@ def test_failing_parallel_job_exits_1_with_the_users_error_in_the_logs(tmp_path:
     assert "Failed: pipeline run slow_" in result.stdout
     [failed] = (ws / "runs").glob("slow-job_*/logs/user/error/failed_items.jsonl")
     assert "cannot score file 2" in failed.read_text()
+
+
+ENV_JOB = """\
+$schema: https://azuremlschemas.azureedge.net/latest/parallelJob.schema.json
+type: parallel
+name: env_job
+experiment_name: env-build
+inputs:
+  files: {type: uri_folder, path: ./files}
+outputs:
+  out: {type: uri_folder}
+input_data: ${{inputs.files}}
+max_concurrency_per_instance: 1
+task:
+  code: ./src
+  entry_script: where.py
+  environment:
+    image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04
+    conda_file: ./conda.yml
+  append_row_to: ${{outputs.out}}
+"""
+
+
+@pytest.mark.timeout(600)
+def test_conda_file_pip_part_is_built_and_used_by_the_workers(tmp_path: Path) -> None:
+    # A small pure-Python package that the project's venv does not have (as tests/workspace does).
+    (tmp_path / "conda.yml").write_text("name: scoring\ndependencies:\n  - python=3.11\n  - pip\n  - pip:\n"
+                                        "      - inflection\n")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.txt").write_text("a")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "where.py").write_text(
+        "import inflection\n\n\ndef run(mini_batch):\n    return [inflection.__file__ for _ in mini_batch]\n")
+    (tmp_path / "job.yml").write_text(ENV_JOB)
+    ws = tmp_path / "ws"
+    result = _cli(tmp_path, "run", "job.yml", "-w", str(ws), "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "image/build ignored" in result.stderr
+    [out] = (ws / "datastores" / "default" / "azureml").glob("*/env-job/out/parallel_run_step.txt")
+    assert out.read_text().startswith(str(ws / "envs"))  # imported from the environment built for the job
