@@ -408,3 +408,10 @@ def test_jobs_reading_each_other_are_a_cycle() -> None:
         order_jobs(jobs)
     del jobs["a"], jobs["b"]
     assert order_jobs(jobs) == ["prep", "score"]
+
+
+@pytest.mark.parametrize("command", ["plan", "debug"])
+def test_plan_and_debug_point_to_run(tmp_path: Path, capsys, command: str) -> None:
+    path = _write(_project(tmp_path), _pipeline())
+    assert main([command, str(path)]) == 2
+    assert f"is an Azure ML v2 job; 'parallelrun {command}' takes a parallelrun job spec" in capsys.readouterr().err

@@ -71,6 +71,12 @@ def _is_azure_v2(job: Path) -> bool:
     return is_azure_v2_file(job)
 
 
+def _refuse_azure_v2(job: Path, command: str) -> None:
+    if _is_azure_v2(job):
+        raise UsageError(f"{job} is an Azure ML v2 job; 'parallelrun {command}' takes a parallelrun job spec. Run it "
+                         f"with: parallelrun run {job}")
+
+
 def _run_azure_v2(job: Path, set_: list[str] | None, workspace: Path | None, quiet: bool, compute: str | None,
                   environment: str | None) -> int:
     """Compile an Azure ML v2 job to a pipeline, run it in the foreground, and say where its outputs are."""
@@ -122,6 +128,7 @@ def plan(
     from ..data.batches import to_json
     from ..runner import plan_job
 
+    _refuse_azure_v2(job, "plan")
     t0 = time.perf_counter()
     p = plan_job(job, list(set_ or []), show=show)
     secs = time.perf_counter() - t0
@@ -147,6 +154,7 @@ def debug(
     """Run init() and run() on one mini-batch in this process (breakpoints work) and print the result."""
     from ..runner import debug_batch
 
+    _refuse_azure_v2(job, "debug")
     try:
         b, result = debug_batch(job, batch, list(set_ or []))
     except ParallelRunError:
