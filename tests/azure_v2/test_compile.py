@@ -161,6 +161,17 @@ def test_standalone_parallel_job_and_detection(tmp_path: Path) -> None:
     assert step.arguments[2:] == ["--tag", "beta"]
 
 
+def test_text_around_literal_references(tmp_path: Path) -> None:
+    folder = _project(tmp_path)
+    doc = _pipeline()
+    doc["jobs"]["score_iris"]["inputs"]["tag"] = "run-${{parent.inputs.tag}}-on-${{default_datastore}}"
+    step = compile_file(_write(folder, doc), Workspace.create(tmp_path / "ws")).pipeline.steps[0]
+    assert step.arguments[2:] == ["--tag", "run-alpha-on-workspaceblobstore"]
+    doc["jobs"]["score_iris"]["inputs"]["tag"] = "x-${{parent.inputs.model}}"
+    with pytest.raises(JobSpecError, match="data is bound as a whole value"):
+        compile_file(_write(folder, doc), Workspace.create(tmp_path / "ws"))
+
+
 @pytest.mark.parametrize("transform, options", [
     ("- read_parquet: {include_path_column: false}", {"format": "parquet"}),
     ("- read_json_lines: {encoding: utf8, invalid_lines: error}", {"format": "jsonl", "encoding": "utf-8"}),

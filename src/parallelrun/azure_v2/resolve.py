@@ -61,11 +61,11 @@ class Resolver:
             self.notices.append(text)
 
     # --- paths, datasets ----------------------------------------------------------------------------
-    def path_arg(self, path: str, where: str, *, for_output: bool = False) -> Any:
-        """A YAML path as a dataset path: a DataPath on a registered datastore, a URL, or a local path
-        (relative to the YAML's folder)."""
+    def path_arg(self, path: str) -> Any:
+        """A YAML input path as a dataset path: a DataPath on a registered datastore, a URL, or a local
+        path (relative to the YAML's folder); None for a registered data asset (``azureml:name:1``)."""
         path = path.replace("${{default_datastore}}", self.default_store.name)
-        if not for_output and "${{" in path:
+        if "${{" in path:
             raise BindingError(f"{path!r}: an input path can use ${{{{default_datastore}}}} only")
         m = _DATASTORE_URI.match(path)
         if m:
@@ -82,7 +82,7 @@ class Resolver:
         return p
 
     def uri_path(self, uri: str) -> Any:
-        arg = self.path_arg(uri, "")
+        arg = self.path_arg(uri)
         if arg is None:
             raise MLTableError(f"{uri}: an MLTable path can be a relative path or azureml://datastores/... URI")
         return str(arg) if isinstance(arg, Path) else arg
@@ -92,7 +92,7 @@ class Resolver:
 
         if spec.path is None:
             raise BindingError("path is required for a data input (a folder, a file or azureml://datastores/...)")
-        arg = self.path_arg(spec.path, where)
+        arg = self.path_arg(spec.path)
         if arg is None:
             m = _ASSET.match(spec.path)
             if not m:
@@ -123,8 +123,11 @@ class Resolver:
         ref = bindings.whole(value)
         if ref is not None:
             return self.bound(ref, where, parent)
-        if isinstance(value, str) and "${{" in value:
-            return Literal(value.replace("${{default_datastore}}", self.default_store.name))
+        if isinstance(value, str) and "${{" in value:  # text around literal references: "run-${{parent.inputs.n}}"
+            parts = [p if isinstance(p, str) else self.bound(p, where, parent) for p in bindings.split(value)]
+            if not all(isinstance(p, (str, Literal)) for p in parts):
+                raise BindingError(f"{value!r}: data is bound as a whole value, e.g. data: ${{{{parent.inputs.data}}}}")
+            return Literal("".join(p if isinstance(p, str) else p.value for p in parts))
         return Literal(str(value))
 
     def bound(self, ref: Ref, where: str, parent: dict[str, Any] | None) -> Any:
