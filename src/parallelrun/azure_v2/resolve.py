@@ -41,6 +41,10 @@ class Literal:
 
 
 class Resolver:
+    """What one job file's names mean in the workspace ``ws``. ``base_dir`` is the YAML file's folder;
+    ``environment="current"`` skips environment builds; ``compute`` overrides every job's compute.
+    ``produced`` (job -> output -> PipelineData) is filled by the compiler as it goes, in data order."""
+
     def __init__(self, ws: Any, base_dir: Path, environment: str | None, compute: str | None) -> None:
         from ..workspace import Datastore
 
