@@ -86,7 +86,7 @@ def test_parallel_job_fields_map_onto_parallel_run_config(tmp_path: Path) -> Non
     cfg = step.parallel_run_config
     assert (cfg.mini_batch_size, cfg.node_count, cfg.process_count_per_node) == ("10kb", 1, 3)
     assert (cfg.error_threshold, cfg.allowed_failed_count, cfg.allowed_failed_percent) == (5, 2, 30.0)
-    assert (cfg.run_max_try, cfg.run_invocation_timeout, cfg.logging_level) == (4, 90, "DEBUG")
+    assert (cfg.run_max_try, cfg.run_invocation_timeout, cfg.logging_level) == (5, 90, "DEBUG")  # 1 + 4 retries
     assert (cfg.output_action, cfg.append_row_file_name) == ("append_row", "s.csv")
     assert cfg.environment_variables == {"OMP_NUM_THREADS": "1"}
     assert Path(cfg.source_directory) == folder / "src"
@@ -353,7 +353,7 @@ def test_component_file_merges_under_the_job(tmp_path: Path) -> None:
     cfg = step.parallel_run_config
     assert Path(cfg.source_directory) == folder / "src"  # code: . is the component file's folder
     assert (cfg.mini_batch_size, cfg.allowed_failed_count) == ("5", 10)  # the job's keys win
-    assert (cfg.run_max_try, cfg.run_invocation_timeout) == (3, 45)  # merged key by key
+    assert (cfg.run_max_try, cfg.run_invocation_timeout) == (4, 45)  # merged key by key
     assert cfg.append_row_file_name == "agg.csv"
     assert cfg.environment.python.conda_dependencies.pip_packages == ["scikit-learn"]
     assert step.arguments[2:] == ["--tag", "from-component"]  # an input's default

@@ -253,7 +253,7 @@ def test_failing_parallel_job_exits_1_with_the_users_error_in_the_logs(tmp_path:
     (tmp_path / "src" / "slow.py").write_text(FAILING_SCORE)
     job = (SLOW_JOB.replace("max_concurrency_per_instance: 2", "max_concurrency_per_instance: 1\n"
                             "mini_batch_error_threshold: 0")
-           .replace("retry_settings: {timeout: 120}", "retry_settings: {max_retries: 1, timeout: 60}")
+           .replace("retry_settings: {timeout: 120}", "retry_settings: {max_retries: 0, timeout: 60}")
            .replace("MARKER_DIR: MARKERS", "UNUSED: x"))
     (tmp_path / "job.yml").write_text(job)
     ws = tmp_path / "ws"

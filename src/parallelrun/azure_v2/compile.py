@@ -9,7 +9,7 @@ A ``type: parallel`` job becomes a :class:`~parallelrun.ParallelRunConfig` and a
 Field mapping (v2 -> v1): ``mini_batch_size`` as is (a count or a size such as ``10kb``, checked by
 ParallelRunConfig); ``resources.instance_count`` -> ``node_count``; ``max_concurrency_per_instance`` ->
 ``process_count_per_node``; ``mini_batch_error_threshold`` -> ``allowed_failed_count``;
-``retry_settings.max_retries`` -> ``run_max_try``; ``retry_settings.timeout`` ->
+``retry_settings.max_retries`` + 1 -> ``run_max_try``; ``retry_settings.timeout`` ->
 ``run_invocation_timeout``; ``append_row_to: ${{outputs.x}}`` -> ``output_action: append_row`` into x
 (without it: ``summary_only``); ``--error_threshold`` / ``--allowed_failed_percent`` in
 ``program_arguments`` -> the fields of that name.
@@ -274,7 +274,7 @@ class _JobCompiler:
                 append_row_file_name=file_name or None, environment=env, compute_target=compute,
                 node_count=node_count, process_count_per_node=job.max_concurrency_per_instance,
                 logging_level=job.logging_level, run_invocation_timeout=job.retry_settings.timeout,
-                run_max_try=job.retry_settings.max_retries,
+                run_max_try=job.retry_settings.max_retries + 1,  # retries after the first attempt
                 environment_variables={k: str(v) for k, v in env_vars.items()},
                 partition_keys=job.partition_keys)
             return ParallelRunStep(name=_step_name(key, self.step_names), parallel_run_config=cfg, inputs=[main],

@@ -109,7 +109,10 @@ EnvironmentSpec = str | InlineEnvironment
 
 
 class RetrySettings(_Strict):
-    max_retries: int = Field(default=3, ge=1, le=100)
+    """Azure documents ``max_retries`` as retries of a failed mini-batch (default 2): the first attempt
+    plus that many, which is v1's ``run_max_try`` default of 3 attempts."""
+
+    max_retries: int = Field(default=2, ge=0, le=99)
     timeout: float = Field(default=60, gt=0, le=259200)
 
 
