@@ -208,9 +208,9 @@ def _bad(tmp_path: Path, mutate) -> str:
 
 BAD_CASES = [
     ("unknown key", lambda d, f: d["jobs"]["score_iris"]["task"].update(entry_scrpt="x.py"),
-     ["jobs.score_iris.task: unknown key 'entry_scrpt'. Did you mean 'entry_script'?"]),
+     ["jobs.score_iris.task.entry_scrpt: unknown field. Did you mean 'entry_script'?"]),
     ("unknown top-level key", lambda d, f: d.update(setings={}),
-     ["unknown key 'setings'. Did you mean 'settings'?"]),
+     ["  - setings: unknown field. Did you mean 'settings'?"]),
     ("unbound input", lambda d, f: d["jobs"]["score_iris"]["task"].update(
         program_arguments="--model ${{inputs.y}}"),
      ["jobs.score_iris.task.program_arguments: ${{inputs.y}} is unbound", "'y' is not an input of job 'score_iris'",

@@ -47,8 +47,8 @@ class _Strict(BaseModel):
             for key in data:
                 if str(key) not in known:
                     close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-                    hint = f" Did you mean '{close[0]}'?" if close else f" Known keys: {', '.join(known)}."
-                    raise ValueError(f"unknown key '{key}'.{hint}")
+                    hint = f" Did you mean '{close[0]}'?" if close else f" Valid fields: {', '.join(known)}."
+                    raise ValueError(f"unknown field '{key}'.{hint}")
         return data
 
 

@@ -1,8 +1,9 @@
 """The YAML of Azure ML CLI v2 jobs, parsed and validated: ``type: pipeline`` with ``jobs:`` of
 ``type: parallel`` and ``type: command``, and a standalone ``type: parallel`` or ``type: command`` job.
 
-Only the keys Azure's schema defines are accepted. An unknown key is reported with the path to it and the
-closest known key (``jobs.score.task: unknown key 'entry_scrpt'. Did you mean 'entry_script'?``), every
+Only the keys Azure's schema defines are accepted. An unknown key is reported as the job spec reports one,
+with its path and the closest known key (``jobs.score.task.entry_scrpt: unknown field. Did you mean
+'entry_script'?``), every
 problem at once, as one :class:`~parallelrun.errors.JobSpecError` (exit code 2). Keys that mean nothing
 on this machine (``resources.instance_type``, ``identity``, ``image`` ...) are accepted here; the
 compiler reports them as notices.
@@ -29,6 +30,7 @@ from pydantic import (
 from ..errors import JobSpecError
 from .components import expand
 
+_UNKNOWN = "\x00"  # brackets the key in an unknown-field message, so the report can put it in the path
 DATA_TYPES = ("uri_folder", "uri_file", "mltable", "mlflow_model", "custom_model")
 LITERAL_TYPES = ("string", "integer", "number", "boolean")
 
@@ -46,8 +48,8 @@ class _Strict(BaseModel):
             for key in data:
                 if str(key) not in known:
                     close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-                    hint = f" Did you mean '{close[0]}'?" if close else f" Known keys: {', '.join(known)}."
-                    raise ValueError(f"unknown key '{key}'.{hint}")
+                    hint = f" Did you mean '{close[0]}'?" if close else f" Valid fields: {', '.join(known)}."
+                    raise ValueError(f"{_UNKNOWN}{key}{_UNKNOWN}unknown field.{hint}")
         return data
 
 
@@ -251,6 +253,10 @@ def _format(err: ValidationError) -> list[str]:
         loc = ".".join(str(p) for p in e["loc"][1:] if not str(p).startswith("~"))  # [0] is "job"
         where = f"{loc}: " if loc else ""
         msg = str(e["msg"]).removeprefix("Value error, ")
+        if msg.startswith(_UNKNOWN):  # as the job spec says it: "jobs.score.task.entry_scrpt: unknown field."
+            _, key, rest = msg.split(_UNKNOWN, 2)
+            problems.append(f"{loc + '.' if loc else ''}{key}: {rest}")
+            continue
         if e["type"] == "missing":
             problems.append(f"{loc}: required key is missing.")
         elif e["type"] in ("value_error", "job_type"):
