@@ -41,10 +41,17 @@ def run(
     workspace: Workspace = None,
     quiet: Quiet = False,
     compute: Annotated[str | None, typer.Option(help="local, ray, ray://host:port, auto")] = None,
+    environment: Annotated[str | None, typer.Option(
+        help="Azure ML v2 YAML: 'current' runs in this Python environment instead of building the job's")] = None,
 ) -> None:
-    """Run a job in the foreground with a progress bar."""
+    """Run a job in the foreground with a progress bar (an Azure ML v2 pipeline/parallel YAML too)."""
     from ..runner import run_job
 
+    if _is_azure_v2(job):
+        raise typer.Exit(_run_azure_v2(job, set_, workspace, quiet, compute, environment))
+    if environment is not None:
+        raise UsageError("--environment applies to Azure ML v2 YAML jobs; a parallelrun job spec runs in the "
+                         "current Python environment")
     overrides = list(set_ or [])
     if compute:
         overrides.append(f"compute={compute}")
@@ -56,6 +63,43 @@ def run(
     result = run_job(job, overrides=overrides, workspace=workspace, progress=_progress_mode(quiet), on_start=started)
     typer.echo(result.summary(), err=quiet is False)
     raise typer.Exit(result.exit_code)
+
+
+def _is_azure_v2(job: Path) -> bool:
+    from ..azure_v2 import is_azure_v2_file
+
+    return is_azure_v2_file(job)
+
+
+def _refuse_azure_v2(job: Path, command: str) -> None:
+    if _is_azure_v2(job):
+        raise UsageError(f"{job} is an Azure ML v2 job; 'parallelrun {command}' takes a parallelrun job spec. Run it "
+                         f"with: parallelrun run {job}")
+
+
+def _run_azure_v2(job: Path, set_: list[str] | None, workspace: Path | None, quiet: bool, compute: str | None,
+                  environment: str | None) -> int:
+    """Compile an Azure ML v2 job to a pipeline, run it in the foreground, and say where its outputs are."""
+    from ..azure_v2 import submit
+
+    run, compiled = submit(job, workspace, environment=environment, compute=compute, overrides=list(set_ or []))
+    for notice in compiled.notices:
+        typer.secho(f"notice: {notice}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"pipeline run id: {run.id}  (experiment {compiled.experiment_name}; logs: {run.run_dir / 'logs'})",
+               err=True)
+    try:
+        status = run.wait_for_completion(show_output=not quiet, raise_on_error=False)
+    except KeyboardInterrupt:
+        run.cancel()  # the driver is detached: stop it, as Ctrl-C stops a foreground job
+        raise
+    files = {o.data.name: o.file_name for o in compiled.outputs}
+    for step in run.get_steps():
+        for name, ref in step.get_outputs().items():
+            file = f"/{files[name]}" if files.get(name) else ""
+            typer.echo(f"output {name}: datastore {ref.datastore_name}, path {ref.path_on_datastore}{file}",
+                       err=quiet is False)
+    typer.echo(f"{status}: pipeline run {run.id}", err=quiet is False)
+    return 0 if status == "Completed" else 1
 
 
 @app.command()
@@ -88,6 +132,7 @@ def plan(
     from ..data.batches import to_json
     from ..runner import plan_job
 
+    _refuse_azure_v2(job, "plan")
     t0 = time.perf_counter()
     p = plan_job(job, list(set_ or []), show=show)
     secs = time.perf_counter() - t0
@@ -113,6 +158,7 @@ def debug(
     """Run init() and run() on one mini-batch in this process (breakpoints work) and print the result."""
     from ..runner import debug_batch
 
+    _refuse_azure_v2(job, "debug")
     try:
         b, result = debug_batch(job, batch, list(set_ or []))
     except ParallelRunError:
