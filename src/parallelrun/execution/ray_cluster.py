@@ -7,8 +7,8 @@ everything about the cluster those actors run on:
   ``RAY_ADDRESS`` is set; ``auto`` joins a running cluster; ``host:port`` and ``ray://host:port`` connect
   there, failing fast (exit code 2) when nothing answers. Ray (2.5x-2.60) turns token authentication on
   for a cluster started while ``~/.ray/auth_token`` exists, but a driver that connects by explicit address
-  only sends the token when ``RAY_AUTH_MODE=token``; so when that variable is unset and a token is there,
-  token mode is switched on for this process (a cluster without authentication ignores the token).
+  only sends the token when ``RAY_AUTH_MODE=token``; so when that variable is unset, a token is there and
+  the GCS refuses a call without it, token mode is switched on for this process.
 - **A private instance** lives in its own temporary folder, recorded in the run folder
   (``ray_instance.json``), and is watched by a small watchdog process in its own session: if the driver
   dies without stopping the instance (kill -9, OOM), the watchdog stops every process that has that
@@ -227,8 +227,7 @@ class RayCluster:
         else:
             kwargs["address"] = self.address
             check_reachable(self.address, self.spec.compute)
-            if self.address != "auto":
-                self._set_auth_mode = use_token_if_available()
+            self._set_auth_mode = use_token_if_wanted(self.address)
         try:
             context = ray.init(**kwargs)
         except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, OSError...
@@ -373,16 +372,54 @@ def token_available() -> bool:
         return False
 
 
-def use_token_if_available() -> bool:
-    """Send the local token when connecting by address (Ray itself does so only for ``auto``).
+def use_token_if_wanted(address: str) -> bool:
+    """Send the local token when the cluster at ``address`` wants one (Ray itself does so only for ``auto``).
 
-    Only when RAY_AUTH_MODE is unset (an explicit choice is respected). Returns True if token mode was
-    switched on here, so that ``disconnect`` restores the unset state.
+    Only when RAY_AUTH_MODE is unset (an explicit choice is respected) and a token is there. A GCS address
+    is asked first: a driver in token mode also demands the token from the cluster's calls back into it,
+    so token mode against a cluster without authentication breaks actor creation; and a cluster that
+    wants a token we do not have is refused at once (Ray would retry for about 20 s, then report a
+    generic "Failed to connect"). Returns True if token mode was switched on here, so that
+    ``disconnect`` restores the unset state.
     """
-    if os.environ.get("RAY_AUTH_MODE") is not None or not token_available():
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if address == "auto" or (mode or "").lower() == "token":
         return False
-    _set_auth_mode("token")
-    return True
+    if address.startswith("ray://"):
+        # Through Ray Client nothing calls back into this process: the token is harmless when not needed.
+        if mode is None and token_available():
+            _set_auth_mode("token")
+            return True
+        return False
+    if not gcs_wants_token(address):
+        return False
+    if mode is None and token_available():
+        _set_auth_mode("token")
+        return True
+    why = (f"RAY_AUTH_MODE={mode} tells Ray not to send it" if mode is not None else
+           "no token was found here (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+    raise UsageError(
+        f"the Ray cluster at {address} uses token authentication, but {why}. Copy the cluster's token "
+        "(`ray get-auth-token` on its head node) to ~/.ray/auth_token on this machine"
+        + (" and unset RAY_AUTH_MODE." if mode is not None else ".")
+    )
+
+
+def gcs_wants_token(address: str, timeout: float = 5.0) -> bool:
+    """Whether the GCS at ``host:port`` refuses a call without a token (gRPC UNAUTHENTICATED)."""
+    try:
+        import grpc  # Ray's own dependency
+    except ImportError:
+        return False
+    channel = grpc.insecure_channel(address)
+    try:
+        # An empty request is a valid GetClusterIdRequest; raw bytes spare us Ray's generated stubs.
+        channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")(b"", timeout=timeout)
+        return False
+    except grpc.RpcError as e:
+        return bool(e.code() == grpc.StatusCode.UNAUTHENTICATED)
+    finally:
+        channel.close()
 
 
 def _set_auth_mode(mode: str | None) -> None:
