@@ -108,7 +108,7 @@ def test_a_job_no_node_can_host_fails_at_once_naming_the_missing_resources(widge
     message = " ".join(out.stderr.split())
     assert "can host even one worker" in message
     assert "'accelerator_type:A100'" in message and "GPU" in message
-    assert "is on no node" in message
+    assert "GPU and 'accelerator_type:A100' are on no node" in message
     assert "CPU 2" in message and "'widget' 4" in message  # what the cluster has
 
 

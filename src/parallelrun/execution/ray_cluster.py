@@ -153,10 +153,11 @@ def pick_nodes(ray: Any, spec: JobSpec, placement: Placement, where: str) -> lis
         if not any(placement.fits(n, 1) for n in alive):
             lacking = sorted({k for n in alive for k in placement.missing(n, 1)})
             absent = [k for k in lacking if not any(n.get("Resources", {}).get(k) for n in alive)]
-            what = ", ".join(_name(k) for k in (absent or lacking))
+            names = [_name(k) for k in (absent or lacking)]
+            what = " and ".join(names) + (" are" if len(names) > 1 else " is")
             raise JobSpecError([
                 f"no node of the Ray cluster at {where} can host even one worker: each asks for "
-                f"{placement.describe(1)}, and {what} " + ("is on no node" if absent else "is short on every node")
+                f"{placement.describe(1)}, and {what} " + ("on no node" if absent else "short on every node")
                 + f" (nodes: {sizes}). Lower cpus_per_process / gpus_per_process / memory_per_process, drop "
                 "the resources the cluster lacks, or add a node that has them."
             ], source="job spec (Ray backend)")
@@ -278,6 +279,12 @@ class RayCluster:
     def actor_options(self) -> dict[str, Any]:
         """Keyword arguments for ``ActorClass.options``: resources and runtime_env."""
         return {**self.placement.actor_options(), "runtime_env": self.actor_runtime_env()}
+
+    def placed(self, worker: str, node_id: str, handle: Any) -> tuple[str, str | None]:
+        """Record where a worker's actor was placed (driver.txt); returns (node address, actor id)."""
+        host, actor = self.node_address(node_id), actor_id(handle)
+        self._log.info("worker %s is Ray actor %s on node %s (%s)", worker, actor, host, node_id)
+        return host, actor
 
     def node_address(self, node_id: str) -> str:
         """The IP address of a node (for ``runs show`` and the dashboard); its id's start if unknown."""

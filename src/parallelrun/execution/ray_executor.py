@@ -45,7 +45,7 @@ from .base import (
     WorkerState,
     fail_queue,
 )
-from .ray_cluster import RayCluster, actor_id, import_ray
+from .ray_cluster import RayCluster, import_ray
 from .worker import BatchOutcome, WorkerConfig
 
 if TYPE_CHECKING:
@@ -185,8 +185,8 @@ class RayExecutor(Executor):
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
             **self.cluster.actor_options(),
         ).remote()
-        a = _Actor(handle, WorkerState(cfg.agent_name, node=f"node{index}", host=self.cluster.node_address(node_id),
-                                       actor=actor_id(handle)), node_id, index,
+        host, actor = self.cluster.placed(cfg.agent_name, node_id, handle)
+        a = _Actor(handle, WorkerState(cfg.agent_name, node=f"node{index}", host=host, actor=actor), node_id, index,
                    last_seen=time.monotonic())
         a.start_ref = handle.start.remote(cfg, self.cluster.shipped_root)
         self._by_ref[a.start_ref] = cfg.agent_name
