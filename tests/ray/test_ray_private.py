@@ -110,6 +110,14 @@ def test_kill_9_of_the_driver_stops_its_private_ray_instance(tmp_path: Path, sho
         before = instance_processes(folder)
         names = sorted(p.name() for p in before)
         assert any(n == "raylet" for n in names) and any(n == "gcs_server" for n in names), names
+        # While it runs, `runs show` says where each worker runs: the node's address and the Ray actor.
+        wait_until(lambda: '"actor": "' in (run_dir / "workers.json").read_text()
+                   if (run_dir / "workers.json").exists() else False, 30, "workers.json with actors", driver)
+        show = subprocess.run([PYTHON, "-m", "parallelrun", "runs", "show", run_dir.name, "--workspace", str(ws)],
+                              capture_output=True, text=True, timeout=60)
+        assert show.returncode == 0, show.stderr
+        lines = [ln for ln in show.stdout.splitlines() if ln.strip().startswith("node0.process00")]
+        assert len(lines) == 2 and all(" actor " in ln for ln in lines), show.stdout
     finally:
         driver.kill()  # SIGKILL: the driver cleans up nothing
         driver.wait(10)

@@ -520,7 +520,7 @@ class PrivateInstance:
         # Short: Ray's Unix socket paths under it must stay below ~107 characters.
         base = os.environ.get("RAY_TMPDIR") or "/tmp"
         os.makedirs(base, exist_ok=True)
-        temp_dir = tempfile.mkdtemp(prefix="prray-", dir=base)
+        temp_dir = tempfile.mkdtemp(prefix="prinst-", dir=base)
         inst = PrivateInstance(temp_dir, run_dir)
         import parallelrun
 
