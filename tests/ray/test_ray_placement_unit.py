@@ -9,7 +9,7 @@ import pytest
 
 from parallelrun.config import validate_spec
 from parallelrun.errors import JobSpecError
-from parallelrun.execution.ray_cluster import Placement, node_summary
+from parallelrun.execution.ray_placement import Placement, node_summary
 
 pytestmark = pytest.mark.ray
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ray_jobs import PYTHON, make_job, only_run_dir, start_driver, started, wait_until
 
-from parallelrun.execution.ray_cluster import (
+from parallelrun.execution.ray_instance import (
     INSTANCE_FILE,
     PrivateInstance,
     instance_processes,
@@ -46,7 +46,7 @@ def test_the_watchdog_stops_the_instance_when_its_driver_dies(tmp_path: Path, sh
     # The "driver" is a child that starts the instance's watchdog and then is killed with SIGKILL.
     driver = subprocess.Popen([PYTHON, "-c", (
         "import sys, time; from pathlib import Path\n"
-        "from parallelrun.execution.ray_cluster import PrivateInstance\n"
+        "from parallelrun.execution.ray_instance import PrivateInstance\n"
         "inst = PrivateInstance.start(Path(sys.argv[1])); print(inst.temp_dir, flush=True); time.sleep(300)"),
         str(run_dir)], stdout=subprocess.PIPE, text=True)
     procs: list[subprocess.Popen[bytes]] = []

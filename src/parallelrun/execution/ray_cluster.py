@@ -1,4 +1,4 @@
-"""The cluster side of the Ray backend: connecting, a private instance's lifecycle, placement, runtime_env.
+"""The cluster side of the Ray backend: connecting, token authentication, placement, runtime_env.
 
 The Ray executor (``ray_executor.py``) owns the transport (actors, calls, results); this module owns
 everything about the cluster those actors run on:
@@ -9,15 +9,10 @@ everything about the cluster those actors run on:
   for a cluster started while ``~/.ray/auth_token`` exists, but a driver that connects by explicit address
   only sends the token when ``RAY_AUTH_MODE=token``; so when that variable is unset, a token is there and
   the GCS refuses a call without it, token mode is switched on for this process.
-- **A private instance** lives in its own temporary folder, recorded in the run folder
-  (``ray_instance.json``), and is watched by a small watchdog process in its own session: if the driver
-  dies without stopping the instance (kill -9, OOM), the watchdog stops every process that has that
-  folder in its command line or among its open files (Ray's own reaper misses the agents that the raylet
-  starts), then removes the folder. Processes of other Ray instances on the machine are never touched.
-- **Placement**: each actor reserves ``cpus_per_process``, ``gpus_per_process``, ``memory_per_process``
-  and the job's custom ``resources``. Before any actor is created the request is checked against the
-  alive nodes' totals, so a job that no node can ever host fails at once naming the missing resource and
-  what the cluster has, instead of waiting forever in Ray's queue.
+- **A private instance** (``ray_instance.py``) lives in its own folder, watched by a watchdog process
+  that stops it when the driver dies without doing so.
+- **Placement** (``ray_placement.py``): each actor reserves ``cpus_per_process``, ``gpus_per_process``,
+  ``memory_per_process`` and the job's custom ``resources``; a job no node can ever host fails at once.
 - **runtime_env**: the job-level runtime_env (``ray.init``) carries the user's ``ray.runtime_env``
   (RayCompute's option) and, for a remote cluster through Ray Client, the uploaded job folder and
   parallelrun itself; each actor's runtime_env adds the job's ``environment_variables`` (they win over
@@ -27,22 +22,17 @@ everything about the cluster those actors run on:
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JobSpecError, MissingExtraError, UsageError
+from .ray_instance import PrivateInstance
+from .ray_placement import Placement, alive_nodes, pick_nodes
 
 if TYPE_CHECKING:
     from ..config import JobSpec
@@ -50,10 +40,6 @@ if TYPE_CHECKING:
 
 #: set to 1 (or 0) to force (or forbid) shipping the job folder and parallelrun through runtime_env
 UPLOAD_ENV = "PARALLELRUN_RAY_UPLOAD"
-#: in the run folder: the private Ray instance of the current (or last) driver
-INSTANCE_FILE = "ray_instance.json"
-#: seconds between two looks of the watchdog at the driver
-WATCH_EVERY = 0.5
 #: runtime_env keys that name local folders Ray uploads; only the job-level runtime_env uploads them
 _UPLOADED_KEYS = ("working_dir", "py_modules", "excludes")
 
@@ -64,115 +50,6 @@ def import_ray() -> Any:
     except ImportError as e:
         raise MissingExtraError("ray", "ray", "the Ray backend") from e
     return ray
-
-
-# --- placement -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Placement:
-    """What one worker (actor) reserves on its node."""
-
-    cpus: float
-    gpus: float = 0.0
-    memory: int = 0  # bytes; 0 = no reservation
-    resources: tuple[tuple[str, float], ...] = ()
-
-    @staticmethod
-    def of(spec: JobSpec) -> Placement:
-        memory = 0
-        if spec.memory_per_process is not None:
-            from ..data.tabular import parse_size
-
-            memory = parse_size(spec.memory_per_process)
-        return Placement(spec.cpus_per_process, spec.gpus_per_process, memory,
-                         tuple(sorted(spec.resources.items())))
-
-    def actor_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"num_cpus": self.cpus, "num_gpus": self.gpus}
-        if self.memory:
-            opts["memory"] = self.memory
-        if self.resources:
-            opts["resources"] = dict(self.resources)
-        return opts
-
-    def demand(self, actors: int) -> dict[str, float]:
-        """Ray resource name -> amount, for ``actors`` workers on one node."""
-        need = {"CPU": self.cpus * actors, "GPU": self.gpus * actors, "memory": float(self.memory * actors),
-                **{k: v * actors for k, v in self.resources}}
-        return {k: v for k, v in need.items() if v > 0}
-
-    def missing(self, node: dict[str, Any], actors: int) -> list[str]:
-        """The resources ``node`` (a ``ray.nodes()`` entry) lacks for ``actors`` workers; [] if they fit."""
-        have = node.get("Resources", {})
-        return [k for k, v in self.demand(actors).items() if have.get(k, 0) + 1e-9 < v]
-
-    def fits(self, node: dict[str, Any], actors: int) -> bool:
-        return not self.missing(node, actors)
-
-    def describe(self, actors: int) -> str:
-        return ", ".join(f"{_name(k)} {_amount(k, v)}" for k, v in self.demand(actors).items())
-
-
-def _name(resource: str) -> str:
-    return {"CPU": "CPU", "GPU": "GPU", "memory": "memory"}.get(resource, repr(resource))
-
-
-def _amount(resource: str, value: float) -> str:
-    return f"{value / 2**30:.1f} GiB" if resource in ("memory", "object_store_memory") else f"{value:g}"
-
-
-def node_summary(node: dict[str, Any]) -> str:
-    """``127.0.0.1: CPU 2, GPU 0, memory 15.4 GiB, 'accelerator_type:T4' 1`` (no Ray-internal entries)."""
-    res = node.get("Resources", {})
-    keys = ["CPU", "GPU", "memory", *sorted(k for k in res if k not in ("CPU", "GPU", "memory", "object_store_memory")
-                                            and not k.startswith("node:"))]
-    return f"{node.get('NodeManagerAddress', '?')}: " + ", ".join(f"{_name(k)} {_amount(k, res.get(k, 0))}"
-                                                                 for k in keys)
-
-
-def alive_nodes(ray: Any) -> list[dict[str, Any]]:
-    return [n for n in ray.nodes() if n.get("Alive")]
-
-
-def pick_nodes(ray: Any, spec: JobSpec, placement: Placement, where: str) -> list[str]:
-    """``node_count`` alive nodes with room for ``process_count_per_node`` workers, the driver's first.
-
-    Raises JobSpecError (exit code 2) when the cluster has too few nodes, or too few that can ever host
-    the workers (judged on the nodes' totals: resources held by other jobs are waited for, as Ray does).
-    """
-    alive = alive_nodes(ray)
-    if len(alive) < spec.node_count:
-        raise JobSpecError([
-            f"node_count: {spec.node_count} asks for {spec.node_count} nodes "
-            f"({spec.node_count} x process_count_per_node {spec.process_count_per_node} workers), but "
-            f"the Ray cluster at {where} has {len(alive)} alive node(s). Add nodes or lower node_count."
-        ], source="job spec (Ray backend)")
-    per_node = spec.process_count_per_node
-    fitting = [n for n in alive if placement.fits(n, per_node)]
-    if len(fitting) < spec.node_count:
-        sizes = "; ".join(node_summary(n) for n in alive)
-        if not any(placement.fits(n, 1) for n in alive):
-            lacking = sorted({k for n in alive for k in placement.missing(n, 1)})
-            absent = [k for k in lacking if not any(n.get("Resources", {}).get(k) for n in alive)]
-            names = [_name(k) for k in (absent or lacking)]
-            what = " and ".join(names) + (" are" if len(names) > 1 else " is")
-            raise JobSpecError([
-                f"no node of the Ray cluster at {where} can host even one worker: each asks for "
-                f"{placement.describe(1)}, and {what} " + ("on no node" if absent else "short on every node")
-                + f" (nodes: {sizes}). Lower cpus_per_process / gpus_per_process / memory_per_process, drop "
-                "the resources the cluster lacks, or add a node that has them."
-            ], source="job spec (Ray backend)")
-        raise JobSpecError([
-            f"node_count: {spec.node_count} with process_count_per_node: {per_node} needs "
-            f"{spec.node_count} node(s) with room for {placement.describe(per_node)}; the Ray cluster at "
-            f"{where} has {len(fitting)} such node(s) (nodes: {sizes}). Lower process_count_per_node or "
-            "cpus_per_process (e.g. 0.5), or add nodes."
-        ], source="job spec (Ray backend)")
-    try:
-        mine = ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - Ray Client has no local node
-        mine = None
-    fitting.sort(key=lambda n: (n["NodeID"] != mine, -n["Resources"].get("CPU", 0), n["NodeID"]))
-    return [n["NodeID"] for n in fitting[: spec.node_count]]
 
 
 # --- connection ------------------------------------------------------------------------------------------
@@ -502,153 +379,3 @@ def _inside(p: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-# --- a private instance and its watchdog -----------------------------------------------------------------
-@dataclass
-class PrivateInstance:
-    """A Ray instance started for one driver, in its own temporary folder, watched by a watchdog."""
-
-    temp_dir: str
-    run_dir: Path
-    watchdog: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def start(run_dir: Path) -> PrivateInstance:
-        """Stop what an earlier driver of this run left behind, then create the folder and the watchdog."""
-        reap_recorded(run_dir)
-        # Short: Ray's Unix socket paths under it must stay below ~107 characters.
-        base = os.environ.get("RAY_TMPDIR") or "/tmp"
-        os.makedirs(base, exist_ok=True)
-        temp_dir = tempfile.mkdtemp(prefix="prinst-", dir=base)
-        inst = PrivateInstance(temp_dir, run_dir)
-        import parallelrun
-
-        src = str(Path(parallelrun.__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
-        inst.watchdog = subprocess.Popen(
-            [sys.executable, "-c", "from parallelrun.execution.ray_cluster import _watch_main; _watch_main()",
-             str(os.getpid()), str(_create_time(os.getpid())), temp_dir],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-            start_new_session=True,  # outlives the driver, and is not in the group Ray's reaper kills
-        )
-        _atomic_json(run_dir / INSTANCE_FILE, {"temp_dir": temp_dir, "driver_pid": os.getpid(),
-                                               "watchdog_pid": inst.watchdog.pid})
-        return inst
-
-    def stop(self) -> None:
-        """After ``ray.shutdown()``: stop what is left of the instance, the watchdog, and the folder."""
-        reap(self.temp_dir)
-        if self.watchdog is not None:
-            self.watchdog.terminate()
-            try:
-                self.watchdog.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.watchdog.kill()
-                self.watchdog.wait(timeout=5)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-        try:
-            (self.run_dir / INSTANCE_FILE).unlink()
-        except OSError:
-            pass
-
-
-def reap_recorded(run_dir: Path) -> None:
-    """Stop a private instance recorded in ``run_dir`` whose driver is gone (its watchdog died too)."""
-    try:
-        rec = json.loads((run_dir / INSTANCE_FILE).read_text())
-    except (OSError, ValueError):
-        return
-    pid = rec.get("driver_pid")
-    if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-        return  # another live driver: not ours to stop
-    temp_dir = rec.get("temp_dir")
-    if isinstance(temp_dir, str) and temp_dir:
-        reap(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def instance_processes(temp_dir: str) -> list[Any]:
-    """Every process of the instance in ``temp_dir``: the folder in its command line or its open files."""
-    import psutil
-
-    root = os.path.abspath(temp_dir)
-    prefix = root + os.sep
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        if p.pid == os.getpid():
-            continue
-        try:
-            args = p.info["cmdline"] or []
-            if any(prefix in a or a.endswith(root) for a in args) or any(
-                    f.path.startswith(prefix) for f in p.open_files()):
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
-
-
-def reap(temp_dir: str, grace: float = 2.0, rounds: int = 3) -> int:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, every process of the instance; returns how many."""
-    import psutil
-
-    total = 0
-    for _ in range(rounds):  # a raylet may start a worker while we stop the others
-        procs = instance_processes(temp_dir)
-        if not procs:
-            break
-        total += len(procs)
-        for p in procs:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=grace)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=grace)
-    return total
-
-
-def _watch_main() -> None:
-    """The watchdog: ``<driver pid> <driver create time> <temp dir>``. Reaps the instance when the driver
-    is gone; exits quietly on SIGTERM (the driver stopped the instance itself) or when the folder is gone."""
-    pid, created, temp_dir = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while os.path.isdir(temp_dir):
-        if not _alive(pid, created):
-            reap(temp_dir)
-            shutil.rmtree(temp_dir, ignore_errors=True)
-            return
-        time.sleep(WATCH_EVERY)
-
-
-def _create_time(pid: int) -> float:
-    import psutil
-
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return 0.0
-
-
-def _alive(pid: int, created: float = 0.0) -> bool:
-    """``pid`` runs and is the same process (same start time; pids are reused), not a zombie."""
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        if created and abs(p.create_time() - created) > 0.01:
-            return False
-        return bool(p.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
