@@ -112,17 +112,20 @@ class RayHead:
     """
 
     def __init__(self, temp_dir: Path, num_cpus: int = 2, *, resources: dict[str, float] | None = None,
-                 env: dict[str, str | None] | None = None) -> None:
+                 env: dict[str, str | None] | None = None, dashboard: bool = False) -> None:
         self.port = free_port()
         self.client_port = free_port()
         self.temp_dir = temp_dir
         self.started_in = 0.0
         cmd = [RAY, "start", "--head", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-               f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
+               f"--num-cpus={num_cpus}", f"--include-dashboard={str(dashboard).lower()}", "--disable-usage-stats",
                f"--temp-dir={temp_dir}", f"--ray-client-server-port={self.client_port}",
                f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
         if resources:
             cmd.append(f"--resources={json.dumps(resources)}")
+        self.dashboard_port = free_port() if dashboard else None
+        if dashboard:
+            cmd += ["--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
         t0 = time.monotonic()
         # Ray >= 2.5x turns token authentication on for `ray start` when ~/.ray/auth_token exists, and
         # then refuses drivers that connect by explicit address without RAY_AUTH_MODE=token. Pin it off

@@ -70,9 +70,9 @@ def test_a_token_protected_head_accepts_the_driver_without_ray_auth_mode(token_h
 
 
 @pytest.mark.timeout(180)
-def test_a_head_without_token_auth_accepts_a_driver_that_has_a_token(token_home: Path, short_tmp: Path,
+def test_a_head_without_token_auth_accepts_a_driver_that_has_a_token_and_its_dashboard_is_linked(token_home: Path, short_tmp: Path,
                                                                      tmp_path: Path) -> None:
-    head = RayHead(short_tmp / "notok", env={"HOME": str(token_home), "RAY_AUTH_MODE": "disabled"})
+    head = RayHead(short_tmp / "notok", env={"HOME": str(token_home), "RAY_AUTH_MODE": "disabled"}, dashboard=True)
     try:
         job = make_job(tmp_path / "job", files=4, process_count_per_node=1)
 
@@ -80,5 +80,10 @@ def test_a_head_without_token_auth_accepts_a_driver_that_has_a_token(token_home:
 
         assert out.returncode == 0, out.stdout + out.stderr
         assert sorted(_output_rows(tmp_path / "ws")) == [f"f{i:03d}.txt: item {i}" for i in range(4)]
+        # This head has a dashboard: its link is printed, and kept in driver.txt.
+        link = f"Ray dashboard: http://127.0.0.1:{head.dashboard_port}"
+        assert link in out.stderr, out.stderr
+        driver_txt = next((tmp_path / "ws" / "runs").iterdir()) / "logs" / "sys" / "driver.txt"
+        assert link in driver_txt.read_text()
     finally:
         head.stop()
