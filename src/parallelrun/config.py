@@ -52,6 +52,9 @@ EXAMPLES: dict[str, str] = {
     "compute": "compute: local   (or: ray, ray://127.0.0.1:10001, auto)",
     "gpus_per_process": "gpus_per_process: 1",
     "cpus_per_process": "cpus_per_process: 1",
+    "memory_per_process": "memory_per_process: 2GB",
+    "resources": 'resources: {"accelerator_type:A100": 0.01}',
+    "ray": "ray: {namespace: team-a, runtime_env: {pip: [rapidfuzz]}}",
 }
 
 
@@ -73,6 +76,17 @@ class InputSpec(BaseModel):
 
     def paths(self) -> list[str]:
         return [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+class RayOptions(BaseModel):
+    """Options for the Ray backend (``RayCompute(namespace=..., runtime_env=...)`` in the Azure-style API)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str | None = Field(default=None, description="The Ray namespace the job's actors live in")
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="A Ray runtime_env for the workers (working_dir, pip, env_vars, ...)"
+    )
 
 
 class JobSpec(BaseModel):
@@ -113,6 +127,29 @@ class JobSpec(BaseModel):
     compute: str = Field(default="local", description="local, ray, ray://host:port, or auto")
     gpus_per_process: float = Field(default=0, ge=0)
     cpus_per_process: float = Field(default=1, gt=0)
+    memory_per_process: int | str | None = Field(
+        default=None, description="Ray: memory each worker reserves, in bytes or a size such as 2GB"
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict, description='Ray: custom resources each worker reserves, e.g. {"accelerator_type:A100": 0.01}'
+    )
+    ray: RayOptions | None = Field(default=None, description="Ray: namespace and runtime_env")
+
+    @field_validator("memory_per_process")
+    @classmethod
+    def _memory_size(cls, v: Any) -> Any:
+        if v is not None and (not SIZE_RE.match(str(v)) or int(str(v).rstrip("kKmMgGbB") or 0) == 0):
+            raise ValueError("not a size; use bytes or a size such as 2GB")
+        return v
+
+    @field_validator("resources")
+    @classmethod
+    def _resource_amounts(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, amount in v.items() if amount < 0 or k in ("CPU", "GPU", "memory")]
+        if bad:
+            raise ValueError(f"{bad}: amounts must be >= 0, and CPU, GPU and memory have their own fields "
+                             "(cpus_per_process, gpus_per_process, memory_per_process)")
+        return v
 
     @field_validator("arguments", mode="before")
     @classmethod
@@ -156,7 +193,9 @@ class JobSpec(BaseModel):
         """A hash of everything that changes the result; resume refuses a changed spec."""
         d = self.model_dump(exclude={"process_count_per_node", "logging_level", "run_invocation_timeout",
                                      "run_max_try", "compute", "node_count", "error_threshold",
-                                     "allowed_failed_count", "allowed_failed_percent"})
+                                     "allowed_failed_count", "allowed_failed_percent",
+                                     # where the workers run, not what they compute
+                                     "memory_per_process", "resources", "ray"})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

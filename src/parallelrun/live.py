@@ -82,6 +82,8 @@ class WorkersFile:
         entry: dict[str, Any] = {
             "name": w.name,
             "node": getattr(w, "node", None),
+            "host": getattr(w, "host", None),
+            "actor": getattr(w, "actor", None),
             "pid": pid,
             "ready": ready,
             "batch": head[0] if head else None,

@@ -8,6 +8,7 @@ markers (a crash or hang happens only the first time).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -110,22 +111,34 @@ class RayHead:
     other people's clusters); killing the process group we created stops exactly ours.
     """
 
-    def __init__(self, temp_dir: Path, num_cpus: int = 2) -> None:
+    def __init__(self, temp_dir: Path, num_cpus: int = 2, *, resources: dict[str, float] | None = None,
+                 env: dict[str, str | None] | None = None, dashboard: bool = False) -> None:
         self.port = free_port()
         self.client_port = free_port()
         self.temp_dir = temp_dir
         self.started_in = 0.0
         cmd = [RAY, "start", "--head", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-               f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
+               f"--num-cpus={num_cpus}", f"--include-dashboard={str(dashboard).lower()}", "--disable-usage-stats",
                f"--temp-dir={temp_dir}", f"--ray-client-server-port={self.client_port}",
                f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        if resources:
+            cmd.append(f"--resources={json.dumps(resources)}")
+        self.dashboard_port = free_port() if dashboard else None
+        if dashboard:
+            cmd += ["--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
         t0 = time.monotonic()
         # Ray >= 2.5x turns token authentication on for `ray start` when ~/.ray/auth_token exists, and
         # then refuses drivers that connect by explicit address without RAY_AUTH_MODE=token. Pin it off
         # so the test does not depend on what else ran on this machine.
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        # ``env`` changes that (None removes a variable), e.g. to start a head with token authentication.
+        full = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        for key, value in (env or {}).items():
+            if value is None:
+                full.pop(key, None)
+            else:
+                full[key] = value
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True, env=env)
+                                     start_new_session=True, env=full)
         out, _ = self.proc.communicate(timeout=120)
         if self.proc.returncode != 0:
             self.stop()

@@ -249,6 +249,7 @@ def runs_show(run_id: str, workspace: Workspace = None, as_json: Annotated[bool,
         typer.echo(f"{k:13} {view.get(k)}")
     for k, v in rec.counts.items():
         typer.echo(f"{k:13} {v}")
+    _show_workers(rec)
     if rec.kind == "pipeline":
         store = RunStore(workspace)
         typer.echo("steps:")
@@ -259,6 +260,20 @@ def runs_show(run_id: str, workspace: Workspace = None, as_json: Annotated[bool,
                 continue
             reused = f"  (reused {s.reused_from})" if s.reused_from else ""
             typer.echo(f"  {s.name:24} {s.effective_status():12} {s.id}{reused}")
+
+
+def _show_workers(rec: object) -> None:
+    """The workers of a running run (workers.json): where each runs (Ray: node address and actor id)."""
+    from ..live import read_workers
+
+    workers = (read_workers(rec.path) or {}).get("workers") or []  # type: ignore[attr-defined]
+    if not workers or rec.effective_status() != "Running":  # type: ignore[attr-defined]
+        return
+    typer.echo("workers:")
+    for w in workers:
+        where = " ".join(str(x) for x in (w.get("host"), f"actor {w['actor']}" if w.get("actor") else None) if x)
+        state = "starting" if not w.get("ready") else "idle" if w.get("batch") is None else f"mini-batch {w['batch']}"
+        typer.echo(f"  {w.get('name', ''):22} {state:16} pid {w.get('pid') or '-':<8} {where}")
 
 
 @runs_app.command("logs")

@@ -81,6 +81,8 @@ class WorkerState:
     started_at: float = 0.0  # when the head batch started running
     pid: int | None = None
     node: str = "node0"
+    host: str | None = None  # the machine (Ray: the node's IP address)
+    actor: str | None = None  # Ray: the actor id
 
 
 def fail_queue(st: WorkerState, reason: str, message: str, events: list[Event]) -> None:

@@ -20,25 +20,20 @@ named ``node{N}.process{NNN}`` and write their logs into the run's logs folder l
 one machine that just works; on a multi-machine cluster that folder must be on a path every node sees at
 the same place (otherwise each node keeps its actors' logs on its own disk, under the same path).
 
-Connection (``compute``): ``ray`` starts a private local Ray instance sized for the job, unless
-``RAY_ADDRESS`` is set; ``auto`` connects to a running cluster (``RAY_ADDRESS`` or the one started on this
-machine); ``ray://host:port`` (Ray Client) and ``host:port`` (a GCS address) connect there. Ray is shut
-down (disconnected) at the end only when this executor initialised it.
+Connection, the private instance of ``compute: ray``, placement checks and runtime_env live in
+``ray_cluster.py`` (:class:`RayCluster`); this module is the transport. Ray is shut down (disconnected)
+at the end only when this executor initialised it.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
-import socket
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data.batches import MiniBatch
-from ..errors import JobSpecError, MissingExtraError, UsageError, UserCodeError
+from ..errors import UserCodeError
 from .base import (
     BatchFailed,
     BatchSucceeded,
@@ -50,6 +45,7 @@ from .base import (
     WorkerState,
     fail_queue,
 )
+from .ray_cluster import RayCluster, import_ray
 from .worker import BatchOutcome, WorkerConfig
 
 if TYPE_CHECKING:
@@ -61,18 +57,6 @@ PING_EVERY = 2.0
 #: so tiny mini-batches need a deeper queue to keep actors busy; slow ones keep the minimum of 2
 QUEUE_SECONDS = 0.05
 MAX_DEPTH = 16
-#: set to 1 (or 0) to force (or forbid) shipping the job folder and parallelrun through runtime_env
-UPLOAD_ENV = "PARALLELRUN_RAY_UPLOAD"
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as e:
-        raise MissingExtraError("ray", "ray", "the Ray backend") from e
-    return ray
-
-
 class _RayWorker:
     """The actor body: one Ray worker process running one ``WorkerRuntime``.
 
@@ -146,13 +130,13 @@ class RayExecutor(Executor):
     """Mini-batches on Ray actors; see the module docstring."""
 
     def __init__(self, cfg: WorkerConfig, spec: JobSpec) -> None:
-        self.ray = _import_ray()
+        self.ray = import_ray()
         self.cfg = cfg
         self.spec = spec
         self.timeout = spec.run_invocation_timeout
-        self.address = _address(spec.compute)
-        self.upload = _wants_upload(self.address)
-        self._started_ray = False
+        self.cluster = RayCluster(self.ray, cfg, spec)
+        self.address = self.cluster.address
+        self.upload = self.cluster.upload
         self._closing = False
         self._actors: dict[str, _Actor] = {}
         self._by_ref: dict[Any, str] = {}
@@ -161,7 +145,6 @@ class RayExecutor(Executor):
         self._respawns = 0  # replacements for actors that could not even start (bounded)
         self._batch_seconds: float | None = None  # moving average of run() time per batch
         self._cls: Any = None
-        self._shipped_root: str | None = None
         #: connect + place + create the actors (not their init()): Ray's start-up cost, for progress/logs
         self.startup_seconds = 0.0
 
@@ -179,99 +162,16 @@ class RayExecutor(Executor):
         self.startup_seconds = time.monotonic() - t0
 
     def _connect(self) -> None:
-        ray = self.ray
-        if ray.is_initialized():
-            return  # the caller's own Ray session: use it, and leave it open at the end
-        kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": "WARNING"}
-        job_env = self._job_runtime_env()
-        if job_env:
-            kwargs["runtime_env"] = job_env
-        if self.address is None:
-            if self.spec.node_count > 1:
-                raise JobSpecError([
-                    f"node_count: {self.spec.node_count} needs a Ray cluster, but compute: ray without "
-                    "RAY_ADDRESS starts a one-node Ray instance on this machine. Point the job at a cluster "
-                    "(compute: ray://HEAD:10001, compute: auto, or RAY_ADDRESS) or set node_count: 1."
-                ], source="job spec (Ray backend)")
-            # A private instance sized for the job: process_count_per_node actors fit even on few cores,
-            # as with the local executor.
-            need = math.ceil(self.spec.process_count_per_node * self.spec.cpus_per_process)
-            kwargs.update(address="local", num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False)
-        else:
-            kwargs["address"] = self.address
-            _check_reachable(self.address, self.spec.compute)
-        try:
-            ray.init(**kwargs)
-        except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, OSError...
-            what = f"connect to the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
-            raise UsageError(
-                f"cannot {what} (compute: {self.spec.compute}): {type(e).__name__}: {e}\n"
-                "Start one with `ray start --head` and use its address (host:6379 from this machine, "
-                "ray://host:10001 from elsewhere), or run with --compute local. If the cluster uses token "
-                "authentication, set RAY_AUTH_MODE=token (the token is in ~/.ray/auth_token)."
-            ) from e
-        self._started_ray = True
-
-    def _job_runtime_env(self) -> dict[str, Any]:
-        """Remote clusters get the job folder (or the entry script folder) and parallelrun itself."""
-        if not self.upload:
-            return {}
-        if self.cfg.python:
-            raise UsageError(
-                f"this job's Environment runs in the virtual environment {self.cfg.python}, which exists only on "
-                f"this machine, but compute: {self.spec.compute} is a remote Ray cluster. Install the packages "
-                "on the cluster's nodes (or in its image) and run without the Environment, or use a Ray address "
-                "on this machine."
-            )
-        import parallelrun
-
-        source, job_dir = Path(self.cfg.source_directory), Path(self.cfg.working_dir)
-        root = job_dir if _inside(source, job_dir) else source
-        self._shipped_root = str(root)
-        excludes = [".git", "__pycache__", ".parallelrun", ".venv"]
-        for p in (self.cfg.output_dir, str(Path(self.cfg.log_dir).parent)):
-            if _inside(Path(p), root):
-                excludes.append("/" + str(Path(p).relative_to(root)))
-        return {"working_dir": str(root), "excludes": excludes,
-                "py_modules": [str(Path(parallelrun.__file__).parent)]}
+        self.cluster.connect()
 
     def _alive_nodes(self) -> list[dict[str, Any]]:
-        return [n for n in self.ray.nodes() if n.get("Alive")]
+        return self.cluster.alive_nodes()
 
     def _fits(self, node: dict[str, Any], actors: int) -> bool:
-        res = node.get("Resources", {})
-        return (res.get("CPU", 0) + 1e-9 >= actors * self.spec.cpus_per_process
-                and res.get("GPU", 0) + 1e-9 >= actors * self.spec.gpus_per_process)
+        return self.cluster.fits(node, actors)
 
     def _pick_nodes(self) -> list[str]:
-        spec = self.spec
-        alive = self._alive_nodes()
-        where = self.address or "this machine"
-        if len(alive) < spec.node_count:
-            raise JobSpecError([
-                f"node_count: {spec.node_count} asks for {spec.node_count} nodes "
-                f"({spec.node_count} x process_count_per_node {spec.process_count_per_node} workers), but "
-                f"the Ray cluster at {where} has {len(alive)} alive node(s). Add nodes or lower node_count."
-            ], source="job spec (Ray backend)")
-        fitting = [n for n in alive if self._fits(n, spec.process_count_per_node)]
-        if len(fitting) < spec.node_count:
-            per_node = (f"{spec.process_count_per_node} x cpus_per_process {spec.cpus_per_process:g}"
-                        + (f" and {spec.process_count_per_node} x gpus_per_process {spec.gpus_per_process:g}"
-                           if spec.gpus_per_process else ""))
-            sizes = ", ".join(f"{n['Resources'].get('CPU', 0):g} CPU/{n['Resources'].get('GPU', 0):g} GPU"
-                              for n in alive)
-            raise JobSpecError([
-                f"node_count: {spec.node_count} with process_count_per_node: {spec.process_count_per_node} needs "
-                f"{spec.node_count} node(s) with room for {per_node}; the Ray cluster at {where} has "
-                f"{len(fitting)} such node(s) (alive nodes: {sizes}). Lower process_count_per_node or "
-                "cpus_per_process (e.g. 0.5), or add nodes."
-            ], source="job spec (Ray backend)")
-        try:
-            mine = self.ray.get_runtime_context().get_node_id()
-        except Exception:  # noqa: BLE001 - Ray Client has no local node
-            mine = None
-        fitting.sort(key=lambda n: (n["NodeID"] != mine, -n["Resources"].get("CPU", 0), n["NodeID"]))
-        return [n["NodeID"] for n in fitting[: spec.node_count]]
+        return self.cluster.pick_nodes()
 
     def _spawn(self, node_id: str) -> str:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -281,36 +181,17 @@ class RayExecutor(Executor):
         self._next_proc[index] = proc + 1
         cfg = replace(self.cfg, node=index, process=proc, parent_pid=0)
         handle = self._cls.options(
-            num_cpus=self.spec.cpus_per_process, num_gpus=self.spec.gpus_per_process,
             max_restarts=0, max_task_retries=0, max_concurrency=1,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-            runtime_env=self._actor_runtime_env(),
+            **self.cluster.actor_options(),
         ).remote()
-        a = _Actor(handle, WorkerState(cfg.agent_name, node=f"node{index}"), node_id, index,
+        host, actor = self.cluster.placed(cfg.agent_name, node_id, handle)
+        a = _Actor(handle, WorkerState(cfg.agent_name, node=f"node{index}", host=host, actor=actor), node_id, index,
                    last_seen=time.monotonic())
-        a.start_ref = handle.start.remote(cfg, self._shipped_root)
+        a.start_ref = handle.start.remote(cfg, self.cluster.shipped_root)
         self._by_ref[a.start_ref] = cfg.agent_name
         self._actors[cfg.agent_name] = a
         return cfg.agent_name
-
-    def _actor_runtime_env(self) -> dict[str, Any]:
-        env: dict[str, Any] = {"env_vars": self._env_vars()}
-        if self.cfg.python and not self.upload:
-            # An Environment's venv (built on this machine, on the driver's interpreter, so it sees the
-            # same Ray): the actor's worker process runs that interpreter, as local workers do.
-            env["py_executable"] = self.cfg.python
-        return env
-
-    def _env_vars(self) -> dict[str, str]:
-        """The job's environment_variables from process start (OMP_NUM_THREADS must precede imports), and
-        this parallelrun on the path so that actors run the driver's version of it."""
-        env = dict(self.cfg.environment_variables)
-        if not self.upload:
-            import parallelrun
-
-            src = str(Path(parallelrun.__file__).resolve().parent.parent)
-            env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "${PYTHONPATH}")])
-        return env
 
     def cancel(self) -> None:
         self._closing = True
@@ -338,12 +219,7 @@ class RayExecutor(Executor):
         self.cancel()
 
     def _disconnect(self) -> None:
-        if self._started_ray:
-            self._started_ray = False
-            try:
-                self.ray.shutdown()
-            except Exception:  # noqa: BLE001 - shutting down anyway
-                pass
+        self.cluster.disconnect()
 
     # --- work -----------------------------------------------------------------------------------------
     @property
@@ -536,65 +412,6 @@ class RayExecutor(Executor):
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def _address(compute: str) -> str | None:
-    """What to pass to ``ray.init(address=...)``; None = start a private local instance."""
-    if compute == "ray":
-        return os.environ.get("RAY_ADDRESS") or None
-    return compute  # auto, ray://host:port, host:port
-
-
-def _check_reachable(address: str, compute: str, timeout: float = 5.0) -> None:
-    """Fail fast on an address where nothing listens: ``ray.init`` would retry for a long time."""
-    if address == "auto":
-        return
-    hostport = address[len("ray://"):] if address.startswith("ray://") else address
-    host, _, port = hostport.rpartition(":")
-    if not port.isdigit():
-        return  # let Ray parse (and reject) it
-    try:
-        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise UsageError(
-            f"cannot connect to the Ray cluster at {address} (compute: {compute}): nothing answers there ({e}).\n"
-            "Start one with `ray start --head` and use its address (host:6379 from this machine, "
-            "ray://host:10001 from elsewhere), or run with --compute local."
-        ) from e
-
-
-def _wants_upload(address: str | None) -> bool:
-    """Ship files through runtime_env only to a Ray Client address on another machine (or when forced)."""
-    forced = os.environ.get(UPLOAD_ENV)
-    if forced in ("0", "1"):
-        return forced == "1"
-    if not address or not address.startswith("ray://"):
-        return False
-    host = address[len("ray://"):].rsplit(":", 1)[0].strip("[]")
-    return not _is_this_machine(host)
-
-
-def _is_this_machine(host: str) -> bool:
-    if host in ("localhost", "", socket.gethostname(), socket.getfqdn()):
-        return True
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return True
-    except ValueError:
-        pass
-    try:
-        mine = set(socket.gethostbyname_ex(socket.gethostname())[2])
-        return bool(mine & set(socket.gethostbyname_ex(host)[2]))
-    except OSError:
-        return False
-
-
-def _inside(p: Path, root: Path) -> bool:
-    try:
-        p.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text)
 

@@ -91,6 +91,19 @@ def compute_string(target: Any, ws: Any) -> str:
                      "RayCompute(address=...), or the name of one registered with ComputeTarget.create")
 
 
+def compute_fields(target: Any, ws: Any) -> dict[str, Any]:
+    """The job spec fields for a compute target: ``compute`` and, for a RayCompute with options, ``ray``."""
+    fields: dict[str, Any] = {"compute": compute_string(target, ws)}
+    if isinstance(target, str) and ws is not None and fields["compute"] != target:
+        from .compute import ComputeTarget
+
+        target = ComputeTarget(ws, target)
+    fn = getattr(getattr(target, "config", target), "engine_fields", None)
+    if callable(fn):
+        fields.update(fn())
+    return fields
+
+
 def environment_python(env: Any, ws: Any) -> str | None:
     """The workers' interpreter for an Environment (building its virtual environment when needed)."""
     if env is None:

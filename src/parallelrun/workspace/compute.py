@@ -29,11 +29,16 @@ class LocalCompute:
         return "local"
 
 
+#: RayCompute keyword options, passed to the Ray executor as the job spec's ``ray`` field
+RAY_OPTIONS = ("namespace", "runtime_env")
+
+
 @dataclass(frozen=True)
 class RayCompute:
     """A Ray cluster. ``address=None`` starts (or joins) a local Ray; else ``ray://host:port`` (Ray Client),
-    ``host:port`` (a head node's GCS address) or ``auto``. Extra keyword options are kept in ``options``
-    for the Ray executor (e.g. ``namespace``, ``runtime_env``)."""
+    ``host:port`` (a head node's GCS address) or ``auto``. Keyword options reach the Ray executor:
+    ``namespace`` (the Ray namespace of the job) and ``runtime_env`` (a Ray runtime_env dict: working_dir,
+    pip, env_vars, ...; the job's environment_variables are merged into its env_vars and win)."""
 
     address: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -43,11 +48,26 @@ class RayCompute:
         if address is not None and not _ADDRESS_RE.match(address):
             raise UsageError(f"RayCompute address {address!r} is invalid; use ray://host:port, host:port or auto "
                              "(or no address for a local Ray)")
+        unknown = sorted(set(options) - set(RAY_OPTIONS))
+        if unknown:
+            raise UsageError(f"RayCompute got unknown option(s) {', '.join(unknown)}; it takes "
+                             f"{', '.join(RAY_OPTIONS)} (e.g. RayCompute(address, namespace='team-a', "
+                             "runtime_env={'pip': ['rapidfuzz']}))")
+        if "runtime_env" in options and not isinstance(options["runtime_env"], dict):
+            raise UsageError(f"RayCompute runtime_env must be a dict such as {{'pip': ['rapidfuzz']}}, not "
+                             f"{type(options['runtime_env']).__name__}")
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "options", dict(options))
 
     def engine_compute(self) -> str:
         return self.address or "ray"
+
+    def engine_fields(self) -> dict[str, Any]:
+        """The job spec fields for this target: ``compute`` and, with options, ``ray``."""
+        fields: dict[str, Any] = {"compute": self.engine_compute()}
+        if self.options:
+            fields["ray"] = {k: v for k, v in self.options.items() if v is not None}
+        return fields
 
     def __hash__(self) -> int:
         return hash((self.address, repr(sorted(self.options.items()))))

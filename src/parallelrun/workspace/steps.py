@@ -202,7 +202,7 @@ class ParallelRunConfig:
         if isinstance(self.compute_target, str) or self.compute_target is None:
             pass  # resolved against the workspace at submit
         else:
-            d["compute"] = _refs.compute_string(self.compute_target, None)
+            d.update(_refs.compute_fields(self.compute_target, None))
         return d
 
     def __repr__(self) -> str:

@@ -187,6 +187,7 @@ function runView(runId) {
     const list = (w && w.workers) || [];
     body.replaceChildren(...list.map((x) => el("tr", { "data-worker": x.name },
       el("td", { class: "mono", text: x.name }),
+      el("td", { class: "mono", text: x.host ?? "", title: x.actor ? `Ray actor ${x.actor}` : "" }),
       el("td", { text: x.pid ?? "" }),
       el("td", { text: !x.ready ? "starting" : x.batch == null ? "idle" : "running" }),
       el("td", { class: "num", text: x.batch ?? "" }),
