@@ -4,11 +4,19 @@ environments and compute targets, kept in a workspace folder (see ``workspace.py
 from .compute import ComputeTarget, LocalCompute, RayCompute
 from .dataset import Dataset, DatasetConsumptionConfig, FileDataset, TabularDataset
 from .datastore import DataPath, Datastore
-from .environment import CondaDependencies, Environment, EnvironmentBuildError
+from .environment import (
+    DEFAULT_CPU_IMAGE,
+    DEFAULT_GPU_IMAGE,
+    CondaDependencies,
+    Environment,
+    EnvironmentBuildError,
+)
 from .model import Model
 from .workspace import Workspace
 
 __all__ = [
+    "DEFAULT_CPU_IMAGE",
+    "DEFAULT_GPU_IMAGE",
     "ComputeTarget",
     "CondaDependencies",
     "DataPath",

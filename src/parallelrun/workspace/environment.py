@@ -6,8 +6,11 @@ interpreter, then ``uv pip install``) and reuses it while the hash of the spec i
 serialised by an ``flock`` on ``<hash>.lock`` and the venv is marked ready only after everything
 succeeded, so a crashed or failed build is never reused.
 
-Docker settings are accepted so Azure code runs unchanged, but the local executor does not use
-containers: setting one warns once per environment.
+Docker and Spark settings are accepted so Azure code runs unchanged, but the local executor uses neither
+containers nor Spark: setting one warns once per environment and section.
+
+``PARALLELRUN_ENVIRONMENT=current`` makes every environment run in the current interpreter (nothing is
+built), for Azure code whose pinned packages no longer install on this Python.
 """
 
 from __future__ import annotations
@@ -34,9 +37,17 @@ from .workspace import Workspace
 
 READY_FILE = ".parallelrun-ready"
 BUILD_TIMEOUT = float(os.environ.get("PARALLELRUN_ENV_BUILD_TIMEOUT", "1800"))
-_DOCKER_WARNING = ("Environment {name!r}: docker settings are ignored because the local executor does not use "
-                   "containers; workers are local processes, and packages come from the environment's pip "
-                   "packages (a virtual environment built with uv).")
+_IGNORED_WARNING = {
+    "docker": ("Environment {name!r}: docker settings are ignored because the local executor does not use "
+               "containers; workers are local processes, and packages come from the environment's pip "
+               "packages (a virtual environment built with uv)."),
+    "spark": ("Environment {name!r}: spark settings are ignored because parallelrun does not run Spark; "
+              "the environment's pip packages are installed into a virtual environment instead."),
+}
+# Azure's base images (azureml.core.runconfig), kept so code that sets them runs; no image is used here.
+DEFAULT_CPU_IMAGE = "mcr.microsoft.com/azureml/base:intelmpi2018.3-ubuntu16.04"
+DEFAULT_GPU_IMAGE = "mcr.microsoft.com/azureml/base-gpu:intelmpi2018.3-cuda10.0-cudnn7-ubuntu16.04"
+CURRENT_ENV_VAR = "PARALLELRUN_ENVIRONMENT"
 # The Azure SDK's own packages are replaced by parallelrun's shim inside workers; installing them is pointless.
 _SKIPPED_PREFIXES = ("azureml-", "azureml_", "azureml.")
 
@@ -102,15 +113,16 @@ class PythonSection:
         self.interpreter_path: str | None = None
 
 
-class DockerSection:
-    """Accepted for compatibility; setting any field warns (once per environment) that it is ignored."""
+class _IgnoredSection:
+    """Settings accepted for compatibility; setting any field warns (once per environment) that it is ignored.
+    Unset fields read as None (or their Azure default)."""
 
-    _FIELDS = ("enabled", "base_image", "base_dockerfile", "base_image_registry", "arguments", "shm_size",
-               "gpu_support", "shared_volumes")
+    _KIND = ""
+    _DEFAULTS: dict[str, Any] = {}
 
     def __init__(self, owner: Environment) -> None:
         object.__setattr__(self, "_owner", owner)
-        object.__setattr__(self, "_values", {"enabled": False, "base_image": None})
+        object.__setattr__(self, "_values", dict(self._DEFAULTS))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -119,10 +131,24 @@ class DockerSection:
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._values[name] = value
-        self._owner._warn_docker()
+        self._owner._warn_ignored(self._KIND)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
+
+
+class DockerSection(_IgnoredSection):
+    """``env.docker``: no containers are used locally."""
+
+    _KIND = "docker"
+    _DEFAULTS = {"enabled": False, "base_image": None}
+
+
+class SparkSection(_IgnoredSection):
+    """``env.spark`` (``repositories``, ``packages``, ``precache_packages``): no Spark is used locally."""
+
+    _KIND = "spark"
+    _DEFAULTS = {"repositories": [], "packages": [], "precache_packages": True}
 
 
 class Environment:
@@ -135,22 +161,24 @@ class Environment:
         self.version: int | None = None
         self.python = PythonSection()
         self.environment_variables: dict[str, str] = {}
-        self._docker_warned = False
+        self._warned: set[str] = set()
         self.docker = DockerSection(self)
+        self.spark = SparkSection(self)
 
-    def _warn_docker(self) -> None:
-        if not self._docker_warned:
-            self._docker_warned = True
-            warnings.warn(_DOCKER_WARNING.format(name=self.name), UserWarning, stacklevel=3)
+    def _warn_ignored(self, kind: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(_IGNORED_WARNING[kind].format(name=self.name), UserWarning, stacklevel=3)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Environment:
         new = Environment.__new__(Environment)
         memo[id(self)] = new
         for k, v in self.__dict__.items():
-            if k != "docker":
+            if k not in ("docker", "spark"):
                 new.__dict__[k] = copy.deepcopy(v, memo)
-        new.__dict__["docker"] = DockerSection(new)
-        new.docker._values.update(self.docker._values)
+        for kind, section in (("docker", DockerSection), ("spark", SparkSection)):
+            new.__dict__[kind] = section(new)
+            new.__dict__[kind]._values.update(copy.deepcopy(self.__dict__[kind]._values, memo))
         return new
 
     # --- constructors ---------------------------------------------------------------------------------
@@ -222,7 +250,7 @@ class Environment:
                 "user_managed_dependencies": bool(self.python.user_managed_dependencies),
                 "interpreter_path": self.python.interpreter_path,
                 "environment_variables": {str(k): str(v) for k, v in self.environment_variables.items()},
-                "docker": self.docker.to_dict()}
+                "docker": self.docker.to_dict(), "spark": self.spark.to_dict()}
 
     @staticmethod
     def _from_definition(d: dict[str, Any]) -> Environment:
@@ -234,6 +262,7 @@ class Environment:
         env.python.interpreter_path = d.get("interpreter_path")
         env.environment_variables = dict(d.get("environment_variables") or {})
         env.docker._values.update(d.get("docker") or {})  # stored settings: no second warning
+        env.spark._values.update(d.get("spark") or {})
         return env
 
     def __repr__(self) -> str:
@@ -264,7 +293,14 @@ class Environment:
 
     def python_executable(self, ws: Workspace) -> str | None:
         """The interpreter workers should run: None for the current one (no packages, or
-        ``user_managed_dependencies`` with no ``interpreter_path``); else the venv, built on first use."""
+        ``user_managed_dependencies`` with no ``interpreter_path``, or ``$PARALLELRUN_ENVIRONMENT=current``);
+        else the venv, built on first use."""
+        if os.environ.get(CURRENT_ENV_VAR, "").strip().lower() == "current":
+            if self.packages():
+                warnings.warn(f"Environment {self.name!r}: {CURRENT_ENV_VAR}=current, so its packages "
+                              f"({', '.join(self.packages())}) are not installed; workers use {sys.executable}",
+                              UserWarning, stacklevel=2)
+            return None
         if self.python.user_managed_dependencies:
             return self.python.interpreter_path
         if not self.packages():

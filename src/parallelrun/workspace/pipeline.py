@@ -98,7 +98,7 @@ class Pipeline:
                 python = _refs.environment_python(cfg.environment, ws)
                 d.update(
                     source_directory=cfg._base_dir, entry_script=cfg.entry_script,
-                    config=cfg._spec_fields() | {"compute": _refs.compute_string(cfg.compute_target, ws)},
+                    config=cfg._spec_fields(compute=_refs.compute_string(cfg.compute_target, ws)),
                     python=python,
                     environment={"variables": _refs.environment_variables(cfg.environment),
                                  "fingerprint": _refs.environment_fingerprint(cfg.environment, python)},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,7 @@ class ParallelRunConfig:
         self.run_max_try = run_max_try
         self.environment_variables = dict(environment_variables or {})
         self.description = description
+        self._node_count_warned = False
         problems = []
         if partition_keys:
             problems.append("partition_keys: partitioning by keys is not supported; split the input into one "
@@ -191,7 +193,9 @@ class ParallelRunConfig:
         if problems:
             raise JobSpecError(problems, "ParallelRunConfig")
 
-    def _spec_fields(self, mini_batch: bool = True) -> dict[str, Any]:
+    def _spec_fields(self, mini_batch: bool = True, compute: str | None = None) -> dict[str, Any]:
+        """The engine's job-spec fields. ``compute``: the resolved compute string (known at submit; before
+        that, only when the target is an object rather than a registered name)."""
         d = {f: getattr(self, f) for f in _SPEC_FIELDS}
         d["entry_script"] = self.entry_script
         d["source_directory"] = self._base_dir
@@ -199,10 +203,19 @@ class ParallelRunConfig:
             d.pop("mini_batch_size")
         elif isinstance(d["mini_batch_size"], str) and d["mini_batch_size"].strip().isdigit():
             d["mini_batch_size"] = int(d["mini_batch_size"])
-        if isinstance(self.compute_target, str) or self.compute_target is None:
-            pass  # resolved against the workspace at submit
-        else:
-            d["compute"] = _refs.compute_string(self.compute_target, None)
+        if compute is None and not (isinstance(self.compute_target, str) or self.compute_target is None):
+            compute = _refs.compute_string(self.compute_target, None)
+        if compute is not None:
+            d["compute"] = compute
+        if (compute or "local") == "local" and isinstance(self.node_count, int) and self.node_count > 1:
+            # Azure code sizes its AmlCompute cluster with node_count; one machine has one node.
+            if not self._node_count_warned:
+                self._node_count_warned = True
+                warnings.warn(f"ParallelRunConfig: node_count={self.node_count} has no meaning on local compute "
+                              "(one machine); running on this machine with process_count_per_node="
+                              f"{self.process_count_per_node} workers. Use a RayCompute target to spread "
+                              "workers over several nodes.", UserWarning, stacklevel=3)
+            d["node_count"] = 1
         return d
 
     def __repr__(self) -> str:
