@@ -1,10 +1,8 @@
-"""Environments: the Python packages a step's workers need, built into a virtual environment with uv.
+"""Environments: the Python packages a step's workers need, built into a virtual environment.
 
 An environment without packages means "the current interpreter" (``python_executable`` returns None).
-With packages, ``python_executable(ws)`` builds ``<workspace>/envs/<hash>/`` once (``uv venv`` on this
-interpreter, then ``uv pip install``) and reuses it while the hash of the spec is unchanged. Builds are
-serialised by an ``flock`` on ``<hash>.lock`` and the venv is marked ready only after everything
-succeeded, so a crashed or failed build is never reused.
+With packages, ``python_executable(ws)`` builds ``<workspace>/envs/<hash>/`` once (with uv, or venv +
+pip where uv is missing: see ``_venv.py``) and reuses it while the hash of the spec is unchanged.
 
 Docker and Spark settings are accepted so Azure code runs unchanged, but the local executor uses neither
 containers nor Spark: setting one warns once per environment and section.
@@ -18,29 +16,26 @@ from __future__ import annotations
 import builtins
 import copy
 import difflib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..errors import ParallelRunError, UsageError
+from ..errors import UsageError
+from ._venv import EnvironmentBuildError, build
 from .workspace import Workspace
 
-READY_FILE = ".parallelrun-ready"
-BUILD_TIMEOUT = float(os.environ.get("PARALLELRUN_ENV_BUILD_TIMEOUT", "1800"))
+__all__ = ["CondaDependencies", "Environment", "EnvironmentBuildError", "DEFAULT_CPU_IMAGE", "DEFAULT_GPU_IMAGE"]
+
 _IGNORED_WARNING = {
     "docker": ("Environment {name!r}: docker settings are ignored because the local executor does not use "
                "containers; workers are local processes, and packages come from the environment's pip "
-               "packages (a virtual environment built with uv)."),
+               "packages (a virtual environment)."),
     "spark": ("Environment {name!r}: spark settings are ignored because parallelrun does not run Spark; "
               "the environment's pip packages are installed into a virtual environment instead."),
 }
@@ -52,14 +47,8 @@ CURRENT_ENV_VAR = "PARALLELRUN_ENVIRONMENT"
 _SKIPPED_PREFIXES = ("azureml-", "azureml_", "azureml.")
 
 
-class EnvironmentBuildError(ParallelRunError):
-    """Building an environment's virtual environment failed; the message holds uv's output."""
-
-    exit_code = 2
-
-
 class CondaDependencies:
-    """The packages of an environment. Conda packages are installed with pip (uv) under the same names."""
+    """The packages of an environment. Conda packages are installed with pip under the same names."""
 
     def __init__(self, pip_packages: list[str] | None = None, conda_packages: list[str] | None = None,
                  python_version: str | None = None, pip_options: list[str] | None = None) -> None:
@@ -310,104 +299,8 @@ class Environment:
         if wanted and not here.startswith(str(wanted)) and not str(wanted).startswith(here):
             warnings.warn(f"Environment {self.name!r} asks for Python {wanted}; workers use this interpreter's "
                           f"Python {here} (the venv is built on it)", UserWarning, stacklevel=2)
-        return str(_build(ws, self.spec_hash(), self.packages(), self.python.conda_dependencies.pip_options))
-
-
-def _venv_python(env_dir: Path) -> Path:
-    return env_dir / "bin" / "python"
-
-
-def _build(ws: Workspace, digest: str, packages: list[str], options: list[str]) -> Path:
-    envs = ws.path / "envs"
-    env_dir = envs / digest
-    python = _venv_python(env_dir)  # not resolved: the symlink's location is what makes it the venv
-    if (env_dir / READY_FILE).is_file():
-        return python
-    envs.mkdir(parents=True, exist_ok=True)
-    fd = os.open(envs / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _lock(fd, envs / f"{digest}.lock")
-        if (env_dir / READY_FILE).is_file():  # another process built it while we waited
-            return python
-        if env_dir.exists():
-            shutil.rmtree(env_dir)  # a build that crashed half-way
-        try:
-            uv = _find_uv()
-            _run([uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)], "creating the venv")
-            _link_parallelrun(env_dir)
-            req = env_dir / "parallelrun-requirements.txt"
-            req.write_text("\n".join([*options, *packages]) + "\n")
-            _run([uv, "pip", "install", "--python", str(python), "-r", str(req)], "installing the packages")
-            ready = env_dir / f"{READY_FILE}.tmp"
-            ready.write_text(json.dumps({"packages": packages, "options": options, "built": time.time()}) + "\n")
-            os.replace(ready, env_dir / READY_FILE)
-        except BaseException:
-            shutil.rmtree(env_dir, ignore_errors=True)
-            raise
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-    return python
-
-
-def _lock(fd: int, path: Path) -> None:
-    deadline = time.monotonic() + BUILD_TIMEOUT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise EnvironmentBuildError(f"waited {BUILD_TIMEOUT:.0f} s for another build holding {path}; "
-                                            "if no build is running, delete that file") from None
-            time.sleep(0.5)
-
-
-def _run(cmd: list[str], what: str) -> None:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
-                              env={**os.environ, "VIRTUAL_ENV": ""})
-    except subprocess.TimeoutExpired:
-        raise EnvironmentBuildError(f"{what} took more than {BUILD_TIMEOUT:.0f} s: {' '.join(cmd)}") from None
-    if proc.returncode != 0:
-        raise EnvironmentBuildError(
-            f"{what} failed (uv exited {proc.returncode}): {' '.join(cmd)}\n{proc.stderr.strip()[-4000:]}"
-        )
-
-
-def _find_uv() -> str:
-    """uv: ``$PARALLELRUN_UV``, the ``uv`` Python package, next to this interpreter, or on PATH."""
-    candidates = [os.environ.get("PARALLELRUN_UV")]
-    try:
-        from uv import find_uv_bin  # type: ignore[import-not-found]
-
-        candidates.append(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        pass
-    candidates += [str(Path(sys.executable).parent / "uv"), shutil.which("uv")]
-    for c in candidates:
-        if c and os.access(c, os.X_OK):
-            return c
-    raise EnvironmentBuildError("building an environment with pip packages needs uv, which was not found. "
-                                "Install it with: pip install uv")
-
-
-def _link_parallelrun(env_dir: Path) -> None:
-    """Make parallelrun and its dependencies importable in the venv.
-
-    The venv's own site-packages come first on ``sys.path``; the ``.pth`` file appends parallelrun's source
-    folder and this interpreter's site-packages after them, so the environment's pinned packages win and
-    anything it does not pin (pandas, pyarrow, ... that parallelrun needs) still resolves.
-    """
-    import site
-
-    import parallelrun
-
-    v = sys.version_info
-    site_packages = env_dir / "lib" / f"python{v[0]}.{v[1]}" / "site-packages"
-    paths = [str(Path(parallelrun.__file__).resolve().parent.parent)]
-    paths += [p for p in site.getsitepackages() if Path(p).is_dir()]
-    (site_packages / "_parallelrun_base.pth").write_text("\n".join(dict.fromkeys(paths)) + "\n")
+        return str(build(ws.path / "envs", self.spec_hash(), self.packages(),
+                         self.python.conda_dependencies.pip_options))
 
 
 def _read_requirements(path: Path, depth: int) -> tuple[list[str], list[str]]:
