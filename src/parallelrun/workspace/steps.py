@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..config import EXAMPLES, NAME_RE, SIZE_RE, validate_spec
+from ..config import NAME_RE, mini_batch_size_problem, validate_spec
 from ..errors import JobSpecError
 from . import _refs
 
@@ -131,18 +131,6 @@ class OutputFileDatasetConfig(PipelineData):
         return self
 
 
-def _check_mini_batch_size(value: Any) -> str | None:
-    if value is None:
-        return None
-    s = str(value).strip()
-    if s.isdigit() and int(s) > 0:
-        return None
-    if SIZE_RE.match(s) and int(s.rstrip("kKmMgGbB") or 0) > 0:
-        return None
-    return (f"mini_batch_size: {value!r} is neither a file count (FileDataset input) nor a size "
-            f"(TabularDataset input). Example: {EXAMPLES['mini_batch_size']}")
-
-
 class ParallelRunConfig:
     """How a ParallelRunStep runs its entry script; Azure's ParallelRunConfig, validated on construction.
 
@@ -183,7 +171,7 @@ class ParallelRunConfig:
         if partition_keys:
             problems.append("partition_keys: partitioning by keys is not supported; split the input into one "
                             "folder per key and run one step per folder, or group the rows inside run().")
-        if (p := _check_mini_batch_size(mini_batch_size)) is not None:
+        if (p := mini_batch_size_problem(mini_batch_size, None)) is not None:
             problems.append(p)
         try:
             validate_spec(self._spec_fields(mini_batch=False) | {
