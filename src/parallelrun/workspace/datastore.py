@@ -24,10 +24,6 @@ from .workspace import Workspace
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$")
 _AZURE_DEFAULT_SUFFIX = "core.windows.net"
-_REGISTER_HELP = (
-    "Register it with Datastore.register_azure_blob_container(ws, ...), Datastore.register_s3_bucket(ws, ...) "
-    "or Datastore.register_local(ws, name, path)."
-)
 
 
 @dataclass(frozen=True)
@@ -158,12 +154,7 @@ class Datastore:
 
     @staticmethod
     def get(workspace: Workspace, datastore_name: str) -> Datastore:
-        row = workspace._catalog.get_named("datastores", datastore_name)
-        if row is None:
-            known = ", ".join(repr(n) for n in workspace._catalog.names("datastores")) or "none"
-            raise UsageError(f"no datastore named {datastore_name!r} in workspace {workspace.path} "
-                             f"(registered: {known}). {_REGISTER_HELP}")
-        return Datastore._from_row(workspace, row)
+        return Datastore._from_row(workspace, workspace.catalog.lookup("datastores", datastore_name))
 
     @staticmethod
     def get_default(workspace: Workspace) -> Datastore:
@@ -171,10 +162,10 @@ class Datastore:
 
     def unregister(self) -> None:
         """Remove the datastore from the catalog and its credentials from the secrets file (not the data)."""
-        if self.name == self.workspace._catalog.get_meta("default_datastore"):
+        if self.name == self.workspace.catalog.get_meta("default_datastore"):
             raise UsageError(f"{self.name!r} is the default datastore; set another default first "
                              "(ws.set_default_datastore(name))")
-        self.workspace._catalog.delete_named("datastores", self.name)
+        self.workspace.catalog.delete_named("datastores", self.name)
         self.workspace._secrets.delete(self.name)
 
     @staticmethod
@@ -183,7 +174,7 @@ class Datastore:
         if not _NAME_RE.match(name or ""):
             raise UsageError(f"datastore name {name!r} is invalid: use letters, digits, '_' and '-' "
                              "(e.g. 'images_blob')")
-        existing = ws._catalog.get_named("datastores", name)
+        existing = ws.catalog.get_named("datastores", name)
         if existing is not None and not overwrite:
             same = (existing["type"] == type and existing["definition"] == definition
                     and ws._secrets.get(name) == {k: v for k, v in secrets.items() if v})
@@ -198,7 +189,7 @@ class Datastore:
 
     @staticmethod
     def _put(ws: Workspace, name: str, type: str, definition: dict[str, Any]) -> None:
-        ws._catalog.put_named("datastores", name, type, definition)
+        ws.catalog.put_named("datastores", name, type, definition)
 
     @staticmethod
     def _from_row(ws: Workspace, row: dict[str, Any]) -> Datastore:

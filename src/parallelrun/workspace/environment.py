@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import builtins
 import copy
-import difflib
 import hashlib
 import json
 import os
@@ -205,34 +204,25 @@ class Environment:
     def register(self, workspace: Workspace) -> Environment:
         """Register this definition: a new version when it differs from the latest, else the latest."""
         definition = self._definition()
-        with workspace._catalog.connect(write=True) as db:
+        with workspace.catalog.connect(write=True) as db:
             row = db.execute("SELECT version, definition FROM environments WHERE name = ? ORDER BY version DESC "
                              "LIMIT 1", (self.name,)).fetchone()
             if row is not None and json.loads(row["definition"]) == definition:
                 version = int(row["version"])
             else:
-                version = workspace._catalog.add_version(db, "environments", self.name, {"definition": definition})
+                version = workspace.catalog.add_version(db, "environments", self.name, {"definition": definition})
         return Environment.get(workspace, self.name, version)
 
     @staticmethod
     def get(workspace: Workspace, name: str, version: int | str | None = None) -> Environment:
-        row = workspace._catalog.get_version("environments", name, None if version is None else int(version))
-        if row is None:
-            known = workspace._catalog.names("environments")
-            close = difflib.get_close_matches(name, known, n=1)
-            raise UsageError(
-                f"no environment named {name!r}" + (f" with version {version}" if version is not None else "")
-                + f" in workspace {workspace.path} (registered: {', '.join(repr(k) for k in known) or 'none'})."
-                + (f" Did you mean {close[0]!r}?" if close else "")
-                + " Register one with Environment(name).register(ws)."
-            )
+        row = workspace.catalog.lookup("environments", name, None if version is None else int(version))
         env = Environment._from_definition(row["definition"])
         env.version = int(row["version"])
         return env
 
     @staticmethod
     def list(workspace: Workspace) -> dict[str, Environment]:
-        return {n: Environment.get(workspace, n) for n in workspace._catalog.names("environments")}
+        return {n: Environment.get(workspace, n) for n in workspace.catalog.names("environments")}
 
     def _definition(self) -> dict[str, Any]:
         return {"name": self.name, "python": self.python.conda_dependencies.to_dict(),
