@@ -14,6 +14,9 @@ from .environment import (
 from .model import Model
 from .workspace import Workspace
 
+# Imported for its registration: ``Run.experiment`` builds Experiments through the hook it sets.
+from . import experiment as _experiment  # noqa: E402, F401  isort: skip
+
 __all__ = [
     "DEFAULT_CPU_IMAGE",
     "DEFAULT_GPU_IMAGE",

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ._catalog import not_found
-from .workspace import Workspace
+from .workspace import Workspace, register_asset
 
 LOCAL = "local"
 _ADDRESS_RE = re.compile(r"^(auto|ray://[\w.\-]+:\d+|[\w.\-]+:\d+)$")
@@ -141,3 +141,6 @@ def _from_json(type: str, d: dict[str, Any]) -> ComputeConfig:
     if type == "ray":
         return RayCompute(d.get("address"), **(d.get("options") or {}))
     return LocalCompute()
+
+
+register_asset("compute_targets", ComputeTarget._all)

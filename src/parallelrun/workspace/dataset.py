@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from ..data.files import iter_files
 from ..data.storage import is_url, url_to_fs
 from ..errors import DatasetError, ParallelRunError, UsageError
+from ._secrets import redact
 from .datastore import DataPath, Datastore, clean_relative
-from .workspace import Workspace
+from .workspace import Workspace, register_asset
 
 _GLOB = re.compile(r"[*?\[]")
 _INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -226,8 +228,6 @@ class Dataset:
     def _files(self, ws: Workspace | None = None) -> Iterator[tuple[_Source, str, int, int | str]]:
         """(source, url-or-path, size, version) of every file, in order; DatasetError when a path matches
         nothing."""
-        from ..data.files import iter_files
-
         for src in self._sources:
             url = src.url(ws)
             try:
@@ -242,8 +242,6 @@ class Dataset:
             except ParallelRunError:
                 raise
             except Exception as e:
-                from ._secrets import redact
-
                 ws_ = ws or (src.datastore.workspace if src.datastore else None)
                 text = redact(f"{type(e).__name__}: {e}", ws_._secrets.values() if ws_ else [])
                 raise DatasetError(f"listing the dataset path {src.describe()} ({url}) failed: {text}. Check the "
@@ -394,3 +392,6 @@ def _as_version(version: int | str) -> int:
         return int(version)
     except (TypeError, ValueError):
         raise UsageError(f"dataset version {version!r} is not a number; use an integer or 'latest'") from None
+
+
+register_asset("datasets", Dataset.get_all)

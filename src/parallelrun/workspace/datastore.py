@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..data.storage import url_to_fs
 from ..errors import MissingExtraError, ParallelRunError, UsageError
 from ._secrets import redact
-from .workspace import Workspace
+from .workspace import Workspace, register_asset
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$")
 _AZURE_DEFAULT_SUFFIX = "core.windows.net"
@@ -295,8 +296,6 @@ class Datastore:
 
     def _fs(self) -> tuple[Any, str]:
         """(fsspec filesystem, root path inside it) for this datastore."""
-        from ..data.storage import url_to_fs
-
         with self._errors("connecting"):
             return url_to_fs(self.url(""), self.storage_options())
 
@@ -323,8 +322,6 @@ class Datastore:
             if self.datastore_type == "S3" and self._definition.get("region") in (None, "us-east-1"):
                 # s3fs sends LocationConstraint whenever a region is set, which S3 refuses for us-east-1
                 # (the default location): create the bucket through a client without the region.
-                from ..data.storage import url_to_fs
-
                 opts = self.storage_options()
                 opts["s3"] = {**opts["s3"], "client_kwargs": {
                     k: v for k, v in opts["s3"].get("client_kwargs", {}).items() if k != "region_name"}}
@@ -442,3 +439,8 @@ def _blob_endpoint(account: str, endpoint: str | None, protocol: str | None) -> 
     if endpoint and "://" in endpoint:
         return endpoint.rstrip("/")
     return f"{protocol or 'https'}://{account}.blob.{endpoint or _AZURE_DEFAULT_SUFFIX}"
+
+
+register_asset("datastore", Datastore.get)
+register_asset("datastores", lambda ws: {row["name"]: Datastore._from_row(ws, row)
+                                         for row in ws.catalog.list_named("datastores")})

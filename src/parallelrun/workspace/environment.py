@@ -27,7 +27,7 @@ import yaml
 
 from ..errors import UsageError
 from ._venv import EnvironmentBuildError, build
-from .workspace import Workspace
+from .workspace import Workspace, register_asset
 
 __all__ = ["CondaDependencies", "Environment", "EnvironmentBuildError", "DEFAULT_CPU_IMAGE", "DEFAULT_GPU_IMAGE"]
 
@@ -313,3 +313,6 @@ def _read_requirements(path: Path, depth: int) -> tuple[list[str], list[str]]:
         else:
             packages.append(line)
     return packages, options
+
+
+register_asset("environments", Environment.list)

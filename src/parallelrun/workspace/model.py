@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import UsageError
-from .workspace import Workspace
+from .workspace import Workspace, register_asset
 
 MODELS_ENV = "PARALLELRUN_MODELS"
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
@@ -229,3 +229,6 @@ def _member_problem(m: tarfile.TarInfo, root: Path) -> str | None:
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
+
+
+register_asset("models", lambda ws: {name: Model(ws, name) for name in ws.catalog.names("models")})

@@ -25,12 +25,19 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ..azureml_shim import shim_sys_path
 from ..config import InputSpec, validate_spec
-from ..errors import ParallelRunError
+from ..data.files import GLOB_CHARS, iter_files
+from ..data.storage import is_url, url_to_fs
+from ..errors import ParallelRunError, ResumeError
+from ..runner import resume_run, run_job
 from ..runs import DriverLock, RunRecord, RunStore
+from ._launch import CANCEL_MARKER
+from .dataset import _relative
+from .datastore import Datastore
 from .reuse import ReuseIndex, folder_fingerprint, source_fingerprint, step_key
+from .workspace import Workspace
 
-CANCEL_MARKER = "cancel_requested"
 _ENTRY_KEYS = set(InputSpec.model_fields)
 
 
@@ -48,7 +55,6 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _shim_pythonpath(env: dict[str, str]) -> None:
-    from ..azureml_shim import shim_sys_path
 
     extra = shim_sys_path()
     if extra:
@@ -74,7 +80,6 @@ def _env_name(name: str) -> str:
 class PipelineDriver:
     def __init__(self, workspace: str, rec: RunRecord, store: RunStore, options: dict[str, dict[str, Any]],
                  resume: bool) -> None:
-        from .workspace import Workspace
 
         self.ws = Workspace(workspace)
         self.rec = rec
@@ -309,7 +314,6 @@ class PipelineDriver:
     def _upload(self, out: dict[str, Any]) -> None:
         if not out.get("remote"):
             return
-        from .datastore import Datastore
 
         store = Datastore.get(self.ws, out["datastore"])
         store.upload(out["local"], target_path=out["path_on_datastore"], overwrite=True, show_progress=False)
@@ -394,7 +398,6 @@ class PipelineDriver:
 
     # --- ParallelRunStep ------------------------------------------------------------------------------
     def _run_parallel(self, step: dict[str, Any], key: str) -> str:
-        from ..runner import run_job
 
         options = self._storage_options(step)
         out = step["outputs"][0]
@@ -446,8 +449,6 @@ class PipelineDriver:
 
     def _resume_parallel(self, step: dict[str, Any], existing: RunRecord, retry_failed: bool) -> str | None:
         """Continue a stopped step run; None when it cannot be (its inputs changed): run the step afresh."""
-        from ..errors import ResumeError
-        from ..runner import resume_run
 
         self.line(f"step {step['name']}: resuming run {existing.id} ({existing.effective_status()})")
         self._raise_on_term = True
@@ -550,9 +551,6 @@ class PipelineDriver:
 def _materialize(entries: list[dict[str, Any]], dest: Path, options: dict[str, Any], base: Path) -> str:
     """Make a dataset's files available locally: a single local folder or file is used where it is;
     anything else is copied or downloaded under ``dest`` (once), keeping paths below each entry's root."""
-    from ..data.files import GLOB_CHARS, iter_files
-    from ..data.storage import is_url, url_to_fs
-    from .dataset import _relative
 
     paths = [p for e in entries for p in (e["path"] if isinstance(e["path"], list) else [e["path"]])]
     if len(paths) == 1 and not is_url(paths[0]) and not (GLOB_CHARS & set(paths[0])):

@@ -211,6 +211,16 @@ class ParallelRunConfig:
                 f"{self.source_directory!r}, mini_batch_size={self.mini_batch_size!r})")
 
 
+def input_type(obj: Any) -> str | None:
+    """'file', 'tabular', or None when ``obj`` is not something a step can read."""
+    if isinstance(obj, _TabularPipelineData):
+        return "tabular"
+    if isinstance(obj, PipelineData):
+        return "file"
+    ds = _refs.dataset_of(obj)
+    return _refs.dataset_type(ds) if ds is not None else None
+
+
 class _Step:
     """What every step shares: a name, inputs and outputs (which order the pipeline), and run_after."""
 
@@ -298,7 +308,7 @@ class ParallelRunStep(_Step):
             inputs = []
         types: dict[str, list[str]] = {}
         for i, obj in enumerate(inputs):
-            kind = _refs.input_type(obj)
+            kind = input_type(obj)
             if kind is None:
                 problems.append(f"inputs[{i}]: {obj!r} is not a dataset or a PipelineData. Example: "
                                 "inputs=[Dataset.File.from_files(...).as_named_input('images')]")
@@ -311,7 +321,7 @@ class ParallelRunStep(_Step):
                 + ". Split them into two ParallelRunSteps, or make them one FileDataset or one TabularDataset."
             )
         self._inputs = list(inputs)
-        input_type = next(iter(types), "file")
+        kind_of_inputs = next(iter(types), "file")
         if output is None:  # Azure's default: an output named after the step
             output = PipelineData(re.sub(r"\W", "_", f"{name}_output") if re.match(r"^[A-Za-z]", str(name))
                                   else "step_output")
@@ -322,7 +332,7 @@ class ParallelRunStep(_Step):
         self.output = output
         self._side_inputs = list(side_inputs or [])
         for i, obj in enumerate(self._side_inputs):
-            if _refs.input_type(obj) is None:
+            if input_type(obj) is None:
                 problems.append(f"side_inputs[{i}]: {obj!r} is not a dataset or a PipelineData.")
         self._arguments = _check_arguments(list(arguments or []), problems)
         for a in self._arguments:  # a dataset named in arguments is a side input, as on Azure
@@ -331,7 +341,7 @@ class ParallelRunStep(_Step):
         self.models = list(models or [])
         self.tags = dict(tags or {})
         spec = cfg._spec_fields() | {"name": name if re.match(NAME_RE, name or "") and 3 <= len(name) <= 32
-                                     else "step-check", "inputs": [{"type": input_type, "path": "."}]}
+                                     else "step-check", "inputs": [{"type": kind_of_inputs, "path": "."}]}
         try:
             validate_spec(spec)
         except JobSpecError as e:
@@ -339,7 +349,7 @@ class ParallelRunStep(_Step):
         self._claim_outputs(problems)
         if problems:
             raise JobSpecError(problems, f"ParallelRunStep {name!r}")
-        self.input_type = input_type
+        self.input_type = kind_of_inputs
 
     @property
     def inputs(self) -> list[Any]:
@@ -376,7 +386,7 @@ class PythonScriptStep(_Step):
                             "source_directory='scripts')")
         self._inputs = list(inputs or [])
         for i, obj in enumerate(self._inputs):
-            if _refs.input_type(obj) is None:
+            if input_type(obj) is None:
                 problems.append(f"inputs[{i}]: {obj!r} is not a dataset or a PipelineData.")
         self._outputs = []
         for i, out in enumerate(outputs or []):

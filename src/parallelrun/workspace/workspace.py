@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..runs import DEFAULT_WORKSPACE
@@ -33,6 +34,26 @@ if TYPE_CHECKING:
     from .datastore import Datastore
     from .environment import Environment
     from .model import Model
+
+# How the workspace lists and gets its assets (fsspec's registry pattern): each asset module registers
+# its functions when imported (the package's __init__ imports them all), so this module imports none of
+# them and they can all import Workspace.
+_ASSETS: dict[str, Callable[..., Any]] = {}
+
+
+def register_asset(kind: str, fn: Callable[..., Any]) -> None:
+    """``kind``: ``datastores``/``datasets``/``models``/``environments``/``compute_targets`` (a function of
+    the workspace returning ``{name: object}``), or ``datastore`` (a function of the workspace and a name)."""
+    _ASSETS[kind] = fn
+
+
+def _asset(kind: str) -> Callable[..., Any]:
+    try:
+        return _ASSETS[kind]
+    except KeyError:
+        raise RuntimeError(f"no {kind} registered: import parallelrun.workspace (its __init__ registers "
+                           "every asset module)") from None
+
 
 CONFIG_FILE = "parallelrun_workspace.json"
 DEFAULT_DATASTORE = "workspaceblobstore"
@@ -113,11 +134,9 @@ class Workspace:
         self.catalog.init()
         (p / "datastores" / "default").mkdir(parents=True, exist_ok=True)
         (p / "runs").mkdir(exist_ok=True)
-        from .datastore import Datastore
-
         if self.catalog.get_named("datastores", DEFAULT_DATASTORE) is None:
-            Datastore._put(self, DEFAULT_DATASTORE, "Local", {"root": str(p / "datastores" / "default"),
-                                                                "relative_to_workspace": "datastores/default"})
+            self.catalog.put_named("datastores", DEFAULT_DATASTORE, "Local", {
+                "root": str(p / "datastores" / "default"), "relative_to_workspace": "datastores/default"})
         if self.catalog.get_meta("default_datastore") is None:
             self.catalog.set_meta("default_datastore", DEFAULT_DATASTORE)
         config = p / CONFIG_FILE
@@ -142,46 +161,34 @@ class Workspace:
 
     @property
     def datastores(self) -> dict[str, Datastore]:
-        from .datastore import Datastore
-
-        return {row["name"]: Datastore._from_row(self, row) for row in self.catalog.list_named("datastores")}
+        return dict(_asset("datastores")(self))
 
     @property
     def compute_targets(self) -> dict[str, ComputeTarget]:
-        from .compute import ComputeTarget
-
-        return ComputeTarget._all(self)
+        return dict(_asset("compute_targets")(self))
 
     @property
     def datasets(self) -> dict[str, FileDataset | TabularDataset]:
         """The latest version of every registered dataset, by name."""
-        from .dataset import Dataset
-
-        return {name: Dataset.get_by_name(self, name) for name in self.catalog.names("datasets")}
+        return dict(_asset("datasets")(self))
 
     @property
     def models(self) -> dict[str, Model]:
         """The latest version of every registered model, by name."""
-        from .model import Model
-
-        return {name: Model(self, name) for name in self.catalog.names("models")}
+        return dict(_asset("models")(self))
 
     @property
     def environments(self) -> dict[str, Environment]:
         """The latest version of every registered environment, by name."""
-        from .environment import Environment
-
-        return {name: Environment.get(self, name) for name in self.catalog.names("environments")}
+        return dict(_asset("environments")(self))
 
     def get_default_datastore(self) -> Datastore:
-        from .datastore import Datastore
-
-        return Datastore.get(self, self.catalog.get_meta("default_datastore") or DEFAULT_DATASTORE)
+        datastore: Datastore = _asset("datastore")(self, self.catalog.get_meta("default_datastore")
+                                                   or DEFAULT_DATASTORE)
+        return datastore
 
     def set_default_datastore(self, name: str) -> None:
-        from .datastore import Datastore
-
-        Datastore.get(self, name)  # raises, naming the registered ones, when unknown
+        self.catalog.lookup("datastores", name)  # raises, naming the registered ones, when unknown
         self.catalog.set_meta("default_datastore", name)
 
     def __repr__(self) -> str:
