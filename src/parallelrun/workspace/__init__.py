@@ -1,6 +1,9 @@
 """Azure ML SDK v1's workspace objects, local-first: workspace, datastores, datasets, models,
 environments and compute targets, kept in a workspace folder (see ``workspace.py`` for its layout)."""
 
+from ._datastore_blob import AzureBlobDatastore
+from ._datastore_local import LocalDatastore
+from ._datastore_s3 import S3Datastore
 from .compute import ComputeTarget, LocalCompute, RayCompute
 from .dataset import Dataset, DatasetConsumptionConfig, FileDataset, TabularDataset
 from .datastore import DataPath, Datastore
@@ -18,6 +21,7 @@ from .workspace import Workspace
 from . import experiment as _experiment  # noqa: E402, F401  isort: skip
 
 __all__ = [
+    "AzureBlobDatastore",
     "DEFAULT_CPU_IMAGE",
     "DEFAULT_GPU_IMAGE",
     "ComputeTarget",
@@ -30,8 +34,10 @@ __all__ = [
     "EnvironmentBuildError",
     "FileDataset",
     "LocalCompute",
+    "LocalDatastore",
     "Model",
     "RayCompute",
+    "S3Datastore",
     "TabularDataset",
     "Workspace",
 ]

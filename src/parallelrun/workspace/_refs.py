@@ -136,6 +136,6 @@ def datastore_for(data: Any, ws: Any) -> Any:
 
 def local_root(datastore: Any) -> str | None:
     """A local datastore's folder; None for remote storage."""
-    if getattr(datastore, "datastore_type", "Local") == "Local":
+    if getattr(datastore, "is_local", True):
         return str(datastore.url(""))
     return None

@@ -134,7 +134,7 @@ class PipelineDriver:
         remote = [u for u in urls if "://" in u and not u.startswith("file://")]
         if remote:
             for store in self.ws.datastores.values():
-                if store.datastore_type == "Local":
+                if store.is_local:
                     continue
                 base = store.url("")
                 if any(u == base or u.startswith(base.rstrip("/") + "/") for u in remote):
