@@ -165,15 +165,37 @@ def _model_tarball(images: list[np.ndarray], labels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+CONTAINERS = (("sampledata", None), ("mnist-model", "blob"))  # the tutorial's names; the model one is public
+
+
+@pytest.fixture
+def seeded_azurite(azurite):  # type: ignore[no-untyped-def]
+    """Azurite is shared by the session and other tests use these container names too: start empty, and
+    leave nothing behind."""
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+
+    def drop() -> None:
+        for name, _ in CONTAINERS:
+            container = service.get_container_client(name)
+            if container.exists():
+                container.delete_container()
+
+    drop()
+    try:
+        yield azurite
+    finally:
+        drop()
+
+
 def _seed_azurite(azurite, labels_out: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
     from azure.storage.blob import BlobServiceClient
 
     images, labels = _digits()
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
-    for name, public in (("sampledata", None), ("mnist-model", "blob")):
-        container = service.get_container_client(name)
-        if not container.exists():
-            container.create_container(public_access=public)
+    for name, public in CONTAINERS:
+        service.get_container_client(name).create_container(public_access=public)
     sample = service.get_container_client("sampledata")
     for i in range(IMAGE_COUNT):
         name = f"digit_{i:03d}.png"
@@ -185,7 +207,8 @@ def _seed_azurite(azurite, labels_out: dict[str, int]) -> None:  # type: ignore[
 
 @pytest.mark.azure
 @pytest.mark.timeout(420)
-def test_seed_tutorial_runs_against_azurite(azurite, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_seed_tutorial_runs_against_azurite(seeded_azurite, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    azurite = seeded_azurite
     labels: dict[str, int] = {}
     _seed_azurite(azurite, labels)
     program, entry_script = tutorial_program(azurite.endpoint, azurite.account_key)
