@@ -22,6 +22,7 @@ from ..errors import JobSpecError, UsageError
 from ..execution.entry import check_entry_script
 from ..runs import RunStore
 from . import _refs
+from ._compiled import CompiledStep
 from ._launch import check_experiment_name, start_driver
 from .run import PipelineRun
 from .steps import (
@@ -109,46 +110,42 @@ class Pipeline:
         if problems:
             raise JobSpecError(problems, "Pipeline")
         data: dict[str, dict[str, Any]] = {}
-        steps_json: list[dict[str, Any]] = []
+        compiled: list[CompiledStep] = []
         options: dict[str, dict[str, Any]] = {}
         for step in self._steps:
             for out in step._outputs:
                 data[out.name] = _output_location(out, step, ws, run_id, run_dir, self.default_datastore)
             step_options: dict[str, Any] = {}
-            d: dict[str, Any] = {
-                "type": step.type_name, "name": step.name, "allow_reuse": step.allow_reuse,
+            common: dict[str, Any] = {
+                "name": step.name, "allow_reuse": step.allow_reuse,
                 "outputs": [data[o.name] for o in step._outputs],
                 "depends_on": sorted({p._producer.name for p in step._consumed()} | {a.name for a in step._after}),
                 "arguments": [_argument(a) for a in step._arguments],
+                "inputs": [_input(o, i, ws, step_options, step.name) for i, o in enumerate(step._inputs)],
             }
             if isinstance(step, ParallelRunStep):
                 cfg = step.parallel_run_config
                 python = _refs.environment_python(cfg.environment, ws)
-                d.update(
-                    source_directory=cfg._base_dir, entry_script=cfg.entry_script,
-                    config=cfg._spec_fields(compute=_refs.compute_string(cfg.compute_target, ws)),
-                    python=python,
+                compiled.append(CompiledStep(
+                    type=step.type_name, **common, source_directory=cfg._base_dir, entry_script=cfg.entry_script,
+                    config=cfg._spec_fields(compute=_refs.compute_string(cfg.compute_target, ws)), python=python,
                     environment={"variables": _refs.environment_variables(cfg.environment),
                                  "fingerprint": _refs.environment_fingerprint(cfg.environment, python)},
-                    inputs=[_input(o, i, ws, step_options, step.name) for i, o in enumerate(step._inputs)],
-                    side_inputs=[_input(o, i, ws, step_options, step.name)
-                                 for i, o in enumerate(step._side_inputs)],
+                    side_inputs=[_input(o, i, ws, step_options, step.name) for i, o in enumerate(step._side_inputs)],
                     models=[_refs.model_entry(m, ws) for m in step.models],
-                )
+                ))
             elif isinstance(step, PythonScriptStep):
                 python = _refs.environment_python(step.environment, ws)
-                d.update(
-                    source_directory=step.source_directory, script_name=step.script_name, python=python,
+                compiled.append(CompiledStep(
+                    type=step.type_name, **common, source_directory=step.source_directory,
+                    script_name=step.script_name, python=python,
                     environment={"variables": {**_refs.environment_variables(step.environment),
                                                **step.environment_variables},
                                  "fingerprint": _refs.environment_fingerprint(step.environment, python)},
-                    inputs=[_input(o, i, ws, step_options, step.name) for i, o in enumerate(step._inputs)],
-                    side_inputs=[], models=[],
-                )
-            steps_json.append(d)
+                ))
             options[step.name] = step_options
         doc = {"format": 1, "run_id": run_id, "workspace": str(ws.path), "cwd": os.getcwd(),
-               "description": self.description, "steps": steps_json, "data": data}
+               "description": self.description, "steps": [c.to_json() for c in compiled], "data": data}
         return doc, options
 
 

@@ -10,6 +10,7 @@ whose driver died (resume it).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -286,8 +287,6 @@ class StepRun(Run):
 
 
 def _pipeline_data(workspace: Any, rec: RunRecord) -> dict[str, dict[str, Any]]:
-    import json
-
     if not rec.parent:
         return {}
     doc = RunStore(workspace.path).runs_dir / rec.parent / "pipeline.json"
