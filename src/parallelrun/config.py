@@ -21,9 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import JobSpecError
 
 NAME_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-SIZE_RE = re.compile(r"^\d+([kKmMgG][bB]?|[bB])?$")
 DEFAULT_FILE_BATCH = 10
 DEFAULT_TABULAR_BATCH = "1MB"
+# mini_batch_size for tabular input: a number of bytes with an optional 1024-based unit (Azure's "1MB",
+# "512KB", "1024"; v2 YAML's "10kb"). The one parser of mini_batch_size is below; everything else asks it.
+_SIZE_RE = re.compile(r"^(\d+)([kKmMgG]?)[bB]?$", re.ASCII)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 # A valid example per field, quoted in error messages so the fix is one copy-paste away.
 EXAMPLES: dict[str, str] = {
@@ -138,7 +141,7 @@ class JobSpec(BaseModel):
     @field_validator("memory_per_process")
     @classmethod
     def _memory_size(cls, v: Any) -> Any:
-        if v is not None and (not SIZE_RE.match(str(v)) or int(str(v).rstrip("kKmMgGbB") or 0) == 0):
+        if v is not None and (not _SIZE_RE.match(str(v)) or int(str(v).rstrip("kKmMgGbB") or 0) == 0):
             raise ValueError("not a size; use bytes or a size such as 2GB")
         return v
 
@@ -179,15 +182,13 @@ class JobSpec(BaseModel):
     def batch_count(self) -> int:
         """Files per mini-batch (file input)."""
         v = self.mini_batch_size
-        return DEFAULT_FILE_BATCH if v is None or _is_auto(v) else int(v)
+        return DEFAULT_FILE_BATCH if v is None or is_auto(v) else parse_count(v)
 
     @property
     def batch_bytes(self) -> int:
         """Bytes per mini-batch (tabular input)."""
-        from .data.tabular import parse_size
-
         v = self.mini_batch_size
-        return parse_size(DEFAULT_TABULAR_BATCH if v is None or _is_auto(v) else v)
+        return parse_size(DEFAULT_TABULAR_BATCH if v is None or is_auto(v) else v)
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the result; resume refuses a changed spec."""
@@ -224,8 +225,61 @@ class _RawView:
         return None
 
 
-def _is_auto(value: object) -> bool:
+# --- mini_batch_size: the one parser --------------------------------------------------------------------
+
+def is_auto(value: object) -> bool:
+    """``mini_batch_size: auto``: the driver measures run() on probes and picks the size."""
     return isinstance(value, str) and value.strip().lower() == "auto"
+
+
+def parse_size(value: str | int) -> int:
+    """A mini-batch size such as ``"1MB"``, ``"512KB"``, ``"10kb"``, ``"2G"`` or ``512`` in bytes (1024-based).
+    Raises ValueError for anything else, and for zero."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        text = repr(value)
+    m = _SIZE_RE.match(text)
+    size = int(m.group(1)) * _UNITS[m.group(2).lower()] if m else 0
+    if size <= 0:
+        raise ValueError(f"invalid mini-batch size {value!r}: use a size such as '1MB' or '512KB'")
+    return size
+
+
+def parse_count(value: str | int) -> int:
+    """A file count (``10`` or ``"10"``); raises ValueError unless it is a positive whole number."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise ValueError(f"invalid file count {value!r}: use a positive whole number such as 10")
+    count = int(str(value).strip())
+    if count < 1:
+        raise ValueError(f"invalid file count {value!r}: use a positive whole number such as 10")
+    return count
+
+
+def mini_batch_size_problem(value: object, input_type: str | None) -> str | None:
+    """Why ``value`` is not a valid mini_batch_size for ``input_type`` (``file``, ``tabular``, or None when
+    the input is not known yet: either kind is accepted), or None when it is valid (None and ``auto`` are)."""
+    if value is None or is_auto(value):
+        return None
+    if not isinstance(value, (int, str)) or isinstance(value, bool):
+        return f"mini_batch_size: {value!r} must be a number of files, a size, or auto. {EXAMPLES['mini_batch_size']}"
+    parsers = {"file": parse_count, "tabular": parse_size}
+    for kind in ([input_type] if input_type in parsers else ["file", "tabular"]):
+        try:
+            parsers[kind](value)
+            return None
+        except ValueError:
+            continue
+    if input_type == "file":
+        return (f"mini_batch_size: {value!r} is not a file count; file input takes a positive number of files "
+                f"per mini-batch. Example: mini_batch_size: 10")
+    if input_type == "tabular":
+        return (f"mini_batch_size: {value!r} is not a size; tabular input takes a size matching "
+                f"^\\d+([kKmMgG][bB])?$. Example: mini_batch_size: 1MB")
+    return (f"mini_batch_size: {value!r} is neither a file count (FileDataset input) nor a size "
+            f"(TabularDataset input). Example: {EXAMPLES['mini_batch_size']}")
 
 
 def _cross_checks(data: dict[str, Any]) -> list[str]:
@@ -238,23 +292,8 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
             "inputs: mixes file and tabular inputs; a job takes one input type. "
             "Split it into two jobs (or two ParallelRunSteps)."
         )
-    mbs = spec.mini_batch_size
-    if _is_auto(mbs):
-        mbs = None  # mini_batch_size: auto (the driver measures run() and picks the size)
-    if spec.input_type == "file" and mbs is not None and isinstance(mbs, (int, str)):
-        if isinstance(mbs, str) and not mbs.isdigit() or (isinstance(mbs, int) and mbs < 1):
-            problems.append(
-                f"mini_batch_size: {mbs!r} is not a file count; file input takes a positive number of files "
-                f"per mini-batch. Example: mini_batch_size: 10"
-            )
-    if spec.input_type == "tabular" and mbs is not None and isinstance(mbs, (int, str)):
-        if not SIZE_RE.match(str(mbs)) or str(mbs).rstrip("kKmMgGbB") in ("", "0") or int(
-            str(mbs).rstrip("kKmMgGbB") or 0
-        ) == 0:
-            problems.append(
-                f"mini_batch_size: {mbs!r} is not a size; tabular input takes a size matching "
-                f"^\\d+([kKmMgG][bB])?$. Example: mini_batch_size: 1MB"
-            )
+    if (problem := mini_batch_size_problem(spec.mini_batch_size, spec.input_type)) is not None:
+        problems.append(problem)
     if not isinstance(spec.append_row_file_name, str):
         pass
     elif "/" in spec.append_row_file_name or "\\" in spec.append_row_file_name or not spec.append_row_file_name:

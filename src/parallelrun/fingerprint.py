@@ -100,7 +100,7 @@ def check_resume(journal: Journal, spec: JobSpec, job_dir: Path, rec: RunRecord,
 def _environment(python: str | None) -> dict[str, Any]:
     if not python:
         return {"python": sys.executable, "version": platform.python_version()}
-    from .workspace.environment import READY_FILE
+    from .workspace._venv import READY_FILE
 
     # An Environment's venv: its path holds the hash of its packages; the ready marker's time tells a
     # rebuilt venv (deleted and built again) from the one the run started with.

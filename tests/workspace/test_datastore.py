@@ -1,4 +1,5 @@
-"""Datastores against real storage: a local folder, Azure Blob (Azurite) and S3 (moto's server)."""
+"""What is particular to each datastore backend (registration forms, storage options, errors); what they
+all share is in test_datastore_conformance.py."""
 
 from __future__ import annotations
 
@@ -11,47 +12,7 @@ from typing import Any
 import pytest
 
 from parallelrun import UsageError
-from parallelrun.data.storage import url_to_fs
-from parallelrun.workspace import DataPath, Datastore, Workspace
-
-
-def _tree(root: Path) -> dict[str, str]:
-    files = {"a.txt": "alpha", "sub/b.txt": "beta", "sub/deeper/c.csv": "x,y\n1,2\n"}
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return files
-
-
-def _read_back(target: Path) -> dict[str, str]:
-    return {p.relative_to(target).as_posix(): p.read_text() for p in sorted(target.rglob("*")) if p.is_file()}
-
-
-def _roundtrip(store: Datastore, tmp_path: Path) -> None:
-    """The behaviour every kind of datastore shares: upload, skip or overwrite, list, download."""
-    files = _tree(tmp_path / "src")
-    dp = store.upload(tmp_path / "src", target_path="mnist/", show_progress=False)
-    assert isinstance(dp, DataPath) and dp.path_on_datastore == "mnist"
-    assert store._list("mnist") == sorted(f"mnist/{k}" for k in files)
-    # overwrite=False keeps what is there; overwrite=True replaces it
-    (tmp_path / "src" / "a.txt").write_text("changed")
-    store.upload(tmp_path / "src", target_path="mnist", show_progress=False)
-    n = store.download(tmp_path / "out1", prefix="mnist/", show_progress=False)
-    assert n == 3
-    assert _read_back(tmp_path / "out1")["mnist/a.txt"] == "alpha"
-    store.upload(tmp_path / "src", target_path="mnist", overwrite=True, show_progress=False)
-    assert store.download(tmp_path / "out1", prefix="mnist/", show_progress=False) == 0  # all exist locally
-    assert store.download(tmp_path / "out1", prefix="mnist/", overwrite=True, show_progress=False) == 3
-    assert _read_back(tmp_path / "out1") == {f"mnist/{k}": ("changed" if k == "a.txt" else v)
-                                             for k, v in files.items()}
-    # prefix is a path prefix, as in Azure: "mnist/sub/d" matches mnist/sub/deeper/...
-    assert store.download(tmp_path / "out2", prefix="mnist/sub/d", show_progress=False) == 1
-    assert _read_back(tmp_path / "out2") == {"mnist/sub/deeper/c.csv": files["sub/deeper/c.csv"]}
-    store.upload_files([tmp_path / "src" / "sub" / "b.txt"], target_path="single", show_progress=False)
-    assert store._list("single") == ["single/b.txt"]
-    # the URL and options the engine gets open the same file
-    fs, inner = url_to_fs(store.url("mnist/sub/b.txt"), store.storage_options())
-    assert fs.cat_file(inner) == b"beta"
+from parallelrun.workspace import Datastore, Workspace
 
 
 def test_local_datastore(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,11 +20,11 @@ def test_local_datastore(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     store = Datastore.register_local(ws, "scratch", tmp_path / "scratch")
     assert store.url("x/y.txt") == str((tmp_path / "scratch" / "x" / "y.txt").resolve())
     assert store.storage_options() == {}
-    _roundtrip(store, tmp_path)
+    (tmp_path / "src").mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tmp_path / "src" / name).write_text(name)
     ws.get_default_datastore().upload(tmp_path / "src", "d")
     assert "Uploaded 3 file(s) to workspaceblobstore/d" in capsys.readouterr().out
-    with pytest.raises(UsageError, match=r"'\.\.'"):
-        store.path("../outside")
 
 
 def test_registration_is_idempotent_and_overwrite_guarded(tmp_path: Path) -> None:
@@ -94,7 +55,6 @@ def test_azure_blob_datastore(tmp_path: Path, azurite: Any) -> None:
     assert store.url("mnist/0.png") == f"az://{store.container_name}/mnist/0.png"
     opts = store.storage_options()["az"]
     assert opts["account_name"] == "devstoreaccount1" and azurite.endpoint in opts["connection_string"]
-    _roundtrip(store, tmp_path)
 
 
 @pytest.mark.azure
@@ -132,7 +92,6 @@ def test_s3_datastore(tmp_path: Path, moto_s3: Any) -> None:
     assert store.storage_options() == {"s3": {
         "key": moto_s3.access_key_id, "secret": moto_s3.secret_access_key,
         "client_kwargs": {"endpoint_url": moto_s3.endpoint_url, "region_name": "us-east-1"}}}
-    _roundtrip(store, tmp_path)
 
 
 def test_missing_extra_names_the_pip_command(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import warnings
@@ -12,6 +13,7 @@ import pytest
 from parallelrun import UsageError, run_job
 from parallelrun.config import JobSpec
 from parallelrun.workspace import CondaDependencies, Environment, EnvironmentBuildError, Workspace
+from parallelrun.workspace._venv import INSTALLER_VAR, choose_installer, find_uv
 
 # A tiny pure-Python package that the project's own venv does not have, so importing it proves the venv.
 PACKAGE = "inflection"
@@ -133,3 +135,90 @@ def test_workers_import_the_environments_packages(ws: Workspace, tmp_path: Path)
     result = run_job(spec, job_dir=job, workspace=ws.path, progress="quiet", record_fields={"python": python})
     assert result.ok, result.summary()
     assert Path(result.output_file or "").read_text().startswith(str(ws.path / "envs"))
+
+
+# --- which installer builds the venv ------------------------------------------------------------------
+
+def _ready_record(ws: Workspace, env: Environment) -> dict[str, object]:
+    return json.loads((ws.path / "envs" / env.spec_hash() / ".parallelrun-ready").read_text())
+
+
+def test_uv_comes_from_the_installed_uv_package(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The normal path: uv is a dependency, found through ``uv.find_uv_bin()`` with nothing on PATH."""
+    import uv
+
+    monkeypatch.delenv("PARALLELRUN_UV", raising=False)
+    monkeypatch.delenv(INSTALLER_VAR, raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert find_uv() == uv.find_uv_bin()
+    env = Environment("inflect")
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=[PACKAGE])
+    python = env.python_executable(ws)
+    assert _ready_record(ws, env)["installer"] == "uv"
+    probe = subprocess.run([str(python), "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0 and probe.stdout.startswith(str(ws.path / "envs")), probe.stderr
+
+
+def test_venv_and_pip_build_it_when_uv_is_not_used(ws: Workspace, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback, forced: the standard library's venv and the venv's own pip, no uv involved."""
+    monkeypatch.setenv(INSTALLER_VAR, "pip")
+    monkeypatch.setenv("PARALLELRUN_UV", "/nonexistent/uv")
+    env = Environment("inflect-pip")
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=[PACKAGE])
+    python = env.python_executable(ws)
+    assert _ready_record(ws, env)["installer"] == "pip"
+    env_dir = ws.path / "envs" / env.spec_hash()
+    assert (env_dir / "pyvenv.cfg").read_text().count("uv =") == 0  # made by venv, not by uv
+    probe = subprocess.run([str(python), "-c", f"import {PACKAGE}, parallelrun, pandas; print({PACKAGE}.__file__)"],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.startswith(str(env_dir))
+    # And a job's workers run in it.
+    job = tmp_path / "job"
+    (job / "data").mkdir(parents=True)
+    (job / "data" / "a.txt").write_text("a")
+    (job / "score.py").write_text(f"import {PACKAGE}\ndef run(batch):\n    return [{PACKAGE}.__file__ for _ in batch]\n")
+    spec = JobSpec(name="pip-venv-job", entry_script="score.py", inputs=[{"type": "file", "path": "data"}],
+                   process_count_per_node=1, output=str(tmp_path / "out"), run_max_try=1)
+    result = run_job(spec, job_dir=job, workspace=ws.path, progress="quiet", record_fields={"python": python})
+    assert result.ok, result.summary()
+    assert Path(result.output_file or "").read_text().startswith(str(env_dir))
+
+
+def test_pip_fallback_failure_names_pip_and_leaves_nothing(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INSTALLER_VAR, "pip")
+    env = Environment("broken-pip")
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["not a valid requirement !!"])
+    with pytest.raises(EnvironmentBuildError, match=r"installing the packages failed \(pip exited \d+\)") as e:
+        env.python_executable(ws)
+    assert "not a valid requirement" in str(e.value)
+    assert not (ws.path / "envs" / env.spec_hash()).exists()
+
+
+def test_unknown_installer_is_refused(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INSTALLER_VAR, "typo")
+    with pytest.raises(EnvironmentBuildError, match=r"PARALLELRUN_INSTALLER='typo' is not one of auto, uv, pip"):
+        choose_installer()
+
+
+def test_current_environment_skips_the_build(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARALLELRUN_ENVIRONMENT", "current")
+    env = Environment("old-pins")
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["tensorflow==1.13.1"])
+    with pytest.warns(UserWarning, match=r"packages \(tensorflow==1.13.1\) are not installed"):
+        assert env.python_executable(ws) is None
+    assert not (ws.path / "envs").exists()
+
+
+def test_spark_settings_warn_exactly_once() -> None:
+    env = Environment("spark")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env.spark.precache_packages = False
+        env.spark.packages = ["x"]
+    assert [str(w.message) for w in caught] == [
+        "Environment 'spark': spark settings are ignored because parallelrun does not run Spark; the "
+        "environment's pip packages are installed into a virtual environment instead."]
+    assert env.spark.precache_packages is False

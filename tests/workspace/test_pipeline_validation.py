@@ -68,8 +68,16 @@ def test_every_problem_reported_at_once(project) -> None:
     for field in ("mini_batch_size", "error_threshold", "output_action", "run_max_try", "logging_level"):
         assert any(p.startswith(field) for p in problems), (field, problems)
     assert "Example: output_action: append_row" in str(e.value)
-    with pytest.raises(JobSpecError, match="node_count: 2 needs a cluster.*Ray backend"):
-        _config(project, node_count=2)
+
+
+def test_node_count_on_local_compute_warns_and_runs_on_one_node(project) -> None:
+    """Azure code sizes its cluster with node_count (the seed tutorial asks for 4): locally that has no
+    meaning, so it warns and the engine gets node_count 1; with a Ray target it is kept."""
+    with pytest.warns(UserWarning, match="node_count=2 has no meaning on local compute.*RayCompute"):
+        cfg = _config(project, node_count=2)
+    assert cfg.node_count == 2  # what the user set, as Azure keeps it
+    assert cfg._spec_fields(compute="local")["node_count"] == 1
+    assert cfg._spec_fields(compute="ray://head:10001")["node_count"] == 2
 
 
 def test_mini_batch_size_must_fit_the_input_type(project, tmp_path: Path) -> None:

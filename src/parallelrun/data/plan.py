@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import config
 from ..config import DEFAULT_FILE_BATCH, DEFAULT_TABULAR_BATCH, JobSpec
 from ..errors import DatasetError, ResumeError
 from .batches import FileBatch, MiniBatch
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 def is_auto(spec: JobSpec) -> bool:
     """``mini_batch_size: auto``: the driver measures run() on probes and picks the size."""
-    return isinstance(spec.mini_batch_size, str) and spec.mini_batch_size.strip().lower() == "auto"
+    return config.is_auto(spec.mini_batch_size)
 
 
 class Plan:
@@ -62,9 +63,7 @@ class Plan:
             return self.batch_size
         tabular = self.spec.input_type == "tabular"
         if is_auto(self.spec):
-            from .tabular import parse_size
-
-            return parse_size(DEFAULT_TABULAR_BATCH) if tabular else DEFAULT_FILE_BATCH
+            return config.parse_size(DEFAULT_TABULAR_BATCH) if tabular else DEFAULT_FILE_BATCH
         return self.spec.batch_bytes if tabular else self.spec.batch_count
 
     def batches(self) -> Iterator[MiniBatch]:

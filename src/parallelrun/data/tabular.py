@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import pandas as pd
 
+from parallelrun.config import parse_size as parse_size  # re-exported: the one mini_batch_size parser
 from parallelrun.data.batches import TabularBatch
 from parallelrun.data.storage import url_to_fs
 
@@ -33,25 +34,8 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parq
                ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".zip", ".lz4", ".snappy", ".tgz")
 _OPTION_KEYS = ("separator", "header", "encoding", "dtype")
-_SIZE_RE = re.compile(r"^(\d+)([kKmMgG]?)[bB]?$", re.ASCII)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 # Big reads keep the per-chunk Python overhead negligible next to the C-speed bytes.find/count scans.
 _CHUNK = 8 * 1024 * 1024
-
-
-def parse_size(value: str | int) -> int:
-    """Parse a mini-batch size such as ``"1MB"``, ``"512KB"``, ``"2G"`` or ``512`` into bytes (1024-based)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value.strip()
-    else:
-        text = repr(value)
-    m = _SIZE_RE.match(text)
-    size = int(m.group(1)) * _UNITS[m.group(2).lower()] if m else 0
-    if size <= 0:
-        raise ValueError(f"invalid mini-batch size {value!r}: use a size such as '1MB' or '512KB'")
-    return size
 
 
 def infer_format(path: str, format: str | None = None) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..azureml_shim._hints import migration_hint
 from ..errors import EntryScriptError, UserCodeError
 
 _OUR_DIR = str(Path(__file__).resolve().parent.parent)
@@ -105,7 +106,8 @@ def user_traceback(exc: BaseException) -> str:
 
 
 def to_user_error(exc: BaseException) -> UserCodeError:
-    return UserCodeError(type(exc).__name__, str(exc), user_traceback(exc))
+    # A v1 script failing inside pandas 3 gets a hint on how to run it unchanged (pin pandas<3).
+    return UserCodeError(type(exc).__name__, str(exc), user_traceback(exc) + migration_hint(exc))
 
 
 @dataclass

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_FILE_BATCH, DEFAULT_TABULAR_BATCH, JobSpec
+from ..config import DEFAULT_FILE_BATCH, DEFAULT_TABULAR_BATCH, JobSpec, parse_size
 from ..data.batches import MiniBatch
 from ..data.plan import Plan, PlanFeed, is_auto
 from ..journal import Journal
@@ -114,6 +114,4 @@ class Feed:
 
 
 def _parse(size: str) -> int:
-    from ..data.tabular import parse_size
-
     return parse_size(size)

@@ -7,6 +7,10 @@
     environments     name, version, definition (JSON), created
     compute_targets  name, type, definition (JSON), created
 
+``Catalog.lookup`` is the one way to fetch a registered object by name: an unknown name raises a
+:class:`UsageError` listing what is registered, the closest match ("did you mean"), and how to register
+one; an unknown version lists the versions there are.
+
 Secrets never enter this file (see ``_secrets.py``). Every call opens its own short-lived connection, so
 a catalog is safe to use from several processes at once (pipelines run in background processes); new
 versions are allocated inside ``BEGIN IMMEDIATE`` so two registrations never get the same number.
@@ -14,6 +18,7 @@ versions are allocated inside ``BEGIN IMMEDIATE`` so two registrations never get
 
 from __future__ import annotations
 
+import difflib
 import json
 import sqlite3
 import time
@@ -21,6 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ..errors import UsageError
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -40,6 +47,32 @@ CREATE TABLE IF NOT EXISTS compute_targets (
     name TEXT PRIMARY KEY, type TEXT NOT NULL, definition TEXT NOT NULL, created REAL NOT NULL);
 """
 VERSIONED = ("datasets", "models", "environments")
+# What each table holds, for messages: (the noun, how to register one).
+KINDS: dict[str, tuple[str, str]] = {
+    "datastores": ("datastore", "Register it with Datastore.register_azure_blob_container(ws, ...), "
+                   "Datastore.register_s3_bucket(ws, ...) or Datastore.register_local(ws, name, path)."),
+    "datasets": ("dataset", "Register one with Dataset.File.from_files(...).register(ws, name) or "
+                 "Dataset.Tabular.from_*_files(...).register(...)"),
+    "models": ("model", "Register it with Model.register(ws, model_path='path/to/model', model_name={name!r})."),
+    "environments": ("environment", "Register one with Environment(name).register(ws)."),
+    "compute_targets": ("compute target", "Create one with ComputeTarget.create(ws, {name!r}, "
+                        "RayCompute(address='ray://host:10001')), or use 'local'."),
+}
+
+
+def not_found(table: str, name: str, known: list[str], where: Path, version: int | None = None,
+              versions: list[int] | None = None) -> UsageError:
+    """The error for a name (or a version) the catalog does not have: what is there, the closest match,
+    and how to register one."""
+    noun, register = KINDS[table]
+    if versions:
+        return UsageError(f"{noun} {name!r} has no version {version}; its versions are {versions}")
+    close = difflib.get_close_matches(name, known, n=1)
+    return UsageError(
+        f"no {noun} named {name!r}" + (f" with version {version}" if version is not None else "")
+        + f" in workspace {where} (registered: {', '.join(repr(k) for k in known) or 'none'})."
+        + (f" Did you mean {close[0]!r}?" if close else "") + " " + register.format(name=name)
+    )
 
 
 class Catalog:
@@ -77,6 +110,15 @@ class Catalog:
             db.execute("COMMIT")
         finally:
             db.close()
+
+    def lookup(self, table: str, name: str, version: int | None = None) -> dict[str, Any]:
+        """The row of ``name`` (its latest version, or ``version``); raises :func:`not_found`'s error."""
+        row = self.get_version(table, name, version) if table in VERSIONED else self.get_named(table, name)
+        if row is not None:
+            return row
+        versions = ([int(r["version"]) for r in self.list_versions(table, name)]
+                    if table in VERSIONED and version is not None else None)
+        raise not_found(table, name, self.names(table), self.path.parent, version, versions)
 
     # --- meta -----------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -11,8 +11,13 @@ import hashlib
 import json
 from typing import Any
 
+from ..errors import UsageError
+from .compute import ComputeTarget
+from .datastore import Datastore
+from .model import Model
 
-def _dataset_of(obj: Any) -> Any:
+
+def dataset_of(obj: Any) -> Any:
     """The dataset behind a dataset or a named input (``ds.as_named_input('x')``), else None."""
     inner = getattr(obj, "dataset", None)
     if inner is not None and hasattr(inner, "to_input_specs"):
@@ -23,7 +28,7 @@ def _dataset_of(obj: Any) -> Any:
 
 
 def is_dataset_like(obj: Any) -> bool:
-    return _dataset_of(obj) is not None
+    return dataset_of(obj) is not None
 
 
 def dataset_type(ds: Any) -> str:
@@ -32,40 +37,28 @@ def dataset_type(ds: Any) -> str:
     return "tabular" if "TabularDataset" in names else "file"
 
 
-def input_type(obj: Any) -> str | None:
-    """'file', 'tabular', or None when ``obj`` is not something a step can read."""
-    from .steps import PipelineData, _TabularPipelineData
-
-    if isinstance(obj, _TabularPipelineData):
-        return "tabular"
-    if isinstance(obj, PipelineData):
-        return "file"
-    ds = _dataset_of(obj)
-    return dataset_type(ds) if ds is not None else None
-
-
 def input_name(obj: Any, index: int) -> str:
     """The name a worker sees an input by: the named input's name, the PipelineData's, the dataset's."""
     name = getattr(obj, "name", None)
     if isinstance(name, str) and name:
         return name
-    ds = _dataset_of(obj)
+    ds = dataset_of(obj)
     name = getattr(ds, "name", None)
     return name if isinstance(name, str) and name else f"input_{index}"
 
 
 def dataset_specs(obj: Any, ws: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The engine's input entries for a dataset and the storage options (credentials) to read them."""
-    entries, options = _dataset_of(obj).to_input_specs(ws)
+    entries, options = dataset_of(obj).to_input_specs(ws)
     return [dict(e) for e in entries], dict(options or {})
 
 
 def dataset_fingerprint(obj: Any, ws: Any) -> str:
-    return str(_dataset_of(obj).fingerprint(ws))
+    return str(dataset_of(obj).fingerprint(ws))
 
 
 def dataset_identity(obj: Any) -> dict[str, Any]:
-    ds = _dataset_of(obj)
+    ds = dataset_of(obj)
     return {"name": getattr(ds, "name", None), "version": getattr(ds, "version", None)}
 
 
@@ -78,15 +71,11 @@ def compute_string(target: Any, ws: Any) -> str:
             return target
         if ws is None:
             return "local"  # resolved against the workspace at submit
-        from .compute import ComputeTarget
-
         target = ComputeTarget(ws, target)  # raises naming the registered targets and how to create one
     config = getattr(target, "config", target)  # a registered ComputeTarget holds its configuration
     fn = getattr(config, "engine_compute", None)
     if callable(fn):
         return str(fn())
-    from ..errors import UsageError
-
     raise UsageError(f"compute_target {target!r} is not a compute target; use LocalCompute(), "
                      "RayCompute(address=...), or the name of one registered with ComputeTarget.create")
 
@@ -95,8 +84,6 @@ def compute_fields(target: Any, ws: Any) -> dict[str, Any]:
     """The job spec fields for a compute target: ``compute`` and, for a RayCompute with options, ``ray``."""
     fields: dict[str, Any] = {"compute": compute_string(target, ws)}
     if isinstance(target, str) and ws is not None and fields["compute"] != target:
-        from .compute import ComputeTarget
-
         target = ComputeTarget(ws, target)
     fn = getattr(getattr(target, "config", target), "engine_fields", None)
     if callable(fn):
@@ -143,8 +130,6 @@ def _pip_packages(env: Any) -> list[str]:
 def model_entry(model: Any, ws: Any) -> dict[str, Any]:
     """{name, version, path} of a Model object, or of a registered model named 'name' / 'name:version'."""
     if isinstance(model, str):
-        from .model import Model
-
         name, _, version = model.partition(":")
         model = Model(ws, name, version=int(version) if version else None)
     return {"name": model.name, "version": model.version, "path": str(model.path)}
@@ -156,14 +141,12 @@ def datastore_for(data: Any, ws: Any) -> Any:
     if ds is None:
         return ws.get_default_datastore()
     if isinstance(ds, str):
-        from .datastore import Datastore
-
         return Datastore.get(ws, ds)
     return ds
 
 
 def local_root(datastore: Any) -> str | None:
     """A local datastore's folder; None for remote storage."""
-    if getattr(datastore, "datastore_type", "Local") == "Local":
+    if getattr(datastore, "is_local", True):
         return str(datastore.url(""))
     return None

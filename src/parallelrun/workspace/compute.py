@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from .workspace import Workspace
+from ._catalog import not_found
+from .workspace import Workspace, register_asset
 
 LOCAL = "local"
 _ADDRESS_RE = re.compile(r"^(auto|ray://[\w.\-]+:\d+|[\w.\-]+:\d+)$")
@@ -86,11 +87,7 @@ class ComputeTarget:
     def __init__(self, workspace: Workspace, name: str) -> None:
         targets = ComputeTarget._all(workspace)
         if name not in targets:
-            raise UsageError(
-                f"no compute target named {name!r} in workspace {workspace.path} (known: "
-                f"{', '.join(repr(n) for n in targets)}). Create one with "
-                f"ComputeTarget.create(ws, {name!r}, RayCompute(address='ray://host:10001')), or use 'local'."
-            )
+            raise not_found("compute_targets", name, list(targets), workspace.path)
         self.__dict__.update(targets[name].__dict__)
 
     @staticmethod
@@ -108,18 +105,18 @@ class ComputeTarget:
         if name == LOCAL and not isinstance(config, LocalCompute):
             raise UsageError("the name 'local' is reserved for this machine; choose another name")
         definition = _to_json(config)
-        row = workspace._catalog.get_named("compute_targets", name)
+        row = workspace.catalog.get_named("compute_targets", name)
         if row is not None and row["definition"] != definition:
             raise UsageError(f"a compute target named {name!r} already exists with a different configuration; "
                              f"delete it first (ComputeTarget(ws, {name!r}).delete()) or choose another name")
         if name != LOCAL:
-            workspace._catalog.put_named("compute_targets", name, config.type, definition)
+            workspace.catalog.put_named("compute_targets", name, config.type, definition)
         return ComputeTarget._make(workspace, name, config)
 
     def delete(self) -> None:
         if self.name == LOCAL:
             raise UsageError("the 'local' compute target cannot be deleted")
-        self.workspace._catalog.delete_named("compute_targets", self.name)
+        self.workspace.catalog.delete_named("compute_targets", self.name)
 
     def wait_for_completion(self, show_output: bool = False, **_: Any) -> None:
         """Nothing to provision locally; kept so Azure scripts run unchanged."""
@@ -151,7 +148,7 @@ class ComputeTarget:
     @staticmethod
     def _all(ws: Workspace) -> dict[str, ComputeTarget]:
         out = {LOCAL: ComputeTarget._make(ws, LOCAL, LocalCompute())}
-        for row in ws._catalog.list_named("compute_targets"):
+        for row in ws.catalog.list_named("compute_targets"):
             out[row["name"]] = ComputeTarget._make(ws, row["name"], _from_json(row["type"], row["definition"]))
         return out
 
@@ -164,3 +161,6 @@ def _from_json(type: str, d: dict[str, Any]) -> ComputeConfig:
     if type == "ray":
         return RayCompute(d.get("address"), **(d.get("options") or {}))
     return LocalCompute()
+
+
+register_asset("compute_targets", ComputeTarget._all)

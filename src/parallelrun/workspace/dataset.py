@@ -10,7 +10,6 @@ The engine bridge is :meth:`Dataset.to_input_specs` (the job spec's ``inputs:`` 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -22,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from ..data.files import iter_files
 from ..data.storage import is_url, url_to_fs
 from ..errors import DatasetError, ParallelRunError, UsageError
+from ._secrets import redact
 from .datastore import DataPath, Datastore, clean_relative
-from .workspace import Workspace
+from .workspace import Workspace, register_asset
 
 _GLOB = re.compile(r"[*?\[]")
 _INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -149,7 +150,7 @@ class Dataset:
         if not name or "/" in name or ":" in name:
             raise UsageError(f"dataset name {name!r} is invalid: use a non-empty name without '/' or ':'")
         definition = self._definition()
-        with workspace._catalog.connect(write=True) as db:
+        with workspace.catalog.connect(write=True) as db:
             row = db.execute("SELECT version, definition FROM datasets WHERE name = ? ORDER BY version DESC "
                              "LIMIT 1", (name,)).fetchone()
             if row is not None and json.loads(row["definition"]) == definition:
@@ -161,7 +162,7 @@ class Dataset:
                     "version, or choose another name"
                 )
             else:
-                version = workspace._catalog.add_version(db, "datasets", name, {
+                version = workspace.catalog.add_version(db, "datasets", name, {
                     "definition": definition, "description": description, "tags": dict(tags or {})})
         return Dataset.get_by_name(workspace, name, version)
 
@@ -169,19 +170,7 @@ class Dataset:
     def get_by_name(workspace: Workspace, name: str, version: int | str = "latest") -> FileDataset | TabularDataset:
         """A registered dataset; ``version="latest"`` (the default) or a version number."""
         v: int | None = None if str(version).lower() == "latest" else _as_version(version)
-        row = workspace._catalog.get_version("datasets", name, v)
-        if row is None:
-            known = workspace._catalog.names("datasets")
-            if name in known:
-                versions = [r["version"] for r in workspace._catalog.list_versions("datasets", name)]
-                raise UsageError(f"dataset {name!r} has no version {version}; its versions are {versions}")
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UsageError(
-                f"no dataset named {name!r} in workspace {workspace.path} (registered: "
-                f"{', '.join(repr(k) for k in known) or 'none'}).{hint} Register one with "
-                "Dataset.File.from_files(...).register(ws, name) or Dataset.Tabular.from_*_files(...).register(...)"
-            )
+        row = workspace.catalog.lookup("datasets", name, v)
         d = row["definition"]
         sources = [_Source(Datastore.get(workspace, s["datastore"]) if "datastore" in s else None, s["path"])
                    for s in d["paths"]]
@@ -193,7 +182,7 @@ class Dataset:
 
     @staticmethod
     def get_all(workspace: Workspace) -> dict[str, FileDataset | TabularDataset]:
-        return {n: Dataset.get_by_name(workspace, n) for n in workspace._catalog.names("datasets")}
+        return {n: Dataset.get_by_name(workspace, n) for n in workspace.catalog.names("datasets")}
 
     # --- consumption ----------------------------------------------------------------------------------
     def as_named_input(self, name: str) -> DatasetConsumptionConfig:
@@ -239,8 +228,6 @@ class Dataset:
     def _files(self, ws: Workspace | None = None) -> Iterator[tuple[_Source, str, int, int | str]]:
         """(source, url-or-path, size, version) of every file, in order; DatasetError when a path matches
         nothing."""
-        from ..data.files import iter_files
-
         for src in self._sources:
             url = src.url(ws)
             try:
@@ -255,8 +242,6 @@ class Dataset:
             except ParallelRunError:
                 raise
             except Exception as e:
-                from ._secrets import redact
-
                 ws_ = ws or (src.datastore.workspace if src.datastore else None)
                 text = redact(f"{type(e).__name__}: {e}", ws_._secrets.values() if ws_ else [])
                 raise DatasetError(f"listing the dataset path {src.describe()} ({url}) failed: {text}. Check the "
@@ -407,3 +392,6 @@ def _as_version(version: int | str) -> int:
         return int(version)
     except (TypeError, ValueError):
         raise UsageError(f"dataset version {version!r} is not a number; use an integer or 'latest'") from None
+
+
+register_asset("datasets", Dataset.get_all)

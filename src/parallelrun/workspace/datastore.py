@@ -1,5 +1,11 @@
 """Datastores: named storage locations (a local folder, an Azure Blob container, an S3 bucket).
 
+``Datastore`` holds what every kind shares (registration in the catalog, paths, upload, download,
+listing through fsspec, error translation); each kind is a subclass in its own module, registered by its
+``datastore_type`` (fsspec's pattern): ``LocalDatastore`` (``_datastore_local.py``),
+``AzureBlobDatastore`` (``_datastore_blob.py``), ``S3Datastore`` (``_datastore_s3.py``). A new kind is one
+new module and one line in ``tests/workspace/test_datastore_conformance.py``.
+
 A datastore turns a path inside it into an fsspec URL (``az://container/...``, ``s3://bucket/...`` or an
 absolute local path) plus the ``storage_options`` the engine passes to its workers, keyed by protocol as
 ``parallelrun.data.storage.url_to_fs`` expects. Its credentials live in the workspace's ``secrets.json``
@@ -11,23 +17,18 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..data.storage import url_to_fs
 from ..errors import MissingExtraError, ParallelRunError, UsageError
 from ._secrets import redact
-from .workspace import Workspace
+from .workspace import Workspace, register_asset
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$")
-_AZURE_DEFAULT_SUFFIX = "core.windows.net"
-_REGISTER_HELP = (
-    "Register it with Datastore.register_azure_blob_container(ws, ...), Datastore.register_s3_bucket(ws, ...) "
-    "or Datastore.register_local(ws, name, path)."
-)
 
 
 @dataclass(frozen=True)
@@ -59,20 +60,44 @@ class DataPath:
         return f"DataPath(datastore={self.datastore.name!r}, path_on_datastore={self.path_on_datastore!r})"
 
 
+_BACKENDS: dict[str, type[Datastore]] = {}
+
+
+def register_backend(cls: type[Datastore]) -> type[Datastore]:
+    """Class decorator: make ``cls`` the implementation of datastores of type ``cls.datastore_type``."""
+    _BACKENDS[cls.datastore_type] = cls
+    return cls
+
+
+def backend(datastore_type: str) -> type[Datastore]:
+    try:
+        return _BACKENDS[datastore_type]
+    except KeyError:
+        raise UsageError(f"unknown datastore type {datastore_type!r} (known: {', '.join(sorted(_BACKENDS))}); "
+                         "was this workspace written by a newer parallelrun?") from None
+
+
 class Datastore:
-    """A registered storage location. ``Datastore(ws, name)`` or ``Datastore.get(ws, name)`` retrieves one.
+    """A registered storage location. ``Datastore(ws, name)`` or ``Datastore.get(ws, name)`` retrieves one
+    (an instance of the subclass for its kind).
 
     ``datastore_type`` is ``"Local"``, ``"AzureBlob"`` or ``"S3"``.
     """
 
+    datastore_type = ""
+    protocol = "file"
+    is_local = False  # a folder on this machine: written in place, never uploaded
     name: str
-    datastore_type: str
     workspace: Workspace
     _definition: dict[str, Any]
 
-    def __init__(self, workspace: Workspace, name: str | None = None) -> None:
-        found = Datastore.get(workspace, name) if name else workspace.get_default_datastore()
-        self.__dict__.update(found.__dict__)
+    def __new__(cls, workspace: Workspace | None = None, name: str | None = None) -> Datastore:
+        if workspace is None:  # unpickling, or _from_row
+            return super().__new__(cls)
+        return Datastore.get(workspace, name) if name else workspace.get_default_datastore()
+
+    def __init__(self, workspace: Workspace | None = None, name: str | None = None) -> None:
+        """Nothing to do: ``__new__`` returned a datastore loaded from the catalog."""
 
     # --- registration ---------------------------------------------------------------------------------
     @staticmethod
@@ -103,17 +128,9 @@ class Datastore:
         string (or none for a public container). The keyword-only arguments after ``create_if_not_exists``
         are Azure's and accepted so scripts run unchanged; apart from ``protocol`` they have no effect here.
         """
-        cs_fields = _parse_connection_string(connection_string) if connection_string else {}
-        account = account_name or cs_fields.get("accountname")
-        if not account:
-            raise UsageError("register_azure_blob_container needs account_name (or a connection string holding "
-                             "AccountName=...)")
-        blob_endpoint = cs_fields.get("blobendpoint") or _blob_endpoint(account, endpoint, protocol)
-        credential = ("connection_string" if connection_string else "account_key" if account_key
-                      else "sas_token" if sas_token else None)
-        definition = {"container_name": container_name, "account_name": account, "endpoint": blob_endpoint,
-                      "credential": credential}
-        secrets = {"account_key": account_key, "sas_token": sas_token, "connection_string": connection_string}
+        definition, secrets = backend("AzureBlob")._describe(
+            container_name=container_name, account_name=account_name, account_key=account_key,
+            sas_token=sas_token, endpoint=endpoint, connection_string=connection_string, protocol=protocol)
         ds = Datastore._register(workspace, datastore_name, "AzureBlob", definition, secrets, overwrite)
         if create_if_not_exists:
             ds._create_root()
@@ -133,11 +150,9 @@ class Datastore:
     ) -> Datastore:
         """Register an S3 bucket (s3fs). Without keys, s3fs's usual credential chain applies (environment
         variables, ~/.aws). ``endpoint_url`` points at an S3-compatible server (MinIO, moto)."""
-        if bool(access_key_id) != bool(secret_access_key):
-            raise UsageError("register_s3_bucket: give both access_key_id and secret_access_key, or neither")
-        definition = {"bucket_name": bucket_name, "endpoint_url": endpoint_url, "region": region,
-                      "credential": "access_key" if access_key_id else None}
-        secrets = {"access_key_id": access_key_id, "secret_access_key": secret_access_key}
+        definition, secrets = backend("S3")._describe(
+            bucket_name=bucket_name, access_key_id=access_key_id, secret_access_key=secret_access_key,
+            endpoint_url=endpoint_url, region=region)
         ds = Datastore._register(workspace, datastore_name, "S3", definition, secrets, overwrite)
         if create_if_not_exists:
             ds._create_root()
@@ -147,23 +162,12 @@ class Datastore:
     def register_local(workspace: Workspace, name: str, path: str | os.PathLike[str], overwrite: bool = False,
                        create_if_not_exists: bool = True) -> Datastore:
         """Register a local folder (absolute or relative to the current folder) as a datastore."""
-        root = Path(path).expanduser().resolve()
-        if root.exists() and not root.is_dir():
-            raise UsageError(f"register_local: {root} is a file; a local datastore is a folder")
-        if not root.exists():
-            if not create_if_not_exists:
-                raise UsageError(f"register_local: the folder {root} does not exist")
-            root.mkdir(parents=True)
-        return Datastore._register(workspace, name, "Local", {"root": str(root)}, {}, overwrite)
+        definition, secrets = backend("Local")._describe(path=path, create_if_not_exists=create_if_not_exists)
+        return Datastore._register(workspace, name, "Local", definition, secrets, overwrite)
 
     @staticmethod
     def get(workspace: Workspace, datastore_name: str) -> Datastore:
-        row = workspace._catalog.get_named("datastores", datastore_name)
-        if row is None:
-            known = ", ".join(repr(n) for n in workspace._catalog.names("datastores")) or "none"
-            raise UsageError(f"no datastore named {datastore_name!r} in workspace {workspace.path} "
-                             f"(registered: {known}). {_REGISTER_HELP}")
-        return Datastore._from_row(workspace, row)
+        return Datastore._from_row(workspace, workspace.catalog.lookup("datastores", datastore_name))
 
     @staticmethod
     def get_default(workspace: Workspace) -> Datastore:
@@ -171,10 +175,10 @@ class Datastore:
 
     def unregister(self) -> None:
         """Remove the datastore from the catalog and its credentials from the secrets file (not the data)."""
-        if self.name == self.workspace._catalog.get_meta("default_datastore"):
+        if self.name == self.workspace.catalog.get_meta("default_datastore"):
             raise UsageError(f"{self.name!r} is the default datastore; set another default first "
                              "(ws.set_default_datastore(name))")
-        self.workspace._catalog.delete_named("datastores", self.name)
+        self.workspace.catalog.delete_named("datastores", self.name)
         self.workspace._secrets.delete(self.name)
 
     @staticmethod
@@ -183,7 +187,7 @@ class Datastore:
         if not _NAME_RE.match(name or ""):
             raise UsageError(f"datastore name {name!r} is invalid: use letters, digits, '_' and '-' "
                              "(e.g. 'images_blob')")
-        existing = ws._catalog.get_named("datastores", name)
+        existing = ws.catalog.get_named("datastores", name)
         if existing is not None and not overwrite:
             same = (existing["type"] == type and existing["definition"] == definition
                     and ws._secrets.get(name) == {k: v for k, v in secrets.items() if v})
@@ -198,21 +202,38 @@ class Datastore:
 
     @staticmethod
     def _put(ws: Workspace, name: str, type: str, definition: dict[str, Any]) -> None:
-        ws._catalog.put_named("datastores", name, type, definition)
+        ws.catalog.put_named("datastores", name, type, definition)
 
     @staticmethod
     def _from_row(ws: Workspace, row: dict[str, Any]) -> Datastore:
-        ds = Datastore.__new__(Datastore)
-        ds.name, ds.datastore_type, ds.workspace = row["name"], row["type"], ws
-        ds._definition = dict(row["definition"])
-        if "relative_to_workspace" in ds._definition:  # the default datastore moves with its workspace
-            ds._definition["root"] = str(ws.path / ds._definition["relative_to_workspace"])
+        ds = object.__new__(backend(row["type"]))
+        ds.name, ds.workspace = row["name"], ws
+        ds._definition = ds._loaded(ws, dict(row["definition"]))
         return ds
 
+    # --- what each kind provides ----------------------------------------------------------------------
+    @classmethod
+    def _describe(cls, **arguments: Any) -> tuple[dict[str, Any], dict[str, str | None]]:
+        """(the catalog definition, the secrets) of a registration's arguments; raises UsageError."""
+        raise NotImplementedError
+
+    def _loaded(self, ws: Workspace, definition: dict[str, Any]) -> dict[str, Any]:
+        """The definition as read from the catalog, adjusted to this workspace (default: unchanged)."""
+        return definition
+
+    def _where(self) -> str:
+        """The repr's description of the location (``bucket='b'``)."""
+        raise NotImplementedError
+
+    def storage_options(self) -> dict[str, dict[str, Any]]:
+        """The engine's ``storage_options`` for this datastore, keyed by protocol. Holds credentials:
+        pass it to ``run_job`` or a filesystem, never print or persist it."""
+        raise NotImplementedError
+
+    def _secrets(self) -> dict[str, str]:
+        return self.workspace._secrets.get(self.name)
+
     # --- description ----------------------------------------------------------------------------------
-    @property
-    def protocol(self) -> str:
-        return {"AzureBlob": "az", "S3": "s3"}.get(self.datastore_type, "file")
 
     @property
     def container_name(self) -> str | None:
@@ -236,8 +257,7 @@ class Datastore:
         return self._definition.get("root")
 
     def __repr__(self) -> str:
-        where = {"AzureBlob": f"container={self.container_name!r}, account={self.account_name!r}",
-                 "S3": f"bucket={self.bucket_name!r}", "Local": f"root={self.root!r}"}.get(self.datastore_type, "")
+        where = self._where()
         if self.endpoint:
             where += f", endpoint={self.endpoint!r}"
         cred = self._definition.get("credential")
@@ -261,51 +281,11 @@ class Datastore:
         """The fsspec URL of ``relative`` (``az://container/rel``, ``s3://bucket/rel``) or, for a local
         datastore, its absolute path."""
         rel = clean_relative(relative)
-        if self.datastore_type == "Local":
-            return str(Path(self.root or ".") / rel) if rel else str(self.root)
         base = f"{self.protocol}://{self.container_name or self.bucket_name}"
         return f"{base}/{rel}" if rel else base
 
-    def storage_options(self) -> dict[str, dict[str, Any]]:
-        """The engine's ``storage_options`` for this datastore, keyed by protocol. Holds credentials:
-        pass it to ``run_job`` or a filesystem, never print or persist it."""
-        d, s = self._definition, self.workspace._secrets.get(self.name)
-        if self.datastore_type == "AzureBlob":
-            opts: dict[str, Any] = {"account_name": d["account_name"]}
-            endpoint = d.get("endpoint")
-            if s.get("connection_string"):
-                opts["connection_string"] = s["connection_string"]
-            elif endpoint:
-                # adlfs reaches a non-default endpoint (Azurite, sovereign clouds) only via a connection string.
-                scheme = endpoint.split("://", 1)[0]
-                cs = f"DefaultEndpointsProtocol={scheme};AccountName={d['account_name']};BlobEndpoint={endpoint};"
-                if s.get("account_key"):
-                    cs += f"AccountKey={s['account_key']};"
-                elif s.get("sas_token"):
-                    cs += f"SharedAccessSignature={s['sas_token'].lstrip('?')};"
-                opts["connection_string"] = cs
-            elif s.get("account_key"):
-                opts["account_key"] = s["account_key"]
-            elif s.get("sas_token"):
-                opts["sas_token"] = s["sas_token"]
-            else:
-                opts["anon"] = True
-            return {"az": opts}
-        if self.datastore_type == "S3":
-            opts = {}
-            if s.get("access_key_id"):
-                opts["key"], opts["secret"] = s["access_key_id"], s["secret_access_key"]
-            client = {k: v for k, v in (("endpoint_url", d.get("endpoint_url")), ("region_name", d.get("region")))
-                      if v}
-            if client:
-                opts["client_kwargs"] = client
-            return {"s3": opts}
-        return {}
-
     def _fs(self) -> tuple[Any, str]:
         """(fsspec filesystem, root path inside it) for this datastore."""
-        from ..data.storage import url_to_fs
-
         with self._errors("connecting"):
             return url_to_fs(self.url(""), self.storage_options())
 
@@ -318,7 +298,7 @@ class Datastore:
             raise
         except Exception as e:
             text = redact(f"{type(e).__name__}: {e}", self.workspace._secrets.values())
-            where = self.url("") if self.datastore_type != "Local" else self.root
+            where = self.url("")
             # ``from None``: the original exception's text may quote a credential (a connection string).
             raise UsageError(f"{what} on datastore {self.name!r} ({where}) failed: {text}. Check the "
                              "datastore's endpoint and credentials (re-register it with overwrite=True to fix "
@@ -327,18 +307,8 @@ class Datastore:
     def _create_root(self) -> None:
         fs, root = self._fs()
         with self._errors("creating the container/bucket"):
-            if fs.exists(root):
-                return
-            if self.datastore_type == "S3" and self._definition.get("region") in (None, "us-east-1"):
-                # s3fs sends LocationConstraint whenever a region is set, which S3 refuses for us-east-1
-                # (the default location): create the bucket through a client without the region.
-                from ..data.storage import url_to_fs
-
-                opts = self.storage_options()
-                opts["s3"] = {**opts["s3"], "client_kwargs": {
-                    k: v for k, v in opts["s3"].get("client_kwargs", {}).items() if k != "region_name"}}
-                fs, root = url_to_fs(self.url(""), opts)
-            fs.mkdir(root)
+            if not fs.exists(root):
+                fs.mkdir(root)
 
     # --- transfer -------------------------------------------------------------------------------------
     def upload(self, src_dir: str | os.PathLike[str], target_path: str | None = None, overwrite: bool = False,
@@ -373,15 +343,8 @@ class Datastore:
         dests = [f"{target}/{rel}" if target else rel for _, rel in files]
         existing = set() if overwrite else set(self._list(target))
         todo = [(src, d) for (src, _), d in zip(files, dests, strict=True) if d not in existing]
-        if self.datastore_type == "Local":
-            for src, d in todo:
-                dest = Path(self.url(d))
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dest)
-        elif todo:
-            fs, root = self._fs()
-            with self._errors("uploading"):
-                fs.put([s for s, _ in todo], [f"{root}/{d}" for _, d in todo])
+        if todo:
+            self._put_files(todo)
         if show_progress:
             print(f"Uploaded {len(todo)} file(s) to {self.name}/{target}"
                   + (f", skipped {len(files) - len(todo)} already there (overwrite=False)"
@@ -400,25 +363,26 @@ class Datastore:
         todo = [n for n in names if overwrite or not (target / n).exists()]
         for n in todo:
             (target / n).parent.mkdir(parents=True, exist_ok=True)
-        if self.datastore_type == "Local":
-            for n in todo:
-                shutil.copy2(self.url(n), target / n)
-        elif todo:
-            fs, root = self._fs()
-            with self._errors("downloading"):
-                fs.get([f"{root}/{n}" for n in todo], [str(target / n) for n in todo])
+        if todo:
+            self._get_files([(n, target / n) for n in todo])
         if show_progress:
             print(f"Downloaded {len(todo)} file(s) from {self.name}/{pre} to {target}")
         return len(todo)
 
+    def _put_files(self, pairs: list[tuple[str, str]]) -> None:
+        """Copy local files to paths inside the datastore: ``[(local path, path on datastore)]``."""
+        fs, root = self._fs()
+        with self._errors("uploading"):
+            fs.put([s for s, _ in pairs], [f"{root}/{d}" for _, d in pairs])
+
+    def _get_files(self, pairs: list[tuple[str, Path]]) -> None:
+        """Copy files of the datastore to local paths: ``[(path on datastore, local path)]``."""
+        fs, root = self._fs()
+        with self._errors("downloading"):
+            fs.get([f"{root}/{n}" for n, _ in pairs], [str(t) for _, t in pairs])
+
     def _list(self, folder: str) -> list[str]:
         """Paths (relative to the datastore root) of every file under ``folder``, sorted."""
-        if self.datastore_type == "Local":
-            top = Path(self.root or ".")
-            base = top / folder if folder else top
-            if not base.is_dir():
-                return []
-            return sorted(p.relative_to(top).as_posix() for p in base.rglob("*") if p.is_file())
         fs, root = self._fs()
         with self._errors("listing"):
             start = f"{root}/{folder}" if folder else root
@@ -435,19 +399,6 @@ def clean_relative(path: str | os.PathLike[str]) -> str:
     return "/".join(parts)
 
 
-def _parse_connection_string(cs: str) -> dict[str, str]:
-    """The non-secret fields of an Azure connection string (lower-cased keys), for the catalog."""
-    fields = {}
-    for part in cs.split(";"):
-        key, sep, value = part.partition("=")
-        if sep and key.strip().lower() in ("accountname", "blobendpoint"):
-            fields[key.strip().lower()] = value.strip()
-    return fields
-
-
-def _blob_endpoint(account: str, endpoint: str | None, protocol: str | None) -> str | None:
-    if (not endpoint or endpoint == _AZURE_DEFAULT_SUFFIX) and protocol in (None, "https"):
-        return None
-    if endpoint and "://" in endpoint:
-        return endpoint.rstrip("/")
-    return f"{protocol or 'https'}://{account}.blob.{endpoint or _AZURE_DEFAULT_SUFFIX}"
+register_asset("datastore", Datastore.get)
+register_asset("datastores", lambda ws: {row["name"]: Datastore._from_row(ws, row)
+                                         for row in ws.catalog.list_named("datastores")})

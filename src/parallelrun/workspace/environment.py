@@ -1,54 +1,53 @@
-"""Environments: the Python packages a step's workers need, built into a virtual environment with uv.
+"""Environments: the Python packages a step's workers need, built into a virtual environment.
 
 An environment without packages means "the current interpreter" (``python_executable`` returns None).
-With packages, ``python_executable(ws)`` builds ``<workspace>/envs/<hash>/`` once (``uv venv`` on this
-interpreter, then ``uv pip install``) and reuses it while the hash of the spec is unchanged. Builds are
-serialised by an ``flock`` on ``<hash>.lock`` and the venv is marked ready only after everything
-succeeded, so a crashed or failed build is never reused.
+With packages, ``python_executable(ws)`` builds ``<workspace>/envs/<hash>/`` once (with uv, or venv +
+pip where uv is missing: see ``_venv.py``) and reuses it while the hash of the spec is unchanged.
 
-Docker settings are accepted so Azure code runs unchanged, but the local executor does not use
-containers: setting one warns once per environment.
+Docker and Spark settings are accepted so Azure code runs unchanged, but the local executor uses neither
+containers nor Spark: setting one warns once per environment and section.
+
+``PARALLELRUN_ENVIRONMENT=current`` makes every environment run in the current interpreter (nothing is
+built), for Azure code whose pinned packages no longer install on this Python.
 """
 
 from __future__ import annotations
 
 import builtins
 import copy
-import difflib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..errors import ParallelRunError, UsageError
-from .workspace import Workspace
+from ..errors import UsageError
+from ._venv import EnvironmentBuildError, build
+from .workspace import Workspace, register_asset
 
-READY_FILE = ".parallelrun-ready"
-BUILD_TIMEOUT = float(os.environ.get("PARALLELRUN_ENV_BUILD_TIMEOUT", "1800"))
-_DOCKER_WARNING = ("Environment {name!r}: docker settings are ignored because the local executor does not use "
-                   "containers; workers are local processes, and packages come from the environment's pip "
-                   "packages (a virtual environment built with uv).")
+__all__ = ["CondaDependencies", "Environment", "EnvironmentBuildError", "DEFAULT_CPU_IMAGE", "DEFAULT_GPU_IMAGE"]
+
+_IGNORED_WARNING = {
+    "docker": ("Environment {name!r}: docker settings are ignored because the local executor does not use "
+               "containers; workers are local processes, and packages come from the environment's pip "
+               "packages (a virtual environment)."),
+    "spark": ("Environment {name!r}: spark settings are ignored because parallelrun does not run Spark; "
+              "the environment's pip packages are installed into a virtual environment instead."),
+}
+# Azure's base images (azureml.core.runconfig), kept so code that sets them runs; no image is used here.
+DEFAULT_CPU_IMAGE = "mcr.microsoft.com/azureml/base:intelmpi2018.3-ubuntu16.04"
+DEFAULT_GPU_IMAGE = "mcr.microsoft.com/azureml/base-gpu:intelmpi2018.3-cuda10.0-cudnn7-ubuntu16.04"
+CURRENT_ENV_VAR = "PARALLELRUN_ENVIRONMENT"
 # The Azure SDK's own packages are replaced by parallelrun's shim inside workers; installing them is pointless.
 _SKIPPED_PREFIXES = ("azureml-", "azureml_", "azureml.")
 
 
-class EnvironmentBuildError(ParallelRunError):
-    """Building an environment's virtual environment failed; the message holds uv's output."""
-
-    exit_code = 2
-
-
 class CondaDependencies:
-    """The packages of an environment. Conda packages are installed with pip (uv) under the same names."""
+    """The packages of an environment. Conda packages are installed with pip under the same names."""
 
     def __init__(self, pip_packages: list[str] | None = None, conda_packages: list[str] | None = None,
                  python_version: str | None = None, pip_options: list[str] | None = None) -> None:
@@ -102,15 +101,16 @@ class PythonSection:
         self.interpreter_path: str | None = None
 
 
-class DockerSection:
-    """Accepted for compatibility; setting any field warns (once per environment) that it is ignored."""
+class _IgnoredSection:
+    """Settings accepted for compatibility; setting any field warns (once per environment) that it is ignored.
+    Unset fields read as None (or their Azure default)."""
 
-    _FIELDS = ("enabled", "base_image", "base_dockerfile", "base_image_registry", "arguments", "shm_size",
-               "gpu_support", "shared_volumes")
+    _KIND = ""
+    _DEFAULTS: dict[str, Any] = {}
 
     def __init__(self, owner: Environment) -> None:
         object.__setattr__(self, "_owner", owner)
-        object.__setattr__(self, "_values", {"enabled": False, "base_image": None})
+        object.__setattr__(self, "_values", dict(self._DEFAULTS))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -119,10 +119,24 @@ class DockerSection:
 
     def __setattr__(self, name: str, value: Any) -> None:
         self._values[name] = value
-        self._owner._warn_docker()
+        self._owner._warn_ignored(self._KIND)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
+
+
+class DockerSection(_IgnoredSection):
+    """``env.docker``: no containers are used locally."""
+
+    _KIND = "docker"
+    _DEFAULTS = {"enabled": False, "base_image": None}
+
+
+class SparkSection(_IgnoredSection):
+    """``env.spark`` (``repositories``, ``packages``, ``precache_packages``): no Spark is used locally."""
+
+    _KIND = "spark"
+    _DEFAULTS = {"repositories": [], "packages": [], "precache_packages": True}
 
 
 class Environment:
@@ -135,22 +149,24 @@ class Environment:
         self.version: int | None = None
         self.python = PythonSection()
         self.environment_variables: dict[str, str] = {}
-        self._docker_warned = False
+        self._warned: set[str] = set()
         self.docker = DockerSection(self)
+        self.spark = SparkSection(self)
 
-    def _warn_docker(self) -> None:
-        if not self._docker_warned:
-            self._docker_warned = True
-            warnings.warn(_DOCKER_WARNING.format(name=self.name), UserWarning, stacklevel=3)
+    def _warn_ignored(self, kind: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(_IGNORED_WARNING[kind].format(name=self.name), UserWarning, stacklevel=3)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Environment:
         new = Environment.__new__(Environment)
         memo[id(self)] = new
         for k, v in self.__dict__.items():
-            if k != "docker":
+            if k not in ("docker", "spark"):
                 new.__dict__[k] = copy.deepcopy(v, memo)
-        new.__dict__["docker"] = DockerSection(new)
-        new.docker._values.update(self.docker._values)
+        for kind, section in (("docker", DockerSection), ("spark", SparkSection)):
+            new.__dict__[kind] = section(new)
+            new.__dict__[kind]._values.update(copy.deepcopy(self.__dict__[kind]._values, memo))
         return new
 
     # --- constructors ---------------------------------------------------------------------------------
@@ -188,41 +204,32 @@ class Environment:
     def register(self, workspace: Workspace) -> Environment:
         """Register this definition: a new version when it differs from the latest, else the latest."""
         definition = self._definition()
-        with workspace._catalog.connect(write=True) as db:
+        with workspace.catalog.connect(write=True) as db:
             row = db.execute("SELECT version, definition FROM environments WHERE name = ? ORDER BY version DESC "
                              "LIMIT 1", (self.name,)).fetchone()
             if row is not None and json.loads(row["definition"]) == definition:
                 version = int(row["version"])
             else:
-                version = workspace._catalog.add_version(db, "environments", self.name, {"definition": definition})
+                version = workspace.catalog.add_version(db, "environments", self.name, {"definition": definition})
         return Environment.get(workspace, self.name, version)
 
     @staticmethod
     def get(workspace: Workspace, name: str, version: int | str | None = None) -> Environment:
-        row = workspace._catalog.get_version("environments", name, None if version is None else int(version))
-        if row is None:
-            known = workspace._catalog.names("environments")
-            close = difflib.get_close_matches(name, known, n=1)
-            raise UsageError(
-                f"no environment named {name!r}" + (f" with version {version}" if version is not None else "")
-                + f" in workspace {workspace.path} (registered: {', '.join(repr(k) for k in known) or 'none'})."
-                + (f" Did you mean {close[0]!r}?" if close else "")
-                + " Register one with Environment(name).register(ws)."
-            )
+        row = workspace.catalog.lookup("environments", name, None if version is None else int(version))
         env = Environment._from_definition(row["definition"])
         env.version = int(row["version"])
         return env
 
     @staticmethod
     def list(workspace: Workspace) -> dict[str, Environment]:
-        return {n: Environment.get(workspace, n) for n in workspace._catalog.names("environments")}
+        return {n: Environment.get(workspace, n) for n in workspace.catalog.names("environments")}
 
     def _definition(self) -> dict[str, Any]:
         return {"name": self.name, "python": self.python.conda_dependencies.to_dict(),
                 "user_managed_dependencies": bool(self.python.user_managed_dependencies),
                 "interpreter_path": self.python.interpreter_path,
                 "environment_variables": {str(k): str(v) for k, v in self.environment_variables.items()},
-                "docker": self.docker.to_dict()}
+                "docker": self.docker.to_dict(), "spark": self.spark.to_dict()}
 
     @staticmethod
     def _from_definition(d: dict[str, Any]) -> Environment:
@@ -234,6 +241,7 @@ class Environment:
         env.python.interpreter_path = d.get("interpreter_path")
         env.environment_variables = dict(d.get("environment_variables") or {})
         env.docker._values.update(d.get("docker") or {})  # stored settings: no second warning
+        env.spark._values.update(d.get("spark") or {})
         return env
 
     def __repr__(self) -> str:
@@ -264,7 +272,14 @@ class Environment:
 
     def python_executable(self, ws: Workspace) -> str | None:
         """The interpreter workers should run: None for the current one (no packages, or
-        ``user_managed_dependencies`` with no ``interpreter_path``); else the venv, built on first use."""
+        ``user_managed_dependencies`` with no ``interpreter_path``, or ``$PARALLELRUN_ENVIRONMENT=current``);
+        else the venv, built on first use."""
+        if os.environ.get(CURRENT_ENV_VAR, "").strip().lower() == "current":
+            if self.packages():
+                warnings.warn(f"Environment {self.name!r}: {CURRENT_ENV_VAR}=current, so its packages "
+                              f"({', '.join(self.packages())}) are not installed; workers use {sys.executable}",
+                              UserWarning, stacklevel=2)
+            return None
         if self.python.user_managed_dependencies:
             return self.python.interpreter_path
         if not self.packages():
@@ -274,104 +289,8 @@ class Environment:
         if wanted and not here.startswith(str(wanted)) and not str(wanted).startswith(here):
             warnings.warn(f"Environment {self.name!r} asks for Python {wanted}; workers use this interpreter's "
                           f"Python {here} (the venv is built on it)", UserWarning, stacklevel=2)
-        return str(_build(ws, self.spec_hash(), self.packages(), self.python.conda_dependencies.pip_options))
-
-
-def _venv_python(env_dir: Path) -> Path:
-    return env_dir / "bin" / "python"
-
-
-def _build(ws: Workspace, digest: str, packages: list[str], options: list[str]) -> Path:
-    envs = ws.path / "envs"
-    env_dir = envs / digest
-    python = _venv_python(env_dir)  # not resolved: the symlink's location is what makes it the venv
-    if (env_dir / READY_FILE).is_file():
-        return python
-    envs.mkdir(parents=True, exist_ok=True)
-    fd = os.open(envs / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _lock(fd, envs / f"{digest}.lock")
-        if (env_dir / READY_FILE).is_file():  # another process built it while we waited
-            return python
-        if env_dir.exists():
-            shutil.rmtree(env_dir)  # a build that crashed half-way
-        try:
-            uv = _find_uv()
-            _run([uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)], "creating the venv")
-            _link_parallelrun(env_dir)
-            req = env_dir / "parallelrun-requirements.txt"
-            req.write_text("\n".join([*options, *packages]) + "\n")
-            _run([uv, "pip", "install", "--python", str(python), "-r", str(req)], "installing the packages")
-            ready = env_dir / f"{READY_FILE}.tmp"
-            ready.write_text(json.dumps({"packages": packages, "options": options, "built": time.time()}) + "\n")
-            os.replace(ready, env_dir / READY_FILE)
-        except BaseException:
-            shutil.rmtree(env_dir, ignore_errors=True)
-            raise
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-    return python
-
-
-def _lock(fd: int, path: Path) -> None:
-    deadline = time.monotonic() + BUILD_TIMEOUT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise EnvironmentBuildError(f"waited {BUILD_TIMEOUT:.0f} s for another build holding {path}; "
-                                            "if no build is running, delete that file") from None
-            time.sleep(0.5)
-
-
-def _run(cmd: list[str], what: str) -> None:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
-                              env={**os.environ, "VIRTUAL_ENV": ""})
-    except subprocess.TimeoutExpired:
-        raise EnvironmentBuildError(f"{what} took more than {BUILD_TIMEOUT:.0f} s: {' '.join(cmd)}") from None
-    if proc.returncode != 0:
-        raise EnvironmentBuildError(
-            f"{what} failed (uv exited {proc.returncode}): {' '.join(cmd)}\n{proc.stderr.strip()[-4000:]}"
-        )
-
-
-def _find_uv() -> str:
-    """uv: ``$PARALLELRUN_UV``, the ``uv`` Python package, next to this interpreter, or on PATH."""
-    candidates = [os.environ.get("PARALLELRUN_UV")]
-    try:
-        from uv import find_uv_bin  # type: ignore[import-not-found]
-
-        candidates.append(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        pass
-    candidates += [str(Path(sys.executable).parent / "uv"), shutil.which("uv")]
-    for c in candidates:
-        if c and os.access(c, os.X_OK):
-            return c
-    raise EnvironmentBuildError("building an environment with pip packages needs uv, which was not found. "
-                                "Install it with: pip install uv")
-
-
-def _link_parallelrun(env_dir: Path) -> None:
-    """Make parallelrun and its dependencies importable in the venv.
-
-    The venv's own site-packages come first on ``sys.path``; the ``.pth`` file appends parallelrun's source
-    folder and this interpreter's site-packages after them, so the environment's pinned packages win and
-    anything it does not pin (pandas, pyarrow, ... that parallelrun needs) still resolves.
-    """
-    import site
-
-    import parallelrun
-
-    v = sys.version_info
-    site_packages = env_dir / "lib" / f"python{v[0]}.{v[1]}" / "site-packages"
-    paths = [str(Path(parallelrun.__file__).resolve().parent.parent)]
-    paths += [p for p in site.getsitepackages() if Path(p).is_dir()]
-    (site_packages / "_parallelrun_base.pth").write_text("\n".join(dict.fromkeys(paths)) + "\n")
+        return str(build(ws.path / "envs", self.spec_hash(), self.packages(),
+                         self.python.conda_dependencies.pip_options))
 
 
 def _read_requirements(path: Path, depth: int) -> tuple[list[str], list[str]]:
@@ -394,3 +313,6 @@ def _read_requirements(path: Path, depth: int) -> tuple[list[str], list[str]]:
         else:
             packages.append(line)
     return packages, options
+
+
+register_asset("environments", Environment.list)

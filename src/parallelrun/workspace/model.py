@@ -8,7 +8,6 @@ the models the step listed from ``$PARALLELRUN_MODELS`` (set by the engine in ev
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .workspace import Workspace
+from .workspace import Workspace, register_asset
 
 MODELS_ENV = "PARALLELRUN_MODELS"
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
@@ -46,10 +45,7 @@ class Model:
             version = int(v) if v else None
         if not name:
             raise UsageError("Model(ws, name) needs a model name (or id='name:version')")
-        row = workspace._catalog.get_version("models", name, None if version is None else int(version))
-        if row is None:
-            raise _unknown(workspace, name, version)
-        self._load(workspace, row)
+        self._load(workspace, workspace.catalog.lookup("models", name, None if version is None else int(version)))
 
     def _load(self, ws: Workspace, row: dict[str, Any]) -> None:
         self.workspace = ws
@@ -101,7 +97,7 @@ class Model:
             else:
                 shutil.copy2(src, staging / src.name)
                 leaf = src.name
-            with workspace._catalog.connect(write=True) as db:
+            with workspace.catalog.connect(write=True) as db:
                 row = db.execute("SELECT MAX(version) AS v FROM models WHERE name = ?", (model_name,)).fetchone()
                 version = int(row["v"] or 0) + 1
                 final = base / str(version)
@@ -109,7 +105,7 @@ class Model:
                 if final.exists():  # left by a registration that crashed before recording itself
                     shutil.rmtree(final)
                 os.replace(staging, final)
-                workspace._catalog.add_version(db, "models", model_name, {
+                workspace.catalog.add_version(db, "models", model_name, {
                     "path": str(final.relative_to(workspace.path) / leaf), "tags": dict(tags or {}),
                     "description": description})
         finally:
@@ -120,7 +116,7 @@ class Model:
     def list(workspace: Workspace, name: str | None = None, latest: bool = False) -> list[Model]:
         """Registered models (every version, or only the latest of each with ``latest=True``)."""
         out = []
-        for row in workspace._catalog.list_versions("models", name):
+        for row in workspace.catalog.list_versions("models", name):
             m = Model.__new__(Model)
             m._load(workspace, row)
             out.append(m)
@@ -177,19 +173,6 @@ def _from_listed(models: dict[str, str], name: str, version: int | None) -> str 
         if versions:
             return max(versions)[1]
     return None
-
-
-def _unknown(ws: Workspace, name: str, version: int | None) -> UsageError:
-    known = ws._catalog.names("models")
-    if name in known and version is not None:
-        versions = [r["version"] for r in ws._catalog.list_versions("models", name)]
-        return UsageError(f"model {name!r} has no version {version}; its versions are {versions}")
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return UsageError(
-        f"no model named {name!r} in workspace {ws.path} (registered: {', '.join(repr(k) for k in known) or 'none'})."
-        f"{hint} Register it with Model.register(ws, model_path='path/to/model', model_name={name!r})."
-    )
 
 
 def _check_name(name: str) -> None:
@@ -307,3 +290,7 @@ def _resolve(path: str, links: dict[tuple[str, ...], str], follow_last: bool) ->
             out.pop()
             todo = target.split("/") + todo
     return tuple(out)
+
+
+
+register_asset("models", lambda ws: {name: Model(ws, name) for name in ws.catalog.names("models")})

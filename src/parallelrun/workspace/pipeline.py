@@ -7,17 +7,24 @@ order they were listed in. A producer that was not listed is added, as Azure doe
 ``_compile`` turns the pipeline into plain JSON (``pipeline.json`` in the pipeline run's folder): dataset
 inputs become the engine's input entries and fingerprints, models their paths, environments their
 interpreter. Credentials to read remote datasets are kept out of that file: they travel to the driver
-through a pipe (see :mod:`.experiment`) or are read again from the workspace's secrets on resume.
+through a pipe (see :mod:`._launch`) or are read again from the workspace's secrets on resume.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from ..errors import JobSpecError, UsageError
+from ..execution.entry import check_entry_script
+from ..runs import RunStore
 from . import _refs
+from ._compiled import CompiledStep
+from ._launch import check_experiment_name, start_driver
+from .run import PipelineRun
 from .steps import (
     OutputFileDatasetConfig,
     ParallelRunStep,
@@ -25,6 +32,7 @@ from .steps import (
     PythonScriptStep,
     _Step,
     _TabularPipelineData,
+    input_type,
 )
 
 
@@ -58,8 +66,6 @@ class Pipeline:
         problems = []
         for s in self._steps:
             if isinstance(s, ParallelRunStep):
-                from ..execution.entry import check_entry_script
-
                 cfg = s.parallel_run_config
                 try:
                     check_entry_script(Path(cfg._base_dir) / cfg.entry_script)
@@ -67,11 +73,34 @@ class Pipeline:
                     problems.append(f"step {s.name!r}: {e}")
         return problems
 
-    def submit(self, experiment_name: str, **kwargs: Any) -> Any:
-        """``Experiment(self.workspace, experiment_name).submit(self, **kwargs)``."""
-        from .experiment import Experiment
+    def submit(self, experiment_name: str, tags: dict[str, str] | None = None, regenerate_outputs: bool = False,
+               continue_on_step_failure: bool = False, **_azure_only: Any) -> PipelineRun:
+        """``Experiment(self.workspace, experiment_name).submit(self, ...)``."""
+        return self._submit(check_experiment_name(experiment_name), tags=tags, regenerate_outputs=regenerate_outputs,
+                            continue_on_step_failure=continue_on_step_failure)
 
-        return Experiment(self.workspace, experiment_name).submit(self, **kwargs)
+    def _submit(self, experiment_name: str, tags: dict[str, str] | None, regenerate_outputs: bool,
+                continue_on_step_failure: bool) -> PipelineRun:
+        """Compile into a new pipeline run's folder and start its driver; the run, at once."""
+        store = RunStore(self.workspace.path)
+        rec = store.new(experiment_name, job_file=None, job_dir=os.getcwd(), output_dir="", output_file=None,
+                        kind="pipeline", experiment=experiment_name, tags=dict(tags or {}))
+        rec.output_dir = str(rec.path)
+        try:
+            doc, options = self._compile(rec.id, rec.path)
+        except BaseException:
+            shutil.rmtree(rec.path, ignore_errors=True)  # nothing ran: leave no run behind
+            raise
+        doc["experiment"] = experiment_name
+        doc["options"] = {"regenerate_outputs": bool(regenerate_outputs),
+                          "continue_on_step_failure": bool(continue_on_step_failure)}
+        path = rec.path / "pipeline.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, path)
+        store.save(rec)
+        start_driver(self.workspace, rec, options, resume=False)
+        return PipelineRun(self.workspace, rec.id)
 
     # --- compilation ----------------------------------------------------------------------------------
     def _compile(self, run_id: str, run_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -81,46 +110,42 @@ class Pipeline:
         if problems:
             raise JobSpecError(problems, "Pipeline")
         data: dict[str, dict[str, Any]] = {}
-        steps_json: list[dict[str, Any]] = []
+        compiled: list[CompiledStep] = []
         options: dict[str, dict[str, Any]] = {}
         for step in self._steps:
             for out in step._outputs:
                 data[out.name] = _output_location(out, step, ws, run_id, run_dir, self.default_datastore)
             step_options: dict[str, Any] = {}
-            d: dict[str, Any] = {
-                "type": step.type_name, "name": step.name, "allow_reuse": step.allow_reuse,
+            common: dict[str, Any] = {
+                "name": step.name, "allow_reuse": step.allow_reuse,
                 "outputs": [data[o.name] for o in step._outputs],
                 "depends_on": sorted({p._producer.name for p in step._consumed()} | {a.name for a in step._after}),
                 "arguments": [_argument(a) for a in step._arguments],
+                "inputs": [_input(o, i, ws, step_options, step.name) for i, o in enumerate(step._inputs)],
             }
             if isinstance(step, ParallelRunStep):
                 cfg = step.parallel_run_config
                 python = _refs.environment_python(cfg.environment, ws)
-                d.update(
-                    source_directory=cfg._base_dir, entry_script=cfg.entry_script,
-                    config=cfg._spec_fields() | _refs.compute_fields(cfg.compute_target, ws),
-                    python=python,
+                compiled.append(CompiledStep(
+                    type=step.type_name, **common, source_directory=cfg._base_dir, entry_script=cfg.entry_script,
+                    config=cfg._spec_fields(compute=_refs.compute_fields(cfg.compute_target, ws)), python=python,
                     environment={"variables": _refs.environment_variables(cfg.environment),
                                  "fingerprint": _refs.environment_fingerprint(cfg.environment, python)},
-                    inputs=[_input(o, i, ws, step_options, step.name) for i, o in enumerate(step._inputs)],
-                    side_inputs=[_input(o, i, ws, step_options, step.name)
-                                 for i, o in enumerate(step._side_inputs)],
+                    side_inputs=[_input(o, i, ws, step_options, step.name) for i, o in enumerate(step._side_inputs)],
                     models=[_refs.model_entry(m, ws) for m in step.models],
-                )
+                ))
             elif isinstance(step, PythonScriptStep):
                 python = _refs.environment_python(step.environment, ws)
-                d.update(
-                    source_directory=step.source_directory, script_name=step.script_name, python=python,
+                compiled.append(CompiledStep(
+                    type=step.type_name, **common, source_directory=step.source_directory,
+                    script_name=step.script_name, python=python,
                     environment={"variables": {**_refs.environment_variables(step.environment),
                                                **step.environment_variables},
                                  "fingerprint": _refs.environment_fingerprint(step.environment, python)},
-                    inputs=[_input(o, i, ws, step_options, step.name) for i, o in enumerate(step._inputs)],
-                    side_inputs=[], models=[],
-                )
-            steps_json.append(d)
+                ))
             options[step.name] = step_options
         doc = {"format": 1, "run_id": run_id, "workspace": str(ws.path), "cwd": os.getcwd(),
-               "description": self.description, "steps": steps_json, "data": data}
+               "description": self.description, "steps": [c.to_json() for c in compiled], "data": data}
         return doc, options
 
 
@@ -163,7 +188,7 @@ def _input(obj: Any, index: int, ws: Any, options: dict[str, Any], step: str) ->
     name = _refs.input_name(obj, index)
     for e in entries:
         e.setdefault("name", name)
-    return {"kind": "dataset", "name": name, "type": _refs.input_type(obj), "entries": entries,
+    return {"kind": "dataset", "name": name, "type": input_type(obj), "entries": entries,
             "fingerprint": _refs.dataset_fingerprint(obj, ws), "dataset": _refs.dataset_identity(obj),
             "datastores": sorted({e["datastore"] for e in entries if e.get("datastore")})}
 

@@ -25,12 +25,20 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ..azureml_shim import shim_sys_path
 from ..config import InputSpec, validate_spec
-from ..errors import ParallelRunError
+from ..data.files import GLOB_CHARS, iter_files
+from ..data.storage import is_url, url_to_fs
+from ..errors import ParallelRunError, ResumeError
+from ..runner import resume_run, run_job
 from ..runs import DriverLock, RunRecord, RunStore
+from ._compiled import CompiledStep
+from ._launch import CANCEL_MARKER
+from .dataset import _relative
+from .datastore import Datastore
 from .reuse import ReuseIndex, folder_fingerprint, source_fingerprint, step_key
+from .workspace import Workspace
 
-CANCEL_MARKER = "cancel_requested"
 _ENTRY_KEYS = set(InputSpec.model_fields)
 
 
@@ -48,7 +56,6 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _shim_pythonpath(env: dict[str, str]) -> None:
-    from ..azureml_shim import shim_sys_path
 
     extra = shim_sys_path()
     if extra:
@@ -74,12 +81,12 @@ def _env_name(name: str) -> str:
 class PipelineDriver:
     def __init__(self, workspace: str, rec: RunRecord, store: RunStore, options: dict[str, dict[str, Any]],
                  resume: bool) -> None:
-        from .workspace import Workspace
 
         self.ws = Workspace(workspace)
         self.rec = rec
         self.store = store
         self.doc = json.loads((rec.path / "pipeline.json").read_text())
+        self.steps = [CompiledStep.from_json(d) for d in self.doc["steps"]]
         self.given_options = options
         self.resume = resume
         self.index = ReuseIndex(self.ws.path)
@@ -118,23 +125,23 @@ class PipelineDriver:
                 return r
         return None
 
-    def _storage_options(self, step: dict[str, Any]) -> dict[str, Any]:
+    def _storage_options(self, step: CompiledStep) -> dict[str, Any]:
         """Credentials for the step's remote inputs and outputs: registered datastores whose URL the
         input paths start with, then what the submitting process passed for this step."""
         urls: list[str] = []
-        for inp in [*step.get("inputs", []), *step.get("side_inputs", [])]:
+        for inp in [*step.inputs, *step.side_inputs]:
             for e in inp.get("entries", []):
                 urls.extend(e["path"] if isinstance(e["path"], list) else [e["path"]])
         options: dict[str, Any] = {}
         remote = [u for u in urls if "://" in u and not u.startswith("file://")]
         if remote:
             for store in self.ws.datastores.values():
-                if store.datastore_type == "Local":
+                if store.is_local:
                     continue
                 base = store.url("")
                 if any(u == base or u.startswith(base.rstrip("/") + "/") for u in remote):
                     options.update(store.storage_options())
-        options.update(self.given_options.get(step["name"], {}))
+        options.update(self.given_options.get(step.name, {}))
         return options
 
     # --- the run --------------------------------------------------------------------------------------
@@ -146,17 +153,17 @@ class PipelineDriver:
         store.save(rec)
         opts = self.doc.get("options", {})
         self.line(f"pipeline run {rec.id} {'resumed' if self.resume else 'started'} "
-                  f"(driver pid {os.getpid()}): {len(self.doc['steps'])} step(s)")
+                  f"(driver pid {os.getpid()}): {len(self.steps)} step(s)")
         status, reasons = "Completed", []
         blocked: set[str] = set()
         t0 = time.monotonic()
         try:
-            for step in self.doc["steps"]:
+            for step in self.steps:
                 if self._canceled():
                     status = "Canceled"
                     break
-                name = step["name"]
-                if blocked & set(step["depends_on"]):
+                name = step.name
+                if blocked & set(step.depends_on):
                     blocked.add(name)
                     self.line(f"step {name}: not run, a step it depends on did not complete")
                     continue
@@ -222,24 +229,24 @@ class PipelineDriver:
         return "\n".join(lines)
 
     # --- one step -------------------------------------------------------------------------------------
-    def _run_step(self, step: dict[str, Any]) -> str:
-        name = step["name"]
+    def _run_step(self, step: CompiledStep) -> str:
+        name = step.name
         existing = self._latest_child(name) if self.resume else None
         if existing is not None:
             st = existing.effective_status()
             if st == "Completed":
                 self.line(f"step {name}: already completed in run {existing.id}")
                 return "Completed"
-            if (step["type"] == "ParallelRunStep" and existing.journal_path.is_file() and not existing.reused_from
+            if (step.type == "ParallelRunStep" and existing.journal_path.is_file() and not existing.reused_from
                     and st in ("Canceled", "Interrupted", "Failed")):
                 resumed = self._resume_parallel(step, existing, retry_failed=(st == "Failed"))
                 if resumed is not None:
                     return resumed
         key = self._key(step)
         regenerate = self.doc.get("options", {}).get("regenerate_outputs", False)
-        if step["allow_reuse"] and not regenerate and self._reuse(step, key):
+        if step.allow_reuse and not regenerate and self._reuse(step, key):
             return "Completed"
-        if step["type"] == "ParallelRunStep":
+        if step.type == "ParallelRunStep":
             return self._run_parallel(step, key)
         return self._run_script(step, key)
 
@@ -249,25 +256,25 @@ class PipelineDriver:
                     "content": folder_fingerprint(self.doc["data"][inp["name"]]["local"])}
         return {"name": inp["name"], "type": inp["type"], "dataset": inp["fingerprint"]}
 
-    def _key(self, step: dict[str, Any]) -> str:
-        source = step["source_directory"]
-        outputs_inside = tuple(o["local"] for o in step["outputs"])
-        config = {k: v for k, v in step.get("config", {}).items() if k != "compute"}
+    def _key(self, step: CompiledStep) -> str:
+        source = step.source_directory
+        outputs_inside = tuple(o["local"] for o in step.outputs)
+        config = {k: v for k, v in step.config.items() if k != "compute"}
         parts = {
-            "type": step["type"], "name": step["name"], "outputs": [o["name"] for o in step["outputs"]],
-            "script": step.get("entry_script") or step.get("script_name"),
+            "type": step.type, "name": step.name, "outputs": [o["name"] for o in step.outputs],
+            "script": step.entry_script or step.script_name,
             "source": source_fingerprint(source, self.ws.path, outputs_inside),
             "config": config,
-            "inputs": [self._input_fingerprint(i) for i in step["inputs"]],
-            "side_inputs": [self._input_fingerprint(i) for i in step.get("side_inputs", [])],
-            "models": step.get("models", []),
-            "environment": step["environment"]["fingerprint"],
-            "environment_variables": step["environment"]["variables"],
-            "arguments": step["arguments"],
+            "inputs": [self._input_fingerprint(i) for i in step.inputs],
+            "side_inputs": [self._input_fingerprint(i) for i in step.side_inputs],
+            "models": step.models,
+            "environment": step.environment["fingerprint"],
+            "environment_variables": step.environment["variables"],
+            "arguments": step.arguments,
         }
         return step_key(parts)
 
-    def _reuse(self, step: dict[str, Any], key: str) -> bool:
+    def _reuse(self, step: CompiledStep, key: str) -> bool:
         prev_id = self.index.lookup(key)
         if prev_id is None:
             return False
@@ -275,12 +282,12 @@ class PipelineDriver:
             prev = self.store.get(prev_id)
         except ParallelRunError:
             return False
-        names = [o["name"] for o in step["outputs"]]
+        names = [o["name"] for o in step.outputs]
         if prev.effective_status() != "Completed" or sorted(prev.outputs) != sorted(names) or not all(
                 Path(p).is_dir() for p in prev.outputs.values()):
             return False
         outputs = {}
-        for out in step["outputs"]:
+        for out in step.outputs:
             src, dst = Path(prev.outputs[out["name"]]), Path(out["local"])
             if src.resolve() != dst.resolve():
                 shutil.rmtree(dst, ignore_errors=True)
@@ -288,46 +295,45 @@ class PipelineDriver:
                 shutil.copytree(src, dst, copy_function=_link_or_copy)
             outputs[out["name"]] = str(dst)
             self._upload(out)
-        first = step["outputs"][0]["local"] if step["outputs"] else str(self.rec.path)
+        first = step.outputs[0]["local"] if step.outputs else str(self.rec.path)
         origin = prev.reused_from or prev.id
         now = time.time()
         out_file = str(Path(first) / Path(prev.output_file).name) if prev.output_file else None
-        rec = self.store.new(step["name"], job_file=None, job_dir=step["source_directory"], output_dir=first,
-                             output_file=out_file, kind="step", step_type=step["type"], parent=self.rec.id,
+        rec = self.store.new(step.name, job_file=None, job_dir=step.source_directory, output_dir=first,
+                             output_file=out_file, kind="step", step_type=step.type, parent=self.rec.id,
                              experiment=self.rec.experiment, outputs=outputs, reuse_key=key, reused_from=origin,
                              counts=dict(prev.counts), spec=prev.spec, compute=prev.compute)
         rec.status, rec.started, rec.ended = "Completed", now, now
         rec.reason = f"reused the output of step run {origin}"
         self.store.save(rec)
         (rec.logs_dir / "job_result.txt").write_text(
-            f"step {step['name']}: reused the output of step run {origin} (allow_reuse=True and nothing that "
+            f"step {step.name}: reused the output of step run {origin} (allow_reuse=True and nothing that "
             "decides its result changed: source folder, config, inputs, models, environment, arguments)\n")
         self._add_child(rec.id)
-        self.line(f"step {step['name']}: reused the output of step run {origin} as run {rec.id}")
+        self.line(f"step {step.name}: reused the output of step run {origin} as run {rec.id}")
         return True
 
     def _upload(self, out: dict[str, Any]) -> None:
         if not out.get("remote"):
             return
-        from .datastore import Datastore
 
         store = Datastore.get(self.ws, out["datastore"])
         store.upload(out["local"], target_path=out["path_on_datastore"], overwrite=True, show_progress=False)
         self.line(f"output {out['name']}: uploaded to {out['datastore']}/{out['path_on_datastore']}")
 
-    def _completed(self, step: dict[str, Any], rec: RunRecord, key: str | None) -> None:
-        for out in step["outputs"]:
+    def _completed(self, step: CompiledStep, rec: RunRecord, key: str | None) -> None:
+        for out in step.outputs:
             self._upload(out)
         if key:
-            self.index.record(key, step["name"], rec.id)
+            self.index.record(key, step.name, rec.id)
 
-    def _failed_record(self, step: dict[str, Any], reason: str, detail: str, rec: RunRecord | None = None) -> None:
+    def _failed_record(self, step: CompiledStep, reason: str, detail: str, rec: RunRecord | None = None) -> None:
         """A step that failed before the engine could record why (or could not even start) still gets a
         Failed step run with the reason, so the user sees it."""
         if rec is None:
-            rec = self.store.new(step["name"], job_file=None, job_dir=step["source_directory"],
+            rec = self.store.new(step.name, job_file=None, job_dir=step.source_directory,
                                  output_dir=str(self.rec.path), output_file=None, kind="step",
-                                 step_type=step["type"], parent=self.rec.id, experiment=self.rec.experiment)
+                                 step_type=step.type, parent=self.rec.id, experiment=self.rec.experiment)
             self._add_child(rec.id)
         rec.status, rec.reason, rec.ended = "Failed", reason, time.time()
         rec.started = rec.started or rec.ended
@@ -345,25 +351,25 @@ class PipelineDriver:
             return [e]
         return [{k: v for k, v in e.items() if k in _ENTRY_KEYS} for e in inp["entries"]]
 
-    def _local_path(self, step: dict[str, Any], name: str, options: dict[str, Any]) -> str:
+    def _local_path(self, step: CompiledStep, name: str, options: dict[str, Any]) -> str:
         """A local path for a named input: the folder of a PipelineData, the folder or file of a local
         dataset, or a folder the dataset is downloaded into once per pipeline run."""
-        cache_key = (step["name"], name)
+        cache_key = (step.name, name)
         if cache_key in self._local_inputs:
             return self._local_inputs[cache_key]
         if name in self.doc["data"]:
             return str(self.doc["data"][name]["local"])
-        inp = next((i for i in [*step.get("side_inputs", []), *step["inputs"]] if i["name"] == name), None)
+        inp = next((i for i in [*step.side_inputs, *step.inputs] if i["name"] == name), None)
         if inp is None:
-            raise ParallelRunError(f"step {step['name']}: no input named {name!r}")
-        path = _materialize(self._entries(inp), self.rec.path / "inputs" / step["name"] / name, options,
+            raise ParallelRunError(f"step {step.name}: no input named {name!r}")
+        path = _materialize(self._entries(inp), self.rec.path / "inputs" / step.name / name, options,
                             Path(self.doc.get("cwd") or "."))
         self._local_inputs[cache_key] = path
         return path
 
-    def _arguments(self, step: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    def _arguments(self, step: CompiledStep, options: dict[str, Any]) -> list[str]:
         args = []
-        for a in step["arguments"]:
+        for a in step.arguments:
             if "value" in a:
                 args.append(a["value"])
             elif "data" in a:
@@ -372,42 +378,41 @@ class PipelineDriver:
                 args.append(self._local_path(step, a["input"], options))
         return args
 
-    def _worker_env(self, step: dict[str, Any], options: dict[str, Any]) -> dict[str, str]:
-        env = dict(step["environment"]["variables"])
+    def _worker_env(self, step: CompiledStep, options: dict[str, Any]) -> dict[str, str]:
+        env = dict(step.environment["variables"])
         datasets = {}
-        for inp in step.get("side_inputs", []):
+        for inp in step.side_inputs:
             datasets[inp["name"]] = self._local_path(step, inp["name"], options)
-        for inp in step["inputs"]:
-            if inp["kind"] == "pipeline_data" or step["type"] == "PythonScriptStep":
+        for inp in step.inputs:
+            if inp["kind"] == "pipeline_data" or step.type == "PythonScriptStep":
                 datasets[inp["name"]] = self._local_path(step, inp["name"], options)
-        for out in step["outputs"]:
+        for out in step.outputs:
             datasets[out["name"]] = out["local"]
         for name, path in datasets.items():
             env[f"AZUREML_DATAREFERENCE_{_env_name(name)}"] = path
         env["PARALLELRUN_INPUT_DATASETS"] = json.dumps(datasets)
         env["PARALLELRUN_WORKSPACE"] = str(self.ws.path)
         env["PARALLELRUN_PIPELINE_RUN_ID"] = self.rec.id
-        env["PARALLELRUN_STEP_NAME"] = step["name"]
+        env["PARALLELRUN_STEP_NAME"] = step.name
         if self.rec.experiment:
             env["PARALLELRUN_EXPERIMENT"] = self.rec.experiment
         return env
 
     # --- ParallelRunStep ------------------------------------------------------------------------------
-    def _run_parallel(self, step: dict[str, Any], key: str) -> str:
-        from ..runner import run_job
+    def _run_parallel(self, step: CompiledStep, key: str) -> str:
 
         options = self._storage_options(step)
-        out = step["outputs"][0]
-        spec_data = dict(step["config"])
+        out = step.outputs[0]
+        spec_data = dict(step.config)
         spec_data.update(
-            name=step["name"], source_directory=step["source_directory"], output=out["local"],
-            inputs=[e for inp in step["inputs"] for e in self._entries(inp)],
+            name=step.name, source_directory=step.source_directory, output=out["local"],
+            inputs=[e for inp in step.inputs for e in self._entries(inp)],
             arguments=self._arguments(step, options),
             environment_variables={**self._worker_env(step, options), **spec_data.get("environment_variables", {})},
         )
-        spec = validate_spec(spec_data, f"step {step['name']!r}")
+        spec = validate_spec(spec_data, f"step {step.name!r}")
         models: dict[str, str] = {}  # "name:version" -> path, and "name" -> its newest listed version
-        for m in sorted(step.get("models", []), key=lambda m: (m["name"], int(m["version"] or 0))):
+        for m in sorted(step.models, key=lambda m: (m["name"], int(m["version"] or 0))):
             models[m["name"]] = m["path"]
             models[f"{m['name']}:{m['version']}"] = m["path"]
         started: list[RunRecord] = []
@@ -415,16 +420,16 @@ class PipelineDriver:
         def on_start(srec: RunRecord) -> None:
             started.append(srec)
             self._add_child(srec.id)
-            self.line(f"step {step['name']}: run {srec.id} started (ParallelRunStep)")
+            self.line(f"step {step.name}: run {srec.id} started (ParallelRunStep)")
 
-        fields = {"python": step.get("python"), "models": models, "experiment": self.rec.experiment,
+        fields = {"python": step.python, "models": models, "experiment": self.rec.experiment,
                   "parent": self.rec.id, "kind": "step", "step_type": "ParallelRunStep",
                   "outputs": {out["name"]: out["local"]}, "reuse_key": key}
         self._raise_on_term = True
         try:
             if self.cancel_requested:
                 raise _Canceled()
-            result = run_job(spec, job_dir=step["source_directory"], workspace=self.ws.path, progress="quiet",
+            result = run_job(spec, job_dir=step.source_directory, workspace=self.ws.path, progress="quiet",
                              storage_options=options, record_fields=fields, on_start=on_start)
         except _Canceled:
             self._raise_on_term = False
@@ -433,23 +438,21 @@ class PipelineDriver:
                 if srec.status in ("NotStarted", "Running"):
                     srec.status, srec.reason, srec.ended = "Canceled", "canceled before it started", time.time()
                     self.store.save(srec)
-            self.line(f"step {step['name']}: canceled")
+            self.line(f"step {step.name}: canceled")
             return "Canceled"
         except ParallelRunError as e:
             self._raise_on_term = False
-            self.line(f"step {step['name']}: failed: {e}")
+            self.line(f"step {step.name}: failed: {e}")
             self._failed_record(step, str(e), str(e), self.store.get(started[0].id) if started else None)
             return "Failed"
         finally:
             self._raise_on_term = False
         return self._after_parallel(step, result, key)
 
-    def _resume_parallel(self, step: dict[str, Any], existing: RunRecord, retry_failed: bool) -> str | None:
+    def _resume_parallel(self, step: CompiledStep, existing: RunRecord, retry_failed: bool) -> str | None:
         """Continue a stopped step run; None when it cannot be (its inputs changed): run the step afresh."""
-        from ..errors import ResumeError
-        from ..runner import resume_run
 
-        self.line(f"step {step['name']}: resuming run {existing.id} ({existing.effective_status()})")
+        self.line(f"step {step.name}: resuming run {existing.id} ({existing.effective_status()})")
         self._raise_on_term = True
         try:
             result = resume_run(existing.id, workspace=self.ws.path, retry_failed=retry_failed, progress="quiet",
@@ -457,38 +460,38 @@ class PipelineDriver:
         except _Canceled:
             return "Canceled"
         except ResumeError as e:
-            self.line(f"step {step['name']}: run {existing.id} cannot be resumed ({e}); running the step afresh")
+            self.line(f"step {step.name}: run {existing.id} cannot be resumed ({e}); running the step afresh")
             return None
         except ParallelRunError as e:
-            self.line(f"step {step['name']}: could not resume run {existing.id}: {e}")
+            self.line(f"step {step.name}: could not resume run {existing.id}: {e}")
             return "Failed"
         finally:
             self._raise_on_term = False
         return self._after_parallel(step, result, existing.reuse_key)
 
-    def _after_parallel(self, step: dict[str, Any], result: Any, key: str | None) -> str:
-        self.line(f"step {step['name']}: run {result.run_id} {result.status}"
+    def _after_parallel(self, step: CompiledStep, result: Any, key: str | None) -> str:
+        self.line(f"step {step.name}: run {result.run_id} {result.status}"
                   + (f" - {result.reason}" if result.reason else ""))
         if result.status == "Completed":
             self._completed(step, result.record, key)
         return str(result.status)
 
     # --- PythonScriptStep -----------------------------------------------------------------------------
-    def _run_script(self, step: dict[str, Any], key: str) -> str:
+    def _run_script(self, step: CompiledStep, key: str) -> str:
         options = self._storage_options(step)
-        outputs = {o["name"]: o["local"] for o in step["outputs"]}
-        rec = self.store.new(step["name"], job_file=None, job_dir=step["source_directory"],
+        outputs = {o["name"]: o["local"] for o in step.outputs}
+        rec = self.store.new(step.name, job_file=None, job_dir=step.source_directory,
                              output_dir=next(iter(outputs.values()), str(self.rec.path)), output_file=None,
                              kind="step", step_type="PythonScriptStep", parent=self.rec.id,
                              experiment=self.rec.experiment, outputs=outputs, reuse_key=key,
-                             python=step.get("python"))
+                             python=step.python)
         self._add_child(rec.id)
         lock = DriverLock(rec.path)
         lock.acquire()
         try:
             rec.status, rec.started, rec.driver_pid = "Running", time.time(), os.getpid()
             self.store.save(rec)
-            self.line(f"step {step['name']}: run {rec.id} started (PythonScriptStep)")
+            self.line(f"step {step.name}: run {rec.id} started (PythonScriptStep)")
             for path in outputs.values():
                 shutil.rmtree(path, ignore_errors=True)
                 Path(path).mkdir(parents=True, exist_ok=True)
@@ -496,12 +499,12 @@ class PipelineDriver:
             env.update(self._worker_env(step, options))
             env["PARALLELRUN_LOG_DIR"] = str(rec.logs_dir)
             _shim_pythonpath(env)
-            script = Path(step["source_directory"]) / step["script_name"]
-            cmd = [step.get("python") or sys.executable, str(script), *self._arguments(step, options)]
+            script = Path(step.source_directory) / str(step.script_name)
+            cmd = [step.python or sys.executable, str(script), *self._arguments(step, options)]
             std_log = rec.logs_dir / "std_log.txt"
             t0 = time.monotonic()
             with open(std_log, "ab") as log:
-                proc = subprocess.Popen(cmd, cwd=step["source_directory"], env=env, stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(cmd, cwd=step.source_directory, env=env, stdin=subprocess.DEVNULL,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                         preexec_fn=_die_with_driver)
                 rc = self._wait_script(proc)
@@ -512,16 +515,16 @@ class PipelineDriver:
                 rec.status = "Completed"
             else:
                 rec.status = "Failed"
-                rec.reason = f"{step['script_name']} exited with code {rc}; its output is in {std_log}"
+                rec.reason = f"{step.script_name} exited with code {rc}; its output is in {std_log}"
                 tail = std_log.read_text(errors="replace").splitlines()[-30:]
                 (rec.logs_dir / "job_error.txt").write_text(f"Failed: {rec.reason}\n\n" + "\n".join(tail) + "\n")
             rec.ended = time.time()
             self.store.save(rec)
             (rec.logs_dir / "job_result.txt").write_text(
-                f"step {step['name']}: {rec.status}" + (f" - {rec.reason}" if rec.reason else "") + "\n")
+                f"step {step.name}: {rec.status}" + (f" - {rec.reason}" if rec.reason else "") + "\n")
         finally:
             lock.release()
-        self.line(f"step {step['name']}: run {rec.id} {rec.status}" + (f" - {rec.reason}" if rec.reason else ""))
+        self.line(f"step {step.name}: run {rec.id} {rec.status}" + (f" - {rec.reason}" if rec.reason else ""))
         if rec.status == "Completed":
             self._completed(step, rec, key)
         return rec.status
@@ -550,9 +553,6 @@ class PipelineDriver:
 def _materialize(entries: list[dict[str, Any]], dest: Path, options: dict[str, Any], base: Path) -> str:
     """Make a dataset's files available locally: a single local folder or file is used where it is;
     anything else is copied or downloaded under ``dest`` (once), keeping paths below each entry's root."""
-    from ..data.files import GLOB_CHARS, iter_files
-    from ..data.storage import is_url, url_to_fs
-    from .dataset import _relative
 
     paths = [p for e in entries for p in (e["path"] if isinstance(e["path"], list) else [e["path"]])]
     if len(paths) == 1 and not is_url(paths[0]) and not (GLOB_CHARS & set(paths[0])):

@@ -10,19 +10,30 @@ whose driver died (resume it).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..control import cancel_run
 from ..errors import JobFailedError, UsageError
 from ..runs import TERMINAL, RunRecord, RunStore, is_locked
+from ._launch import CANCEL_MARKER, start_driver
+from .datastore import Datastore
 
 _POLL = 1.0
+# ``Run.experiment`` builds an Experiment with this; experiment.py (which imports this module for its
+# runs) registers its class when imported, and the package imports experiment.py, so it is always set.
+_EXPERIMENT_FACTORY: list[Callable[[Any, str], Any]] = []
+
+
+def set_experiment_factory(factory: Callable[[Any, str], Any]) -> None:
+    _EXPERIMENT_FACTORY[:] = [factory]
 
 
 def _utc(ts: float | None) -> str | None:
@@ -70,9 +81,9 @@ class Run:
 
     @property
     def experiment(self) -> Any:
-        from .experiment import Experiment
-
-        return Experiment(self.workspace, self._rec.experiment) if self._rec.experiment else None
+        if not self._rec.experiment:
+            return None
+        return _EXPERIMENT_FACTORY[0](self.workspace, self._rec.experiment)
 
     @property
     def parent(self) -> Run | None:
@@ -141,8 +152,6 @@ class Run:
 
     def cancel(self) -> None:
         """Stop the run: its workers are stopped and the run stays resumable."""
-        from ..control import cancel_run
-
         rec = self._refresh()
         if rec.kind in ("pipeline", "step"):  # a step runs inside its pipeline's driver
             cancel_pipeline(self._store, rec.id)
@@ -167,9 +176,6 @@ class Run:
 def cancel_pipeline(store: RunStore, run_id: str, wait: float = 60.0) -> str:
     """Cancel a pipeline run (or the pipeline of a step run): mark it so a driver about to start stops at
     once, and send SIGTERM to a running driver. Returns the status afterwards."""
-    from ..control import cancel_run
-    from .pipeline_driver import CANCEL_MARKER
-
     rec = store.get(run_id)
     if rec.kind == "step" and rec.parent:
         rec = store.get(rec.parent)
@@ -229,14 +235,11 @@ class PipelineRun(Run):
         """Continue a Canceled, Failed or Interrupted pipeline run in the background: completed steps are
         kept, a stopped ParallelRunStep continues where it stopped (only unfinished mini-batches run),
         and the steps after it run. Returns at once; use wait_for_completion()."""
-        from .experiment import _start_driver
-        from .pipeline_driver import CANCEL_MARKER
-
         status = self.get_status()
         if status not in ("Canceled", "Failed", "Interrupted"):
             raise UsageError(f"pipeline run {self.id} is {status}; only Canceled, Failed or Interrupted runs resume")
         (self._rec.path / CANCEL_MARKER).unlink(missing_ok=True)
-        _start_driver(self.workspace, self._rec, {}, resume=True)
+        start_driver(self.workspace, self._rec, {}, resume=True)
         return self
 
     def cancel(self) -> None:
@@ -284,8 +287,6 @@ class StepRun(Run):
 
 
 def _pipeline_data(workspace: Any, rec: RunRecord) -> dict[str, dict[str, Any]]:
-    import json
-
     if not rec.parent:
         return {}
     doc = RunStore(workspace.path).runs_dir / rec.parent / "pipeline.json"
@@ -309,8 +310,6 @@ class PortDataReference:
 
     @property
     def datastore(self) -> Any:
-        from .datastore import Datastore
-
         return Datastore.get(self.workspace, self.datastore_name) if self.datastore_name else None
 
     def download(self, local_path: str | os.PathLike[str], overwrite: bool = False,

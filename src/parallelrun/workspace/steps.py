@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
-from ..config import EXAMPLES, NAME_RE, SIZE_RE, validate_spec
+from ..config import NAME_RE, mini_batch_size_problem, validate_spec
 from ..errors import JobSpecError
 from . import _refs
 
@@ -130,18 +131,6 @@ class OutputFileDatasetConfig(PipelineData):
         return self
 
 
-def _check_mini_batch_size(value: Any) -> str | None:
-    if value is None:
-        return None
-    s = str(value).strip()
-    if s.isdigit() and int(s) > 0:
-        return None
-    if SIZE_RE.match(s) and int(s.rstrip("kKmMgGbB") or 0) > 0:
-        return None
-    return (f"mini_batch_size: {value!r} is neither a file count (FileDataset input) nor a size "
-            f"(TabularDataset input). Example: {EXAMPLES['mini_batch_size']}")
-
-
 class ParallelRunConfig:
     """How a ParallelRunStep runs its entry script; Azure's ParallelRunConfig, validated on construction.
 
@@ -177,11 +166,12 @@ class ParallelRunConfig:
         self.run_max_try = run_max_try
         self.environment_variables = dict(environment_variables or {})
         self.description = description
+        self._node_count_warned = False
         problems = []
         if partition_keys:
             problems.append("partition_keys: partitioning by keys is not supported; split the input into one "
                             "folder per key and run one step per folder, or group the rows inside run().")
-        if (p := _check_mini_batch_size(mini_batch_size)) is not None:
+        if (p := mini_batch_size_problem(mini_batch_size, None)) is not None:
             problems.append(p)
         try:
             validate_spec(self._spec_fields(mini_batch=False) | {
@@ -191,7 +181,9 @@ class ParallelRunConfig:
         if problems:
             raise JobSpecError(problems, "ParallelRunConfig")
 
-    def _spec_fields(self, mini_batch: bool = True) -> dict[str, Any]:
+    def _spec_fields(self, mini_batch: bool = True, compute: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The engine's job-spec fields. ``compute``: the resolved compute fields (``_refs.compute_fields``) (known at submit; before
+        that, only when the target is an object rather than a registered name)."""
         d = {f: getattr(self, f) for f in _SPEC_FIELDS}
         d["entry_script"] = self.entry_script
         d["source_directory"] = self._base_dir
@@ -199,15 +191,34 @@ class ParallelRunConfig:
             d.pop("mini_batch_size")
         elif isinstance(d["mini_batch_size"], str) and d["mini_batch_size"].strip().isdigit():
             d["mini_batch_size"] = int(d["mini_batch_size"])
-        if isinstance(self.compute_target, str) or self.compute_target is None:
-            pass  # resolved against the workspace at submit
-        else:
-            d.update(_refs.compute_fields(self.compute_target, None))
+        if compute is None and not (isinstance(self.compute_target, str) or self.compute_target is None):
+            compute = _refs.compute_fields(self.compute_target, None)
+        if compute is not None:
+            d.update(compute)
+        if (d.get("compute") or "local") == "local" and isinstance(self.node_count, int) and self.node_count > 1:
+            # Azure code sizes its AmlCompute cluster with node_count; one machine has one node.
+            if not self._node_count_warned:
+                self._node_count_warned = True
+                warnings.warn(f"ParallelRunConfig: node_count={self.node_count} has no meaning on local compute "
+                              "(one machine); running on this machine with process_count_per_node="
+                              f"{self.process_count_per_node} workers. Use a RayCompute target to spread "
+                              "workers over several nodes.", UserWarning, stacklevel=3)
+            d["node_count"] = 1
         return d
 
     def __repr__(self) -> str:
         return (f"ParallelRunConfig(entry_script={self.entry_script!r}, source_directory="
                 f"{self.source_directory!r}, mini_batch_size={self.mini_batch_size!r})")
+
+
+def input_type(obj: Any) -> str | None:
+    """'file', 'tabular', or None when ``obj`` is not something a step can read."""
+    if isinstance(obj, _TabularPipelineData):
+        return "tabular"
+    if isinstance(obj, PipelineData):
+        return "file"
+    ds = _refs.dataset_of(obj)
+    return _refs.dataset_type(ds) if ds is not None else None
 
 
 class _Step:
@@ -297,7 +308,7 @@ class ParallelRunStep(_Step):
             inputs = []
         types: dict[str, list[str]] = {}
         for i, obj in enumerate(inputs):
-            kind = _refs.input_type(obj)
+            kind = input_type(obj)
             if kind is None:
                 problems.append(f"inputs[{i}]: {obj!r} is not a dataset or a PipelineData. Example: "
                                 "inputs=[Dataset.File.from_files(...).as_named_input('images')]")
@@ -310,7 +321,7 @@ class ParallelRunStep(_Step):
                 + ". Split them into two ParallelRunSteps, or make them one FileDataset or one TabularDataset."
             )
         self._inputs = list(inputs)
-        input_type = next(iter(types), "file")
+        kind_of_inputs = next(iter(types), "file")
         if output is None:  # Azure's default: an output named after the step
             output = PipelineData(re.sub(r"\W", "_", f"{name}_output") if re.match(r"^[A-Za-z]", str(name))
                                   else "step_output")
@@ -321,7 +332,7 @@ class ParallelRunStep(_Step):
         self.output = output
         self._side_inputs = list(side_inputs or [])
         for i, obj in enumerate(self._side_inputs):
-            if _refs.input_type(obj) is None:
+            if input_type(obj) is None:
                 problems.append(f"side_inputs[{i}]: {obj!r} is not a dataset or a PipelineData.")
         self._arguments = _check_arguments(list(arguments or []), problems)
         for a in self._arguments:  # a dataset named in arguments is a side input, as on Azure
@@ -330,7 +341,7 @@ class ParallelRunStep(_Step):
         self.models = list(models or [])
         self.tags = dict(tags or {})
         spec = cfg._spec_fields() | {"name": name if re.match(NAME_RE, name or "") and 3 <= len(name) <= 32
-                                     else "step-check", "inputs": [{"type": input_type, "path": "."}]}
+                                     else "step-check", "inputs": [{"type": kind_of_inputs, "path": "."}]}
         try:
             validate_spec(spec)
         except JobSpecError as e:
@@ -338,7 +349,7 @@ class ParallelRunStep(_Step):
         self._claim_outputs(problems)
         if problems:
             raise JobSpecError(problems, f"ParallelRunStep {name!r}")
-        self.input_type = input_type
+        self.input_type = kind_of_inputs
 
     @property
     def inputs(self) -> list[Any]:
@@ -375,7 +386,7 @@ class PythonScriptStep(_Step):
                             "source_directory='scripts')")
         self._inputs = list(inputs or [])
         for i, obj in enumerate(self._inputs):
-            if _refs.input_type(obj) is None:
+            if input_type(obj) is None:
                 problems.append(f"inputs[{i}]: {obj!r} is not a dataset or a PipelineData.")
         self._outputs = []
         for i, out in enumerate(outputs or []):

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..runs import DEFAULT_WORKSPACE
@@ -34,13 +35,36 @@ if TYPE_CHECKING:
     from .environment import Environment
     from .model import Model
 
+# How the workspace lists and gets its assets (fsspec's registry pattern): each asset module registers
+# its functions when imported (the package's __init__ imports them all), so this module imports none of
+# them and they can all import Workspace.
+_ASSETS: dict[str, Callable[..., Any]] = {}
+
+
+def register_asset(kind: str, fn: Callable[..., Any]) -> None:
+    """``kind``: ``datastores``/``datasets``/``models``/``environments``/``compute_targets`` (a function of
+    the workspace returning ``{name: object}``), or ``datastore`` (a function of the workspace and a name)."""
+    _ASSETS[kind] = fn
+
+
+def _asset(kind: str) -> Callable[..., Any]:
+    try:
+        return _ASSETS[kind]
+    except KeyError:
+        raise RuntimeError(f"no {kind} registered: import parallelrun.workspace (its __init__ registers "
+                           "every asset module)") from None
+
+
 CONFIG_FILE = "parallelrun_workspace.json"
 DEFAULT_DATASTORE = "workspaceblobstore"
 _FIND_LIMIT = 64  # parent folders searched by from_config: bounded even on odd mount setups
 
 
 class Workspace:
-    """A workspace folder. ``Workspace(path)`` opens one; ``Workspace.create(path)`` makes one."""
+    """A workspace folder. ``Workspace(path)`` opens one; ``Workspace.create(path)`` makes one.
+
+    ``catalog`` is its :class:`~parallelrun.workspace._catalog.Catalog`; the asset classes look names up
+    with ``catalog.lookup`` (one "not found / did you mean" message for every kind)."""
 
     def __init__(self, path: str | os.PathLike[str], *, _create: bool = False) -> None:
         p = Path(path).expanduser().resolve()
@@ -50,9 +74,9 @@ class Workspace:
                 "existing one with Workspace.from_config()."
             )
         self._path = p
-        self._catalog = Catalog(p / "catalog.sqlite")
+        self.catalog = Catalog(p / "catalog.sqlite")
         self._secrets = SecretStore(p)
-        if not (p / CONFIG_FILE).is_file() or not self._catalog.path.is_file():
+        if not (p / CONFIG_FILE).is_file() or not self.catalog.path.is_file():
             # Adopt a folder made by the engine alone (``parallelrun run`` creates ./.parallelrun/runs) or
             # an empty one; refuse to scatter workspace files into some unrelated folder given by mistake.
             if not (_create or (p / CONFIG_FILE).is_file() or (p / "runs").is_dir()
@@ -107,16 +131,14 @@ class Workspace:
 
     def _initialize(self) -> None:
         p = self._path
-        self._catalog.init()
+        self.catalog.init()
         (p / "datastores" / "default").mkdir(parents=True, exist_ok=True)
         (p / "runs").mkdir(exist_ok=True)
-        from .datastore import Datastore
-
-        if self._catalog.get_named("datastores", DEFAULT_DATASTORE) is None:
-            Datastore._put(self, DEFAULT_DATASTORE, "Local", {"root": str(p / "datastores" / "default"),
-                                                                "relative_to_workspace": "datastores/default"})
-        if self._catalog.get_meta("default_datastore") is None:
-            self._catalog.set_meta("default_datastore", DEFAULT_DATASTORE)
+        if self.catalog.get_named("datastores", DEFAULT_DATASTORE) is None:
+            self.catalog.put_named("datastores", DEFAULT_DATASTORE, "Local", {
+                "root": str(p / "datastores" / "default"), "relative_to_workspace": "datastores/default"})
+        if self.catalog.get_meta("default_datastore") is None:
+            self.catalog.set_meta("default_datastore", DEFAULT_DATASTORE)
         config = p / CONFIG_FILE
         if not config.is_file():
             tmp = config.with_suffix(f".tmp{os.getpid()}")
@@ -139,47 +161,35 @@ class Workspace:
 
     @property
     def datastores(self) -> dict[str, Datastore]:
-        from .datastore import Datastore
-
-        return {row["name"]: Datastore._from_row(self, row) for row in self._catalog.list_named("datastores")}
+        return dict(_asset("datastores")(self))
 
     @property
     def compute_targets(self) -> dict[str, ComputeTarget]:
-        from .compute import ComputeTarget
-
-        return ComputeTarget._all(self)
+        return dict(_asset("compute_targets")(self))
 
     @property
     def datasets(self) -> dict[str, FileDataset | TabularDataset]:
         """The latest version of every registered dataset, by name."""
-        from .dataset import Dataset
-
-        return {name: Dataset.get_by_name(self, name) for name in self._catalog.names("datasets")}
+        return dict(_asset("datasets")(self))
 
     @property
     def models(self) -> dict[str, Model]:
         """The latest version of every registered model, by name."""
-        from .model import Model
-
-        return {name: Model(self, name) for name in self._catalog.names("models")}
+        return dict(_asset("models")(self))
 
     @property
     def environments(self) -> dict[str, Environment]:
         """The latest version of every registered environment, by name."""
-        from .environment import Environment
-
-        return {name: Environment.get(self, name) for name in self._catalog.names("environments")}
+        return dict(_asset("environments")(self))
 
     def get_default_datastore(self) -> Datastore:
-        from .datastore import Datastore
-
-        return Datastore.get(self, self._catalog.get_meta("default_datastore") or DEFAULT_DATASTORE)
+        datastore: Datastore = _asset("datastore")(self, self.catalog.get_meta("default_datastore")
+                                                   or DEFAULT_DATASTORE)
+        return datastore
 
     def set_default_datastore(self, name: str) -> None:
-        from .datastore import Datastore
-
-        Datastore.get(self, name)  # raises, naming the registered ones, when unknown
-        self._catalog.set_meta("default_datastore", name)
+        self.catalog.lookup("datastores", name)  # raises, naming the registered ones, when unknown
+        self.catalog.set_meta("default_datastore", name)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self._path)!r})"
