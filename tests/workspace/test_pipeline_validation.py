@@ -76,8 +76,8 @@ def test_node_count_on_local_compute_warns_and_runs_on_one_node(project) -> None
     with pytest.warns(UserWarning, match="node_count=2 has no meaning on local compute.*RayCompute"):
         cfg = _config(project, node_count=2)
     assert cfg.node_count == 2  # what the user set, as Azure keeps it
-    assert cfg._spec_fields(compute="local")["node_count"] == 1
-    assert cfg._spec_fields(compute="ray://head:10001")["node_count"] == 2
+    assert cfg._spec_fields(compute={"compute": "local"})["node_count"] == 1
+    assert cfg._spec_fields(compute={"compute": "ray://head:10001"})["node_count"] == 2
 
 
 def test_mini_batch_size_must_fit_the_input_type(project, tmp_path: Path) -> None:

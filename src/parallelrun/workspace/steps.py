@@ -182,7 +182,7 @@ class ParallelRunConfig:
             raise JobSpecError(problems, "ParallelRunConfig")
 
     def _spec_fields(self, mini_batch: bool = True, compute: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The engine's job-spec fields. ``compute``: the resolved compute fields (``_refs.compute_fields``) (known at submit; before
+        """The engine's job-spec fields. ``compute``: the resolved compute fields, ``_refs.compute_fields`` (known at submit; before
         that, only when the target is an object rather than a registered name)."""
         d = {f: getattr(self, f) for f in _SPEC_FIELDS}
         d["entry_script"] = self.entry_script
