@@ -1,0 +1,127 @@
+"""Worker stacks for real: a process stuck in a function, and one killed by SIGSEGV."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from parallelrun.execution import stacks
+
+AGENT = "node0.process007"
+
+STUCK = textwrap.dedent("""
+    import sys, threading, time
+    from parallelrun.execution import stacks
+
+    stacks.install(sys.argv[1], "node0.process007")
+
+    def helper_thread_waits():
+        time.sleep(120)
+
+    def stuck_in_run(seconds):
+        print("ready", flush=True)
+        time.sleep(seconds)  # the line the stack must point at
+
+    threading.Thread(target=helper_thread_waits, daemon=True).start()
+    stuck_in_run(120)
+""")
+
+CRASH = textwrap.dedent("""
+    import ctypes, sys
+    from parallelrun.execution import stacks
+
+    stacks.install(sys.argv[1], "node0.process007")
+
+    def crash_here():
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+    def run(mini_batch):
+        crash_here()
+
+    run(["a.png"])
+""")
+
+
+def _start(tmp_path: Path, code: str) -> subprocess.Popen[str]:
+    script = tmp_path / "worker.py"
+    script.write_text(code)
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "logs")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def stuck(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    proc = _start(tmp_path, STUCK)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
+def test_capture_names_the_function_where_the_main_thread_sleeps(tmp_path: Path,
+                                                                  stuck: subprocess.Popen[str]) -> None:
+    text = stacks.capture(tmp_path / "logs", AGENT, stuck.pid, timeout=10)
+    assert text is not None
+    lines = text.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    # Most recent call last, as a Python traceback: the sleeping frame and its source line end it.
+    assert lines[-2].endswith(", in stuck_in_run") and "worker.py" in lines[-2]
+    assert lines[-1] == "    time.sleep(seconds)  # the line the stack must point at"
+    assert "helper_thread_waits" not in text  # only the main thread: the one running run()
+    assert stuck.poll() is None  # asking does not disturb the worker
+    again = stacks.capture(tmp_path / "logs", AGENT, stuck.pid, timeout=10)
+    assert again == text  # a second request reads its own, whole dump
+
+
+def test_dump_all_lists_every_thread_of_every_live_worker(tmp_path: Path, stuck: subprocess.Popen[str]) -> None:
+    # A file left by a worker that has exited is skipped (pids above 2**22 never exist on Linux).
+    stale = stacks.dump_file(tmp_path / "logs", "node0.process001", 2**22 + 12345)
+    stale.write_text("# parallelrun worker node0.process001 pid 4206649 main thread 0x1\n")
+    out = stacks.dump_all(tmp_path / "logs", timeout=10)
+    assert list(out) == [f"{AGENT} (pid {stuck.pid})"]
+    text = out[f"{AGENT} (pid {stuck.pid})"]
+    assert text.startswith("Main thread 0x") and "in stuck_in_run" in text.split("\n\n")[0]
+    assert "in helper_thread_waits" in text
+
+
+def test_a_segfault_leaves_its_last_python_frames(tmp_path: Path) -> None:
+    proc = _start(tmp_path, CRASH)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGSEGV
+    text = stacks.last_fatal(tmp_path / "logs", AGENT, proc.pid)
+    assert text is not None
+    lines = text.splitlines()
+    assert lines[0] == "Segmentation fault. Last Python frames (most recent call last):"
+    funcs = [ln.rsplit(", in ", 1)[1] for ln in lines if ln.startswith("  File ")]
+    assert funcs[-3:] == ["run", "crash_here", "string_at"]
+    assert "    ctypes.string_at(0)  # reads address 0: SIGSEGV" in lines
+
+
+def test_nothing_to_read_from_a_process_that_never_installed(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"])
+    proc.wait(30)
+    assert stacks.last_fatal(tmp_path, AGENT, proc.pid) is None
+    assert stacks.capture(tmp_path, AGENT, proc.pid, timeout=1) is None
+    assert stacks.dump_all(tmp_path) == {}
+
+
+def test_parse_keeps_the_last_dump_of_each_thread() -> None:
+    text = ("Current thread 0x00000000000000aa (most recent call first):\n"
+            '  File "/x/a.py", line 3 in old\n\n'
+            "Thread 0x00000000000000bb (most recent call first):\n"
+            '  File "/x/b.py", line ??? in other\n\n'
+            "Current thread 0x00000000000000aa (most recent call first):\n"
+            '  File "/x/a.py", line 9 in new\n'
+            '  File "/x/a.py", line 1 in <module>\n')
+    threads = {t.ident: t for t in stacks.parse(text)}
+    assert threads[0xAA].frames == (stacks.Frame("/x/a.py", 9, "new"), stacks.Frame("/x/a.py", 1, "<module>"))
+    assert threads[0xAA].current and not threads[0xBB].current
+    assert stacks.render(threads[0xBB]).splitlines()[1] == '  File "/x/b.py", line ?, in other'
