@@ -39,6 +39,7 @@ EXAMPLES: dict[str, str] = {
     "error_threshold": "error_threshold: 10   (-1 ignores all failed items)",
     "allowed_failed_count": "allowed_failed_count: 5   (-1 ignores)",
     "allowed_failed_percent": "allowed_failed_percent: 10   (0-100)",
+    "isolate_failures": "isolate_failures: false   (default true: a failing mini-batch is split to find its bad items)",
     "output_action": "output_action: append_row   (or: summary_only)",
     "append_row_file_name": "append_row_file_name: parallel_run_step.txt",
     "append_row_format": "append_row_format: text   (text | csv | jsonl | parquet)",
@@ -95,6 +96,10 @@ class JobSpec(BaseModel):
     allowed_failed_count: int = Field(default=-1, ge=-1, description="Failed mini-batches allowed; -1 ignores")
     allowed_failed_percent: float = Field(
         default=100, ge=0, le=100, description="Percent of failed mini-batches allowed, checked at the end"
+    )
+    isolate_failures: bool = Field(
+        default=True, description="A mini-batch that fails all its attempts is split, down to single items, so "
+        "only the items that fail alone are failed items (see docs/isolation.md); false: the whole mini-batch fails"
     )
     output_action: Literal["append_row", "summary_only"] = "append_row"
     append_row_file_name: str = "parallel_run_step.txt"
@@ -156,7 +161,8 @@ class JobSpec(BaseModel):
         """A hash of everything that changes the result; resume refuses a changed spec."""
         d = self.model_dump(exclude={"process_count_per_node", "logging_level", "run_invocation_timeout",
                                      "run_max_try", "compute", "node_count", "error_threshold",
-                                     "allowed_failed_count", "allowed_failed_percent"})
+                                     "allowed_failed_count", "allowed_failed_percent",
+                                     "isolate_failures"})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
