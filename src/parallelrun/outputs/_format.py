@@ -1,32 +1,36 @@
-"""Results: turning what ``run()`` returned into output rows, and merging committed rows into one file.
+"""What ``run()`` returned, turned into output bytes in the worker (``format_result``).
 
-Workers format their own results into bytes (``format_result``), so the driver never unpickles user
-objects: it stores the bytes with the batch's journal entry and, at the end, streams them in batch order
-into ``<output>/<append_row_file_name>`` through a temporary file and an atomic rename
-(``merge_output``). The file therefore holds each committed batch's rows exactly once, in input order.
-
-Formats (``append_row_format``):
+Workers format their own results, so the driver never unpickles user objects. Formats
+(``append_row_format``):
 
 - ``text`` (default, what Azure writes): list items as ``str(item)`` one per line; DataFrame rows
   space-separated with no header.
 - ``csv``: a header line then properly quoted rows; ``jsonl``: one JSON object per row;
-- ``parquet``: one Parquet file; each batch travels as an Arrow IPC stream.
+- ``parquet``: a self-contained Parquet file per mini-batch.
+
+Azure's contract is one result element per succeeded input. A result that breaks it (more elements than
+inputs, or one input named twice) raises :class:`ResultMismatchError` before anything is written: the
+worker reports a failed attempt with that message, so a duplicate row never reaches the output.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .journal import Journal
+from typing import Any
 
 
 class ResultTypeError(TypeError):
     """run() returned something that is not a list, tuple or DataFrame."""
+
+
+class ResultMismatchError(ValueError):
+    """run()'s result does not match its mini-batch: more elements than inputs, or one input twice.
+
+    Raised by :func:`format_result` before any byte is written; the worker turns it into a failed attempt.
+    """
 
 
 @dataclass
@@ -35,6 +39,7 @@ class FormattedResult:
     payload: bytes | None
     # Positions (in the mini-batch) of inputs the result does not account for; None = cannot tell which.
     missing: list[int] | None
+    rows: int = 0  # rows in ``payload`` (0 when there is no payload)
 
 
 def _is_dataframe(obj: Any) -> bool:
@@ -42,10 +47,12 @@ def _is_dataframe(obj: Any) -> bool:
 
 
 def format_result(result: Any, *, action: str, fmt: str, batch_inputs: list[str] | Any) -> FormattedResult:
-    """Format ``run()``'s result as output bytes and work out which inputs it left out."""
-    if _is_dataframe(result):
-        n = len(result)
-    elif isinstance(result, (list, tuple)):
+    """Format ``run()``'s result as output bytes and work out which inputs it left out.
+
+    Raises :class:`ResultTypeError` for a result that is not a list, tuple or DataFrame, and
+    :class:`ResultMismatchError` for one that has more elements than inputs or names an input twice.
+    """
+    if _is_dataframe(result) or isinstance(result, (list, tuple)):
         n = len(result)
     else:
         raise ResultTypeError(
@@ -53,35 +60,67 @@ def format_result(result: Any, *, action: str, fmt: str, batch_inputs: list[str]
             f"it returned {type(result).__name__}"
         )
     n_inputs = len(batch_inputs)
+    if n_inputs and n > n_inputs:
+        raise ResultMismatchError(
+            f"run() returned {n} elements for a mini-batch of {n_inputs} input(s); it must return at most one "
+            f"element per input (one per succeeded item), so this attempt is failed and nothing of it is "
+            f"written. Return one element per input (for example a list built with one append per input)."
+        )
+    named = _named_inputs(result, batch_inputs)
+    if named is not None:
+        twice = [label for label, count in Counter(named).items() if count > 1]
+        if twice:
+            shown = ", ".join(repr(str(t)) for t in twice[:5]) + (" ..." if len(twice) > 5 else "")
+            raise ResultMismatchError(
+                f"run()'s result names the input(s) {shown} more than once ({n} elements for {n_inputs} "
+                f"input(s)); each input may have at most one element, so this attempt is failed and nothing of "
+                f"it is written. Return one element per input."
+            )
     missing: list[int] | None = []
     if n < n_inputs:
-        missing = _missing_positions(result, batch_inputs)
+        missing = _missing_positions(named, batch_inputs)
     payload = None if action == "summary_only" or n == 0 else _encode(result, fmt)
-    return FormattedResult(succeeded=min(n, n_inputs) if n_inputs else n, payload=payload, missing=missing)
+    return FormattedResult(succeeded=min(n, n_inputs) if n_inputs else n, payload=payload, missing=missing,
+                           rows=n if payload is not None else 0)
 
 
-def _missing_positions(result: Any, batch_inputs: Any) -> list[int] | None:
-    """Which inputs did run() leave out? Exact when it can be known, else None."""
+def _named_inputs(result: Any, batch_inputs: Any) -> list[Any] | None:
+    """The input each result element stands for, when that can be known; else None.
+
+    Tabular input: the result is a DataFrame that kept the input's index (its labels are all input labels).
+    File input: every element mentions exactly one input's file name (names unique in the batch).
+    """
     if _is_dataframe(batch_inputs):
         if _is_dataframe(result):
-            returned = set(result.index)
-            wanted = list(batch_inputs.index)
-            if returned <= set(wanted):
-                return [pos for pos, label in enumerate(wanted) if label not in returned]
+            labels = list(result.index)
+            if set(labels) <= set(batch_inputs.index):
+                return labels
         return None
-    # File input: match each returned item to the one input whose file name it mentions.
     names = [os.path.basename(str(p)) for p in batch_inputs]
     if len(set(names)) != len(names):
         return None
-    seen: set[int] = set()
+    found: list[Any] = []
     items = result.itertuples(index=False) if _is_dataframe(result) else result
     for item in items:
         text = " ".join(map(str, item)) if _is_dataframe(result) else str(item)
-        hits = [i for i, nm in enumerate(names) if nm in text]
-        if len(hits) != 1 or hits[0] in seen:
+        hits = [nm for nm in names if nm in text]
+        if len(hits) > 1:  # "1.txt" inside "11.txt": keep the longest, which the shorter is part of
+            longest = max(hits, key=len)
+            hits = [longest] if all(h in longest for h in hits) else hits
+        if len(hits) != 1:
             return None
-        seen.add(hits[0])
-    return [i for i in range(len(names)) if i not in seen]
+        found.append(hits[0])
+    return found
+
+
+def _missing_positions(named: list[Any] | None, batch_inputs: Any) -> list[int] | None:
+    """Which inputs did run() leave out? Exact when it can be known, else None."""
+    if named is None:
+        return None
+    wanted = list(batch_inputs.index) if _is_dataframe(batch_inputs) else [
+        os.path.basename(str(p)) for p in batch_inputs]
+    returned = set(named)
+    return [pos for pos, label in enumerate(wanted) if label not in returned]
 
 
 def _encode(result: Any, fmt: str) -> bytes:
@@ -99,55 +138,10 @@ def _encode(result: Any, fmt: str) -> bytes:
         return df.to_json(orient="records", lines=True, date_format="iso").encode()
     if fmt == "parquet":
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
         table = pa.Table.from_pandas(df, preserve_index=False)
         sink = io.BytesIO()
-        with pa.ipc.new_stream(sink, table.schema) as w:
-            w.write_table(table)
+        pq.write_table(table, sink)
         return sink.getvalue()
     raise ValueError(f"unknown append_row_format {fmt!r}")
-
-
-def merge_output(journal: Journal, out_dir: Path, file_name: str, fmt: str) -> tuple[Path, int]:
-    """Write every committed batch's rows, in batch order, to ``out_dir/file_name`` atomically.
-
-    Returns the path and the number of bytes written. Rebuilt from the journal on every call, so a
-    resumed run's file is whole and never holds a row twice.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / file_name
-    tmp = out_dir / f".{file_name}.tmp-{os.getpid()}"
-    if fmt == "parquet":
-        _merge_parquet(journal, tmp)
-    else:
-        with open(tmp, "wb") as f:
-            first = True
-            for _, data in journal.iter_outputs():
-                if fmt == "csv" and not first:
-                    data = data.split(b"\n", 1)[1] if b"\n" in data else b""
-                f.write(data)
-                first = False
-    os.replace(tmp, final)
-    return final, final.stat().st_size
-
-
-def _merge_parquet(journal: Journal, tmp: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    writer = None
-    try:
-        for _, data in journal.iter_outputs():
-            table = pa.ipc.open_stream(data).read_all()
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            elif table.schema != writer.schema:
-                table = table.cast(writer.schema)
-            writer.write_table(table)
-        if writer is None:
-            pq.write_table(pa.table({}), tmp)
-    finally:
-        if writer is not None:
-            writer.close()
-
-
