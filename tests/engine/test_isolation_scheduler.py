@@ -193,3 +193,13 @@ def test_a_failure_while_stopping_is_not_split() -> None:
     assert s.next() is None and not s.finished()
     s.succeeded(1, 0)
     assert s.finished()
+
+
+def test_the_cost_table_in_the_docs_matches_the_scheduler() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "isolation.md").read_text()
+    rows = [ln for ln in doc.splitlines() if ln.startswith("| `mini_batch_size`") or ln.startswith("| extra")]
+    sizes, costs = ([c.strip() for c in r.strip("|").split("|")[1:]] for r in rows)
+    assert {int(n): int(c) for n, c in zip(sizes, costs, strict=True)} == {int(n): isolation_cost(int(n))
+                                                                          for n in sizes}
