@@ -125,3 +125,75 @@ def test_parse_keeps_the_last_dump_of_each_thread() -> None:
     assert threads[0xAA].frames == (stacks.Frame("/x/a.py", 9, "new"), stacks.Frame("/x/a.py", 1, "<module>"))
     assert threads[0xAA].current and not threads[0xBB].current
     assert stacks.render(threads[0xBB]).splitlines()[1] == '  File "/x/b.py", line ?, in other'
+
+
+@pytest.fixture
+def running_run(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
+    """A run recorded as Running (its driver lock held here) with one real worker stuck in a function."""
+    from parallelrun.runs import DriverLock, RunStore
+
+    ws = tmp_path / "ws"
+    store = RunStore(ws)
+    rec = store.new("stuck-job", job_file=None, job_dir=str(tmp_path), output_dir=str(tmp_path / "out"),
+                    output_file=None)
+    rec.status = "Running"
+    store.save(rec)
+    lock = DriverLock(rec.path)
+    assert lock.acquire()
+    script = tmp_path / "worker.py"
+    script.write_text(STUCK)
+    proc = subprocess.Popen([sys.executable, str(script), str(rec.logs_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        yield ws, rec.id, proc
+    finally:
+        proc.kill()
+        proc.wait(30)
+        lock.release()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "parallelrun", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_runs_stack_prints_each_workers_stack(running_run: tuple[Path, str, subprocess.Popen[str]]) -> None:
+    ws, run_id, proc = running_run
+    res = _cli("runs", "stack", run_id, "--workspace", str(ws))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"=== {AGENT} (pid {proc.pid})\nMain thread 0x")
+    assert ", in stuck_in_run\n    time.sleep(seconds)" in res.stdout
+    assert "in helper_thread_waits" in res.stdout
+
+
+def test_cli_runs_stack_of_a_finished_run_says_why_not(tmp_path: Path) -> None:
+    from parallelrun.runs import RunStore
+
+    store = RunStore(tmp_path / "ws")
+    rec = store.new("done-job", job_file=None, job_dir=str(tmp_path), output_dir=str(tmp_path / "out"),
+                    output_file=None)
+    rec.status = "Completed"
+    store.save(rec)
+    res = _cli("runs", "stack", rec.id, "--workspace", str(tmp_path / "ws"))
+    assert res.returncode == 2
+    assert f"run {rec.id} is Completed, so it has no worker to ask" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_dashboard_stacks_endpoint(running_run: tuple[Path, str, subprocess.Popen[str]]) -> None:
+    pytest.importorskip("fastapi")
+    import warnings
+
+    from parallelrun.dashboard import create_app
+
+    ws, run_id, proc = running_run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    with TestClient(create_app(ws), base_url="http://127.0.0.1:8265") as client:
+        r = client.get(f"/api/runs/{run_id}/stacks")
+        assert r.status_code == 200, r.text
+        (text,) = r.json()["workers"].values()
+        assert "in stuck_in_run" in text
+        proc.kill()
+        proc.wait(30)
+        assert client.get(f"/api/runs/{run_id}/stacks").json()["workers"] == {}  # nobody left to ask
