@@ -49,11 +49,11 @@ def test_file_batch_halves_cover_its_files_once_in_order(n: int) -> None:
 def test_piece_identity_round_trips_through_json_pickle_and_text() -> None:
     b = FileBatch(9, ("a", "b", "c", "d", "e"), 50)
     p = piece(b, PieceId(9, 1, 3))
-    assert p.paths == ("b", "c") and p.part == (1, 3, 5) and p.nbytes == 20
+    assert p.paths == ("b", "c") and p.piece == (1, 3, 5) and p.nbytes == 20
     assert from_json(to_json(p)) == p and pickle.loads(pickle.dumps(p)) == p
     assert str(piece_id(p)) == "9[1:3]" and PieceId.parse("9[1:3]") == piece_id(p)
     assert piece(p, PieceId(9, 2, 3)).paths == ("c",)  # a piece of a piece, by original offsets
-    assert piece_id(b) == PieceId(9, 0, 5) and '"part"' not in to_json(b)  # whole batches' JSON unchanged
+    assert piece_id(b) == PieceId(9, 0, 5) and '"piece"' not in to_json(b)  # whole batches' JSON unchanged
     with pytest.raises(ValueError, match="not inside"):
         piece(p, PieceId(9, 0, 2))
     with pytest.raises(ValueError, match="only pieces of 2 or more"):

@@ -6,7 +6,7 @@ exactly the same mini-batch.
 
 A *piece* is part of a mini-batch that failed all its attempts (see ``docs/isolation.md``): items
 ``[lo, hi)`` of the original batch, named by a :class:`PieceId`. A piece descriptor is an ordinary
-descriptor (a ``FileBatch`` with those files, a ``TabularBatch`` with those rows) whose ``part`` records
+descriptor (a ``FileBatch`` with those files, a ``TabularBatch`` with those rows) whose ``piece`` records
 ``(lo, hi, n)``, ``n`` being the original batch's item count. Pieces keep the original ``index``, so
 sorting by ``(index, lo)`` gives the original input order.
 """
@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-Part = tuple[int, int, int]  # (lo, hi, n): items lo..hi-1 of an original mini-batch of n items
+Span = tuple[int, int, int]  # (lo, hi, n): items lo..hi-1 of an original mini-batch of n items
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ class FileBatch:
     index: int
     paths: tuple[str, ...]
     nbytes: int = 0
-    part: Part | None = None  # set on a piece of batch ``index`` (then ``paths`` are the piece's files)
+    piece: Span | None = None  # set on a piece of batch ``index`` (then ``paths`` are the piece's files)
 
     @property
     def n_items(self) -> int:
@@ -36,7 +36,7 @@ class FileBatch:
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by value: dataclass(slots=True) pickling goes through Python-level __getstate__ and
         # fields(), several times slower, and descriptors cross a pipe for every mini-batch.
-        return (FileBatch, (self.index, self.paths, self.nbytes, self.part))
+        return (FileBatch, (self.index, self.paths, self.nbytes, self.piece))
 
     def describe(self) -> str:
         first = self.paths[0] if self.paths else "-"
@@ -54,7 +54,7 @@ class TabularBatch:
     file. ``row_start``/``row_end`` always give the rows' positions in the file (0-based, header excluded),
     so a failed row can be named exactly.
 
-    A piece (``part`` set) keeps the original batch's byte range or row groups and narrows
+    A piece (``piece`` set) keeps the original batch's byte range or row groups and narrows
     ``row_start``/``row_end`` to its own rows: reading it reads the original slice and keeps those rows.
     """
 
@@ -69,7 +69,7 @@ class TabularBatch:
     row_groups: tuple[int, ...] = ()
     nbytes: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # separator, header, encoding
-    part: Part | None = None
+    piece: Span | None = None
 
     @property
     def n_items(self) -> int:
@@ -80,9 +80,9 @@ class TabularBatch:
 
     def span(self) -> tuple[int, int]:
         """The rows (in the file) of the original batch: what reading the byte range yields."""
-        if self.part is None:
+        if self.piece is None:
             return self.row_start, self.row_end
-        lo, _hi, n = self.part
+        lo, _hi, n = self.piece
         first = self.row_start - lo
         return first, first + n
 
@@ -125,13 +125,13 @@ class PieceId:
 
 def whole_items(batch: MiniBatch) -> int:
     """The item count of the original batch (of a piece: of the batch it was cut from)."""
-    return batch.part[2] if batch.part is not None else batch.n_items
+    return batch.piece[2] if batch.piece is not None else batch.n_items
 
 
 def piece_id(batch: MiniBatch) -> PieceId:
     """The identity of a descriptor; a whole batch is the piece ``index[0:n]``."""
-    if batch.part is not None:
-        return PieceId(batch.index, batch.part[0], batch.part[1])
+    if batch.piece is not None:
+        return PieceId(batch.index, batch.piece[0], batch.piece[1])
     return PieceId(batch.index, 0, batch.n_items)
 
 
@@ -140,14 +140,14 @@ def piece(batch: MiniBatch, pid: PieceId) -> MiniBatch:
     own = piece_id(batch)
     if pid.index != own.index or not own.lo <= pid.lo < pid.hi <= own.hi:
         raise ValueError(f"piece {pid} is not inside mini-batch piece {own}")
-    part = (pid.lo, pid.hi, whole_items(batch))
+    span = (pid.lo, pid.hi, whole_items(batch))
     a, b = pid.lo - own.lo, pid.hi - own.lo  # offsets within this descriptor
     if isinstance(batch, FileBatch):
         # nbytes of the whole batch is all planning knew; a piece gets its share by item count.
         nbytes = batch.nbytes * (b - a) // max(batch.n_items, 1)
-        return FileBatch(batch.index, batch.paths[a:b], nbytes, part)
+        return FileBatch(batch.index, batch.paths[a:b], nbytes, span)
     nbytes = batch.nbytes * (b - a) // max(batch.n_items, 1)
-    return replace(batch, row_start=batch.row_start + a, row_end=batch.row_start + b, nbytes=nbytes, part=part)
+    return replace(batch, row_start=batch.row_start + a, row_end=batch.row_start + b, nbytes=nbytes, piece=span)
 
 
 def split(batch: MiniBatch) -> tuple[MiniBatch, MiniBatch]:
@@ -160,12 +160,12 @@ def to_json(batch: MiniBatch) -> str:
     if isinstance(batch, FileBatch):
         # The hot path of planning a million files: asdict() deep-copies and costs 4x as much.
         d: dict[str, Any] = {"index": batch.index, "paths": batch.paths, "nbytes": batch.nbytes, "kind": "file"}
-        if batch.part is not None:
-            d["part"] = batch.part
+        if batch.piece is not None:
+            d["piece"] = batch.piece
         return json.dumps(d, separators=(",", ":"))
     d = asdict(batch)
-    if d["part"] is None:
-        del d["part"]  # whole batches keep the JSON they had before pieces existed
+    if d["piece"] is None:
+        del d["piece"]  # whole batches keep the JSON they had before pieces existed
     d["kind"] = "tabular"
     return json.dumps(d, separators=(",", ":"))
 
@@ -173,8 +173,8 @@ def to_json(batch: MiniBatch) -> str:
 def from_json(text: str) -> MiniBatch:
     d = json.loads(text)
     kind = d.pop("kind")
-    if d.get("part") is not None:
-        d["part"] = tuple(d["part"])
+    if d.get("piece") is not None:
+        d["piece"] = tuple(d["piece"])
     if kind == "file":
         d["paths"] = tuple(d["paths"])
         return FileBatch(**d)
