@@ -27,7 +27,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ..errors import MissingExtraError, OutputError, UsageError
-from ._records import LAYOUTS, PARTS_DIR, PartRecord, checksum, checksum_text
+from ._compose import AZURE_PROTOCOLS, AzureBlocks, is_block_record
+from ._records import LAYOUTS, PARTS_DIR, PartRecord, checksum, checksum_text, default_file_name
 from ._store import FsspecStore, LocalStore
 from ._writer import PartWriter
 
@@ -143,9 +144,16 @@ class OutputLocation:
                     f"{_size(estimate_bytes - free)} on that disk, or choose another output folder.")
 
     # --- in the worker ----------------------------------------------------------------------------------
-    def part_writer(self, *, worker: str, fmt: str, layout: str = "file") -> PartWriter:
+    def part_writer(self, *, worker: str, fmt: str, layout: str = "file",
+                    file_name: str | None = None) -> PartWriter:
+        """The writer for one worker. ``file_name`` (the one-file layout's name; default by format) matters
+        on Azure Blob, where batches are staged as blocks of that blob."""
         _check_layout(layout)
-        return PartWriter(self.store, worker=worker, fmt=fmt, layout=layout)
+        blocks = None
+        if self.protocol in AZURE_PROTOCOLS and layout == "file" and fmt != "parquet":
+            assert isinstance(self.store, FsspecStore)
+            blocks = AzureBlocks(self.store, file_name or default_file_name(fmt))
+        return PartWriter(self.store, worker=worker, fmt=fmt, layout=layout, blocks=blocks)
 
     # --- in the driver ----------------------------------------------------------------------------------
     def verify(self, rec: PartRecord) -> bool:
@@ -153,6 +161,12 @@ class OutputLocation:
         if rec.length == 0:
             return True
         store = self.store
+        if is_block_record(rec.name):
+            assert isinstance(store, FsspecStore)
+            try:
+                return AzureBlocks(store, rec.name.split("?", 1)[0]).has(rec)
+            except Exception:  # noqa: BLE001 - unreachable store: not verified
+                return False
         try:
             size = store.size(rec.name)
             if size is None or size < rec.offset + rec.length:

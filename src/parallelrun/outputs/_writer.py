@@ -11,6 +11,8 @@ Which shape a part takes:
 - local disk, one-file layout, text/csv/jsonl: appended to the worker's current segment file
   (``.parts/seg-<worker>-p<pid>-<seq>.<ext>``), rolled over every ``segment_bytes``. A mini-batch of ten
   no-op items then costs one ``write`` call, not a file create + rename.
+- Azure Blob, one-file layout, text/csv/jsonl: staged as uncommitted blocks of the final blob (see
+  ``_compose``); the assembly commits them in batch order without moving a byte.
 - otherwise (Parquet, the dataset layout, object stores): one self-contained file per attempt,
   ``.parts/part-<batch>.a<attempt>.<ext>``, written to a temporary name and renamed (local) or put whole
   (object stores). Bytes of a failed or abandoned attempt are never referenced by a committed record.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 from typing import IO
 
+from ._compose import AzureBlocks
 from ._format import FormattedResult
 from ._records import EXTENSIONS, PartRecord, checksum, checksum_text, part_name, segment_name
 from ._store import FsspecStore, LocalStore
@@ -32,7 +35,7 @@ class PartWriter:
     """Writes one worker's parts. Not thread-safe; one per worker process."""
 
     def __init__(self, store: LocalStore | FsspecStore, *, worker: str, fmt: str, layout: str,
-                 segment_bytes: int = SEGMENT_BYTES) -> None:
+                 segment_bytes: int = SEGMENT_BYTES, blocks: AzureBlocks | None = None) -> None:
         if fmt not in EXTENSIONS:
             raise ValueError(f"unknown append_row_format {fmt!r}")
         self.store = store
@@ -41,6 +44,7 @@ class PartWriter:
         self.layout = layout
         self.segment_bytes = segment_bytes
         self.segmented = isinstance(store, LocalStore) and layout == "file" and fmt != "parquet"
+        self.blocks = blocks
         self._seg: IO[bytes] | None = None
         self._seg_name = ""
         self._seg_seq = 0
@@ -55,7 +59,10 @@ class PartWriter:
         if not data:
             return PartRecord(batch=batch, name="", offset=0, length=0, rows=0, checksum=checksum_text(0))
         crc = checksum_text(checksum(data))
-        if self.segmented:
+        if self.blocks is not None:
+            header = data.index(b"\n") + 1 if self.fmt == "csv" and b"\n" in data else 0
+            name, offset = self.blocks.stage(batch, attempt, data, header), header
+        elif self.segmented:
             name, offset = self._append(data)
         else:
             name, offset = part_name(batch, attempt, self.fmt), 0
