@@ -93,6 +93,7 @@ class Success:
     n_failed: int
     failed_items: list[FailedItem]
     output: bytes | None
+    part: Any = None  # the batch's PartRecord (parallelrun.outputs), when it wrote output
 
 
 @dataclass(frozen=True)

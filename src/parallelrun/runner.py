@@ -18,27 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from .azureml_shim import shim_sys_path
+from .collector import Collector
 from .config import JobSpec, load_job, validate_spec
-from .data.batches import FileBatch, MiniBatch
+from .data.batches import MiniBatch
 from .data.plan import Plan
 from .errors import JobFailedError, ResumeError, UsageError, UserCodeError
-from .execution.base import (
-    BatchFailed,
-    BatchReturned,
-    BatchSucceeded,
-    Executor,
-    WorkerInitFailed,
-    WorkerLost,
-    WorkerReady,
-)
+from .execution.base import Executor
 from .execution.entry import check_entry_script
 from .execution.feed import Feed
+from .execution.messages import Event, Outcome, WorkerInitFailed, WorkerLost, WorkerReady
 from .execution.scheduler import Scheduler, Thresholds
 from .execution.worker import WorkerConfig
-from .journal import FailedItem, Journal, Success
+from .journal import Journal
 from .live import WorkersFile
 from .outputs import merge_output
 from .progress import Progress
+from .run_folder import RunFolder
 from .run_logs import append_progress, driver_logger, write_error, write_reports, write_result
 from .runs import DriverLock, RunRecord, RunStore
 
@@ -90,6 +85,10 @@ class RunResult:
 
 class _Interrupted(Exception):
     pass
+
+
+class _PlanningFailed(Exception):
+    """Planning the rest of the inputs failed during the run (its cause is the error to show)."""
 
 
 def _paths(spec: JobSpec, job_dir: Path) -> tuple[Path, Path, Path]:
@@ -216,24 +215,146 @@ def make_executor(spec: JobSpec, cfg: WorkerConfig) -> Executor:
     return RayExecutor(cfg, spec)
 
 
+class _Driver:
+    """One run of the driver loop, in named phases (as Ray Data's streaming executor does):
+
+    ``process_completed`` (commit what the workers reported, through the collector), ``select`` and
+    ``dispatch`` (fill the workers' free slots: probes first with ``mini_batch_size: auto``, then what the
+    scheduler picks), ``plan_more`` (while planning is unfinished) and ``update`` (progress, workers.json,
+    the overview log). Counts come from the journal, never tracked beside it.
+    """
+
+    def __init__(self, spec: JobSpec, rec: RunRecord, journal: Journal, feed: Feed, executor: Executor,
+                 progress_mode: str, log: Any) -> None:
+        self.spec, self.rec, self.journal, self.feed, self.executor, self.log = spec, rec, journal, feed, executor, log
+        counts = journal.counts()
+        self.sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=counts.batches,
+                               thresholds=Thresholds(spec.error_threshold, spec.allowed_failed_count,
+                                                     spec.allowed_failed_percent),
+                               failed_items=counts.items_failed, failed_batches=counts.batches_failed)
+        self.collector = Collector(journal, self.sched, feed, log, spec.run_max_try)
+        self.progress = Progress(progress_mode)
+        self.progress.start(counts.items, counts.items_done, counts.items_failed)
+        self.live = WorkersFile(rec.path)  # workers.json for the dashboard, at most once a second
+        self.init_errors: list[tuple[str, UserCodeError]] = []
+        self.ever_ready = False
+        self.t0 = time.monotonic()
+        self._first_dispatch = True
+        self._last_overview = 0.0
+
+    def loop(self) -> None:
+        """Until every batch is settled, or the run must stop."""
+        while True:
+            self.dispatch(self.select())
+            planning = self.plan_more()
+            if self.finished():
+                return
+            self.process_completed(self.executor.poll(0.0 if planning else 0.25))
+            self.update()
+
+    # --- phases ---------------------------------------------------------------------------------------
+    def select(self) -> list[tuple[str, MiniBatch, int]]:
+        """(worker, batch, attempt) for each free slot there is work for."""
+        out: list[tuple[str, MiniBatch, int]] = []
+        feed = self.feed
+        for w in self.executor.idle_workers():  # one entry per free slot
+            if feed.calibrator is not None and feed.calibrating:
+                probe = feed.calibrator.next(w)
+                if probe is not None:
+                    out.append((w, probe, 1))
+                continue
+            nxt = self.sched.next()
+            if nxt is None:
+                break
+            key, attempt = nxt
+            assert isinstance(key, int), "isolation (pieces) is not wired into the driver yet"
+            out.append((w, self.collector.descriptor(key), attempt))
+        return out
+
+    def dispatch(self, work: list[tuple[str, MiniBatch, int]]) -> None:
+        for w, batch, attempt in work:
+            self.executor.submit(w, batch, attempt)
+        if work and self._first_dispatch:
+            self._first_dispatch = False
+            self.log.info("first mini-batch dispatched %.3f s after the start", time.monotonic() - self.t0)
+
+    def plan_more(self) -> bool:
+        """Plan a little more while planning is unfinished; True while it is."""
+        feed = self.feed
+        planning = not feed.done and not feed.calibrating
+        if planning:
+            try:
+                new = feed.step()
+            except Exception as e:  # a later input path missing, unreadable, or changed on resume
+                raise _PlanningFailed(str(e)) from e
+            if new:
+                self.sched.add(b.index for b in new)
+                counts = self.journal.counts()
+                self.sched.total_batches = counts.batches
+                self.progress.set_total(counts.items)
+        if feed.done and feed.plan is not None and not self.rec.input_fingerprint:
+            self.rec.input_fingerprint = feed.plan.fingerprint
+            counts = self.journal.counts()
+            self.log.info("planned %d mini-batches (%d items, %d files) in %.3f s", counts.batches, counts.items,
+                          feed.plan.files, feed.plan_seconds)
+        return planning
+
+    def finished(self) -> bool:
+        sched = self.sched
+        if sched.stop_reason or (sched.finished() and self.feed.done):
+            return True
+        if not self.executor.workers() and self.executor.starting() == 0:
+            who, err = self.init_errors[0] if self.init_errors else ("", UserCodeError("", "", ""))
+            what = "init() failed in every worker" if not self.ever_ready else "no worker is left"
+            sched.stop(f"{what}; the first error ({who}):\n{err.traceback or err.one_line()}")
+            return True
+        return False
+
+    def process_completed(self, events: list[Event]) -> None:
+        """Everything that arrived together is committed together, and only then counted as done."""
+        self.collector.collect(ev for ev in events if isinstance(ev, Outcome))
+        for ev in events:
+            if isinstance(ev, WorkerReady):
+                self.ever_ready = True
+                self.log.info("worker %s ready", ev.worker)
+            elif isinstance(ev, WorkerInitFailed):
+                self.init_errors.append((ev.worker, ev.error))
+                self.log.error("init() failed in worker %s:\n%s", ev.worker, ev.error.traceback or ev.error.message)
+            elif isinstance(ev, WorkerLost):
+                self.log.warning("%s%s", ev.message,
+                                 f"; its replacement is {ev.replaced_by}" if ev.replaced_by else "; not replaced")
+                if self.feed.calibrator is not None:
+                    self.feed.calibrator.lost(ev.worker)
+
+    def update(self) -> None:
+        size = self.feed.size_decided()
+        if size is not None and self.feed.calibrator is not None:
+            self.log.info("mini_batch_size: auto chose %d (%s)", size, self.feed.calibrator.note)
+        c = self.journal.counts()
+        self.progress.update(c.items_done, c.items_failed, c.batches_succeeded + c.batches_failed, c.batches)
+        self.live.update(self.executor.workers())
+        now = time.monotonic()
+        if now - self._last_overview > 5:
+            self._last_overview = now
+            append_progress(self.rec.logs_dir, f"{c.items_done}/{c.items} items done, {c.items_failed} failed, "
+                                               f"{c.batches_succeeded + c.batches_failed}/{c.batches} mini-batches")
+
+    def close(self) -> None:
+        self.progress.finish()
+        self.live.close()
+
+
 def _drive(
     store: RunStore, rec: RunRecord, spec: JobSpec, base: Path, journal: Journal, progress_mode: str,
     storage_options: dict[str, Any] | None, raise_on_failure: bool, feed: Feed | None = None,
 ) -> RunResult:
-    """Dispatch, commit and account until every batch is settled (or the run stops).
-
-    Each turn: fill the workers' free slots (probes first with ``mini_batch_size: auto``), plan a little
-    more while planning is unfinished, wait for events, commit every result that arrived in one
-    transaction, then account for them. A result is counted as done only once it is committed.
-    """
+    """Start the executor, run the driver loop (``_Driver``) until every batch is settled or the run
+    stops, then finish: output, reports, the run's record."""
     source, script, output = _paths(spec, base)
     logs = rec.logs_dir
     log = driver_logger(logs, spec.logging_level)
     t0 = time.monotonic()
     rec.status, rec.started, rec.driver_pid, rec.reason = "Running", rec.started or time.time(), os.getpid(), None
-    recovered = _recover_spool(journal, rec.path / "spool")
-    if recovered:
-        log.info("committed %d results that workers had finished before the last driver stopped", recovered)
     counts = journal.counts()
     rec.counts = counts.to_dict()
     store.save(rec)
@@ -246,28 +367,13 @@ def _drive(
         output_action=spec.output_action, output_format=spec.append_row_format, parent_pid=os.getpid(),
         storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
         extra_sys_path=shim_sys_path(),  # azureml.core / azureml_user stand-ins when Azure's SDK is absent
-        scratch_dir=str(rec.path / "tmp"),
-        spool_dir=str(rec.path / "spool") if spec.compute == "local" else None,
+        scratch_dir=str(RunFolder(rec.path).scratch),
     )
     output.mkdir(parents=True, exist_ok=True)
     feed = feed or Feed(spec, base, storage_options, journal)
-    total_batches, total_items = counts.batches, counts.items
-    sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=total_batches,
-                      thresholds=Thresholds(spec.error_threshold, spec.allowed_failed_count,
-                                            spec.allowed_failed_percent),
-                      failed_items=counts.items_failed, failed_batches=counts.batches_failed)
-    prog = Progress(progress_mode)
-    prog.start(counts.items, counts.items_done, counts.items_failed)
-    done_items, failed_items = counts.items_done, counts.items_failed
-    batches_done = counts.batches_succeeded + counts.batches_failed
-    held: dict[int, MiniBatch] = {}
-    init_errors: list[tuple[str, UserCodeError]] = []
-    ever_ready = False
     interrupted = False
-    status = "Failed"
-    reason: str | None = None
-    last_overview = 0.0
-    first_dispatch = True
+    status, reason = "Failed", None
+    driver: _Driver | None = None
 
     def on_signal(signum: int, frame: Any) -> None:
         raise _Interrupted()
@@ -278,118 +384,24 @@ def _drive(
         _record_failure(store, rec, journal, f"the executor could not start: {e}")
         raise
     old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
-    live = WorkersFile(rec.path)  # workers.json for the dashboard, at most once a second
     try:
+        driver = _Driver(spec, rec, journal, feed, executor, progress_mode, log)
         try:
             executor.start()
         except BaseException as e:
             _record_failure(store, rec, journal, f"the workers could not start: {e}")
             raise
-        while True:
-            for w in executor.idle_workers():  # one entry per free slot
-                if feed.calibrator is not None and feed.calibrating:
-                    probe = feed.calibrator.next(w)
-                    if probe is not None:
-                        executor.submit(w, probe, 1)
-                    continue
-                nxt = sched.next()
-                if nxt is None:
-                    break
-                index, attempt = nxt
-                batch = held.get(index) or feed.descriptor(index)
-                held[index] = batch
-                executor.submit(w, batch, attempt)
-                if first_dispatch:
-                    first_dispatch = False
-                    log.info("first mini-batch dispatched %.3f s after the start", time.monotonic() - t0)
-            planning = not feed.done and not feed.calibrating
-            if planning:
-                try:
-                    new = feed.step()
-                except Exception as e:  # a later input path missing, unreadable, or changed on resume
-                    _record_failure(store, rec, journal, f"planning failed: {e}")
-                    raise
-                if new:
-                    sched.add(b.index for b in new)
-                    total_batches += len(new)
-                    total_items += sum(b.n_items for b in new)
-                    sched.total_batches = total_batches
-                    prog.set_total(total_items)
-            if feed.done and feed.plan is not None and not rec.input_fingerprint:
-                rec.input_fingerprint = feed.plan.fingerprint
-                log.info("planned %d mini-batches (%d items, %d files) in %.3f s", total_batches, total_items,
-                         feed.plan.files, feed.plan_seconds)
-            if sched.finished() and (feed.done or sched.stop_reason):
-                break
-            if sched.stop_reason:
-                break
-            if not executor.workers() and executor.starting() == 0:
-                who, err = init_errors[0] if init_errors else ("", UserCodeError("", "", ""))
-                what = "init() failed in every worker" if not ever_ready else "no worker is left"
-                sched.stop(f"{what}; the first error ({who}):\n{err.traceback or err.one_line()}")
-                break
-            events = executor.poll(0.0 if planning else 0.25)
-            # Everything that arrived together is committed together (one transaction, each batch with
-            # its output), and only then counted as done.
-            results = [(ok, held.pop(ok.index) if ok.index in held else journal.batch(ok.index)) for ok in events
-                       if isinstance(ok, BatchSucceeded) and ok.index >= 0]
-            if results:
-                committed = journal.commit_successes(
-                    Success(ok.index, ok.attempt, ok.worker, ok.seconds, min(ok.succeeded, b.n_items),
-                            b.n_items - min(ok.succeeded, b.n_items), ok.failed_items, ok.payload)
-                    for ok, b in results)
-                for (ok, b), new_commit in zip(results, committed, strict=True):
-                    n_failed = b.n_items - min(ok.succeeded, b.n_items)
-                    sched.succeeded(ok.index, n_failed)
-                    if new_commit:
-                        done_items += b.n_items
-                        failed_items += n_failed
-                        batches_done += 1
-            for ev in events:
-                if isinstance(ev, (BatchSucceeded, BatchFailed, BatchReturned)) and ev.index < 0:
-                    _probe_event(feed, ev, log)
-                elif isinstance(ev, BatchSucceeded):
-                    pass  # committed above
-                elif isinstance(ev, BatchFailed):
-                    b = held.get(ev.index) or journal.batch(ev.index)
-                    detail = ev.error.traceback if ev.error else ev.message
-                    journal.record_attempt(ev.index, ev.attempt, ev.worker, ev.reason, detail)
-                    log.warning("mini-batch %d attempt %d/%d on %s failed (%s): %s", ev.index, ev.attempt,
-                                spec.run_max_try, ev.worker, ev.reason, ev.message)
-                    if not sched.attempt_failed(ev.index, b.n_items):
-                        held.pop(ev.index, None)
-                        journal.commit_failure(ev.index, attempts=ev.attempt, worker=ev.worker, seconds=ev.seconds,
-                                               error=detail, failed_items=_all_items_failed(b, ev))
-                        done_items += b.n_items
-                        failed_items += b.n_items
-                        batches_done += 1
-                elif isinstance(ev, BatchReturned):
-                    sched.returned(ev.index)
-                elif isinstance(ev, WorkerReady):
-                    ever_ready = True
-                    log.info("worker %s ready", ev.worker)
-                elif isinstance(ev, WorkerInitFailed):
-                    init_errors.append((ev.worker, ev.error))
-                    log.error("init() failed in worker %s:\n%s", ev.worker, ev.error.traceback or ev.error.message)
-                elif isinstance(ev, WorkerLost):
-                    log.warning("%s%s", ev.message, f"; replaced by {ev.replaced_by}" if ev.replaced_by else "")
-                    if feed.calibrator is not None:
-                        feed.calibrator.lost(ev.worker)
-            size = feed.size_decided()
-            if size is not None and feed.calibrator is not None:
-                log.info("mini_batch_size: auto chose %d (%s)", size, feed.calibrator.note)
-            prog.update(done_items, failed_items, batches_done, total_batches)
-            live.update(executor.workers())
-            now = time.monotonic()
-            if now - last_overview > 5:
-                last_overview = now
-                append_progress(logs, f"{done_items}/{total_items} items done, {failed_items} failed, "
-                                      f"{batches_done}/{total_batches} mini-batches")
-        if sched.stop_reason:
+        try:
+            driver.loop()
+        except _PlanningFailed as e:
+            _record_failure(store, rec, journal, f"planning failed: {e}")
+            assert e.__cause__ is not None
+            raise e.__cause__ from None
+        if driver.sched.stop_reason:
             executor.cancel()
         else:
             executor.shutdown()
-        reason = sched.final_failure()
+        reason = driver.sched.final_failure()
         status = "Failed" if reason else "Completed"
     except (KeyboardInterrupt, _Interrupted):
         interrupted = True
@@ -400,12 +412,12 @@ def _drive(
         executor.cancel()
         raise
     finally:
-        prog.finish()
-        live.close()
+        if driver is not None:
+            driver.close()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-    return _finish(store, rec, spec, journal, status, reason, output, time.monotonic() - t0, init_errors,
-                   raise_on_failure and not interrupted)
+    return _finish(store, rec, spec, journal, status, reason, output, time.monotonic() - t0,
+                   driver.init_errors if driver else [], raise_on_failure and not interrupted)
 
 
 def _record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: str) -> None:
@@ -419,11 +431,7 @@ def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, st
             output: Path, wall: float, init_errors: list[tuple[str, UserCodeError]],
             raise_on_failure: bool) -> RunResult:
     logs = rec.logs_dir
-    shutil.rmtree(rec.path / "tmp", ignore_errors=True)  # workers' download scratch space
-    if status == "Completed":
-        from .execution import spool
-
-        spool.remove(rec.path / "spool")  # everything is committed; otherwise resume reads it
+    shutil.rmtree(RunFolder(rec.path).scratch, ignore_errors=True)  # workers' download scratch space
     out_file = None
     if spec.output_action == "append_row":
         # Kept even when the job failed: succeeded batches' rows are real results.
@@ -450,51 +458,6 @@ def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, st
     if raise_on_failure and status == "Failed":
         raise JobFailedError(reason or "the job failed", rec.id)
     return result
-
-
-def _recover_spool(journal: Journal, folder: Path) -> int:
-    """Commit the results workers spooled (execution/spool.py) for batches still pending: those a killed
-    driver had not committed yet. Returns how many were committed; the spool is then emptied."""
-    from .execution import spool
-
-    results = []
-    for worker, outcome in spool.read(folder):
-        kind, index, attempt = outcome[0], outcome[1], outcome[2]
-        if kind != "ok" or index < 0:
-            continue
-        _, _, _, succeeded, failed, payload, secs = outcome
-        try:
-            n_items = journal.batch(index).n_items
-        except KeyError:
-            continue
-        ok = min(succeeded, n_items)
-        results.append(Success(index, attempt, worker, secs, ok, n_items - ok, failed, payload))
-    committed = sum(journal.commit_successes(results)) if results else 0
-    spool.remove(folder)
-    return committed
-
-
-def _probe_event(feed: Feed, ev: BatchSucceeded | BatchFailed | BatchReturned, log: Any) -> None:
-    """An event of a ``mini_batch_size: auto`` probe: measured, never journaled (its output is dropped)."""
-    cal = feed.calibrator
-    if cal is None:
-        return
-    if isinstance(ev, BatchSucceeded):
-        cal.succeeded(ev.index, ev.seconds)
-    elif isinstance(ev, BatchFailed):
-        log.warning("mini_batch_size: auto probe failed on %s (%s): %s", ev.worker, ev.reason, ev.message)
-        cal.failed(ev.index, ev.message)
-    else:
-        cal.returned(ev.index)
-
-
-def _all_items_failed(b: MiniBatch, ev: BatchFailed) -> list[FailedItem]:
-    exc = ev.error.type if ev.error else {"timeout": "TimeoutError", "lost": "WorkerLost"}.get(ev.reason, ev.reason)
-    tb = ev.error.traceback if ev.error else ""
-    msg = f"mini-batch failed after {ev.attempt} attempt(s): {ev.message}"
-    if isinstance(b, FileBatch):
-        return [FailedItem(p, exc, msg, tb) for p in b.paths]
-    return [FailedItem(b.describe(), exc, msg, tb)]
 
 
 def _main_thread() -> bool:

@@ -32,8 +32,7 @@ from ..errors import UserCodeError
 from ..journal import FailedItem
 from ..outputs import format_result
 from .entry import EntryPoints, MiniBatchContext, load_entry_script, to_user_error
-from .spool import Spool
-from .spool import dumps as spool_dumps
+from .messages import InitFailed, Outcome, Ready, Work, error_outcome
 
 
 @dataclass
@@ -59,7 +58,6 @@ class WorkerConfig:
     models: dict[str, str] = field(default_factory=dict)
     python: str | None = None  # interpreter for local workers (an Environment's venv); None = sys.executable
     scratch_dir: str | None = None  # downloads go to <scratch_dir>/<agent>; None = a temp dir
-    spool_dir: str | None = None  # local workers spool finished results here (see spool.py); None = no spool
 
     @property
     def agent_name(self) -> str:
@@ -67,12 +65,6 @@ class WorkerConfig:
 
     def log_file(self, kind: str, suffix: str) -> Path:
         return Path(self.log_dir) / "user" / kind / f"node{self.node}" / f"process{self.process:03d}.{suffix}"
-
-
-# (kind, index, attempt, ...): the worker's answer for one attempt of a mini-batch.
-#   ("ok", index, attempt, succeeded, failed_items, payload, seconds)
-#   ("error", index, attempt, UserCodeError, seconds)
-BatchOutcome = tuple[Any, ...]
 
 
 class _Prefetcher:
@@ -174,7 +166,7 @@ class WorkerRuntime:
         if isinstance(batch, FileBatch) and _has_remote(batch):
             self._prefetch.offer(batch, attempt)
 
-    def process(self, batch: MiniBatch, attempt: int) -> BatchOutcome:
+    def process(self, batch: MiniBatch, attempt: int) -> Outcome:
         assert self.entry is not None
         t0 = time.perf_counter()
         try:
@@ -188,11 +180,12 @@ class WorkerRuntime:
         except BaseException as e:  # noqa: BLE001
             err = to_user_error(e)
             self._log_error(f"mini-batch {batch.index} attempt {attempt} failed", err)
-            return ("error", batch.index, attempt, err, time.perf_counter() - t0)
+            return error_outcome(self.cfg.agent_name, batch.index, attempt, err, time.perf_counter() - t0)
         finally:
             self._cleanup(batch, attempt)
         failed = _failed_items(batch, names, fr.missing, fr.succeeded)
-        return ("ok", batch.index, attempt, fr.succeeded, failed, fr.payload, time.perf_counter() - t0)
+        return Outcome(self.cfg.agent_name, batch.index, attempt, "ok", time.perf_counter() - t0,
+                       succeeded=fr.succeeded, failed_items=failed, payload=fr.payload)
 
     @property
     def _tmp(self) -> Path:
@@ -318,17 +311,21 @@ def die_with_parent(parent_pid: int) -> None:
 
 def worker_main(conn: Any, cfg: WorkerConfig) -> None:
     """Entry point of a local worker process."""
-    # Ctrl-C reaches the whole process group; the driver decides what to do, workers ignore it.
+    # Lead a process group of our own: the driver ends the group with the worker, so nothing run()
+    # started outlives it. Ctrl-C then reaches only the driver, which decides what to do.
+    try:
+        os.setpgid(0, 0)
+    except (AttributeError, OSError):
+        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(cfg.parent_pid)
     rt = WorkerRuntime(cfg)
     rt.setup()
     err = rt.init()
     if err is not None:
-        conn.send(("init_failed", err))
+        conn.send(InitFailed(err))
         return
-    conn.send(("ready", os.getpid()))
-    spool = Spool(cfg.spool_dir, cfg.agent_name) if cfg.spool_dir else None
+    conn.send(Ready(os.getpid()))
     # A reader thread keeps the pipe drained while run() works: the driver can always send the next
     # batches, a large result sent back can never deadlock against a large descriptor sent in, and the
     # remote inputs of the next batch start downloading (``offer``) while this one runs.
@@ -341,33 +338,18 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
             except (EOFError, OSError):
                 inbox.put(None)
                 return
-            if msg is None:
+            if not isinstance(msg, Work):  # Stop
                 inbox.put(None)
                 return
-            # ("work", acked, [(batch, attempt), ...]): what the driver had for this worker at once, and how
-            # many of this worker's successful results it has committed so far (the spool may drop them).
-            _, acked, items = msg
-            if spool is not None:
-                spool.acked = acked
-            for item in items:
+            for item in msg.items:
                 rt.offer(*item)
                 inbox.put(item)
 
     threading.Thread(target=reader, name="parallelrun-inbox", daemon=True).start()
-    while (msg := inbox.get()) is not None:
-        batch, attempt = msg
-        outcome = rt.process(batch, attempt)
-        data = spool_dumps(outcome)
-        if spool is not None and outcome[0] == "ok":
-            spool.write(data)  # before the driver can see it: a killed driver loses only running batches
-        conn.send_bytes(data)
-    if spool is not None:
-        spool.close()
+    while (item := inbox.get()) is not None:
+        batch, attempt = item
+        conn.send(rt.process(batch, attempt))
     rt.shutdown()
-    try:
-        conn.send(("bye",))
-    except OSError:
-        pass
     _exit_without_teardown()
 
 
