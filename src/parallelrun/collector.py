@@ -10,21 +10,30 @@ Where a failed batch's fate is decided: :meth:`Collector._failed` asks the sched
 (``Scheduler.attempt_failed``) whether another attempt is left; if not, the batch is committed as failed
 there (``Journal.commit_failure``) with every item of it a failed item.
 
-Resume goes through the same commit path: :meth:`Collector.adopt` commits the outcomes of batches whose
-parts a worker wrote before the last driver died (verified first by the caller).
+An outcome with status ``system`` (the worker could not write the output: no space, no permission) fails
+no item: its batch goes back unstarted and ``system_error`` is set, which stops the job (``driver.py``).
+
+Resume goes through the same commit path: :func:`adopt_written_parts` commits the outcomes of batches
+whose parts a worker wrote before the last driver died, once each part verifies against its checksum.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .data.batches import FileBatch, MiniBatch
-from .execution.feed import Feed
+from .execution import outcome_log
 from .execution.messages import Outcome
 from .execution.scheduler import Scheduler
 from .journal import FailedItem, Journal, Success
+
+if TYPE_CHECKING:
+    from .execution.feed import Feed
+    from .outputs import OutputLocation
 
 
 @dataclass
@@ -45,6 +54,7 @@ class Collector:
         self.log = log
         self.run_max_try = run_max_try
         self._held: dict[int, MiniBatch] = {}  # descriptors of dispatched batches, by index
+        self.system_error: str | None = None  # the first output write error a worker reported
 
     # --- descriptors ----------------------------------------------------------------------------------
     def descriptor(self, index: int) -> MiniBatch:
@@ -72,26 +82,20 @@ class Collector:
         for o in real:
             if o.status == "returned":
                 self.sched.returned(o.index)
+            elif o.status == "system":
+                self.sched.returned(o.index)  # not the items' failure: no attempt used, nothing failed
+                self.system_error = self.system_error or o.message
             elif not o.ok and self._failed(o):
                 done.failed_for_good.append(o.index)
         return done
 
-    def adopt(self, outcomes: list[Outcome]) -> int:
-        """Commit outcomes recovered on resume (parts written before the driver died); returns how many."""
-        return self._commit_successes(outcomes, tell_scheduler=False)
-
-    def _commit_successes(self, ok: list[Outcome], tell_scheduler: bool = True) -> int:
+    def _commit_successes(self, ok: list[Outcome]) -> int:
         batches = [self._batch(o.index) for o in ok]
-        n_ok = [min(o.succeeded, b.n_items) for o, b in zip(ok, batches, strict=True)]
-        committed = self.journal.commit_successes(
-            Success(o.index, o.attempt, o.worker, o.seconds, n, b.n_items - n, o.failed_items, o.payload,
-                    o.part)
-            for o, b, n in zip(ok, batches, n_ok, strict=True))
-        for o, b, n in zip(ok, batches, n_ok, strict=True):
+        committed = commit_successes(self.journal, ok, batches)
+        for o, b in zip(ok, batches, strict=True):
             self._held.pop(o.index, None)
-            if tell_scheduler:
-                self.sched.succeeded(o.index, b.n_items - n)
-        return sum(committed)
+            self.sched.succeeded(o.index, b.n_items - min(o.succeeded, b.n_items))
+        return committed
 
     def _failed(self, o: Outcome) -> bool:
         """One attempt failed: record it; True when it was the batch's last (committed as failed)."""
@@ -119,6 +123,26 @@ class Collector:
         else:
             self.log.warning("mini_batch_size: auto probe failed on %s (%s): %s", o.worker, o.status, o.message)
             cal.failed(o.index, o.message)
+
+
+def commit_successes(journal: Journal, ok: list[Outcome], batches: list[MiniBatch]) -> int:
+    """Commit successful outcomes (one transaction, each batch's state with its part record); returns
+    how many were new (a duplicate - a retried attempt that also finished - is dropped)."""
+    n_ok = [min(o.succeeded, b.n_items) for o, b in zip(ok, batches, strict=True)]
+    return sum(journal.commit_successes(
+        Success(o.index, o.attempt, o.worker, o.seconds, n, b.n_items - n, o.failed_items, o.part)
+        for o, b, n in zip(ok, batches, n_ok, strict=True)))
+
+
+def adopt_written_parts(journal: Journal, loc: OutputLocation, logs: str | os.PathLike[str]) -> int:
+    """On (re)start: commit the logged outcomes of batches still pending whose part verifies, then remove
+    the logs (their workers are gone). Returns how many batches were adopted; the rest run again."""
+    logged = {o.index: o for o in outcome_log.read(logs)}  # a later attempt's outcome wins
+    pending = journal.pending_set(logged)
+    adopt = [o for i, o in sorted(logged.items()) if i in pending and (o.part is None or loc.verify(o.part))]
+    adopted = commit_successes(journal, adopt, [journal.batch(o.index) for o in adopt]) if adopt else 0
+    outcome_log.remove(logs)
+    return adopted
 
 
 def all_items_failed(b: MiniBatch, o: Outcome) -> list[FailedItem]:

@@ -1,12 +1,19 @@
 """The run journal: one SQLite file per run, the single source of truth for what is done.
 
-A mini-batch is done if and only if its row in ``batches`` says so; its output rows live in ``outputs``
-and are written in the same transaction, so after the driver is killed at any instant a batch is either
-fully committed (state and output) or not at all, and resume redoes exactly the uncommitted ones.
+A mini-batch is done if and only if its row in ``batches`` says so. Its output is not here: the worker
+wrote it as a part in the output location (``parallelrun.outputs``) and the journal holds the part's
+*record* (name, offset, length, rows, checksum) in ``parts``, written in the same transaction as the
+batch's state. After the driver is killed at any instant a batch is either fully committed (state and
+part record) or not at all; a part without a committed record does not count, and resume redoes (or, if
+the part verifies, adopts) exactly the uncommitted batches. The journal stays small: states and records.
 
 Results that reach the driver together are committed together (``commit_successes``: one transaction,
-still each batch's state with its own output), which keeps the journal's cost per mini-batch to a few
-microseconds; nothing is ever held back waiting for more results to group.
+still each batch's state with its own part record), which keeps the journal's cost per mini-batch to a
+few microseconds; nothing is ever held back waiting for more results to group.
+
+Every SQL statement against a journal lives in this module (``live.py`` and the dashboard read through
+it). ``counts()`` is kept up to date by the writing connection itself, so the driver reads its counts
+from the journal at no cost per turn.
 
 The plan is written in chunks while dispatch has already started (``add_planned``); meta ``plan`` records
 how far it got, and the input fingerprint at that point, so a resumed run can check the inputs it already
@@ -23,11 +30,14 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .data.batches import MiniBatch, from_json, to_json
+
+if TYPE_CHECKING:
+    from .outputs import PartRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,7 +56,14 @@ CREATE TABLE IF NOT EXISTS batches (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS batches_state ON batches(state, idx);
-CREATE TABLE IF NOT EXISTS outputs (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS parts (
+    idx      INTEGER PRIMARY KEY,   -- the batch
+    name     TEXT NOT NULL,         -- relative to the output location
+    offset   INTEGER NOT NULL,
+    length   INTEGER NOT NULL,
+    rows     INTEGER NOT NULL,
+    checksum TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failed_items (
     id        INTEGER PRIMARY KEY,
     batch     INTEGER NOT NULL,
@@ -83,7 +100,7 @@ class FailedItem:
 
 @dataclass(frozen=True, slots=True)
 class Success:
-    """One succeeded batch to commit: its accounting and its formatted output."""
+    """One succeeded batch to commit: its accounting and the record of the part holding its rows."""
 
     idx: int
     attempts: int
@@ -92,8 +109,7 @@ class Success:
     succeeded: int
     n_failed: int
     failed_items: list[FailedItem]
-    output: bytes | None
-    part: Any = None  # the batch's PartRecord (parallelrun.outputs), when it wrote output
+    part: PartRecord | None  # None or length 0: the batch wrote no rows
 
 
 @dataclass(frozen=True)
@@ -117,13 +133,15 @@ class Counts:
 class Journal:
     """Read and write one run's journal. Not thread-safe: one connection per thread or process."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False, timeout: float = 30) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        self._counts: Counts | None = None  # kept current by this connection's writes (writer only)
         if readonly:
             uri = f"file:{self.path}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            self._db = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
         else:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -206,29 +224,15 @@ class Journal:
             yield self.batch(idx)
 
     # --- commits --------------------------------------------------------------------------------------
-    def commit_success(
-        self,
-        idx: int,
-        *,
-        attempts: int,
-        worker: str,
-        seconds: float,
-        succeeded: int,
-        failed_items: list[FailedItem],
-        n_failed: int,
-        output: bytes | None,
-    ) -> None:
-        """Mark a batch succeeded and store its output, in one transaction."""
-        self.commit_successes([Success(idx, attempts, worker, seconds, succeeded, n_failed, failed_items, output)])
-
     def commit_successes(self, results: Iterable[Success]) -> list[bool]:
-        """Commit several succeeded batches in one transaction, each with its output.
+        """Commit several succeeded batches in one transaction, each with its part record.
 
         Returns, per result, whether it was committed (False: the batch was already committed, and a
         duplicate result - a retried attempt that also finished - is dropped).
         """
         results = list(results)
         now = time.time()
+        before = self._counts
         with self._tx():
             pending: set[int] = set()
             for i in range(0, len(results), 500):  # SQLite caps the number of bound parameters
@@ -245,10 +249,19 @@ class Journal:
                 " error=NULL, finished_at=? WHERE idx=?",
                 [(r.attempts, r.worker, r.seconds, r.succeeded, r.n_failed, now, r.idx) for r in new],
             )
-            self._db.executemany("INSERT OR REPLACE INTO outputs(idx, data) VALUES (?, ?)",
-                                 [(r.idx, r.output) for r in new if r.output])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO parts(idx, name, offset, length, rows, checksum) VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.idx, p.name, p.offset, p.length, p.rows, p.checksum) for r in new
+                 if (p := r.part) is not None and p.length > 0])
             for r in new:
                 self._add_failed_items(r.idx, r.attempts, r.failed_items)
+        if before is not None:  # this connection is the only writer: update its counts without a scan
+            items = sum(r.succeeded + r.n_failed for r in new)
+            self._counts = replace(
+                before, batches_succeeded=before.batches_succeeded + len(new),
+                batches_pending=before.batches_pending - len(new),
+                items_succeeded=before.items_succeeded + sum(r.succeeded for r in new),
+                items_failed=before.items_failed + items - sum(r.succeeded for r in new))
         return done
 
     def record_attempt(self, idx: int, attempt: int, worker: str, outcome: str, error: str) -> None:
@@ -291,18 +304,64 @@ class Journal:
 
     # --- reading --------------------------------------------------------------------------------------
     def counts(self) -> Counts:
+        """Batches and items by state. The writing connection keeps them current across its own commits
+        (the driver reads them every turn); otherwise one scan."""
+        if self._counts is not None and not self.readonly:
+            return self._counts
         r = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(n_items),0),"
             " COALESCE(SUM(state='succeeded'),0), COALESCE(SUM(state='failed'),0), COALESCE(SUM(state='pending'),0),"
             " COALESCE(SUM(succeeded),0), COALESCE(SUM(failed),0) FROM batches"
         ).fetchone()
-        return Counts(*[int(x) for x in r])
+        counts = Counts(*[int(x) for x in r])
+        if not self.readonly:
+            self._counts = counts
+        return counts
 
-    def iter_outputs(self) -> Iterator[tuple[int, bytes]]:
-        """Committed outputs in batch order (deterministic output order)."""
-        cur = self._db.execute("SELECT idx, data FROM outputs ORDER BY idx")
-        while rows := cur.fetchmany(256):
-            yield from rows
+    def iter_parts(self) -> Iterator[PartRecord]:
+        """The committed part records in batch order (the output's order)."""
+        from .outputs import PartRecord
+
+        cur = self._db.execute("SELECT idx, name, offset, length, rows, checksum FROM parts ORDER BY idx")
+        while rows := cur.fetchmany(1000):
+            for idx, name, offset, length, n, crc in rows:
+                yield PartRecord(batch=idx, name=name, offset=offset, length=length, rows=n, checksum=crc)
+
+    def part_names(self) -> set[str]:
+        """Names of every part a committed record points to (everything else under the parts is stray)."""
+        return {r[0] for r in self._db.execute("SELECT DISTINCT name FROM parts")}
+
+    def pending_set(self, indices: Iterable[int]) -> set[int]:
+        """Which of ``indices`` are still pending."""
+        idx = list(indices)
+        out: set[int] = set()
+        for i in range(0, len(idx), 500):  # SQLite caps the number of bound parameters
+            part = idx[i:i + 500]
+            out.update(r[0] for r in self._db.execute(
+                f"SELECT idx FROM batches WHERE state='pending' AND idx IN ({','.join('?' * len(part))})", part))
+        return out
+
+    # --- live progress (read-only connections; see live.py) -------------------------------------------
+    def finished_histogram(self, start: float, bucket: float, since: float) -> list[tuple[int, int, int, int]]:
+        """(bucket number, items, failed items, items finished since ``since``) of batches finished from
+        ``min(start, since)`` on, grouped in ``bucket``-second buckets from ``start``. One scan in SQLite:
+        there is no index on ``finished_at`` (the driver should not pay for one)."""
+        return [tuple(int(x or 0) for x in row) for row in self._db.execute(  # type: ignore[misc]
+            "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, SUM(n_items), SUM(failed),"
+            " SUM(CASE WHEN finished_at >= ? THEN n_items ELSE 0 END) FROM batches"
+            " WHERE finished_at IS NOT NULL AND finished_at >= ? GROUP BY b",
+            (start, bucket, since, min(start, since)),
+        ).fetchall()]
+
+    def items_finished_since(self, since: float) -> int:
+        (items,) = self._db.execute(
+            "SELECT COALESCE(SUM(n_items), 0) FROM batches WHERE finished_at >= ?", (since,)).fetchone()
+        return int(items)
+
+    def size_bytes(self) -> int:
+        """The journal's size on disk (database and write-ahead log)."""
+        return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+                   if p.exists())
 
     def iter_batches(self) -> Iterator[dict[str, Any]]:
         cur = self._db.execute(
@@ -332,6 +391,7 @@ class Journal:
 
     # --- helpers --------------------------------------------------------------------------------------
     def _tx(self) -> _Transaction:
+        self._counts = None  # recomputed on the next counts(), unless the writer updated it itself
         return _Transaction(self._db)
 
 

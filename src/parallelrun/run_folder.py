@@ -7,6 +7,7 @@
         workers.json      live per-worker state for the dashboard (live.WorkersFile)
         logs/             the logs layout Azure users know (run_logs.py)
         tmp/              workers' scratch space for downloaded inputs; removed at the end
+        outcomes/         workers' logs of the outcomes they reported (adopted on resume)
         assembly/         the final assembly's resumable state (parallelrun.outputs)
 
 Every module asks a :class:`RunFolder` for these paths instead of spelling the names itself.
@@ -57,6 +58,6 @@ class RunFolder:
         return self.path / "assembly"
 
     @property
-    def legacy_spool(self) -> Path:
-        """Where runs made before parts kept worker spools (removed on resume)."""
-        return self.path / "spool"
+    def outcome_logs(self) -> Path:
+        """Workers' logs of reported outcomes (execution/outcome_log.py): read on resume, then removed."""
+        return self.path / "outcomes"

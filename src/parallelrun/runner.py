@@ -7,9 +7,11 @@ decides, the executor runs, the journal records; this module wires them and writ
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -18,21 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from .azureml_shim import shim_sys_path
-from .collector import Collector
+from .collector import adopt_written_parts
 from .config import JobSpec, load_job, validate_spec
 from .data.batches import MiniBatch
 from .data.plan import Plan
+from .driver import DriverLoop, PlanningFailed, SystemFailure
 from .errors import JobFailedError, ResumeError, UsageError, UserCodeError
+from .execution import outcome_log
 from .execution.base import Executor
 from .execution.entry import check_entry_script
 from .execution.feed import Feed
-from .execution.messages import Event, Outcome, WorkerInitFailed, WorkerLost, WorkerReady
-from .execution.scheduler import Scheduler, Thresholds
 from .execution.worker import WorkerConfig
 from .journal import Journal
-from .live import WorkersFile
-from .outputs import merge_output
-from .progress import Progress
+from .outputs import OutputError, OutputLocation
 from .run_folder import RunFolder
 from .run_logs import append_progress, driver_logger, write_error, write_reports, write_result
 from .runs import DriverLock, RunRecord, RunStore
@@ -87,8 +87,6 @@ class _Interrupted(Exception):
     pass
 
 
-class _PlanningFailed(Exception):
-    """Planning the rest of the inputs failed during the run (its cause is the error to show)."""
 
 
 def _paths(spec: JobSpec, job_dir: Path) -> tuple[Path, Path, Path]:
@@ -96,6 +94,12 @@ def _paths(spec: JobSpec, job_dir: Path) -> tuple[Path, Path, Path]:
     script = source / spec.entry_script
     output = (job_dir / (spec.output or f"out/{spec.name}")).resolve()
     return source, script, output
+
+
+def output_location(spec: JobSpec, job_dir: Path, storage_options: dict[str, Any] | None = None) -> OutputLocation:
+    """Where the job's output goes (a local folder, az://, abfs://, s3://); UsageError for a bad URL."""
+    options: dict[str, Any] = {**spec.storage_options, **(storage_options or {})}
+    return OutputLocation.parse(spec.output or f"out/{spec.name}", base_dir=job_dir, storage_options=options)
 
 
 # --- public entry points -----------------------------------------------------------------------------
@@ -122,12 +126,13 @@ def run_job(
     else:
         spec, base = load_job(job, overrides)
         job_file = str(Path(job).resolve())
-    _, script, output = _paths(spec, base)
+    _, script, _ = _paths(spec, base)
     check_entry_script(script)
+    loc = output_location(spec, base, storage_options)  # a bad URL is a usage error, before any record
     store = RunStore(workspace)
     rec = store.new(
-        spec.name, job_file=job_file, job_dir=str(base), output_dir=str(output),
-        output_file=str(output / spec.append_row_file_name) if spec.output_action == "append_row" else None,
+        spec.name, job_file=job_file, job_dir=str(base), output_dir=loc.url,
+        output_file=_output_file(spec, loc),
         overrides=list(overrides or []), spec=spec.model_dump(), spec_fingerprint=spec.fingerprint(),
         compute=spec.compute, **(record_fields or {}),
     )
@@ -197,7 +202,11 @@ def resume_run(
                     "resuming could not give each item exactly once. Start a new run instead."
                 )
         if retry_failed:
-            journal.reset_failed()
+            try:
+                journal.reset_failed()
+            except sqlite3.Error as e:
+                raise ResumeError(f"cannot write the journal of run {rec.id} ({rec.journal_path}): {e}. "
+                                  "Free space on its disk (or make it writable) and resume again.") from e
         rec.resumes += 1
         return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure, feed)
     finally:
@@ -215,146 +224,30 @@ def make_executor(spec: JobSpec, cfg: WorkerConfig) -> Executor:
     return RayExecutor(cfg, spec)
 
 
-class _Driver:
-    """One run of the driver loop, in named phases (as Ray Data's streaming executor does):
-
-    ``process_completed`` (commit what the workers reported, through the collector), ``select`` and
-    ``dispatch`` (fill the workers' free slots: probes first with ``mini_batch_size: auto``, then what the
-    scheduler picks), ``plan_more`` (while planning is unfinished) and ``update`` (progress, workers.json,
-    the overview log). Counts come from the journal, never tracked beside it.
-    """
-
-    def __init__(self, spec: JobSpec, rec: RunRecord, journal: Journal, feed: Feed, executor: Executor,
-                 progress_mode: str, log: Any) -> None:
-        self.spec, self.rec, self.journal, self.feed, self.executor, self.log = spec, rec, journal, feed, executor, log
-        counts = journal.counts()
-        self.sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=counts.batches,
-                               thresholds=Thresholds(spec.error_threshold, spec.allowed_failed_count,
-                                                     spec.allowed_failed_percent),
-                               failed_items=counts.items_failed, failed_batches=counts.batches_failed)
-        self.collector = Collector(journal, self.sched, feed, log, spec.run_max_try)
-        self.progress = Progress(progress_mode)
-        self.progress.start(counts.items, counts.items_done, counts.items_failed)
-        self.live = WorkersFile(rec.path)  # workers.json for the dashboard, at most once a second
-        self.init_errors: list[tuple[str, UserCodeError]] = []
-        self.ever_ready = False
-        self.t0 = time.monotonic()
-        self._first_dispatch = True
-        self._last_overview = 0.0
-
-    def loop(self) -> None:
-        """Until every batch is settled, or the run must stop."""
-        while True:
-            self.dispatch(self.select())
-            planning = self.plan_more()
-            if self.finished():
-                return
-            self.process_completed(self.executor.poll(0.0 if planning else 0.25))
-            self.update()
-
-    # --- phases ---------------------------------------------------------------------------------------
-    def select(self) -> list[tuple[str, MiniBatch, int]]:
-        """(worker, batch, attempt) for each free slot there is work for."""
-        out: list[tuple[str, MiniBatch, int]] = []
-        feed = self.feed
-        for w in self.executor.idle_workers():  # one entry per free slot
-            if feed.calibrator is not None and feed.calibrating:
-                probe = feed.calibrator.next(w)
-                if probe is not None:
-                    out.append((w, probe, 1))
-                continue
-            nxt = self.sched.next()
-            if nxt is None:
-                break
-            key, attempt = nxt
-            assert isinstance(key, int), "isolation (pieces) is not wired into the driver yet"
-            out.append((w, self.collector.descriptor(key), attempt))
-        return out
-
-    def dispatch(self, work: list[tuple[str, MiniBatch, int]]) -> None:
-        for w, batch, attempt in work:
-            self.executor.submit(w, batch, attempt)
-        if work and self._first_dispatch:
-            self._first_dispatch = False
-            self.log.info("first mini-batch dispatched %.3f s after the start", time.monotonic() - self.t0)
-
-    def plan_more(self) -> bool:
-        """Plan a little more while planning is unfinished; True while it is."""
-        feed = self.feed
-        planning = not feed.done and not feed.calibrating
-        if planning:
-            try:
-                new = feed.step()
-            except Exception as e:  # a later input path missing, unreadable, or changed on resume
-                raise _PlanningFailed(str(e)) from e
-            if new:
-                self.sched.add(b.index for b in new)
-                counts = self.journal.counts()
-                self.sched.total_batches = counts.batches
-                self.progress.set_total(counts.items)
-        if feed.done and feed.plan is not None and not self.rec.input_fingerprint:
-            self.rec.input_fingerprint = feed.plan.fingerprint
-            counts = self.journal.counts()
-            self.log.info("planned %d mini-batches (%d items, %d files) in %.3f s", counts.batches, counts.items,
-                          feed.plan.files, feed.plan_seconds)
-        return planning
-
-    def finished(self) -> bool:
-        sched = self.sched
-        if sched.stop_reason or (sched.finished() and self.feed.done):
-            return True
-        if not self.executor.workers() and self.executor.starting() == 0:
-            who, err = self.init_errors[0] if self.init_errors else ("", UserCodeError("", "", ""))
-            what = "init() failed in every worker" if not self.ever_ready else "no worker is left"
-            sched.stop(f"{what}; the first error ({who}):\n{err.traceback or err.one_line()}")
-            return True
-        return False
-
-    def process_completed(self, events: list[Event]) -> None:
-        """Everything that arrived together is committed together, and only then counted as done."""
-        self.collector.collect(ev for ev in events if isinstance(ev, Outcome))
-        for ev in events:
-            if isinstance(ev, WorkerReady):
-                self.ever_ready = True
-                self.log.info("worker %s ready", ev.worker)
-            elif isinstance(ev, WorkerInitFailed):
-                self.init_errors.append((ev.worker, ev.error))
-                self.log.error("init() failed in worker %s:\n%s", ev.worker, ev.error.traceback or ev.error.message)
-            elif isinstance(ev, WorkerLost):
-                self.log.warning("%s%s", ev.message,
-                                 f"; its replacement is {ev.replaced_by}" if ev.replaced_by else "; not replaced")
-                if self.feed.calibrator is not None:
-                    self.feed.calibrator.lost(ev.worker)
-
-    def update(self) -> None:
-        size = self.feed.size_decided()
-        if size is not None and self.feed.calibrator is not None:
-            self.log.info("mini_batch_size: auto chose %d (%s)", size, self.feed.calibrator.note)
-        c = self.journal.counts()
-        self.progress.update(c.items_done, c.items_failed, c.batches_succeeded + c.batches_failed, c.batches)
-        self.live.update(self.executor.workers())
-        now = time.monotonic()
-        if now - self._last_overview > 5:
-            self._last_overview = now
-            append_progress(self.rec.logs_dir, f"{c.items_done}/{c.items} items done, {c.items_failed} failed, "
-                                               f"{c.batches_succeeded + c.batches_failed}/{c.batches} mini-batches")
-
-    def close(self) -> None:
-        self.progress.finish()
-        self.live.close()
-
-
 def _drive(
     store: RunStore, rec: RunRecord, spec: JobSpec, base: Path, journal: Journal, progress_mode: str,
     storage_options: dict[str, Any] | None, raise_on_failure: bool, feed: Feed | None = None,
 ) -> RunResult:
-    """Start the executor, run the driver loop (``_Driver``) until every batch is settled or the run
-    stops, then finish: output, reports, the run's record."""
-    source, script, output = _paths(spec, base)
+    """Check the output, adopt what the last driver left, start the executor, run the driver loop
+    (``driver.DriverLoop``) until every batch is settled or the run stops, then finish (``_finish``)."""
+    source, script, _ = _paths(spec, base)
+    folder = RunFolder(rec.path)
     logs = rec.logs_dir
     log = driver_logger(logs, spec.logging_level)
     t0 = time.monotonic()
+    loc = output_location(spec, base, storage_options)
     rec.status, rec.started, rec.driver_pid, rec.reason = "Running", rec.started or time.time(), os.getpid(), None
+    store.save(rec)
+    try:
+        loc.check_writable()  # before any worker starts: an unwritable output fails now, not at the end
+        adopted = adopt_written_parts(journal, loc, folder.outcome_logs)
+        if adopted:
+            log.info("adopted %d mini-batches whose parts workers had written before the last driver stopped",
+                     adopted)
+        if spec.output_action == "append_row":
+            loc.cleanup(journal.part_names())  # parts no committed record names (a killed run's leftovers)
+    except (OutputError, OSError, sqlite3.Error) as e:
+        return _stop_on_system_error(store, rec, spec, journal, loc, e, time.monotonic() - t0, raise_on_failure)
     counts = journal.counts()
     rec.counts = counts.to_dict()
     store.save(rec)
@@ -363,17 +256,19 @@ def _drive(
     cfg = WorkerConfig(
         entry_script=str(script), source_directory=str(source), working_dir=str(base),
         arguments=spec.arguments, environment_variables=spec.environment_variables,
-        logging_level=spec.logging_level, output_dir=str(output), log_dir=str(logs),
+        logging_level=spec.logging_level, output_dir=loc.url, log_dir=str(logs),
         output_action=spec.output_action, output_format=spec.append_row_format, parent_pid=os.getpid(),
         storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
         extra_sys_path=shim_sys_path(),  # azureml.core / azureml_user stand-ins when Azure's SDK is absent
-        scratch_dir=str(RunFolder(rec.path).scratch),
+        scratch_dir=str(folder.scratch),
+        output=loc if spec.output_action == "append_row" else None, output_layout=spec.output_layout,
+        output_file_name=spec.append_row_file_name,
+        outcome_log_dir=str(folder.outcome_logs) if spec.compute == "local" else None,
     )
-    output.mkdir(parents=True, exist_ok=True)
     feed = feed or Feed(spec, base, storage_options, journal)
     interrupted = False
     status, reason = "Failed", None
-    driver: _Driver | None = None
+    driver: DriverLoop | None = None
 
     def on_signal(signum: int, frame: Any) -> None:
         raise _Interrupted()
@@ -385,7 +280,7 @@ def _drive(
         raise
     old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
     try:
-        driver = _Driver(spec, rec, journal, feed, executor, progress_mode, log)
+        driver = DriverLoop(spec, rec, journal, feed, executor, progress_mode, log)
         try:
             executor.start()
         except BaseException as e:
@@ -393,7 +288,7 @@ def _drive(
             raise
         try:
             driver.loop()
-        except _PlanningFailed as e:
+        except PlanningFailed as e:
             _record_failure(store, rec, journal, f"planning failed: {e}")
             assert e.__cause__ is not None
             raise e.__cause__ from None
@@ -408,6 +303,13 @@ def _drive(
         executor.cancel()
         status, reason = "Canceled", "interrupted (Ctrl-C or SIGTERM); the run is resumable"
         log.warning("interrupted")
+    except (SystemFailure, sqlite3.Error) as e:
+        executor.cancel()
+        if driver is not None:
+            driver.close()
+            driver = None
+        log.error("stopped: %s", e)
+        return _stop_on_system_error(store, rec, spec, journal, loc, e, time.monotonic() - t0, raise_on_failure)
     except BaseException:
         executor.cancel()
         raise
@@ -416,8 +318,37 @@ def _drive(
             driver.close()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-    return _finish(store, rec, spec, journal, status, reason, output, time.monotonic() - t0,
+    return _finish(store, rec, spec, journal, loc, status, reason, time.monotonic() - t0,
                    driver.init_errors if driver else [], raise_on_failure and not interrupted)
+
+
+def _output_file(spec: JobSpec, loc: OutputLocation) -> str | None:
+    if spec.output_action != "append_row":
+        return None
+    return loc.join(spec.append_row_file_name) if spec.output_layout == "file" else loc.url
+
+
+def _system_reason(rec: RunRecord, loc: OutputLocation, e: BaseException) -> str:
+    """What stopped the run, what to free or fix, and that resume finishes it."""
+    if isinstance(e, OutputError):
+        text = str(e)
+    elif isinstance(e, sqlite3.Error):
+        text = (f"the run's journal {rec.journal_path} could not be written ({e}). Free space on that disk (or "
+                "make the workspace writable)")
+    elif isinstance(e, SystemFailure):
+        text = f"{e}. Free space at {loc.url} (or make it writable)"
+    else:
+        text = f"{type(e).__name__}: {e}"
+    if "resume" not in text:
+        text = text.rstrip(". ") + f"; then `parallelrun resume {rec.id}` finishes the job."
+    return text
+
+
+def _stop_on_system_error(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, loc: OutputLocation,
+                          e: BaseException, wall: float, raise_on_failure: bool) -> RunResult:
+    """The output or the journal cannot be written: no item failed; record why, write the logs, exit 1."""
+    return _finish(store, rec, spec, journal, loc, "Failed", _system_reason(rec, loc, e), wall, [],
+                   raise_on_failure, assemble=False)
 
 
 def _record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: str) -> None:
@@ -427,33 +358,60 @@ def _record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: s
     store.save(rec)
 
 
-def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, status: str, reason: str | None,
-            output: Path, wall: float, init_errors: list[tuple[str, UserCodeError]],
-            raise_on_failure: bool) -> RunResult:
+def _assemble(spec: JobSpec, journal: Journal, loc: OutputLocation, folder: RunFolder, run_id: str,
+              final: bool) -> str | None:
+    """The output from the committed parts, in batch order. ``final``: the run is complete, so the parts
+    may be consumed; otherwise (failed, canceled: a resume may add rows) they are kept."""
+    kwargs: dict[str, Any] = {}
+    if not final:
+        # TODO(outputs): keep_parts=True (see the commit "TODO(outputs): engine needs ... keep_parts").
+        if "keep_parts" not in inspect.signature(loc.assemble).parameters:
+            return None
+        kwargs["keep_parts"] = True
+    out = loc.assemble(list(journal.iter_parts()), file_name=spec.append_row_file_name, fmt=spec.append_row_format,
+                       layout=spec.output_layout, state_dir=folder.assembly, run_id=run_id, **kwargs)
+    if final:
+        loc.cleanup(journal.part_names())
+    return out
+
+
+def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, loc: OutputLocation, status: str,
+            reason: str | None, wall: float, init_errors: list[tuple[str, UserCodeError]],
+            raise_on_failure: bool, *, assemble: bool = True) -> RunResult:
+    """Assemble the output, write the reports and logs, record the run's end. Never ends in a raw
+    traceback when the disk is full: what cannot be written is skipped and the reason recorded."""
     logs = rec.logs_dir
-    shutil.rmtree(RunFolder(rec.path).scratch, ignore_errors=True)  # workers' download scratch space
+    folder = RunFolder(rec.path)
+    shutil.rmtree(folder.scratch, ignore_errors=True)  # workers' download scratch space
     out_file = None
-    if spec.output_action == "append_row":
-        # Kept even when the job failed: succeeded batches' rows are real results.
-        out_file = str(merge_output(journal, output, spec.append_row_file_name, spec.append_row_format)[0])
-    write_reports(logs, journal)
+    if assemble and spec.output_action == "append_row":
+        try:
+            out_file = _assemble(spec, journal, loc, folder, rec.id, final=status == "Completed")
+        except (OutputError, OSError) as e:
+            status, reason = "Failed", _system_reason(rec, loc, e)
+    if status == "Completed":
+        outcome_log.remove(folder.outcome_logs)  # everything is committed; otherwise resume reads them
     counts = journal.counts()
     rec.counts = counts.to_dict()
     rec.status, rec.reason, rec.ended = status, reason, time.time()
     rec.wall_seconds += wall
-    store.save(rec)
     result = RunResult(rec, status, reason, counts.to_dict(), wall, out_file)
-    write_result(logs, result.summary())
+    errors = [f"{status}: {reason}"]
     if status != "Completed":
-        errors = [f"{status}: {reason}"]
         for a in journal.attempt_errors(10):
             errors.append(f"--- mini-batch {a['batch']} attempt {a['attempt']} on {a['worker']} ({a['outcome']}):\n"
                           f"{a['error']}")
         for who, err in init_errors[:5]:
             errors.append(f"--- init() in {who}:\n{err.traceback or err.message}")
-        write_error(logs, "\n".join(errors))
-    append_progress(logs, f"{status}: {counts.items_succeeded} succeeded, {counts.items_failed} failed of "
-                          f"{counts.items} items")
+    for write in (lambda: store.save(rec), lambda: write_reports(logs, journal),
+                  lambda: write_result(logs, result.summary()),
+                  lambda: write_error(logs, "\n".join(errors)) if status != "Completed" else None,
+                  lambda: append_progress(logs, f"{status}: {counts.items_succeeded} succeeded, "
+                                                f"{counts.items_failed} failed of {counts.items} items")):
+        try:
+            write()
+        except OSError as e:  # a full disk: the record and the reports are best effort, the reason is shown
+            print(f"parallelrun: could not write the run's logs ({e})", file=sys.stderr)
     journal.close()
     if raise_on_failure and status == "Failed":
         raise JobFailedError(reason or "the job failed", rec.id)

@@ -27,8 +27,9 @@ from ..journal import FailedItem
 if TYPE_CHECKING:
     from ..outputs import PartRecord
 
-#: how an attempt ended
-Status = Literal["ok", "error", "timeout", "lost", "returned"]
+#: how an attempt ended; ``system``: the worker could not write the output (no space, no permission,
+#: store unreachable) - the system's failure, not the items': the driver stops the job
+Status = Literal["ok", "error", "timeout", "lost", "returned", "system"]
 
 
 # --- on the pipe ---------------------------------------------------------------------------------------
@@ -71,7 +72,6 @@ class Outcome:
     part: PartRecord | None = None  # the output the worker wrote (ok, append_row, non-empty result)
     error: UserCodeError | None = None  # the user's error (status error)
     message: str = ""  # one line for the log (error, timeout, lost)
-    payload: bytes | None = None  # TRANSITIONAL: the formatted rows, until parts replace them
 
     @property
     def ok(self) -> bool:

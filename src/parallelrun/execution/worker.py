@@ -1,8 +1,13 @@
 """What runs inside a worker (a local process or a Ray actor): set-up, init(), run() per mini-batch.
 
 ``WorkerRuntime`` is transport-free so both executors share it; ``worker_main`` is the local process's
-loop over its pipe. Results leave the worker already formatted as bytes (see ``outputs.format_result``),
-with the failed items named, so the driver never unpickles user objects.
+loop over its pipe. Results are formatted in the worker (``outputs.format_result``), with the failed items named,
+so the driver never unpickles user objects.
+
+Each worker writes its batches' rows itself, as parts in the output location (``parallelrun.outputs``:
+one ``PartWriter`` per worker); the outcome it reports carries the part's record, never the rows. A local
+worker also appends each successful outcome to its outcome log (``outcome_log.py``) before reporting it,
+so a driver killed before committing loses nothing but the running batches.
 
 Remote inputs (``az://``, ``s3://`` ... file batches) are fetched ahead: the driver sends a worker its next
 batch while the current one runs, ``offer`` hands it to a background thread that downloads it, and
@@ -30,9 +35,10 @@ from typing import Any
 from ..data.batches import FileBatch, MiniBatch
 from ..errors import UserCodeError
 from ..journal import FailedItem
-from ..outputs import format_result
+from ..outputs import OutputLocation, PartRecord, PartWriter, format_result
 from .entry import EntryPoints, MiniBatchContext, load_entry_script, to_user_error
 from .messages import InitFailed, Outcome, Ready, Work, error_outcome
+from .outcome_log import OutcomeLog
 
 
 @dataclass
@@ -58,6 +64,10 @@ class WorkerConfig:
     models: dict[str, str] = field(default_factory=dict)
     python: str | None = None  # interpreter for local workers (an Environment's venv); None = sys.executable
     scratch_dir: str | None = None  # downloads go to <scratch_dir>/<agent>; None = a temp dir
+    output: OutputLocation | None = None  # where parts go (append_row); None = nowhere (debug, tests)
+    output_layout: str = "file"
+    output_file_name: str | None = None  # the one-file layout's name (Azure Blob stages blocks of it)
+    outcome_log_dir: str | None = None  # local workers log their outcomes here (outcome_log.py)
 
     @property
     def agent_name(self) -> str:
@@ -117,6 +127,7 @@ class WorkerRuntime:
         self._tmp_dir: Path | None = None
         self._tmp_lock = threading.Lock()  # the prefetch thread and the main thread may both download
         self._prefetch = _Prefetcher(self._download)
+        self._writer: PartWriter | None = None
 
     def setup(self) -> None:
         """Process-wide set-up: logs, environment, argv, sys.path, working directory."""
@@ -184,8 +195,28 @@ class WorkerRuntime:
         finally:
             self._cleanup(batch, attempt)
         failed = _failed_items(batch, names, fr.missing, fr.succeeded)
+        part: PartRecord | None = None
+        if fr.payload and batch.index >= 0 and self.cfg.output is not None:  # a probe's rows are dropped
+            try:
+                part = self.writer.write(batch=batch.index, attempt=attempt, result=fr)
+            except Exception as e:  # noqa: BLE001 - any store error: the output cannot be written
+                msg = f"writing the output of mini-batch {batch.index} to {self.cfg.output} failed: {_reason(e)}"
+                err = UserCodeError(type(e).__name__, msg, msg)
+                self._log_error(msg, err)
+                return Outcome(self.cfg.agent_name, batch.index, attempt, "system", time.perf_counter() - t0,
+                               error=err, message=msg)
         return Outcome(self.cfg.agent_name, batch.index, attempt, "ok", time.perf_counter() - t0,
-                       succeeded=fr.succeeded, failed_items=failed, payload=fr.payload)
+                       succeeded=fr.succeeded, failed_items=failed, part=part)
+
+    @property
+    def writer(self) -> PartWriter:
+        """This worker's part writer, made on first use."""
+        if self._writer is None:
+            assert self.cfg.output is not None
+            self._writer = self.cfg.output.part_writer(worker=self.cfg.agent_name, fmt=self.cfg.output_format,
+                                                       layout=self.cfg.output_layout,
+                                                       file_name=self.cfg.output_file_name)
+        return self._writer
 
     @property
     def _tmp(self) -> Path:
@@ -207,6 +238,11 @@ class WorkerRuntime:
             except BaseException as e:  # noqa: BLE001
                 self._log_error("shutdown() failed", to_user_error(e))
         self._prefetch.close()
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except OSError:
+                pass
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
@@ -278,6 +314,16 @@ def _failed_items(batch: MiniBatch, names: list[str], missing: list[int] | None,
             for i in missing]
 
 
+def _reason(e: BaseException) -> str:
+    import errno
+
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied ({e})"
+    return f"{type(e).__name__}: {e}"
+
+
 def _redirect(fd: int, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -346,9 +392,15 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
                 inbox.put(item)
 
     threading.Thread(target=reader, name="parallelrun-inbox", daemon=True).start()
+    log = OutcomeLog(cfg.outcome_log_dir, cfg.agent_name) if cfg.outcome_log_dir else None
     while (item := inbox.get()) is not None:
         batch, attempt = item
-        conn.send(rt.process(batch, attempt))
+        outcome = rt.process(batch, attempt)
+        if log is not None and outcome.ok and outcome.index >= 0:
+            log.write(outcome)  # before the driver can see it: a killed driver loses only running batches
+        conn.send(outcome)
+    if log is not None:
+        log.close()
     rt.shutdown()
     _exit_without_teardown()
 
