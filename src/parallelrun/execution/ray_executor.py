@@ -20,6 +20,11 @@ named ``node{N}.process{NNN}`` and write their logs into the run's logs folder l
 one machine that just works; on a multi-machine cluster that folder must be on a path every node sees at
 the same place (otherwise each node keeps its actors' logs on its own disk, under the same path).
 
+Output: each actor writes its batches' parts to the output location itself (``parallelrun.outputs``),
+so the bytes never travel through the driver. A local-path output on a cluster of more than one node is
+refused at start, unless the job spec marks it as shared storage mounted at the same path on every node:
+``storage_options: {file: {shared: true}}``.
+
 Connection (``compute``): ``ray`` starts a private local Ray instance sized for the job, unless
 ``RAY_ADDRESS`` is set; ``auto`` connects to a running cluster (``RAY_ADDRESS`` or the one started on this
 machine); ``ray://host:port`` (Ray Client) and ``host:port`` (a GCS address) connect there. Ray is shut
@@ -163,6 +168,7 @@ class RayExecutor(WorkerPool[_Actor]):
         t0 = time.monotonic()
         self._connect()
         nodes = self._pick_nodes()
+        self._check_output_reachable(nodes)
         self._cls = self.ray.remote(_RayWorker)
         for index, node_id in enumerate(nodes):
             self._nodes[node_id] = index
@@ -204,6 +210,20 @@ class RayExecutor(WorkerPool[_Actor]):
                 "authentication, set RAY_AUTH_MODE=token (the token is in ~/.ray/auth_token)."
             ) from e
         self._started_ray = True
+
+    def _check_output_reachable(self, nodes: list[str]) -> None:
+        """Actors write their parts themselves: a local-path output must be one every node sees."""
+        out = self.cfg.output
+        if out is None or not out.is_local or len(nodes) < 2:
+            return
+        if (self.spec.storage_options.get("file") or {}).get("shared"):
+            return  # the user says the path is on storage every node mounts at the same place
+        raise UsageError(
+            f"output {out.url} is a path on this machine's disk, but the job runs on {len(nodes)} Ray nodes, whose "
+            "workers write their output themselves and would each write to their own disk. Use an output every "
+            "node can reach (az://container/folder, s3://bucket/folder), or, if the path is on shared storage "
+            "mounted at the same place on every node (NFS...), say so in the job spec:\n"
+            "  storage_options: {file: {shared: true}}")
 
     def _job_runtime_env(self) -> dict[str, Any]:
         """Remote clusters get the job folder (or the entry script folder) and parallelrun itself."""
