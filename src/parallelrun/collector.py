@@ -7,8 +7,12 @@ scheduler, so a batch counts as done exactly when the journal says so. ``mini_ba
 (negative indices) are measured, never journaled.
 
 Where a failed batch's fate is decided: :meth:`Collector._failed` asks the scheduler
-(``Scheduler.attempt_failed``) whether another attempt is left; if not, the batch is committed as failed
-there (``Journal.commit_failure``) with every item of it a failed item.
+(``Scheduler.failed``): retry it, split it (isolation, see ``docs/isolation.md``: the halves are recorded
+with ``Journal.split`` and run as new attempts), or fail it for good (``Journal.commit_failure``, every item
+of it a failed item). A piece is named by ``(batch index, attempt)``: the scheduler numbers each piece as
+a new attempt of its batch when it makes it. Pieces are committed with ``Journal.commit_pieces``, and a
+batch whose pieces have all ended is settled with ``Journal.settle_isolated``. A result that leaves items
+out without saying which is split at once (``Scheduler.incomplete``), its part dropped.
 
 An outcome with status ``system`` (the worker could not write the output: no space, no permission) fails
 no item: its batch goes back unstarted and ``system_error`` is set, which stops the job (``driver.py``).
@@ -25,11 +29,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .data.batches import FileBatch, MiniBatch
+from .data.batches import FileBatch, MiniBatch, PieceId, piece
 from .execution import outcome_log
 from .execution.messages import Outcome
-from .execution.scheduler import Scheduler
-from .journal import FailedItem, Journal, Success
+from .execution.scheduler import Decision, Key, Scheduler
+from .journal import FailedItem, Journal, PieceResult, Success
 
 if TYPE_CHECKING:
     from .execution.feed import Feed
@@ -54,6 +58,7 @@ class Collector:
         self.log = log
         self.run_max_try = run_max_try
         self._held: dict[int, MiniBatch] = {}  # descriptors of dispatched batches, by index
+        self._pieces: dict[tuple[int, int], tuple[PieceId, MiniBatch]] = {}  # (index, attempt) -> piece
         self.system_error: str | None = None  # the first output write error a worker reported
 
     # --- descriptors ----------------------------------------------------------------------------------
@@ -64,9 +69,24 @@ class Collector:
             b = self._held[index] = self.feed.descriptor(index)
         return b
 
+    def work(self, key: Key, attempt: int) -> MiniBatch:
+        """The descriptor to dispatch for a scheduler key: a whole batch, or a piece of one."""
+        if not isinstance(key, PieceId):
+            return self.descriptor(key)
+        found = self._pieces.get((key.index, attempt))
+        if found is None:
+            found = self._pieces[(key.index, attempt)] = (key, piece(self._batch(key.index), key))
+        return found[1]
+
     def _batch(self, index: int) -> MiniBatch:
         b = self._held.get(index)
         return b if b is not None else self.journal.batch(index)
+
+    def _key(self, o: Outcome) -> tuple[Key, MiniBatch]:
+        found = self._pieces.get((o.index, o.attempt))
+        if found is not None:
+            return found
+        return o.index, self._batch(o.index)
 
     # --- outcomes -------------------------------------------------------------------------------------
     def collect(self, outcomes: Iterable[Outcome]) -> Collected:
@@ -76,20 +96,25 @@ class Collector:
             if o.is_probe:
                 self._probe(o)
         real = [o for o in outcomes if not o.is_probe]
-        ok = [o for o in real if o.ok]
+        ok = [o for o in real if o.ok and not self._incomplete(o)]
         if ok:
-            done.succeeded = self._commit_successes(ok)
+            done.succeeded = self._commit_successes([o for o in ok if not isinstance(self._key(o)[0], PieceId)])
+            self._commit_pieces([o for o in ok if isinstance(self._key(o)[0], PieceId)])
         for o in real:
             if o.status == "returned":
-                self.sched.returned(o.index)
+                self.sched.returned(self._key(o)[0])
             elif o.status == "system":
-                self.sched.returned(o.index)  # not the items' failure: no attempt used, nothing failed
+                self.sched.returned(self._key(o)[0])  # not the items' failure: no attempt used, nothing failed
                 self.system_error = self.system_error or o.message
+            elif o.ok and self._incomplete(o):
+                self._split_incomplete(o)
             elif not o.ok and self._failed(o):
                 done.failed_for_good.append(o.index)
         return done
 
     def _commit_successes(self, ok: list[Outcome]) -> int:
+        if not ok:
+            return 0
         batches = [self._batch(o.index) for o in ok]
         committed = commit_successes(self.journal, ok, batches)
         for o, b in zip(ok, batches, strict=True):
@@ -97,14 +122,67 @@ class Collector:
             self.sched.succeeded(o.index, b.n_items - min(o.succeeded, b.n_items))
         return committed
 
+    # --- isolation ------------------------------------------------------------------------------------
+    def _incomplete(self, o: Outcome) -> bool:
+        """A result that left items out without saying which, which isolation splits rather than keeps."""
+        return self.sched.isolate and any(f.item is None for f in o.failed_items) and self._key(o)[1].n_items > 1
+
+    def _split_incomplete(self, o: Outcome) -> None:
+        key, b = self._key(o)
+        left_out = b.n_items - min(o.succeeded, b.n_items)
+        self.log.warning("mini-batch %s attempt %d on %s: run() returned %d results for %d items without saying "
+                         "which are missing; splitting it to find them", _name(key), o.attempt, o.worker,
+                         o.succeeded, b.n_items)
+        self._record(key, self.sched.incomplete(key, b.n_items, left_out), o)
+
+    def _commit_pieces(self, ok: list[Outcome]) -> None:
+        if not ok:
+            return
+        keyed = [self._key(o) for o in ok]
+        self.journal.commit_pieces(
+            PieceResult(k, o.attempt, o.worker, o.seconds, min(o.succeeded, b.n_items), o.failed_items, o.part)
+            for o, (k, b) in zip(ok, keyed, strict=True) if isinstance(k, PieceId))
+        for o, (k, b) in zip(ok, keyed, strict=True):
+            self._pieces.pop((o.index, o.attempt), None)
+            self._record(k, self.sched.succeeded(k, b.n_items - min(o.succeeded, b.n_items)), o)
+
+    def _record(self, key: Key, out: object, o: Outcome) -> None:
+        """Write down what the scheduler decided: halves to run, a single item failed, a batch settled."""
+        from .execution.scheduler import Outcome as Decided
+
+        assert isinstance(out, Decided)
+        if out.decision is Decision.SPLIT:
+            self.journal.split(o.index, key if isinstance(key, PieceId) else None,
+                               zip(out.pieces, out.attempts, strict=True))
+            self.log.warning("mini-batch %s split into %s and %s to isolate what fails", _name(key),
+                             *(str(p) for p in out.pieces))
+        if out.settled is not None and out.settled in self.sched.isolations:
+            self._held.pop(out.settled, None)
+            self.journal.settle_isolated(out.settled)
+            iso = self.sched.isolations[out.settled]
+            self.log.info("mini-batch %d settled by isolation: %d pieces run, %d item(s) failed alone",
+                          out.settled, iso.pieces_run, iso.failed)
+
     def _failed(self, o: Outcome) -> bool:
         """One attempt failed: record it; True when it was the batch's last (committed as failed)."""
-        b = self._batch(o.index)
+        key, b = self._key(o)
         detail = o.error.traceback if o.error else o.message
         self.journal.record_attempt(o.index, o.attempt, o.worker, o.status, detail)
-        self.log.warning("mini-batch %d attempt %d/%d on %s failed (%s): %s", o.index, o.attempt,
-                         self.run_max_try, o.worker, o.status, o.message)
-        if self.sched.attempt_failed(o.index, b.n_items):
+        of = "" if isinstance(key, PieceId) else f"/{self.run_max_try}"
+        self.log.warning("mini-batch %s attempt %d%s on %s failed (%s): %s%s", _name(key), o.attempt, of,
+                         o.worker, o.status, o.message,
+                         f"\n{o.error.traceback}" if o.error and o.status in ("timeout", "lost") else "")
+        out = self.sched.failed(key, b.n_items)
+        if isinstance(key, PieceId):
+            self._pieces.pop((o.index, o.attempt), None)
+            if out.decision is Decision.FAILED:
+                self.journal.commit_pieces([PieceResult(key, o.attempt, o.worker, o.seconds, 0,
+                                                        all_items_failed(b, o, alone=True))])
+            self._record(key, out, o)
+            return False
+        if out.decision is Decision.SPLIT:
+            self._record(key, out, o)
+        if out.decision is not Decision.FAILED:
             return False
         self._held.pop(o.index, None)
         self.journal.commit_failure(o.index, attempts=o.attempt, worker=o.worker, seconds=o.seconds,
@@ -145,11 +223,18 @@ def adopt_written_parts(journal: Journal, loc: OutputLocation, logs: str | os.Pa
     return adopted
 
 
-def all_items_failed(b: MiniBatch, o: Outcome) -> list[FailedItem]:
-    """Every item of a batch that failed for good, each with the last attempt's error."""
+def all_items_failed(b: MiniBatch, o: Outcome, alone: bool = False) -> list[FailedItem]:
+    """Every item of a batch (or piece) that failed for good, each with the last attempt's error."""
     exc = o.error.type if o.error else {"timeout": "TimeoutError", "lost": "WorkerLost"}.get(o.status, o.status)
     tb = o.error.traceback if o.error else ""
-    msg = f"mini-batch failed after {o.attempt} attempt(s): {o.message}"
+    if alone and b.n_items == 1:
+        msg = f"failed when run alone (isolated from mini-batch {b.index}): {o.message}"
+    else:
+        msg = f"mini-batch failed after {o.attempt} attempt(s): {o.message}"
     if isinstance(b, FileBatch):
         return [FailedItem(p, exc, msg, tb) for p in b.paths]
     return [FailedItem(b.describe(), exc, msg, tb)]
+
+
+def _name(key: Key) -> str:
+    return str(key)

@@ -18,7 +18,7 @@ from .errors import UserCodeError
 from .execution.base import Executor
 from .execution.feed import Feed
 from .execution.messages import Event, Outcome, WorkerInitFailed, WorkerLost, WorkerReady
-from .execution.scheduler import Scheduler, Thresholds
+from .execution.scheduler import Isolation, Scheduler, Thresholds
 from .journal import Journal
 from .live import WorkersFile
 from .progress import Progress
@@ -47,10 +47,15 @@ class DriverLoop:
                  progress_mode: str, log: logging.Logger) -> None:
         self.spec, self.rec, self.journal, self.feed, self.executor, self.log = spec, rec, journal, feed, executor, log
         counts = journal.counts()
+        pieces, isolating = journal.isolation_state()  # a resumed run carries on isolating where it was
         self.sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=counts.batches,
                                thresholds=Thresholds(spec.error_threshold, spec.allowed_failed_count,
                                                      spec.allowed_failed_percent),
-                               failed_items=counts.items_failed, failed_batches=counts.batches_failed)
+                               failed_items=counts.items_failed + sum(f for f, _, _ in isolating.values()),
+                               failed_batches=counts.batches_failed, isolate=spec.isolate_failures,
+                               pieces=pieces, attempts={b: a for b, (_, _, a) in isolating.items()},
+                               isolations={b: Isolation(journal.batch(b).n_items, failed=f, pieces_run=n)
+                                           for b, (f, n, _) in isolating.items()})
         self.collector = Collector(journal, self.sched, feed, log, spec.run_max_try)
         self.progress = Progress(progress_mode)
         self.progress.start(counts.items, counts.items_done, counts.items_failed)
@@ -86,8 +91,7 @@ class DriverLoop:
             if nxt is None:
                 break
             key, attempt = nxt
-            assert isinstance(key, int), "isolation (pieces) is not wired into the driver yet"
-            out.append((w, self.collector.descriptor(key), attempt))
+            out.append((w, self.collector.work(key, attempt), attempt))
         return out
 
     def dispatch(self, work: list[tuple[str, MiniBatch, int]]) -> None:

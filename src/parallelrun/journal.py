@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .data.batches import MiniBatch, from_json, to_json
+from .data.batches import MiniBatch, PieceId, from_json, to_json
 
 if TYPE_CHECKING:
     from .outputs import PartRecord
@@ -57,12 +57,26 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 CREATE INDEX IF NOT EXISTS batches_state ON batches(state, idx);
 CREATE TABLE IF NOT EXISTS parts (
-    idx      INTEGER PRIMARY KEY,   -- the batch
+    idx      INTEGER NOT NULL,      -- the batch
+    lo       INTEGER NOT NULL DEFAULT 0,  -- its first item: 0, or where a piece of it starts (isolation)
     name     TEXT NOT NULL,         -- relative to the output location
     offset   INTEGER NOT NULL,
     length   INTEGER NOT NULL,
     rows     INTEGER NOT NULL,
-    checksum TEXT NOT NULL
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (idx, lo)
+);
+CREATE TABLE IF NOT EXISTS pieces (  -- items [lo, hi) of a batch being isolated (docs/isolation.md)
+    batch     INTEGER NOT NULL,
+    lo        INTEGER NOT NULL,
+    hi        INTEGER NOT NULL,
+    attempt   INTEGER NOT NULL,      -- a new attempt of its batch, numbered when the piece is made
+    state     TEXT NOT NULL DEFAULT 'pending',   -- pending | succeeded | failed | split
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    worker    TEXT,
+    seconds   REAL,
+    PRIMARY KEY (batch, lo, hi)
 );
 CREATE TABLE IF NOT EXISTS failed_items (
     id        INTEGER PRIMARY KEY,
@@ -110,6 +124,20 @@ class Success:
     n_failed: int
     failed_items: list[FailedItem]
     part: PartRecord | None  # None or length 0: the batch wrote no rows
+
+
+@dataclass(frozen=True, slots=True)
+class PieceResult:
+    """How one piece of a batch being isolated ended: succeeded (with its part) or failed (each of its
+    items a failed item)."""
+
+    piece: PieceId
+    attempt: int
+    worker: str
+    seconds: float
+    succeeded: int
+    failed_items: list[FailedItem]
+    part: PartRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -216,8 +244,10 @@ class Journal:
         return from_json(row[0])
 
     def pending(self) -> list[int]:
-        """Indices of batches not yet committed, in order (a list of ints: 8 bytes a batch)."""
-        return [r[0] for r in self._db.execute("SELECT idx FROM batches WHERE state = 'pending' ORDER BY idx")]
+        """Indices of batches not yet committed and not being isolated (their pieces run instead), in
+        order (a list of ints: 8 bytes a batch)."""
+        return [r[0] for r in self._db.execute(
+            "SELECT idx FROM batches WHERE state = 'pending' AND idx NOT IN (SELECT batch FROM pieces) ORDER BY idx")]
 
     def iter_descriptors(self, indices: Iterable[int]) -> Iterator[MiniBatch]:
         for idx in indices:
@@ -296,11 +326,79 @@ class Journal:
     def reset_failed(self) -> int:
         """Make failed batches pending again (``resume --retry-failed``). Returns how many."""
         with self._tx():
-            self._db.execute("DELETE FROM failed_items WHERE batch IN (SELECT idx FROM batches WHERE state='failed')")
+            for table, col in (("failed_items", "batch"), ("pieces", "batch"), ("parts", "idx")):
+                self._db.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT idx FROM batches WHERE state='failed')")
             cur = self._db.execute(
                 "UPDATE batches SET state='pending', attempts=0, failed=0, error=NULL WHERE state='failed'"
             )
             return cur.rowcount
+
+    # --- isolation: the pieces of a batch that failed all its attempts --------------------------------
+    def split(self, index: int, parent: PieceId | None, halves: Iterable[tuple[PieceId, int]]) -> None:
+        """Record the halves (with their attempt numbers) that replace a batch, or one of its pieces."""
+        with self._tx():
+            if parent is not None:
+                self._db.execute("UPDATE pieces SET state='split' WHERE batch=? AND lo=? AND hi=?",
+                                 (parent.index, parent.lo, parent.hi))
+            self._db.executemany("INSERT OR IGNORE INTO pieces(batch, lo, hi, attempt) VALUES (?, ?, ?, ?)",
+                                 [(p.index, p.lo, p.hi, a) for p, a in halves])
+
+    def commit_pieces(self, results: Iterable[PieceResult]) -> list[bool]:
+        """Commit ended pieces in one transaction, each with its part record (rows land at the piece's
+        place in the batch) and its failed items. Returns, per result, whether it was new."""
+        done = []
+        with self._tx():
+            for r in results:
+                p = r.piece
+                cur = self._db.execute(
+                    "UPDATE pieces SET state=?, succeeded=?, failed=?, worker=?, seconds=? "
+                    "WHERE batch=? AND lo=? AND hi=? AND state='pending'",
+                    ("succeeded" if r.succeeded or not r.failed_items else "failed", r.succeeded,
+                     p.n_items - r.succeeded, r.worker, r.seconds, p.index, p.lo, p.hi))
+                done.append(cur.rowcount == 1)
+                if not done[-1]:
+                    continue
+                if r.part is not None and r.part.length > 0:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO parts(idx, lo, name, offset, length, rows, checksum)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (p.index, p.lo, r.part.name, r.part.offset, r.part.length, r.part.rows, r.part.checksum))
+                self._add_failed_items(p.index, r.attempt, r.failed_items)
+        return done
+
+    def settle_isolated(self, index: int) -> None:
+        """A batch whose pieces have all ended: its counts are theirs; it failed if any item did."""
+        with self._tx():
+            ok, failed, n, attempts, secs = self._db.execute(
+                "SELECT SUM(succeeded), SUM(failed), COUNT(*), MAX(attempt), SUM(seconds) FROM pieces"
+                " WHERE batch=? AND state IN ('succeeded', 'failed')", (index,)).fetchone()
+            (tries,) = self._db.execute("SELECT COUNT(*) FROM pieces WHERE batch=?", (index,)).fetchone()
+            note = f"split into {tries} pieces; {failed or 0} item(s) failed alone"
+            self._db.execute(
+                "UPDATE batches SET state=?, succeeded=?, failed=?, attempts=MAX(attempts, ?), seconds=?,"
+                " error=?, finished_at=? WHERE idx=? AND state='pending'",
+                ("failed" if failed else "succeeded", ok or 0, failed or 0, attempts or 0, secs, note, time.time(),
+                 index))
+
+    def isolation_state(self) -> tuple[list[tuple[PieceId, int]], dict[int, tuple[int, int, int]]]:
+        """For resume: the pieces still to run (with their attempts) and, per batch being isolated,
+        (items failed so far, pieces run so far, its highest attempt number)."""
+        todo = [(PieceId(b, lo, hi), a) for b, lo, hi, a in self._db.execute(
+            "SELECT p.batch, p.lo, p.hi, p.attempt FROM pieces p JOIN batches b ON b.idx = p.batch"
+            " WHERE p.state='pending' AND b.state='pending' ORDER BY p.batch, p.lo")]
+        batches = {b: (int(f or 0), int(n or 0), int(a)) for b, f, n, a in self._db.execute(
+            "SELECT batch, SUM(failed), SUM(state != 'pending'), MAX(attempt) FROM pieces"
+            " WHERE batch IN (SELECT idx FROM batches WHERE state='pending') GROUP BY batch")}
+        return todo, batches
+
+    def isolation_report(self) -> dict[int, tuple[int, list[str]]]:
+        """Per batch that was split: (how many pieces it ran, the items that failed alone)."""
+        out: dict[int, tuple[int, list[str]]] = {}
+        for b, n in self._db.execute("SELECT batch, SUM(state != 'pending') FROM pieces GROUP BY batch"):
+            items = [r[0] or "?" for r in self._db.execute("SELECT item FROM failed_items WHERE batch=? ORDER BY id",
+                                                          (b,))]
+            out[int(b)] = (int(n or 0), items)
+        return out
 
     # --- reading --------------------------------------------------------------------------------------
     def counts(self) -> Counts:
@@ -322,7 +420,7 @@ class Journal:
         """The committed part records in batch order (the output's order)."""
         from .outputs import PartRecord
 
-        cur = self._db.execute("SELECT idx, name, offset, length, rows, checksum FROM parts ORDER BY idx")
+        cur = self._db.execute("SELECT idx, name, offset, length, rows, checksum FROM parts ORDER BY idx, lo")
         while rows := cur.fetchmany(1000):
             for idx, name, offset, length, n, crc in rows:
                 yield PartRecord(batch=idx, name=name, offset=offset, length=length, rows=n, checksum=crc)
@@ -338,7 +436,8 @@ class Journal:
         for i in range(0, len(idx), 500):  # SQLite caps the number of bound parameters
             part = idx[i:i + 500]
             out.update(r[0] for r in self._db.execute(
-                f"SELECT idx FROM batches WHERE state='pending' AND idx IN ({','.join('?' * len(part))})", part))
+                f"SELECT idx FROM batches WHERE state='pending' AND idx IN ({','.join('?' * len(part))})"
+                " AND idx NOT IN (SELECT batch FROM pieces)", part))
         return out
 
     # --- live progress (read-only connections; see live.py) -------------------------------------------

@@ -28,6 +28,7 @@ class Sim:
     calls: list[Key] = field(default_factory=list)
     outputs: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (batch, lo) -> items
     settled: dict[int, bool] = field(default_factory=dict)  # batch -> counted as failed
+    seen: set[tuple[int, int]] = field(default_factory=set)  # (batch, attempt) dispatched
 
     def run(self, s: Scheduler) -> Scheduler:
         in_flight: list[tuple[Key, int]] = []
@@ -36,7 +37,10 @@ class Sim:
                 in_flight.append(nxt)
             if not in_flight:
                 break
-            key, _attempt = in_flight.pop(0)
+            key, attempt = in_flight.pop(0)
+            b0 = key.index if isinstance(key, PieceId) else key
+            assert (b0, attempt) not in self.seen or not isinstance(key, PieceId), "(batch, attempt) names a piece"
+            self.seen.add((b0, attempt))
             self.calls.append(key)
             b, lo, hi = span(key, self.sizes)
             bad = [i for i in range(lo, hi) if (b, i) in self.poison]
@@ -78,7 +82,9 @@ def test_one_poison_item_is_isolated_at_bounded_cost(n: int, where: str, mode: s
     sim, s = one_batch(n, {p}, tries=3, mode=mode)
     good = [i for i in range(n) if i != p]
     assert sim.rows(0) == good  # every other item once, in input order
-    assert s.failed_items == 1 and s.failed_batches == 1 and sim.settled == {0: True}
+    # A batch of one item whose result leaves it out is a succeeded batch with one failed item, as before.
+    batch_failed = not (n == 1 and mode == "fewer")
+    assert s.failed_items == 1 and s.failed_batches == batch_failed and sim.settled == {0: batch_failed}
     pieces = [k for k in sim.calls if isinstance(k, PieceId)]
     whole = [k for k in sim.calls if not isinstance(k, PieceId)]
     # A raise uses all attempts first; a result that leaves an item out is split at once.
@@ -167,18 +173,22 @@ def test_returned_piece_keeps_its_place_and_costs_nothing() -> None:
     s.next()
     out = s.failed(0, 4)
     assert out.decision is Decision.SPLIT and out.pieces == (PieceId(0, 0, 2), PieceId(0, 2, 4))
-    assert s.next() == (PieceId(0, 0, 2), 1)
+    assert out.attempts == (2, 3)  # new attempts of batch 0, numbered after its first
+    assert s.next() == (PieceId(0, 0, 2), 2)
     s.returned(PieceId(0, 0, 2))
     assert s.isolations[0].pieces_run == 0
-    assert s.next() == (PieceId(0, 0, 2), 1)
+    assert s.next() == (PieceId(0, 0, 2), 2)  # the same piece, the same attempt number
+    assert s.next() == (PieceId(0, 2, 4), 3)
+    assert s.failed(PieceId(0, 2, 4), 2).attempts == (4, 5) and s.attempts(0) == 5
 
 
 def test_resume_continues_the_pieces_left() -> None:
     # The driver died after piece 0[0:4] succeeded and 0[4:6] isolated one failed item; 0[6:8] remains.
     s = Scheduler([1], run_max_try=3, thresholds=Thresholds(allowed_failed_count=0), total_batches=2,
-                  isolate=True, pieces=[PieceId(0, 6, 8)], failed_items=1,
+                  isolate=True, pieces=[(PieceId(0, 6, 8), 6)], failed_items=1, attempts={0: 9},
                   isolations={0: Isolation(8, failed=1, pieces_run=5, failed_pieces=[PieceId(0, 5, 6)])})
-    assert s.next() == (PieceId(0, 6, 8), 1)  # pieces first
+    assert s.next() == (PieceId(0, 6, 8), 6)  # pieces first, with their attempt numbers
+    assert s.attempts(0) == 9
     out = s.succeeded(PieceId(0, 6, 8), 0)
     assert out.settled == 0 and out.batch_failed and s.failed_batches == 1
     assert s.stop_reason and "allowed_failed_count" in s.stop_reason

@@ -8,11 +8,14 @@ Work is keyed by the mini-batch index (an ``int``) or, once a batch is being iso
 :class:`~parallelrun.data.batches.PieceId`. Isolation (``isolate=True``, see ``docs/isolation.md``): a
 batch that has used its ``run_max_try`` attempts is split into halves, and every failing piece of two
 items or more is split again, down to single items; each piece runs once. The items that fail alone are
-the batch's failed items. The invariants:
+the batch's failed items. A piece runs as a new attempt of its batch: its attempt number is given when it
+is made (the batch's attempts so far + 1, + 2), so ``(index, attempt)`` names a piece uniquely (outcomes and
+output part names carry no more). The invariants:
 
 * the pieces of a batch cover its items exactly once (halves of halves of ``[0, n)``);
 * a batch is *settled* when it succeeded, or failed without isolation, or none of its pieces is left to
-  run; only then is it counted in ``failed_batches`` (when any of its items failed);
+  run; only then is it counted in ``failed_batches``: when it failed, or when any item of it failed
+  alone (a batch that ran and named the items its result left out is not a failed batch, as before);
 * ``failed_items`` counts items known to have failed: a whole batch only when it fails without isolation,
   else single items as they fail alone, and the items a result left out.
 """
@@ -49,6 +52,7 @@ class Outcome:
 
     decision: Decision
     pieces: tuple[PieceId, ...] = ()  # the halves queued, on SPLIT
+    attempts: tuple[int, ...] = ()  # their attempt numbers
     settled: int | None = None  # the original batch, when nothing of it is left to run
     batch_failed: bool = False  # the settled batch counts as a failed mini-batch
 
@@ -76,16 +80,18 @@ class Scheduler:
         failed_batches: int = 0,
         attempts: dict[int, int] | None = None,
         isolate: bool = False,
-        pieces: Iterable[PieceId] = (),
+        pieces: Iterable[tuple[PieceId, int]] = (),
         isolations: dict[int, Isolation] | None = None,
     ) -> None:
-        """``pending``: whole batches to run. A resumed run also passes the ``pieces`` still to run and,
-        per batch being isolated, its :class:`Isolation` so far (``open`` is recomputed from ``pieces``);
-        ``failed_items`` then includes the items its pieces found failed."""
+        """``pending``: whole batches to run. A resumed run also passes the ``pieces`` still to run with
+        their attempt numbers, ``attempts`` (the highest attempt number each batch has used, pieces
+        included) and, per batch being isolated, its :class:`Isolation` so far (``open`` is recomputed
+        from ``pieces``); ``failed_items`` then includes the items its pieces found failed."""
         self._queue: deque[Key] = deque(pending)
         self._retry: deque[Key] = deque()
         self._attempts: dict[int, int] = dict(attempts or {})
         self._in_flight: set[Key] = set()
+        self._piece_attempt: dict[PieceId, int] = {}
         self.run_max_try = run_max_try
         self.t = thresholds
         self.total_batches = total_batches
@@ -95,8 +101,10 @@ class Scheduler:
         self.isolations: dict[int, Isolation] = {}
         for i, iso in (isolations or {}).items():
             self.isolations[i] = Isolation(iso.n_items, 0, iso.failed, iso.pieces_run, list(iso.failed_pieces))
-        for p in sorted(pieces):
+        for p, attempt in sorted(pieces):
             self.isolations.setdefault(p.index, Isolation(0)).open += 1
+            self._piece_attempt[p] = attempt
+            self._attempts[p.index] = max(self._attempts.get(p.index, 0), attempt)
             self._retry.append(p)
         self.stop_reason: str | None = None
         self._check()  # a resumed run counts what already failed
@@ -107,8 +115,7 @@ class Scheduler:
         self._queue.extend(indices)
 
     def next(self) -> tuple[Key, int] | None:
-        """The next (batch index or piece, attempt number) to run, or None (nothing pending, or stopping).
-        A piece always runs as attempt 1."""
+        """The next (batch index or piece, attempt number) to run, or None (nothing pending, or stopping)."""
         if self.stop_reason is not None:
             return None
         q = self._retry if self._retry else self._queue
@@ -118,7 +125,7 @@ class Scheduler:
         self._in_flight.add(key)
         if isinstance(key, PieceId):
             self.isolations[key.index].pieces_run += 1
-            return key, 1
+            return key, self._piece_attempt[key]
         attempt = self._attempts.get(key, 0) + 1
         self._attempts[key] = attempt
         return key, attempt
@@ -145,10 +152,8 @@ class Scheduler:
             if key.n_items == 1 and failed_items:
                 iso.failed_pieces.append(key)
             return self._piece_settled(key.index, Decision.DONE)
-        failed = self.isolate and failed_items > 0
-        self.failed_batches += failed
-        self._check()
-        return Outcome(Decision.DONE, settled=key, batch_failed=failed)
+        self._check()  # a batch that ran and named the items it left out is not a failed batch
+        return Outcome(Decision.DONE, settled=key)
 
     def incomplete(self, key: Key, n_items: int, left_out: int) -> Outcome:
         """The work ran but its result left out ``left_out`` of its ``n_items`` items, and which ones
@@ -201,8 +206,9 @@ class Scheduler:
             self.stop_reason = reason
 
     def attempts(self, key: Key) -> int:
+        """Attempts used: by a batch (its pieces included), or the attempt number of a piece."""
         if isinstance(key, PieceId):
-            return 1 if key in self._in_flight else 0
+            return self._piece_attempt.get(key, 0)
         return self._attempts.get(key, 0)
 
     # --- isolation ------------------------------------------------------------------------------------
@@ -214,8 +220,12 @@ class Scheduler:
         else:
             iso.n_items, iso.open = n_items, 2
         first, second = whole.halves()
+        self._piece_attempt.pop(whole, None)
+        base = self._attempts.get(whole.index, 0)
+        self._attempts[whole.index] = base + 2
+        self._piece_attempt[first], self._piece_attempt[second] = base + 1, base + 2
         self._retry.extend((first, second))
-        return Outcome(Decision.SPLIT, pieces=(first, second))
+        return Outcome(Decision.SPLIT, pieces=(first, second), attempts=(base + 1, base + 2))
 
     def _piece_settled(self, index: int, decision: Decision) -> Outcome:
         iso = self.isolations[index]
