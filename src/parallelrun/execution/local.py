@@ -212,6 +212,7 @@ class LocalExecutor(WorkerPool[_Proc]):
     def __init__(self, cfg: WorkerConfig, processes: int, timeout: float, gpus_per_process: float = 0) -> None:
         super().__init__(timeout)
         self.cfg = cfg
+        self.log_dir = cfg.log_dir if cfg.redirect_output else None  # workers' stack dumps (stacks.py)
         self.processes = processes
         self.gpus_per_process = gpus_per_process
         self._ctx = mp.get_context("spawn")

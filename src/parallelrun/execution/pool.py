@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 from ..data.batches import MiniBatch
 from ..errors import UserCodeError
+from . import stacks
 from .base import Executor, WorkerState
 from .messages import Event, Outcome, WorkerInitFailed, WorkerLost, WorkerReady
 
@@ -35,6 +36,8 @@ class WorkerPool(Executor, Generic[H]):
     max_depth: int = 32
     #: refill a worker only once half its queue is done (batches then travel several to a message)
     refill_at_half: bool = True
+    #: the run's logs folder, where workers leave their stack dumps (execution/stacks.py); None: no dumps
+    log_dir: str | None = None
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
@@ -147,7 +150,10 @@ class WorkerPool(Executor, Generic[H]):
             return
         running = f" while running mini-batch {st.queue[0][0]}" if st.queue else ""
         message = f"worker {name} (pid {st.pid}) died{running}: {cause}"
-        self._fail_queue(st, "lost", message, events)
+        # A fatal signal (SIGSEGV...) left the last Python frames behind: they say where it crashed.
+        frames = stacks.last_fatal(self.log_dir, name, st.pid, user_only=True) if self.log_dir and st.pid else None
+        error = UserCodeError("WorkerDied", message, f"{frames}\nWorkerDied: {message}") if frames else None
+        self._fail_queue(st, "lost", message, events, error)
         replacement = None if self._closing else self._spawn_replacement(name)
         events.append(WorkerLost(name, message, replacement))
 
@@ -156,23 +162,28 @@ class WorkerPool(Executor, Generic[H]):
         for name, st in list(self._states.items()):
             if st.queue and now - st.started_at > self.timeout:
                 index = st.queue[0][0]
+                # Where run() is stuck: its stack, asked for before the kill (a few ms; at most 2 s).
+                frames = (stacks.capture(self.log_dir, name, st.pid, timeout=2.0, user_only=True)
+                          if self.log_dir and st.pid else None)
                 self._forget(name)
                 self._remove(name)
                 message = (f"run() on mini-batch {index} exceeded run_invocation_timeout={self.timeout:g}s; "
                            f"worker {name} was killed")
-                self._fail_queue(st, "timeout", message, events)
+                error = UserCodeError("TimeoutError", message, f"{frames}\nTimeoutError: {message}") if frames else None
+                self._fail_queue(st, "timeout", message, events, error)
                 replacement = None if self._closing else self._spawn_replacement(name)
                 events.append(WorkerLost(name, message, replacement))
 
     @staticmethod
-    def _fail_queue(st: WorkerState, status: str, message: str, events: list[Event]) -> None:
-        """A worker is gone: its running batch fails (``status``: lost or timeout), the ones queued behind
-        it go back unstarted, without using an attempt."""
+    def _fail_queue(st: WorkerState, status: str, message: str, events: list[Event],
+                    error: UserCodeError | None = None) -> None:
+        """A worker is gone: its running batch fails (``status``: lost or timeout, with ``error`` holding
+        its stack when one was had), the ones queued behind it go back unstarted, without using an attempt."""
         secs = time.monotonic() - st.started_at
         for pos, (index, attempt) in enumerate(st.queue):
             if pos == 0:
                 events.append(Outcome(st.name, index, attempt, "lost" if status == "lost" else "timeout", secs,
-                                      message=message))
+                                      message=message, error=error))
             else:
                 events.append(Outcome(st.name, index, attempt, "returned"))
         st.queue.clear()

@@ -149,6 +149,7 @@ class RayExecutor(WorkerPool[_Actor]):
         super().__init__(spec.run_invocation_timeout)
         self.ray = _import_ray()
         self.cfg = cfg
+        self.log_dir = cfg.log_dir if cfg.redirect_output else None  # workers' stack dumps (stacks.py)
         self.spec = spec
         self.address = _address(spec.compute)
         self.upload = _wants_upload(self.address)

@@ -36,6 +36,7 @@ FOLDER = ("sys", "stacks")  # under the run's logs folder
 _HEADER = re.compile(r"^# parallelrun worker (?P<agent>\S+) pid (?P<pid>\d+) main thread (?P<main>0x[0-9a-f]+)$", re.M)
 _THREAD = re.compile(r"^(?P<current>Current thread|Thread) (?P<ident>0x[0-9a-f]+) \(most recent call first\):$")
 _FRAME = re.compile(r'^  File "(?P<file>.*)", line (?P<line>\d+|\?\?\?) in (?P<func>.*)$')
+_PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # parallelrun's own source files
 _files: list[IO[str]] = []  # faulthandler writes to these file descriptors: they must stay open
 
 
@@ -121,10 +122,12 @@ def request(pid: int, path: str | os.PathLike[str], timeout: float = 3.0) -> str
             return f.read()
 
 
-def capture(log_dir: str | os.PathLike[str], agent: str, pid: int, timeout: float = 3.0) -> str | None:
+def capture(log_dir: str | os.PathLike[str], agent: str, pid: int, timeout: float = 3.0,
+            user_only: bool = False) -> str | None:
     """The main thread's stack of a live worker, rendered as a traceback; None if it cannot be had.
 
-    The executor calls this just before killing a worker whose ``run()`` exceeded its timeout.
+    The executor calls this just before killing a worker whose ``run()`` exceeded its timeout, with
+    ``user_only``: the frames below parallelrun's own (the entry script's), when there are any.
     """
     path = dump_file(log_dir, agent, pid)
     text = request(pid, path, timeout)
@@ -133,10 +136,12 @@ def capture(log_dir: str | os.PathLike[str], agent: str, pid: int, timeout: floa
     threads = parse(text)
     main = _main_ident(path)
     chosen = [t for t in threads if t.ident == main] or threads
-    return render(chosen[0]) if chosen else None
+    if not chosen:
+        return None
+    return render(user_frames(chosen[0]) if user_only else chosen[0])
 
 
-def last_fatal(log_dir: str | os.PathLike[str], agent: str, pid: int) -> str | None:
+def last_fatal(log_dir: str | os.PathLike[str], agent: str, pid: int, user_only: bool = False) -> str | None:
     """The last Python frames of a worker that died of a fatal signal, rendered; None if none were
     written (it was killed by SIGKILL, exited, or was not set up by :func:`install`)."""
     path = fatal_file(log_dir, agent, pid)
@@ -153,7 +158,8 @@ def last_fatal(log_dir: str | os.PathLike[str], agent: str, pid: int) -> str | N
     crashed = [t for t in threads if t.current] or threads
     if not crashed:
         return None
-    return render(crashed[0], f"{what}. Last Python frames (most recent call last):")
+    stack = user_frames(crashed[0]) if user_only else crashed[0]
+    return render(stack, f"{what}. Last Python frames (most recent call last):")
 
 
 def dump_all(log_dir: str | os.PathLike[str], timeout: float = 3.0) -> dict[str, str]:
@@ -215,6 +221,16 @@ def render(stack: ThreadStack, header: str = "Traceback (most recent call last):
     if not stack.frames:
         lines.append("  <no Python frame>")
     return "\n".join(lines)
+
+
+def user_frames(stack: ThreadStack) -> ThreadStack:
+    """The frames below the innermost frame of parallelrun's own code (the entry script's and what it
+    called), or the whole stack when there are none: what a user's traceback shows."""
+    inner_first = stack.frames
+    for i, fr in enumerate(inner_first):
+        if fr.file.startswith(_PACKAGE):
+            return ThreadStack(stack.ident, stack.current, inner_first[:i]) if i else stack
+    return stack
 
 
 def _main_ident(path: Path) -> int | None:

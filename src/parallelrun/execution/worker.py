@@ -155,6 +155,10 @@ class WorkerRuntime:
             if p not in sys.path:
                 sys.path.insert(0, p)
         sys.argv = [cfg.entry_script, *cfg.arguments]
+        if cfg.redirect_output:  # a real worker (not `parallelrun debug`): stacks on demand and on a crash
+            from .stacks import install
+
+            install(cfg.log_dir, cfg.agent_name)
         from ..entry_script import _configure
 
         log_file = cfg.log_file("entry_script_log", "log.txt") if cfg.redirect_output else None
