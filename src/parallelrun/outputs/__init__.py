@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from ..errors import OutputError
 from ._assemble import PartCorruptedError
-from ._compat import merge_output
 from ._format import FormattedResult, ResultMismatchError, ResultTypeError, format_result
 from ._location import OutputLocation
 from ._records import LAYOUTS, MANIFEST, PartRecord, default_file_name
@@ -38,5 +37,4 @@ __all__ = [
     "ResultTypeError",
     "default_file_name",
     "format_result",
-    "merge_output",
 ]

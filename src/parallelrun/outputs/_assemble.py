@@ -13,6 +13,10 @@
 - One file on an object store, text/csv/jsonl: composed server-side (``_compose``).
 - The dataset layout (any store, any format): each committed part is renamed ``part-<batch>.<ext>`` (a
   server-side copy on object stores) and ``_manifest.json`` lists them in batch order.
+
+``keep_parts=True`` (a run that ended Failed or Canceled, which a resume may complete with more rows):
+the result is built the same way but no part is consumed or removed, so the next assembly, from more
+records, still finds every part. Locally that costs the output's size twice on disk until the resume.
 """
 
 from __future__ import annotations
@@ -47,17 +51,17 @@ class PartCorruptedError(OutputError):
 
 
 def assemble(loc: OutputLocation, records: list[PartRecord], *, file_name: str, fmt: str, layout: str,
-             state_dir: Path) -> str:
+             state_dir: Path, keep_parts: bool = False) -> str:
     store = loc.store
     if layout == "dataset":
-        return _assemble_dataset(loc, records, fmt, state_dir)
+        return _assemble_dataset(loc, records, fmt, keep_parts)
     if fmt == "parquet":
-        return _assemble_parquet(loc, records, file_name, state_dir)
+        return _assemble_parquet(loc, records, file_name, state_dir, keep_parts)
     if isinstance(store, LocalStore):
-        return _assemble_local_concat(store, records, file_name, fmt, state_dir)
+        return _assemble_local_concat(store, records, file_name, fmt, state_dir, keep_parts)
     from ._compose import compose
 
-    return compose(loc, records, file_name=file_name, fmt=fmt, state_dir=state_dir)
+    return compose(loc, records, file_name=file_name, fmt=fmt, state_dir=state_dir, keep_parts=keep_parts)
 
 
 def records_digest(records: list[PartRecord]) -> str:
@@ -81,10 +85,21 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_name: str, fmt: str,
-                           state_dir: Path) -> str:
+                           state_dir: Path, keep_parts: bool) -> str:
     final = store.path(file_name)
     tmp = store.path(f".{file_name}.assembling")
     state_path = state_dir / f"assembly-{file_name}.json"
+    if keep_parts:  # a run that may be resumed: nothing consumed, nothing to resume, the file rebuilt whole
+        state_path.unlink(missing_ok=True)
+        try:
+            with open(tmp, "wb") as out:
+                header = False
+                for rec in records:
+                    header = _copy_record(store, rec, out, skip_header=(fmt == "csv" and header)) > 0 or header
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return str(final)
     st = _load_state(state_path)
     if st and st.get("renamed") and st.get("digest") == records_digest(records) and final.exists():
         _remove_parts(store, records)
@@ -161,7 +176,8 @@ def _remove_parts(store: LocalStore | FsspecStore, records: list[PartRecord]) ->
         store.remove(name)
 
 
-def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name: str, state_dir: Path) -> str:
+def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name: str, state_dir: Path,
+                      keep_parts: bool) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -207,6 +223,10 @@ def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
         if isinstance(store, LocalStore):
             store.remove(target)
         raise
+    if keep_parts:
+        if isinstance(store, LocalStore):
+            store.rename(target, file_name)
+        return loc.join(file_name)
     _save_state(state_path, {"renamed": True, "digest": digest})
     if isinstance(store, LocalStore):
         store.rename(target, file_name)
@@ -218,14 +238,17 @@ def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
 _DATASET_PART = re.compile(r"^part-\d{8}\.[a-z]+$")
 
 
-def _assemble_dataset(loc: OutputLocation, records: list[PartRecord], fmt: str, state_dir: Path) -> str:
+def _assemble_dataset(loc: OutputLocation, records: list[PartRecord], fmt: str, keep_parts: bool) -> str:
     store = loc.store
     entries = []
     for rec in records:
         dst = dataset_name(rec.batch, fmt)
         if store.size(rec.name) is not None:
             if rec.offset == 0 and store.size(rec.name) == rec.length:
-                store.rename(rec.name, dst)
+                if keep_parts:
+                    store.copy(rec.name, dst)
+                else:
+                    store.rename(rec.name, dst)
             else:  # a range of a segment: copied out (bounded by one part)
                 store.put(dst, store.read(rec.name, rec.offset, rec.length))
         elif store.size(dst) != rec.length:
@@ -239,5 +262,6 @@ def _assemble_dataset(loc: OutputLocation, records: list[PartRecord], fmt: str, 
     for name in store.list(""):
         if _DATASET_PART.match(name) and name not in keep:  # a part of an earlier run into this folder
             store.remove(name)
-    _remove_parts(store, [r for r in records if r.name.startswith(PARTS_DIR + "/")])
+    if not keep_parts:
+        _remove_parts(store, [r for r in records if r.name.startswith(PARTS_DIR + "/")])
     return loc.url

@@ -92,8 +92,8 @@ class AzureBlocks:
     def has(self, rec: PartRecord, sizes: dict[str, int] | None = None) -> bool:
         sizes = self.sizes() if sizes is None else sizes
         key = rec.name.split(_BLOCK_TAG, 1)[1]
-        if rec.offset and sizes.get(_block_id(key, "h")) != rec.offset:
-            return False
+        # Only the rows' block: a header block that an earlier commit did not name (the batch was not first)
+        # is dropped by Azure, and is not needed again, since records are only ever added after it.
         return sizes.get(_block_id(key, "b")) == rec.length - rec.offset
 
     def commit(self, records: list[PartRecord]) -> None:
@@ -168,7 +168,7 @@ def _ranges(store: FsspecStore, records: list[PartRecord], fmt: str) -> list[tup
 
 
 def _compose_s3(loc: OutputLocation, records: list[PartRecord], file_name: str, fmt: str,
-                state_dir: Path) -> str:
+                state_dir: Path, keep_parts: bool) -> str:
     from ._assemble import records_digest
 
     store = loc.store
@@ -212,8 +212,9 @@ def _compose_s3(loc: OutputLocation, records: list[PartRecord], file_name: str, 
                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[str(n)]}
                                           for n in range(1, len(pieces) + 1)]})
     fs.invalidate_cache()
-    for name in {r.name for r in records}:
-        store.remove(name)
+    if not keep_parts:
+        for name in {r.name for r in records}:
+            store.remove(name)
     state_path.unlink(missing_ok=True)
     return loc.join(file_name)
 
@@ -233,7 +234,8 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 
 
 # --- entry point ------------------------------------------------------------------------------------------
-def compose(loc: OutputLocation, records: list[PartRecord], *, file_name: str, fmt: str, state_dir: Path) -> str:
+def compose(loc: OutputLocation, records: list[PartRecord], *, file_name: str, fmt: str, state_dir: Path,
+            keep_parts: bool = False) -> str:
     store = loc.store
     assert isinstance(store, FsspecStore)
     if loc.protocol in AZURE_PROTOCOLS:
@@ -245,7 +247,9 @@ def compose(loc: OutputLocation, records: list[PartRecord], *, file_name: str, f
                 f"{len(records)} mini-batches cannot be composed into one Azure blob (at most "
                 f"{AZURE_MAX_BLOCKS - 1}, Azure's committed-block limit). Use output_layout: dataset, or a "
                 f"larger mini_batch_size.")
+        # Committing discards the blob's other uncommitted blocks (failed attempts); the committed ones can be
+        # named again by a later commit, so keep_parts needs nothing more here.
         AzureBlocks(store, file_name).commit(records)
         store.fs.invalidate_cache()
         return loc.join(file_name)
-    return _compose_s3(loc, records, file_name, fmt, state_dir)
+    return _compose_s3(loc, records, file_name, fmt, state_dir, keep_parts)

@@ -84,6 +84,9 @@ def format_result(result: Any, *, action: str, fmt: str, batch_inputs: list[str]
                            rows=n if payload is not None else 0)
 
 
+_MATCH_BUDGET = 1_000_000  # 1,000 files x 1,000 elements: well under 0.1 s
+
+
 def _named_inputs(result: Any, batch_inputs: Any) -> list[Any] | None:
     """The input each result element stands for, when that can be known; else None.
 
@@ -96,6 +99,8 @@ def _named_inputs(result: Any, batch_inputs: Any) -> list[Any] | None:
             if set(labels) <= set(batch_inputs.index):
                 return labels
         return None
+    if len(batch_inputs) * len(result) > _MATCH_BUDGET:
+        return None  # matching is (elements x inputs) substring tests: past this, the count is all we check
     names = [os.path.basename(str(p)) for p in batch_inputs]
     if len(set(names)) != len(names):
         return None

@@ -184,12 +184,13 @@ class OutputLocation:
         return checksum_text(crc) == rec.checksum
 
     def assemble(self, records: list[PartRecord], *, file_name: str, fmt: str, layout: str = "file",
-                 state_dir: str | os.PathLike[str], run_id: str | None = None) -> str:
+                 state_dir: str | os.PathLike[str], run_id: str | None = None, keep_parts: bool = False) -> str:
         """Build the result from committed records (given in batch order); returns the file or folder.
 
         ``layout="file"``: one file ``file_name``; ``layout="dataset"``: the parts themselves, renamed
         ``part-<batch>.<ext>``, plus ``_manifest.json`` listing them in batch order. Resumable: progress is
-        kept in ``state_dir``; calling again after a kill continues. Raises ``OutputError`` (temporaries
+        kept in ``state_dir``; calling again after a kill continues. ``keep_parts=True`` (the run may be
+        resumed with more records) builds the same result but consumes and removes no part. Raises ``OutputError`` (temporaries
         removed) when the store refuses a write.
         """
         from ._assemble import assemble
@@ -199,7 +200,8 @@ class OutputLocation:
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
         try:
-            return assemble(self, records, file_name=file_name, fmt=fmt, layout=layout, state_dir=state)
+            return assemble(self, records, file_name=file_name, fmt=fmt, layout=layout, state_dir=state,
+                            keep_parts=keep_parts)
         except OutputError:
             raise
         except Exception as e:  # noqa: BLE001 - translated at the boundary, chained

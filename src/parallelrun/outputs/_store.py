@@ -69,6 +69,16 @@ class LocalStore:
     def rename(self, src: str, dst: str) -> None:
         os.replace(self.path(src), self.path(dst))
 
+    def copy(self, src: str, dst: str) -> None:
+        """A hard link when the file system allows it (no bytes copied), else a copy; atomic either way."""
+        tmp = self.path(f"{dst}.tmp-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(self.path(src), tmp)
+        except OSError:
+            shutil.copyfile(self.path(src), tmp)
+        os.replace(tmp, self.path(dst))
+
     def free_bytes(self) -> int | None:
         p = self.root
         while not p.exists() and p != p.parent:
@@ -134,6 +144,9 @@ class FsspecStore:
     def remove_dir(self, name: str) -> None:
         for n in self.list(name):
             self.remove(n)
+
+    def copy(self, src: str, dst: str) -> None:
+        self.fs.copy(self.path(src), self.path(dst))
 
     def rename(self, src: str, dst: str) -> None:
         # Object stores have no rename: a server-side copy, then delete.
