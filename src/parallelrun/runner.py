@@ -15,7 +15,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class RunResult:
     counts: dict[str, int]
     wall_seconds: float
     output_file: str | None
+    isolation: dict[int, tuple[int, list[str]]] = field(default_factory=dict)  # batch -> (pieces, items)
 
     @property
     def run_id(self) -> str:
@@ -72,6 +73,12 @@ class RunResult:
             f"{c.get('batches_pending', 0)} not done, {c.get('batches', 0)} in all",
             f"  wall time:    {self.wall_seconds:.1f} s ({rate:,.1f} items/s)",
         ]
+        if self.isolation:
+            items = [os.path.basename(i) for _, found in self.isolation.values() for i in found]
+            shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+            lines.append(f"  isolation:    {len(self.isolation)} mini-batch(es) split, "
+                         f"{sum(n for n, _ in self.isolation.values())} pieces run; "
+                         f"{len(items)} item(s) failed alone{': ' + shown if items else ''}")
         if self.output_file:
             lines.append(f"  output:       {self.output_file}")
         lines.append(f"  logs:         {self.record.logs_dir}")
@@ -395,7 +402,7 @@ def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, lo
     rec.counts = counts.to_dict()
     rec.status, rec.reason, rec.ended = status, reason, time.time()
     rec.wall_seconds += wall
-    result = RunResult(rec, status, reason, counts.to_dict(), wall, out_file)
+    result = RunResult(rec, status, reason, counts.to_dict(), wall, out_file, journal.isolation_report())
     errors = [f"{status}: {reason}"]
     if status != "Completed":
         for a in journal.attempt_errors(10):

@@ -213,3 +213,16 @@ def test_the_cost_table_in_the_docs_matches_the_scheduler() -> None:
     sizes, costs = ([c.strip() for c in r.strip("|").split("|")[1:]] for r in rows)
     assert {int(n): int(c) for n, c in zip(sizes, costs, strict=True)} == {int(n): isolation_cost(int(n))
                                                                           for n in sizes}
+
+
+def test_a_piece_failing_while_stopping_stays_to_run_on_resume() -> None:
+    s = Scheduler([0], run_max_try=1, thresholds=Thresholds(), total_batches=1, isolate=True)
+    s.next()
+    s.failed(0, 8)
+    a, b = s.next(), s.next()
+    assert a == (PieceId(0, 0, 4), 2) and b == (PieceId(0, 4, 8), 3)
+    s.stop("error_threshold exceeded")
+    assert s.failed(PieceId(0, 0, 4), 4).decision is Decision.RETRY  # not split, not failed
+    assert s.failed_items == 0 and s.pending == 1 and s.next() is None
+    out = s.succeeded(PieceId(0, 4, 8), 0)
+    assert out.settled is None and s.finished()  # the batch is not settled: a resume carries on

@@ -169,7 +169,11 @@ class Scheduler:
         self._in_flight.discard(key)
         stopping = self.stop_reason is not None
         if isinstance(key, PieceId):
-            if key.n_items > 1 and not stopping:
+            if key.n_items > 1 and stopping:
+                # Which of its items fail is not known yet: it stays to run, in a resumed run.
+                self._retry.append(key)
+                return Outcome(Decision.RETRY)
+            if key.n_items > 1:
                 return self._split(key, n_items)
             iso = self.isolations[key.index]
             iso.failed += key.n_items
