@@ -8,6 +8,7 @@ journal, never tracked beside it. ``runner.py`` starts and finishes a run around
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -161,8 +162,9 @@ class DriverLoop:
         now = time.monotonic()
         if now - self._last_overview > 5:
             self._last_overview = now
-            append_progress(self.rec.logs_dir, f"{c.items_done}/{c.items} items done, {c.items_failed} failed, "
-                                               f"{c.batches_succeeded + c.batches_failed}/{c.batches} mini-batches")
+            with contextlib.suppress(OSError):  # a view for humans: a full disk must not stop the loop here
+                append_progress(self.rec.logs_dir, f"{c.items_done}/{c.items} items done, {c.items_failed} failed, "
+                                                   f"{c.batches_succeeded + c.batches_failed}/{c.batches} mini-batches")
 
     def close(self) -> None:
         self.progress.finish()

@@ -241,6 +241,10 @@ def _drive(
     folder = RunFolder(rec.path)
     logs = rec.logs_dir
     log = driver_logger(logs, spec.logging_level)
+    for handler in log.handlers:
+        # The driver's log is best effort: on a full disk the run stops with its reason recorded, and
+        # logging's own "--- Logging error ---" traceback on stderr would only bury that reason.
+        handler.handleError = lambda record: None  # type: ignore[method-assign]
     t0 = time.monotonic()
     loc = output_location(spec, base, storage_options)
     rec.status, rec.started, rec.driver_pid, rec.reason = "Running", rec.started or time.time(), os.getpid(), None

@@ -308,3 +308,28 @@ def run(mini_batch):
     lines = (out / "parallel_run_step.txt").read_text().splitlines()
     assert [line.split(" ", 1)[0] for line in lines] == expected_names(40)
     assert json.loads((job.run_dirs()[0] / "run.json").read_text())["status"] == "Completed"
+
+
+# --- the journal cannot be written --------------------------------------------------------------------------
+@pytest.mark.timeout(150)
+def test_a_full_disk_under_the_journal_stops_the_job_and_resume_finishes(job_factory, small_disk: Path) -> None:
+    """``database or disk is full`` is the system's failure: exit 1 with the reason, no traceback; then resume."""
+    job = job_factory("""
+import os
+def run(mini_batch):
+    name = os.path.basename(mini_batch[0])
+    if int(name[1:4]) % 2 and not os.path.exists(os.environ["ROOMY"]):
+        raise ValueError("a long error " + "e" * 100_000)  # failed items: the journal keeps the traceback
+    return [name]
+""", n_files=30, mini_batch_size=1, run_max_try=1, environment_variables={"ROOMY": str(small_disk / "roomy")})
+    job.ws = small_disk / "ws"
+    res = job.run()
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    assert "could not be written" in res.stdout + res.stderr and "parallelrun resume" in res.stdout + res.stderr
+    run_id = _run_id(job)
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    (small_disk / "roomy").write_text("")
+    res = job.cli("resume", run_id, "--workspace", str(job.ws), "--quiet", "--retry-failed")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert job.lines() == expected_names(30)

@@ -291,9 +291,12 @@ class WorkerRuntime:
         if not self.cfg.redirect_output:
             return
         path = self.cfg.log_file("error", "txt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n{err.traceback}\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n{err.traceback}\n")
+        except OSError:
+            pass  # a full disk must not turn the user's error into a crash of the worker; the driver has it
 
 
 def _has_remote(batch: FileBatch) -> bool:
