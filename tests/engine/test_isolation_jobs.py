@@ -244,3 +244,44 @@ def _pieces_done(job: JobFolder) -> int:
         except sqlite3.Error:
             return 0
     return 0
+
+
+TABULAR = """
+import os
+
+def run(df):
+    with open(os.path.join(os.environ["CALLS"], "calls.txt"), "a") as f:
+        f.write(",".join(map(str, df["id"])) + "\\n")
+    if 13 in set(df["id"]):
+        raise ValueError("poison row 13")
+    return df.assign(double=df["id"] * 2)
+"""
+
+
+@pytest.mark.timeout(180)
+def test_tabular_pieces_are_row_ranges(job_factory) -> None:
+    job = job_factory(TABULAR, n_files=0, inputs=[{"type": "tabular", "path": "table.csv"}], mini_batch_size="1MB",
+                      run_max_try=1, append_row_format="csv", environment_variables={"CALLS": "."})
+    import pandas as pd
+
+    pd.DataFrame({"id": range(40), "name": [f"row {i}" for i in range(40)]}).to_csv(job.root / "table.csv",
+                                                                                 index=False)
+    res = job.run()
+    assert res.returncode == 0, res.stderr + res.stdout
+    out = pd.read_csv(job.root / "out" / "parallel_run_step.csv")
+    assert list(out["id"]) == [i for i in range(40) if i != 13] and list(out["double"]) == [2 * i for i in out["id"]]
+    (f,) = job.failed_items()
+    assert f["input"] == f"{job.root / 'table.csv'} rows 13-13" and "poison row 13" in f["traceback"]
+
+
+@pytest.mark.timeout(180)
+def test_dataset_layout_keeps_each_piece_in_order(job_factory) -> None:
+    r = run_job(job_factory, n_files=20, size=10, poison=[4], output_layout="dataset")
+    assert r.proc.returncode == 0, r.proc.stderr + r.proc.stdout
+    out = r.job.root / "out"
+    manifest = json.loads((out / "_manifest.json").read_text())
+    names = [p["name"] for p in manifest["parts"]]
+    assert names == sorted(names) and names[-1] == "part-00000001.txt"  # input order, also by name
+    assert all(n.startswith("part-00000000.p") for n in names[:-1]) and len(names) > 2
+    rows = [int(x) for n in names for x in (out / n).read_text().split()]
+    assert rows == [i for i in range(20) if i != 4]

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -235,14 +236,18 @@ def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
     return loc.join(file_name)
 
 
-_DATASET_PART = re.compile(r"^part-\d{8}\.[a-z]+$")
+_DATASET_PART = re.compile(r"^part-\d{8}(\.p\d{5})?\.[a-z]+$")
 
 
 def _assemble_dataset(loc: OutputLocation, records: list[PartRecord], fmt: str, keep_parts: bool) -> str:
     store = loc.store
     entries = []
+    per_batch = Counter(rec.batch for rec in records)  # more than one: the pieces of an isolated batch
+    seen: Counter[int] = Counter()
     for rec in records:
-        dst = dataset_name(rec.batch, fmt)
+        piece = seen[rec.batch] if per_batch[rec.batch] > 1 else None
+        seen[rec.batch] += 1
+        dst = dataset_name(rec.batch, fmt, piece)
         if store.size(rec.name) is not None:
             if rec.offset == 0 and store.size(rec.name) == rec.length:
                 if keep_parts:

@@ -71,6 +71,10 @@ def segment_name(worker: str, seq: int, fmt: str) -> str:
     return f"{PARTS_DIR}/seg-{safe}-{seq:05d}.{EXTENSIONS[fmt]}"
 
 
-def dataset_name(batch: int, fmt: str) -> str:
-    """A committed part's name in the dataset layout (deterministic, sorts in batch order)."""
+def dataset_name(batch: int, fmt: str, piece: int | None = None) -> str:
+    """A committed part's name in the dataset layout (deterministic, sorts in batch order). A batch split
+    to isolate failures (docs/isolation.md) has one part per succeeded piece: ``piece`` numbers them in
+    input order (``part-<batch>.p00000.<ext>``, ...), which still sorts in input order."""
+    if piece is not None:
+        return f"part-{batch:08d}.p{piece:05d}.{EXTENSIONS[fmt]}"
     return f"part-{batch:08d}.{EXTENSIONS[fmt]}"
