@@ -162,6 +162,7 @@ class _Proc:
     exit_fd: int | None = None  # a pidfd: readable once the process has exited (None: poll exitcode)
     outbox: list[tuple[MiniBatch, int]] = field(default_factory=list)  # submitted, sent at the next poll
     frames: _Frames | None = None  # reads the pipe, made on first use
+    logged: int = 0  # outcomes this worker logged (ok, not a probe); all committed by the next poll
 
 
 def _pidfd(pid: int | None) -> int | None:
@@ -302,7 +303,9 @@ class LocalExecutor(WorkerPool[_Proc]):
     def _flush(self) -> None:
         for pr in self._handles.values():
             if pr.outbox:
-                msg, pr.outbox = Work(pr.outbox), []
+                # The driver commits what one poll() returned before it polls again: every outcome seen
+                # so far is committed, so the worker's outcome log may drop them.
+                msg, pr.outbox = Work(pr.outbox, pr.logged), []
                 try:
                     pr.conn.send(msg)
                 except OSError:
@@ -357,6 +360,8 @@ class LocalExecutor(WorkerPool[_Proc]):
             if name not in self._handles:
                 return
             if isinstance(msg, Outcome):
+                if msg.ok and msg.index >= 0:
+                    pr.logged += 1
                 self._finished(name, msg, events)
             elif isinstance(msg, Ready):
                 self._ready(name, msg.pid, events)

@@ -38,6 +38,7 @@ class Work:
     """Batches for one worker, sent together (everything the driver had for it in one turn)."""
 
     items: list[tuple[MiniBatch, int]]  # (batch, attempt), in the order to run them
+    acked: int = 0  # this worker's logged outcomes the driver has committed (its outcome log may drop them)
 
 
 @dataclass(frozen=True, slots=True)

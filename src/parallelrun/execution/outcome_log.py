@@ -9,6 +9,10 @@ outcomes of batches still pending whose part verifies against its checksum
 (``OutputLocation.verify``), and commits them through the collector like live outcomes; then it removes
 the logs (``remove``). Everything else is redone: resume redoes at most the batches that were running.
 
+The log does not grow with the run: each message from the driver says how many of the worker's logged
+outcomes it has committed (``acked``), and once all are and the log holds ``_RECLAIM`` bytes, the
+worker empties it.
+
 Records are ``length, crc32, pickled Outcome``; one cut short by a kill fails its check and ends the
 reading of that log. No fsync: a killed process loses nothing the kernel accepted. Writing never raises:
 a log that cannot be written (disk full) only costs re-running batches after a driver crash.
@@ -26,6 +30,7 @@ from pathlib import Path
 from .messages import Outcome
 
 _HEADER = struct.Struct("<II")  # payload length, crc32
+_RECLAIM = 1024 * 1024  # a fully committed log is emptied once it holds this much
 SUFFIX = ".outcomes"
 
 
@@ -35,19 +40,27 @@ class OutcomeLog:
     def __init__(self, folder: str | os.PathLike[str], worker: str) -> None:
         self.path = Path(folder) / f"{worker}-{os.getpid()}{SUFFIX}"
         self.broken: OSError | None = None
+        self.written = 0
+        self.acked = 0  # set by the thread reading the driver's messages
+        self._size = 0
         self._fd: int | None = None
 
     def write(self, outcome: Outcome) -> None:
         if self.broken is not None:
             return
         try:
+            if self._fd is not None and self._size >= _RECLAIM and self.acked >= self.written:
+                os.ftruncate(self._fd, 0)  # O_APPEND: the next record goes to the start again
+                self._size = 0
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
             view = memoryview(_HEADER.pack(len(data), zlib.crc32(data)) + data)
+            self._size += len(view)
             while view:
                 view = view[os.write(self._fd, view):]
+            self.written += 1
         except OSError as e:
             self.broken = e
 

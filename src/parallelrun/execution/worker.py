@@ -383,6 +383,7 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
     # batches, a large result sent back can never deadlock against a large descriptor sent in, and the
     # remote inputs of the next batch start downloading (``offer``) while this one runs.
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    log = OutcomeLog(cfg.outcome_log_dir, cfg.agent_name) if cfg.outcome_log_dir else None
 
     def reader() -> None:
         while True:
@@ -394,12 +395,13 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
             if not isinstance(msg, Work):  # Stop
                 inbox.put(None)
                 return
+            if log is not None:
+                log.acked = msg.acked
             for item in msg.items:
                 rt.offer(*item)
                 inbox.put(item)
 
     threading.Thread(target=reader, name="parallelrun-inbox", daemon=True).start()
-    log = OutcomeLog(cfg.outcome_log_dir, cfg.agent_name) if cfg.outcome_log_dir else None
     while (item := inbox.get()) is not None:
         batch, attempt = item
         outcome = rt.process(batch, attempt)
