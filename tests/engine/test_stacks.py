@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -84,9 +86,14 @@ def test_capture_names_the_function_where_the_main_thread_sleeps(tmp_path: Path,
 def test_dump_all_lists_every_thread_of_every_live_worker(tmp_path: Path, stuck: subprocess.Popen[str]) -> None:
     # A file left by a worker that has exited is skipped (pids above 2**22 never exist on Linux).
     stale = stacks.dump_file(tmp_path / "logs", "node0.process001", 2**22 + 12345)
-    stale.write_text("# parallelrun worker node0.process001 pid 4206649 main thread 0x1\n")
+    stale.write_text(f"# parallelrun worker node0.process001 pid 4206649 host {socket.gethostname()} main thread 0x1\n")
+    # A file naming another machine (a Ray worker on a shared folder) is never signalled: its pid is not ours.
+    elsewhere = stacks.dump_file(tmp_path / "logs", "node1.process000", os.getpid())
+    elsewhere.write_text(f"# parallelrun worker node1.process000 pid {os.getpid()} host another-node main thread 0x1\n")
+    assert stacks.request(os.getpid(), elsewhere, timeout=1) is None
     out = stacks.dump_all(tmp_path / "logs", timeout=10)
-    assert list(out) == [f"{AGENT} (pid {stuck.pid})"]
+    assert list(out) == [f"{AGENT} (pid {stuck.pid})", f"node1.process000 (pid {os.getpid()})"]
+    assert out[f"node1.process000 (pid {os.getpid()})"].startswith("runs on another-node: its stack can only")
     text = out[f"{AGENT} (pid {stuck.pid})"]
     assert text.startswith("Main thread 0x") and "in stuck_in_run" in text.split("\n\n")[0]
     assert "in helper_thread_waits" in text
@@ -197,3 +204,50 @@ def test_dashboard_stacks_endpoint(running_run: tuple[Path, str, subprocess.Pope
         proc.kill()
         proc.wait(30)
         assert client.get(f"/api/runs/{run_id}/stacks").json()["workers"] == {}  # nobody left to ask
+
+
+SLEEPER = """
+import os, time
+
+def slow_here(seconds):
+    time.sleep(seconds)
+
+def run(mini_batch):
+    slow_here(120)
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+@pytest.mark.timeout(180)
+def test_runs_stack_of_a_real_running_job(job_factory) -> None:
+    """The workers of a real job answer `parallelrun runs stack`, each showing where run() is."""
+    import json
+    import time
+
+    job = job_factory(SLEEPER, n_files=4, mini_batch_size=1, run_invocation_timeout=300, process_count_per_node=2)
+    proc = subprocess.Popen([sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace", str(job.ws),
+                             "--quiet"], cwd=job.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until both workers run a batch
+            runs = list((job.ws / "runs").glob("*/workers.json")) if (job.ws / "runs").is_dir() else []
+            try:
+                workers = json.loads(runs[0].read_text())["workers"] if runs else []
+            except (OSError, ValueError):
+                workers = []
+            if len([w for w in workers if w.get("batch") is not None]) == 2:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the workers did not start in time")
+        run_id = runs[0].parent.name
+        res = _cli("runs", "stack", run_id, "--workspace", str(job.ws))
+        assert res.returncode == 0, res.stderr
+        blocks = res.stdout.split("=== ")[1:]
+        assert len(blocks) == 2 and all(b.startswith("node0.process00") for b in blocks)
+        for b in blocks:
+            assert ", in slow_here\n    time.sleep(seconds)" in b and "entry.py" in b
+    finally:
+        subprocess.run([sys.executable, "-m", "parallelrun", "runs", "cancel", runs[0].parent.name if runs else "x",
+                        "--workspace", str(job.ws)], capture_output=True, timeout=60)
+        proc.wait(60)

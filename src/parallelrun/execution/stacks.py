@@ -25,6 +25,7 @@ import linecache
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ from typing import IO
 
 DUMP_SIGNAL = signal.SIGUSR2
 FOLDER = ("sys", "stacks")  # under the run's logs folder
-_HEADER = re.compile(r"^# parallelrun worker (?P<agent>\S+) pid (?P<pid>\d+) main thread (?P<main>0x[0-9a-f]+)$", re.M)
+_HEADER = re.compile(r"^# parallelrun worker (?P<agent>\S+) pid (?P<pid>\d+) host (?P<host>\S+) "
+                     r"main thread (?P<main>0x[0-9a-f]+)$")
 _THREAD = re.compile(r"^(?P<current>Current thread|Thread) (?P<ident>0x[0-9a-f]+) \(most recent call first\):$")
 _FRAME = re.compile(r'^  File "(?P<file>.*)", line (?P<line>\d+|\?\?\?) in (?P<func>.*)$')
 _PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # parallelrun's own source files
@@ -77,7 +79,7 @@ def install(log_dir: str | os.PathLike[str], agent: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dump = open(path, "w", encoding="utf-8")  # noqa: SIM115 - kept open for faulthandler's C handler
     main = threading.main_thread().ident or threading.get_ident()
-    dump.write(f"# parallelrun worker {agent} pid {pid} main thread 0x{main:016x}\n")
+    dump.write(f"# parallelrun worker {agent} pid {pid} host {socket.gethostname()} main thread 0x{main:016x}\n")
     dump.flush()
     fatal = open(fatal_file(log_dir, agent, pid), "w", encoding="utf-8")  # noqa: SIM115
     faulthandler.register(DUMP_SIGNAL, file=dump, all_threads=True, chain=False)
@@ -93,7 +95,10 @@ def request(pid: int, path: str | os.PathLike[str], timeout: float = 3.0) -> str
     """Ask worker ``pid`` for a dump of every thread and return its text, or None when the process is
     gone, was not set up by :func:`install`, or did not answer within ``timeout`` seconds."""
     path = Path(path)
-    if not path.is_file():
+    header = _header(path)
+    # Only a worker of this machine that wrote this file is signalled: on a shared folder, the pid of a
+    # worker on another node may be an unrelated process here (and SIGUSR2 would end it).
+    if header is None or int(header["pid"]) != pid or header["host"] != socket.gethostname():
         return None
     with _locked(path):
         start = path.stat().st_size
@@ -174,10 +179,14 @@ def dump_all(log_dir: str | os.PathLike[str], timeout: float = 3.0) -> dict[str,
         if path.name.endswith(".fatal.txt"):
             continue
         agent, _, pid_text = path.name.removesuffix(".txt").rpartition(".")
+        header = _header(path)
+        key = f"{agent} (pid {pid_text})"
+        if header is not None and header["host"] != socket.gethostname():
+            out[key] = f"runs on {header['host']}: its stack can only be asked for on that machine"
+            continue
         if not pid_text.isdigit() or not _alive(int(pid_text)):
             continue
         text = request(int(pid_text), path, timeout)
-        key = f"{agent} (pid {pid_text})"
         if text is None:
             out[key] = f"no answer within {timeout:g} s (the process may be exiting)"
             continue
@@ -233,12 +242,16 @@ def user_frames(stack: ThreadStack) -> ThreadStack:
     return stack
 
 
-def _main_ident(path: Path) -> int | None:
+def _header(path: Path) -> re.Match[str] | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            m = _HEADER.match(f.readline().rstrip("\n"))
+            return _HEADER.match(f.readline().rstrip("\n"))
     except OSError:
         return None
+
+
+def _main_ident(path: Path) -> int | None:
+    m = _header(path)
     return int(m["main"], 16) if m else None
 
 
