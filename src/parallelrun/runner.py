@@ -7,7 +7,6 @@ decides, the executor runs, the journal records; this module wires them and writ
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import signal
@@ -373,14 +372,8 @@ def _assemble(spec: JobSpec, journal: Journal, loc: OutputLocation, folder: RunF
               final: bool) -> str | None:
     """The output from the committed parts, in batch order. ``final``: the run is complete, so the parts
     may be consumed; otherwise (failed, canceled: a resume may add rows) they are kept."""
-    kwargs: dict[str, Any] = {}
-    if not final:
-        # TODO(outputs): keep_parts=True (see the commit "TODO(outputs): engine needs ... keep_parts").
-        if "keep_parts" not in inspect.signature(loc.assemble).parameters:
-            return None
-        kwargs["keep_parts"] = True
     out = loc.assemble(list(journal.iter_parts()), file_name=spec.append_row_file_name, fmt=spec.append_row_format,
-                       layout=spec.output_layout, state_dir=folder.assembly, run_id=run_id, **kwargs)
+                       layout=spec.output_layout, state_dir=folder.assembly, run_id=run_id, keep_parts=not final)
     if final:
         loc.cleanup(journal.part_names())
     return out
