@@ -329,7 +329,7 @@ class Journal:
             for table, col in (("failed_items", "batch"), ("pieces", "batch"), ("parts", "idx")):
                 self._db.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT idx FROM batches WHERE state='failed')")
             cur = self._db.execute(
-                "UPDATE batches SET state='pending', attempts=0, failed=0, error=NULL WHERE state='failed'"
+                "UPDATE batches SET state='pending', attempts=0, succeeded=0, failed=0, error=NULL WHERE state='failed'"
             )
             return cur.rowcount
 
