@@ -103,10 +103,9 @@ class FsspecStore:
         return f"{self.root}/{name}" if name else self.root
 
     def mkdirs(self, name: str = "") -> None:
-        try:
-            self.fs.makedirs(self.path(name), exist_ok=True)
-        except FileExistsError:
-            pass
+        # Object stores have no folders; and s3fs/adlfs "makedirs" would create a missing bucket or container,
+        # which is the user's to create (a typo in the URL must be an error, not a new bucket).
+        pass
 
     def put(self, name: str, data: bytes) -> None:
         self.fs.pipe_file(self.path(name), data)
