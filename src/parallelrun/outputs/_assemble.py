@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputError
+from ._format import dictionary_columns
 from ._records import MANIFEST, PARTS_DIR, PartRecord, checksum, checksum_text, dataset_name
 from ._store import FsspecStore, LocalStore
 
@@ -206,7 +207,8 @@ def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
                     for g in range(pf.num_row_groups):
                         table = pf.read_row_group(g)
                         if writer is None:
-                            writer = pq.ParquetWriter(sink, table.schema)
+                            writer = pq.ParquetWriter(sink, table.schema,
+                                                      use_dictionary=dictionary_columns(table.schema))
                         elif table.schema != writer.schema:
                             table = table.cast(writer.schema)
                         writer.write_table(table)

@@ -128,6 +128,18 @@ def _missing_positions(named: list[Any] | None, batch_inputs: Any) -> list[int] 
     return [pos for pos, label in enumerate(wanted) if label not in returned]
 
 
+def dictionary_columns(schema: Any) -> list[str]:
+    """Columns worth dictionary-encoding in Parquet: all but floating-point ones.
+
+    Floating-point results (embeddings, scores) are nearly all distinct: pyarrow's default tries a
+    dictionary for them, gives up after 1 MB, and the attempt makes writing ~3x slower and the file ~40%
+    larger (measured on 256 float32 columns). Low-cardinality floats lose a little compression instead.
+    """
+    import pyarrow as pa
+
+    return [f.name for f in schema if not pa.types.is_floating(f.type)]
+
+
 def _encode(result: Any, fmt: str) -> bytes:
     if fmt == "text":
         if _is_dataframe(result):
@@ -147,6 +159,6 @@ def _encode(result: Any, fmt: str) -> bytes:
 
         table = pa.Table.from_pandas(df, preserve_index=False)
         sink = io.BytesIO()
-        pq.write_table(table, sink)
+        pq.write_table(table, sink, use_dictionary=dictionary_columns(table.schema))
         return sink.getvalue()
     raise ValueError(f"unknown append_row_format {fmt!r}")
