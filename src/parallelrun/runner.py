@@ -370,8 +370,8 @@ def _record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: s
 
 def _assemble(spec: JobSpec, journal: Journal, loc: OutputLocation, folder: RunFolder, run_id: str,
               final: bool) -> str | None:
-    """The output from the committed parts, in batch order. ``final``: the run is complete, so the parts
-    may be consumed; otherwise (failed, canceled: a resume may add rows) they are kept."""
+    """The output from the committed parts, in batch order. ``final``: nothing is left that a resume could
+    add (Completed, no failed item), so the parts may be consumed; otherwise they are kept."""
     out = loc.assemble(list(journal.iter_parts()), file_name=spec.append_row_file_name, fmt=spec.append_row_format,
                        layout=spec.output_layout, state_dir=folder.assembly, run_id=run_id, keep_parts=not final)
     if final:
@@ -390,7 +390,11 @@ def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, lo
     out_file = None
     if assemble and spec.output_action == "append_row":
         try:
-            out_file = _assemble(spec, journal, loc, folder, rec.id, final=status == "Completed")
+            # Parts are consumed only when no resume can add rows: a Completed run with failed items may
+            # still be resumed with --retry-failed, which must assemble every committed part again.
+            done = journal.counts()
+            final = status == "Completed" and done.batches_failed == 0 and done.items_failed == 0
+            out_file = _assemble(spec, journal, loc, folder, rec.id, final=final)
         except (OutputError, OSError) as e:
             status, reason = "Failed", _system_reason(rec, loc, e)
     if status == "Completed":

@@ -288,8 +288,6 @@ def test_dataset_layout_keeps_each_piece_in_order(job_factory) -> None:
     assert rows == [i for i in range(20) if i != 4]
 
 
-@pytest.mark.xfail(strict=True, reason="not isolation's: after a Completed run its parts are assembled and removed, "
-                   "so resume --retry-failed cannot assemble the batches committed before (with or without isolation)")
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("isolate", [True, False])
 def test_resume_retry_failed_after_isolation(job_factory, isolate: bool) -> None:
