@@ -116,27 +116,45 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
     last_use = {r.name: i for i, r in enumerate(records)}
     pending_delete: list[str] = []
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "r+b" if done else "wb") as out:
-        out.truncate(size)
-        out.seek(size)
-        since_save = 0
-        for i in range(done, len(records)):
-            rec = records[i]
-            n = _copy_record(store, rec, out, skip_header=(fmt == "csv" and header))
-            header = header or n > 0
-            size += n
-            since_save += n
-            if last_use[rec.name] == i:
-                pending_delete.append(rec.name)
-            if pending_delete or since_save >= SAVE_EVERY:
-                out.flush()
-                _save_state(state_path, {"done": i + 1, "size": size, "header": header,
-                                         "digest": records_digest(records[:i + 1])})
-                since_save = 0
-                for name in pending_delete:
-                    store.remove(name)
-                pending_delete.clear()
-        out.flush()
+    saved, saved_size = done, size  # the progress recorded in state_dir
+    running = hashlib.sha256()
+    for r in records[:done]:
+        running.update(r.to_json().encode())
+    try:
+        with open(tmp, "r+b" if done else "wb") as out:
+            out.truncate(size)
+            out.seek(size)
+            since_save = 0
+            for i in range(done, len(records)):
+                rec = records[i]
+                n = _copy_record(store, rec, out, skip_header=(fmt == "csv" and header))
+                running.update(rec.to_json().encode())
+                header = header or n > 0
+                size += n
+                since_save += n
+                if last_use[rec.name] == i:
+                    pending_delete.append(rec.name)
+                if pending_delete or since_save >= SAVE_EVERY:
+                    out.flush()
+                    _save_state(state_path, {"done": i + 1, "size": size, "header": header,
+                                             "digest": running.copy().hexdigest()})
+                    saved, saved_size, since_save = i + 1, size, 0
+                    for name in pending_delete:
+                        store.remove(name)
+                    pending_delete.clear()
+            out.flush()
+    except BaseException:
+        # No part consumed yet: the file is only a temporary, removed. Parts consumed: it holds their rows
+        # (their segments are gone), so it stays, cut back to the recorded length; resume continues it.
+        if saved == 0:
+            tmp.unlink(missing_ok=True)
+            state_path.unlink(missing_ok=True)
+        else:
+            try:
+                os.truncate(tmp, saved_size)
+            except OSError:
+                pass
+        raise
     _save_state(state_path, {"done": len(records), "size": size, "header": header, "renamed": True,
                              "digest": records_digest(records)})
     os.replace(tmp, final)
