@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from engine_helpers import JobFolder, expected_names
+from engine_helpers import JobFolder, expected_names, make_job
 from test_resume import _run_id, _start, _wait_for_committed
 
 from parallelrun.execution import outcome_log
@@ -156,11 +156,9 @@ def _wait_for_assembly(job: JobFolder, proc: subprocess.Popen[str], timeout: flo
     return False
 
 
-@pytest.mark.timeout(300)
-def test_kill9_of_the_driver_at_random_moments_then_resume_gives_every_row_once(job_factory) -> None:
-    n = 120
-    job = job_factory(BIG_ROWS, n_files=n, mini_batch_size=2)
-    rnd = random.Random(9)
+def _kill_at_random_then_resume(job: JobFolder, n: int, rnd: random.Random) -> bool:
+    """Kill the driver at random moments, then during the final assembly; resume to the end and check the
+    output. Returns whether the assembly was caught (on a loaded machine it may finish first)."""
     proc = _start(job)
     _wait_for_committed(job, 2)
     time.sleep(rnd.uniform(0.0, 0.5))
@@ -179,13 +177,26 @@ def test_kill9_of_the_driver_at_random_moments_then_resume_gives_every_row_once(
         _kill_tree(proc)
     else:
         proc.communicate(timeout=60)
-    assert caught, "the driver finished before its assembly could be caught"
     res = job.cli("resume", run_id, "--workspace", str(job.ws), "--quiet", timeout=200)
     assert res.returncode == 0, res.stderr + res.stdout
     names = [line.split(" ", 1)[0] for line in job.lines()]
     assert names == expected_names(n)  # every id once, in input order
     assert all(line.endswith("x" * 200_000) for line in job.lines())
     assert _parts_left(job) == [] and not list((job.root / "out").glob(".*assembling*"))
+    return caught
+
+
+@pytest.mark.timeout(600)
+def test_kill9_of_the_driver_at_random_moments_then_resume_gives_every_row_once(tmp_path: Path) -> None:
+    n = 120
+    rnd = random.Random(9)
+    caught = False
+    for attempt in range(3):  # bounded: until one kill has landed inside the final assembly
+        job = make_job(tmp_path / f"try{attempt}", BIG_ROWS, n_files=n, mini_batch_size=2)
+        caught = _kill_at_random_then_resume(job, n, rnd)
+        if caught:
+            break
+    assert caught, "in 3 tries the driver always finished its assembly before it could be killed there"
 
 
 # --- the journal holds records, not rows ------------------------------------------------------------------
