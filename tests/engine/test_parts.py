@@ -132,7 +132,7 @@ def test_a_written_part_of_an_uncommitted_batch_is_adopted_only_if_it_verifies(
 BIG_ROWS = """
 import os, time
 def run(mini_batch):
-    time.sleep(0.02)
+    time.sleep(0.05)
     return [os.path.basename(p) + " " + "x" * 200_000 for p in mini_batch]
 """
 
@@ -165,9 +165,9 @@ def _kill_at_random_then_resume(job: JobFolder, n: int, rnd: random.Random) -> b
     _kill_tree(proc)
     run_id = _run_id(job)
     resume = [sys.executable, "-m", "parallelrun", "resume", run_id, "--workspace", str(job.ws), "--quiet"]
-    for _ in range(2):  # killed again while resuming, at a random moment
+    for _ in range(2):  # killed again while resuming, at a random moment (before it can finish)
         proc = subprocess.Popen(resume, cwd=job.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(rnd.uniform(1.0, 2.5))
+        time.sleep(rnd.uniform(0.5, 1.2))
         if proc.poll() is None:
             _kill_tree(proc)
     # Then killed during the final assembly (24 MB of rows: the assembly takes a while).

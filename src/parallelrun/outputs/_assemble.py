@@ -103,7 +103,9 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
             tmp.unlink(missing_ok=True)
         return str(final)
     st = _load_state(state_path)
-    if st and st.get("renamed") and st.get("digest") == records_digest(records) and final.exists():
+    if st and st.get("renamed") and st.get("digest") == records_digest(records) and (final.exists() or tmp.exists()):
+        if tmp.exists():  # killed between recording "renamed" and the rename itself
+            os.replace(tmp, final)
         _remove_parts(store, records)
         state_path.unlink(missing_ok=True)
         return str(final)
