@@ -61,7 +61,49 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         dup = max(r["duplicate_rows"] + r["missing_rows"] for r in w6["runs"])
         out.append({"target": "W6: no row twice or missing in the output", "measured": f"{dup} bad rows",
                     "met": dup == 0})
+    out += _w7_targets(results["workloads"].get("W7"))
     return out
+
+
+def _w7_targets(w7: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 9's targets for W7, for the one-file output (and the dataset layout beside it)."""
+    if not w7 or "parallelrun" not in w7["median"]:
+        return []
+    out = []
+    for key, peer, want in (("ratio_vs_pool", "pool", 0.9), ("ratio_vs_ray_data", "ray_data", 3.0),
+                            ("dataset_ratio_vs_pool", "pool (dataset layout)", 0.9),
+                            ("dataset_ratio_vs_ray_data", "ray_data (dataset layout)", 3.0)):
+        if key in w7:
+            out.append({"target": f"W7: parallelrun >= {want:g}x {peer}", "measured": f"{w7[key]:.2f}x",
+                        "met": w7[key] >= want})
+    for who in ("parallelrun", "parallelrun_dataset"):
+        m = w7["median"].get(who)
+        if not m:
+            continue
+        tag = "" if who == "parallelrun" else " (dataset layout)"
+        out.append({"target": f"W7: driver peak RSS <= 250 MB{tag}", "measured": f"{m['driver_peak_rss_mb']:.0f} MB",
+                    "met": m["driver_peak_rss_mb"] <= 250})
+        disk = m["peak_disk_mb"] / m["output_mb"]
+        out.append({"target": f"W7: peak disk <= 1.25x the output{tag}", "measured": f"{disk:.2f}x",
+                    "met": disk <= 1.25})
+        journal = m["journal_mb"] / m["output_mb"]
+        out.append({"target": f"W7: journal <= 5% of the output after the run{tag}", "measured": f"{journal:.2%}",
+                    "met": journal <= 0.05})
+    return out
+
+
+def _w7_table(w7: dict[str, Any]) -> list[str]:
+    lines = [f"W7: {w7['rows']:,} rows x 256 float32 -> Parquet, {w7['batches']} mini-batches of "
+             f"{w7['mini_batch_size']}, {w7['processes']} processes.", "",
+             "| W7 contender | median s | driver peak RSS MB | peak disk MB | output MB | journal MB after |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for peer, m in w7["median"].items():
+        cells = [f"{m[k]:.0f}" if k in m else "-" for k in ("driver_peak_rss_mb", "peak_disk_mb", "output_mb",
+                                                              "journal_mb")]
+        lines.append(f"| {peer} | {m['seconds']:.2f} | {' | '.join(cells)} |")
+    for peer, err in w7.get("errors", {}).items():
+        lines.append(f"| {peer} | error: {err[:80]} | | | | |")
+    return [*lines, ""]
 
 
 def render(results: dict[str, Any]) -> str:
@@ -109,6 +151,8 @@ def render(results: dict[str, Any]) -> str:
                          f"{r['duplicate_rows']} | {r['missing_rows']} | {r['killed_s']:.2f} + {r['resume_s']:.2f} | "
                          f"{r['uninterrupted_s']:.2f} | {r['total_over_uninterrupted']:.2f} |")
         lines.append("")
+    if results["workloads"].get("W7"):
+        lines += _w7_table(results["workloads"]["W7"])
     if results.get("targets"):
         lines += ["| target | measured | met |", "|---|---:|:---:|"]
         for t in results["targets"]:

@@ -40,11 +40,12 @@ class Sizes:
     w6_images: int
     runs: int
     model_iterations: int = 200  # training of the digits model (its accuracy times nothing)
+    w7_rows: int = 1_000_000  # W7: rows of 256 float32 out (~1 GB of Parquet at full size)
 
 
 FULL = Sizes(100_000, 20_000, 2_000_000, "10MB", (100_000, 1_000_000), 20_000, runs=3)
-QUICK = Sizes(20_000, 4_000, 200_000, "10MB", (20_000, 200_000), 4_000, runs=3)
-SMOKE = Sizes(300, 100, 4_000, "256KB", (1_000, 3_000), 200, runs=1, model_iterations=10)
+QUICK = Sizes(20_000, 4_000, 200_000, "10MB", (20_000, 200_000), 4_000, runs=3, w7_rows=200_000)
+SMOKE = Sizes(300, 100, 4_000, "256KB", (1_000, 3_000), 200, runs=1, model_iterations=10, w7_rows=12_000)
 
 
 class Bench:
@@ -363,6 +364,12 @@ def _driver_log(run_dir: Path) -> dict[str, float]:
     return out
 
 
+def _w7(bench: Bench) -> dict[str, Any]:
+    from .w7 import w7
+
+    return w7(bench)
+
+
 WORKLOADS: dict[str, Callable[[Bench], dict[str, Any]]] = {
-    "W1": Bench.w1, "W2": Bench.w2, "W3": Bench.w3, "W4": Bench.w4, "W5": Bench.w5, "W6": Bench.w6,
+    "W1": Bench.w1, "W2": Bench.w2, "W3": Bench.w3, "W4": Bench.w4, "W5": Bench.w5, "W6": Bench.w6, "W7": _w7,
 }

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import JobSpecError
 
@@ -42,8 +42,11 @@ EXAMPLES: dict[str, str] = {
     "error_threshold": "error_threshold: 10   (-1 ignores all failed items)",
     "allowed_failed_count": "allowed_failed_count: 5   (-1 ignores)",
     "allowed_failed_percent": "allowed_failed_percent: 10   (0-100)",
+    "isolate_failures": "isolate_failures: false   (default true: a failing mini-batch is split to find its bad items)",
     "output_action": "output_action: append_row   (or: summary_only)",
     "append_row_file_name": "append_row_file_name: parallel_run_step.txt",
+    "output_layout": "output_layout: file   (or: dataset)",
+    "storage_options": "storage_options: {az: {account_name: myaccount}}",
     "append_row_format": "append_row_format: text   (text | csv | jsonl | parquet)",
     "process_count_per_node": "process_count_per_node: 2",
     "node_count": "node_count: 1",
@@ -103,7 +106,14 @@ class JobSpec(BaseModel):
         default=None, description="Folder holding the entry script; put on sys.path of every worker"
     )
     inputs: list[InputSpec] = Field(min_length=1, description="What to process")
-    output: str | None = Field(default=None, description="Output folder (default: out/<name>)")
+    output: str | None = Field(
+        default=None, description="Output folder or URL: a local path, az://, abfs:// or s3:// (default: out/<name>)")
+    output_layout: Literal["file", "dataset"] = Field(
+        default="file", description="file: one file (append_row_file_name) assembled from the parts in input "
+        "order; dataset: the parts themselves, part-<batch>.<ext>, with a _manifest.json in input order")
+    storage_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Filesystem options per protocol for a remote output, "
+        "e.g. {az: {account_name: ..., account_key: ...}}; default: the backend's environment variables")
     mini_batch_size: int | str | None = Field(
         default=None, description="File input: a count (default 10); tabular: a size such as 1MB (default); "
         "or auto: measured on probe mini-batches so that one run() takes about 1-2 s"
@@ -113,8 +123,14 @@ class JobSpec(BaseModel):
     allowed_failed_percent: float = Field(
         default=100, ge=0, le=100, description="Percent of failed mini-batches allowed, checked at the end"
     )
+    isolate_failures: bool = Field(
+        default=True, description="A mini-batch that fails all its attempts is split, down to single items, so "
+        "only the items that fail alone are failed items (see docs/isolation.md); false: the whole mini-batch fails"
+    )
     output_action: Literal["append_row", "summary_only"] = "append_row"
-    append_row_file_name: str = "parallel_run_step.txt"
+    append_row_file_name: str = Field(
+        default="parallel_run_step.txt", description="The output file's name; when omitted, parallel_run_step "
+        "with the format's extension (.txt, .csv, .jsonl, .parquet)")
     append_row_format: Literal["text", "csv", "jsonl", "parquet"] = Field(
         default="text", description="How DataFrame results are written; text = space separated, no header"
     )
@@ -153,6 +169,14 @@ class JobSpec(BaseModel):
             raise ValueError(f"{bad}: amounts must be >= 0, and CPU, GPU and memory have their own fields "
                              "(cpus_per_process, gpus_per_process, memory_per_process)")
         return v
+
+    @model_validator(mode="after")
+    def _file_name_fits_format(self) -> JobSpec:
+        # Parquet output is not called parallel_run_step.txt; an explicit append_row_file_name still wins.
+        if "append_row_file_name" not in self.model_fields_set:
+            ext = {"text": "txt", "csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[self.append_row_format]
+            self.__dict__["append_row_file_name"] = f"parallel_run_step.{ext}"
+        return self
 
     @field_validator("arguments", mode="before")
     @classmethod
@@ -195,6 +219,7 @@ class JobSpec(BaseModel):
         d = self.model_dump(exclude={"process_count_per_node", "logging_level", "run_invocation_timeout",
                                      "run_max_try", "compute", "node_count", "error_threshold",
                                      "allowed_failed_count", "allowed_failed_percent",
+                                     "isolate_failures",
                                      # where the workers run, not what they compute
                                      "memory_per_process", "resources", "ray"})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -7,6 +7,7 @@
     ├── DatasetError                 an input path matches nothing, a dataset is empty (exit 2)
     ├── ResumeError                  a run cannot be resumed: spec or inputs changed, already running (exit 2)
     ├── MissingExtraError            an optional dependency is not installed; names the pip command
+    ├── OutputError                  the output location cannot be written: no permission, no space (exit 1)
     └── JobFailedError               the job ran and failed: threshold exceeded, init failed everywhere (exit 1)
 
 ``UserCodeError`` is not raised to callers: it is the record of an exception raised by the user's own
@@ -62,6 +63,12 @@ class MissingExtraError(ParallelRunError, ImportError):
             f"{purpose} needs the '{package}' package, which is not installed. "
             f"Install it with: pip install 'parallelrun[{extra}]'"
         )
+
+
+class OutputError(ParallelRunError):
+    """The output location cannot be written (permission, space, unreachable store); says what to free or fix."""
+
+    exit_code = 1
 
 
 class JobFailedError(ParallelRunError):

@@ -1,12 +1,19 @@
 """The run journal: one SQLite file per run, the single source of truth for what is done.
 
-A mini-batch is done if and only if its row in ``batches`` says so; its output rows live in ``outputs``
-and are written in the same transaction, so after the driver is killed at any instant a batch is either
-fully committed (state and output) or not at all, and resume redoes exactly the uncommitted ones.
+A mini-batch is done if and only if its row in ``batches`` says so. Its output is not here: the worker
+wrote it as a part in the output location (``parallelrun.outputs``) and the journal holds the part's
+*record* (name, offset, length, rows, checksum) in ``parts``, written in the same transaction as the
+batch's state. After the driver is killed at any instant a batch is either fully committed (state and
+part record) or not at all; a part without a committed record does not count, and resume redoes (or, if
+the part verifies, adopts) exactly the uncommitted batches. The journal stays small: states and records.
 
 Results that reach the driver together are committed together (``commit_successes``: one transaction,
-still each batch's state with its own output), which keeps the journal's cost per mini-batch to a few
-microseconds; nothing is ever held back waiting for more results to group.
+still each batch's state with its own part record), which keeps the journal's cost per mini-batch to a
+few microseconds; nothing is ever held back waiting for more results to group.
+
+Every SQL statement against a journal lives in this module (``live.py`` and the dashboard read through
+it). ``counts()`` is kept up to date by the writing connection itself, so the driver reads its counts
+from the journal at no cost per turn.
 
 The plan is written in chunks while dispatch has already started (``add_planned``); meta ``plan`` records
 how far it got, and the input fingerprint at that point, so a resumed run can check the inputs it already
@@ -23,11 +30,14 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .data.batches import MiniBatch, from_json, to_json
+from .data.batches import MiniBatch, PieceId, from_json, to_json
+
+if TYPE_CHECKING:
+    from .outputs import PartRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,7 +56,28 @@ CREATE TABLE IF NOT EXISTS batches (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS batches_state ON batches(state, idx);
-CREATE TABLE IF NOT EXISTS outputs (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS parts (
+    idx      INTEGER NOT NULL,      -- the batch
+    lo       INTEGER NOT NULL DEFAULT 0,  -- its first item: 0, or where a piece of it starts (isolation)
+    name     TEXT NOT NULL,         -- relative to the output location
+    offset   INTEGER NOT NULL,
+    length   INTEGER NOT NULL,
+    rows     INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (idx, lo)
+);
+CREATE TABLE IF NOT EXISTS pieces (  -- items [lo, hi) of a batch being isolated (docs/isolation.md)
+    batch     INTEGER NOT NULL,
+    lo        INTEGER NOT NULL,
+    hi        INTEGER NOT NULL,
+    attempt   INTEGER NOT NULL,      -- a new attempt of its batch, numbered when the piece is made
+    state     TEXT NOT NULL DEFAULT 'pending',   -- pending | succeeded | failed | split
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    worker    TEXT,
+    seconds   REAL,
+    PRIMARY KEY (batch, lo, hi)
+);
 CREATE TABLE IF NOT EXISTS failed_items (
     id        INTEGER PRIMARY KEY,
     batch     INTEGER NOT NULL,
@@ -83,7 +114,7 @@ class FailedItem:
 
 @dataclass(frozen=True, slots=True)
 class Success:
-    """One succeeded batch to commit: its accounting and its formatted output."""
+    """One succeeded batch to commit: its accounting and the record of the part holding its rows."""
 
     idx: int
     attempts: int
@@ -92,7 +123,21 @@ class Success:
     succeeded: int
     n_failed: int
     failed_items: list[FailedItem]
-    output: bytes | None
+    part: PartRecord | None  # None or length 0: the batch wrote no rows
+
+
+@dataclass(frozen=True, slots=True)
+class PieceResult:
+    """How one piece of a batch being isolated ended: succeeded (with its part) or failed (each of its
+    items a failed item)."""
+
+    piece: PieceId
+    attempt: int
+    worker: str
+    seconds: float
+    succeeded: int
+    failed_items: list[FailedItem]
+    part: PartRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -116,13 +161,15 @@ class Counts:
 class Journal:
     """Read and write one run's journal. Not thread-safe: one connection per thread or process."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False, timeout: float = 30) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        self._counts: Counts | None = None  # kept current by this connection's writes (writer only)
         if readonly:
             uri = f"file:{self.path}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            self._db = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
         else:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -197,37 +244,25 @@ class Journal:
         return from_json(row[0])
 
     def pending(self) -> list[int]:
-        """Indices of batches not yet committed, in order (a list of ints: 8 bytes a batch)."""
-        return [r[0] for r in self._db.execute("SELECT idx FROM batches WHERE state = 'pending' ORDER BY idx")]
+        """Indices of batches not yet committed and not being isolated (their pieces run instead), in
+        order (a list of ints: 8 bytes a batch)."""
+        return [r[0] for r in self._db.execute(
+            "SELECT idx FROM batches WHERE state = 'pending' AND idx NOT IN (SELECT batch FROM pieces) ORDER BY idx")]
 
     def iter_descriptors(self, indices: Iterable[int]) -> Iterator[MiniBatch]:
         for idx in indices:
             yield self.batch(idx)
 
     # --- commits --------------------------------------------------------------------------------------
-    def commit_success(
-        self,
-        idx: int,
-        *,
-        attempts: int,
-        worker: str,
-        seconds: float,
-        succeeded: int,
-        failed_items: list[FailedItem],
-        n_failed: int,
-        output: bytes | None,
-    ) -> None:
-        """Mark a batch succeeded and store its output, in one transaction."""
-        self.commit_successes([Success(idx, attempts, worker, seconds, succeeded, n_failed, failed_items, output)])
-
     def commit_successes(self, results: Iterable[Success]) -> list[bool]:
-        """Commit several succeeded batches in one transaction, each with its output.
+        """Commit several succeeded batches in one transaction, each with its part record.
 
         Returns, per result, whether it was committed (False: the batch was already committed, and a
         duplicate result - a retried attempt that also finished - is dropped).
         """
         results = list(results)
         now = time.time()
+        before = self._counts
         with self._tx():
             pending: set[int] = set()
             for i in range(0, len(results), 500):  # SQLite caps the number of bound parameters
@@ -244,10 +279,19 @@ class Journal:
                 " error=NULL, finished_at=? WHERE idx=?",
                 [(r.attempts, r.worker, r.seconds, r.succeeded, r.n_failed, now, r.idx) for r in new],
             )
-            self._db.executemany("INSERT OR REPLACE INTO outputs(idx, data) VALUES (?, ?)",
-                                 [(r.idx, r.output) for r in new if r.output])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO parts(idx, name, offset, length, rows, checksum) VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.idx, p.name, p.offset, p.length, p.rows, p.checksum) for r in new
+                 if (p := r.part) is not None and p.length > 0])
             for r in new:
                 self._add_failed_items(r.idx, r.attempts, r.failed_items)
+        if before is not None:  # this connection is the only writer: update its counts without a scan
+            items = sum(r.succeeded + r.n_failed for r in new)
+            self._counts = replace(
+                before, batches_succeeded=before.batches_succeeded + len(new),
+                batches_pending=before.batches_pending - len(new),
+                items_succeeded=before.items_succeeded + sum(r.succeeded for r in new),
+                items_failed=before.items_failed + items - sum(r.succeeded for r in new))
         return done
 
     def record_attempt(self, idx: int, attempt: int, worker: str, outcome: str, error: str) -> None:
@@ -282,26 +326,141 @@ class Journal:
     def reset_failed(self) -> int:
         """Make failed batches pending again (``resume --retry-failed``). Returns how many."""
         with self._tx():
-            self._db.execute("DELETE FROM failed_items WHERE batch IN (SELECT idx FROM batches WHERE state='failed')")
+            for table, col in (("failed_items", "batch"), ("pieces", "batch"), ("parts", "idx")):
+                self._db.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT idx FROM batches WHERE state='failed')")
             cur = self._db.execute(
-                "UPDATE batches SET state='pending', attempts=0, failed=0, error=NULL WHERE state='failed'"
+                "UPDATE batches SET state='pending', attempts=0, succeeded=0, failed=0, error=NULL WHERE state='failed'"
             )
             return cur.rowcount
 
+    # --- isolation: the pieces of a batch that failed all its attempts --------------------------------
+    def split(self, index: int, parent: PieceId | None, halves: Iterable[tuple[PieceId, int]]) -> None:
+        """Record the halves (with their attempt numbers) that replace a batch, or one of its pieces."""
+        with self._tx():
+            if parent is not None:
+                self._db.execute("UPDATE pieces SET state='split' WHERE batch=? AND lo=? AND hi=?",
+                                 (parent.index, parent.lo, parent.hi))
+            self._db.executemany("INSERT OR IGNORE INTO pieces(batch, lo, hi, attempt) VALUES (?, ?, ?, ?)",
+                                 [(p.index, p.lo, p.hi, a) for p, a in halves])
+
+    def commit_pieces(self, results: Iterable[PieceResult]) -> list[bool]:
+        """Commit ended pieces in one transaction, each with its part record (rows land at the piece's
+        place in the batch) and its failed items. Returns, per result, whether it was new."""
+        done = []
+        with self._tx():
+            for r in results:
+                p = r.piece
+                cur = self._db.execute(
+                    "UPDATE pieces SET state=?, succeeded=?, failed=?, worker=?, seconds=? "
+                    "WHERE batch=? AND lo=? AND hi=? AND state='pending'",
+                    ("succeeded" if r.succeeded or not r.failed_items else "failed", r.succeeded,
+                     p.n_items - r.succeeded, r.worker, r.seconds, p.index, p.lo, p.hi))
+                done.append(cur.rowcount == 1)
+                if not done[-1]:
+                    continue
+                if r.part is not None and r.part.length > 0:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO parts(idx, lo, name, offset, length, rows, checksum)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (p.index, p.lo, r.part.name, r.part.offset, r.part.length, r.part.rows, r.part.checksum))
+                self._add_failed_items(p.index, r.attempt, r.failed_items)
+        return done
+
+    def settle_isolated(self, index: int) -> None:
+        """A batch whose pieces have all ended: its counts are theirs; it failed if any item did."""
+        with self._tx():
+            ok, failed, n, attempts, secs = self._db.execute(
+                "SELECT SUM(succeeded), SUM(failed), COUNT(*), MAX(attempt), SUM(seconds) FROM pieces"
+                " WHERE batch=? AND state IN ('succeeded', 'failed')", (index,)).fetchone()
+            (tries,) = self._db.execute("SELECT COUNT(*) FROM pieces WHERE batch=?", (index,)).fetchone()
+            note = f"split into {tries} pieces; {failed or 0} item(s) failed alone"
+            self._db.execute(
+                "UPDATE batches SET state=?, succeeded=?, failed=?, attempts=MAX(attempts, ?), seconds=?,"
+                " error=?, finished_at=? WHERE idx=? AND state='pending'",
+                ("failed" if failed else "succeeded", ok or 0, failed or 0, attempts or 0, secs, note, time.time(),
+                 index))
+
+    def isolation_state(self) -> tuple[list[tuple[PieceId, int]], dict[int, tuple[int, int, int]]]:
+        """For resume: the pieces still to run (with their attempts) and, per batch being isolated,
+        (items failed so far, pieces run so far, its highest attempt number)."""
+        todo = [(PieceId(b, lo, hi), a) for b, lo, hi, a in self._db.execute(
+            "SELECT p.batch, p.lo, p.hi, p.attempt FROM pieces p JOIN batches b ON b.idx = p.batch"
+            " WHERE p.state='pending' AND b.state='pending' ORDER BY p.batch, p.lo")]
+        batches = {b: (int(f or 0), int(n or 0), int(a)) for b, f, n, a in self._db.execute(
+            "SELECT batch, SUM(failed), SUM(state != 'pending'), MAX(attempt) FROM pieces"
+            " WHERE batch IN (SELECT idx FROM batches WHERE state='pending') GROUP BY batch")}
+        return todo, batches
+
+    def isolation_report(self) -> dict[int, tuple[int, list[str]]]:
+        """Per batch that was split: (how many pieces it ran, the items that failed alone)."""
+        out: dict[int, tuple[int, list[str]]] = {}
+        for b, n in self._db.execute("SELECT batch, SUM(state != 'pending') FROM pieces GROUP BY batch"):
+            items = [r[0] or "?" for r in self._db.execute("SELECT item FROM failed_items WHERE batch=? ORDER BY id",
+                                                          (b,))]
+            out[int(b)] = (int(n or 0), items)
+        return out
+
     # --- reading --------------------------------------------------------------------------------------
     def counts(self) -> Counts:
+        """Batches and items by state. The writing connection keeps them current across its own commits
+        (the driver reads them every turn); otherwise one scan."""
+        if self._counts is not None and not self.readonly:
+            return self._counts
         r = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(n_items),0),"
             " COALESCE(SUM(state='succeeded'),0), COALESCE(SUM(state='failed'),0), COALESCE(SUM(state='pending'),0),"
             " COALESCE(SUM(succeeded),0), COALESCE(SUM(failed),0) FROM batches"
         ).fetchone()
-        return Counts(*[int(x) for x in r])
+        counts = Counts(*[int(x) for x in r])
+        if not self.readonly:
+            self._counts = counts
+        return counts
 
-    def iter_outputs(self) -> Iterator[tuple[int, bytes]]:
-        """Committed outputs in batch order (deterministic output order)."""
-        cur = self._db.execute("SELECT idx, data FROM outputs ORDER BY idx")
-        while rows := cur.fetchmany(256):
-            yield from rows
+    def iter_parts(self) -> Iterator[PartRecord]:
+        """The committed part records in batch order (the output's order)."""
+        from .outputs import PartRecord
+
+        cur = self._db.execute("SELECT idx, name, offset, length, rows, checksum FROM parts ORDER BY idx, lo")
+        while rows := cur.fetchmany(1000):
+            for idx, name, offset, length, n, crc in rows:
+                yield PartRecord(batch=idx, name=name, offset=offset, length=length, rows=n, checksum=crc)
+
+    def part_names(self) -> set[str]:
+        """Names of every part a committed record points to (everything else under the parts is stray)."""
+        return {r[0] for r in self._db.execute("SELECT DISTINCT name FROM parts")}
+
+    def pending_set(self, indices: Iterable[int]) -> set[int]:
+        """Which of ``indices`` are still pending."""
+        idx = list(indices)
+        out: set[int] = set()
+        for i in range(0, len(idx), 500):  # SQLite caps the number of bound parameters
+            part = idx[i:i + 500]
+            out.update(r[0] for r in self._db.execute(
+                f"SELECT idx FROM batches WHERE state='pending' AND idx IN ({','.join('?' * len(part))})"
+                " AND idx NOT IN (SELECT batch FROM pieces)", part))
+        return out
+
+    # --- live progress (read-only connections; see live.py) -------------------------------------------
+    def finished_histogram(self, start: float, bucket: float, since: float) -> list[tuple[int, int, int, int]]:
+        """(bucket number, items, failed items, items finished since ``since``) of batches finished from
+        ``min(start, since)`` on, grouped in ``bucket``-second buckets from ``start``. One scan in SQLite:
+        there is no index on ``finished_at`` (the driver should not pay for one)."""
+        return [tuple(int(x or 0) for x in row) for row in self._db.execute(  # type: ignore[misc]
+            "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, SUM(n_items), SUM(failed),"
+            " SUM(CASE WHEN finished_at >= ? THEN n_items ELSE 0 END) FROM batches"
+            " WHERE finished_at IS NOT NULL AND finished_at >= ? GROUP BY b",
+            (start, bucket, since, min(start, since)),
+        ).fetchall()]
+
+    def items_finished_since(self, since: float) -> int:
+        (items,) = self._db.execute(
+            "SELECT COALESCE(SUM(n_items), 0) FROM batches WHERE finished_at >= ?", (since,)).fetchone()
+        return int(items)
+
+    def size_bytes(self) -> int:
+        """The journal's size on disk (database and write-ahead log)."""
+        return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+                   if p.exists())
 
     def iter_batches(self) -> Iterator[dict[str, Any]]:
         cur = self._db.execute(
@@ -331,6 +490,7 @@ class Journal:
 
     # --- helpers --------------------------------------------------------------------------------------
     def _tx(self) -> _Transaction:
+        self._counts = None  # recomputed on the next counts(), unless the writer updated it itself
         return _Transaction(self._db)
 
 

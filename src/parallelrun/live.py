@@ -23,7 +23,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-WORKERS_FILE = "workers.json"
+from .run_folder import RunFolder
+
+WORKERS_FILE = RunFolder(".").workers.name  # kept for readers that import it
 # What writing workers.json may raise. Deliberately not ``Exception``: the driver turns SIGTERM into an
 # exception raised wherever it happens to be, possibly in here, and swallowing it would lose a cancel.
 _EXPECTED = (OSError, ValueError, TypeError, AttributeError, KeyError)
@@ -41,7 +43,7 @@ class WorkersFile:
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], interval: float = 1.0) -> None:
-        self.path = Path(run_dir) / WORKERS_FILE
+        self.path = RunFolder(run_dir).workers
         self.interval = interval
         self.errors = 0
         self._last_write = 0.0
@@ -140,31 +142,32 @@ class WorkersFile:
 def read_workers(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The last ``workers.json`` of a run, or None when there is none (or it cannot be read)."""
     try:
-        data = json.loads((Path(run_dir) / WORKERS_FILE).read_text(encoding="utf-8"))
+        data = json.loads(RunFolder(run_dir).workers.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    # A short busy timeout: a reader only waits during WAL recovery, and a dashboard request should
-    # rather show the last known numbers than hang.
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+def _open_ro(path: Path) -> Any:
+    """A read-only journal, or None. A short busy timeout: a reader only waits during WAL recovery, and a
+    dashboard request should rather show the last known numbers than hang."""
+    from .journal import Journal
+
+    if not path.is_file():
+        return None
+    try:
+        return Journal(path, readonly=True, timeout=2.0)
+    except sqlite3.Error:
+        return None
 
 
 def journal_counts(journal_path: str | os.PathLike[str]) -> dict[str, int] | None:
     """The journal's counts (as ``Counts.to_dict()``), or None if the journal does not exist yet."""
-    from .journal import Journal
-
-    path = Path(journal_path)
-    if not path.is_file():
+    j = _open_ro(Path(journal_path))
+    if j is None:
         return None
     try:
-        j = Journal(path, readonly=True)
-    except sqlite3.Error:
-        return None
-    try:
-        return j.counts().to_dict()
+        return dict(j.counts().to_dict())
     except sqlite3.Error:
         return None
     finally:
@@ -179,56 +182,45 @@ def throughput_series(
 
     Returns ``{"bucket": seconds, "points": [[t, items_per_s, failed_per_s], ...], "recent_items": n}``
     with ``t`` the wall time at the bucket's start and ``n`` the items finished since ``recent_since``.
-    One scan inside SQLite, no row reaches Python: there is no index on ``finished_at`` (the driver
-    should not pay for one), and a journal of a million mini-batches takes a few tenths of a second.
+    One scan inside SQLite (``Journal.finished_histogram``): a journal of a million mini-batches takes a
+    few tenths of a second.
     """
-    path = Path(journal_path)
     span = max(end - start, 1.0)
     bucket = float(max(1, math.ceil(span / max_points)))
     n = int(math.ceil(span / bucket))
     points = [[start + i * bucket, 0.0, 0.0] for i in range(n)]
     recent = 0
-    if not path.is_file():
-        return {"bucket": bucket, "points": points, "recent_items": recent}
     since = end if recent_since is None else recent_since
-    try:
-        db = _connect_ro(path)
+    rows: list[tuple[int, int, int, int]] = []
+    j = _open_ro(Path(journal_path))
+    if j is not None:
         try:
-            rows = db.execute(
-                "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, SUM(n_items), SUM(failed),"
-                " SUM(CASE WHEN finished_at >= ? THEN n_items ELSE 0 END) FROM batches"
-                " WHERE finished_at IS NOT NULL AND finished_at >= ? GROUP BY b",
-                (start, bucket, since, min(start, since)),
-            ).fetchall()
+            rows = j.finished_histogram(start, bucket, since)
+        except sqlite3.Error:
+            rows = []
         finally:
-            db.close()
-    except sqlite3.Error:
-        rows = []
+            j.close()
     for b, items, failed, new in rows:
-        recent += new or 0
+        recent += new
         if b < 0:
             continue  # before ``start``: counted as recent only
         i = min(b, n - 1)  # past the last bucket: finished in the instant after ``end``
-        points[i][1] += (items or 0) / bucket
-        points[i][2] += (failed or 0) / bucket
+        points[i][1] += items / bucket
+        points[i][2] += failed / bucket
     return {"bucket": bucket, "points": points, "recent_items": recent}
 
 
 def recent_rate(journal_path: str | os.PathLike[str], now: float, window: float = RATE_WINDOW) -> float:
     """Items per second finished over the last ``window`` seconds."""
-    path = Path(journal_path)
-    if not path.is_file():
+    j = _open_ro(Path(journal_path))
+    if j is None:
         return 0.0
     try:
-        db = _connect_ro(path)
-        try:
-            (items,) = db.execute(
-                "SELECT COALESCE(SUM(n_items), 0) FROM batches WHERE finished_at >= ?", (now - window,)
-            ).fetchone()
-        finally:
-            db.close()
+        items = j.items_finished_since(now - window)
     except sqlite3.Error:
         return 0.0
+    finally:
+        j.close()
     return float(items) / window
 
 
@@ -241,10 +233,10 @@ def run_progress(rec: Any, run_dir: str | os.PathLike[str] | None = None, now: f
     ``detail=False`` skips the current rate and the workers (a runs list needs neither).
     """
     now = time.time() if now is None else now
-    folder = Path(run_dir or rec.run_dir)
+    folder = RunFolder(run_dir or rec.run_dir)
     status = rec.effective_status()
     live = status == "Running"
-    counts = (journal_counts(folder / "journal.sqlite") if live else None) or dict(rec.counts or {})
+    counts = (journal_counts(folder.journal) if live else None) or dict(rec.counts or {})
     total = int(counts.get("items", 0))
     done = int(counts.get("items_succeeded", 0)) + int(counts.get("items_failed", 0))
     started = rec.started or rec.created
@@ -253,10 +245,10 @@ def run_progress(rec: Any, run_dir: str | os.PathLike[str] | None = None, now: f
     wall = rec.wall_seconds if not live and rec.wall_seconds else elapsed
     avg = counts.get("items_succeeded", 0) / wall if wall > 0 else 0.0
     window = min(RATE_WINDOW, max(elapsed, 1.0))
-    series = throughput_series(folder / "journal.sqlite", started, ended, recent_since=now - window) \
+    series = throughput_series(folder.journal, started, ended, recent_since=now - window) \
         if with_series and started else None
     if live and detail:
-        rate = series["recent_items"] / window if series else recent_rate(folder / "journal.sqlite", now, window)
+        rate = series["recent_items"] / window if series else recent_rate(folder.journal, now, window)
     else:
         rate = avg
     remaining = max(0, total - done)
@@ -280,7 +272,7 @@ def run_progress(rec: Any, run_dir: str | os.PathLike[str] | None = None, now: f
         "eta_seconds": eta,
         "now": now,
     }
-    workers = read_workers(folder) if detail else None
+    workers = read_workers(folder.path) if detail else None
     if workers is not None and not live:
         workers = {**workers, "running": False, "workers": []}
     out["workers"] = workers

@@ -57,13 +57,16 @@ def write_reports(logs: Path, journal: Journal) -> None:
     tmp = report.with_name(".processed.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["batch", "worker", "state", "attempts", "items", "succeeded", "failed", "seconds", "error"])
+        w.writerow(["batch", "worker", "state", "attempts", "items", "succeeded", "failed", "seconds", "error",
+                    "pieces", "isolated"])
+        isolation = journal.isolation_report()  # batches split to isolate failures (docs/isolation.md)
         for b in journal.iter_batches():
             if b["state"] == "pending" and not b["attempts"]:
                 continue
             secs = "" if b["seconds"] is None else f"{b['seconds']:.3f}"
+            pieces, isolated = isolation.get(b["idx"], (0, []))
             w.writerow([b["idx"], b["worker"] or "", b["state"], b["attempts"], b["n_items"], b["succeeded"],
-                        b["failed"], secs, _last_line(b["error"])])
+                        b["failed"], secs, _last_line(b["error"]), pieces or "", "; ".join(isolated)])
     os.replace(tmp, report)
     failed = logs / "user" / "error" / "failed_items.jsonl"
     failed.parent.mkdir(parents=True, exist_ok=True)

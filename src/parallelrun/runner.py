@@ -10,36 +10,30 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import fingerprint
 from .azureml_shim import shim_sys_path
+from .collector import adopt_written_parts
 from .config import JobSpec, load_job, validate_spec
-from .data.batches import FileBatch, MiniBatch
+from .data.batches import MiniBatch
 from .data.plan import Plan
+from .driver import DriverLoop, PlanningFailed, SystemFailure
 from .errors import JobFailedError, ResumeError, UsageError, UserCodeError
-from .execution.base import (
-    BatchFailed,
-    BatchReturned,
-    BatchSucceeded,
-    Executor,
-    WorkerInitFailed,
-    WorkerLost,
-    WorkerReady,
-)
+from .execution import outcome_log
+from .execution.base import Executor
 from .execution.entry import check_entry_script
 from .execution.feed import Feed
-from .execution.scheduler import Scheduler, Thresholds
 from .execution.worker import WorkerConfig
-from .journal import FailedItem, Journal, Success
-from .live import WorkersFile
-from .outputs import merge_output
-from .progress import Progress
+from .journal import Journal
+from .outputs import OutputError, OutputLocation
+from .run_folder import RunFolder
 from .run_logs import append_progress, driver_logger, write_error, write_reports, write_result
 from .runs import DriverLock, RunRecord, RunStore
 
@@ -54,6 +48,7 @@ class RunResult:
     counts: dict[str, int]
     wall_seconds: float
     output_file: str | None
+    isolation: dict[int, tuple[int, list[str]]] = field(default_factory=dict)  # batch -> (pieces, items)
 
     @property
     def run_id(self) -> str:
@@ -78,6 +73,12 @@ class RunResult:
             f"{c.get('batches_pending', 0)} not done, {c.get('batches', 0)} in all",
             f"  wall time:    {self.wall_seconds:.1f} s ({rate:,.1f} items/s)",
         ]
+        if self.isolation:
+            items = [os.path.basename(i) for _, found in self.isolation.values() for i in found]
+            shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+            lines.append(f"  isolation:    {len(self.isolation)} mini-batch(es) split, "
+                         f"{sum(n for n, _ in self.isolation.values())} pieces run; "
+                         f"{len(items)} item(s) failed alone{': ' + shown if items else ''}")
         if self.output_file:
             lines.append(f"  output:       {self.output_file}")
         lines.append(f"  logs:         {self.record.logs_dir}")
@@ -93,11 +94,19 @@ class _Interrupted(Exception):
     pass
 
 
+
+
 def _paths(spec: JobSpec, job_dir: Path) -> tuple[Path, Path, Path]:
     source = (job_dir / spec.source_directory).resolve() if spec.source_directory else job_dir
     script = source / spec.entry_script
     output = (job_dir / (spec.output or f"out/{spec.name}")).resolve()
     return source, script, output
+
+
+def output_location(spec: JobSpec, job_dir: Path, storage_options: dict[str, Any] | None = None) -> OutputLocation:
+    """Where the job's output goes (a local folder, az://, abfs://, s3://); UsageError for a bad URL."""
+    options: dict[str, Any] = {**spec.storage_options, **(storage_options or {})}
+    return OutputLocation.parse(spec.output or f"out/{spec.name}", base_dir=job_dir, storage_options=options)
 
 
 # --- public entry points -----------------------------------------------------------------------------
@@ -124,12 +133,13 @@ def run_job(
     else:
         spec, base = load_job(job, overrides)
         job_file = str(Path(job).resolve())
-    _, script, output = _paths(spec, base)
+    _, script, _ = _paths(spec, base)
     check_entry_script(script)
+    loc = output_location(spec, base, storage_options)  # a bad URL is a usage error, before any record
     store = RunStore(workspace)
     rec = store.new(
-        spec.name, job_file=job_file, job_dir=str(base), output_dir=str(output),
-        output_file=str(output / spec.append_row_file_name) if spec.output_action == "append_row" else None,
+        spec.name, job_file=job_file, job_dir=str(base), output_dir=loc.url,
+        output_file=_output_file(spec, loc),
         overrides=list(overrides or []), spec=spec.model_dump(), spec_fingerprint=spec.fingerprint(),
         compute=spec.compute, **(record_fields or {}),
     )
@@ -207,7 +217,11 @@ def resume_run(
                     "resuming could not give each item exactly once. Start a new run instead."
                 )
         if retry_failed:
-            journal.reset_failed()
+            try:
+                journal.reset_failed()
+            except sqlite3.Error as e:
+                raise ResumeError(f"cannot write the journal of run {rec.id} ({rec.journal_path}): {e}. "
+                                  "Free space on its disk (or make it writable) and resume again.") from e
         rec.resumes += 1
         return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure, feed)
     finally:
@@ -229,20 +243,30 @@ def _drive(
     store: RunStore, rec: RunRecord, spec: JobSpec, base: Path, journal: Journal, progress_mode: str,
     storage_options: dict[str, Any] | None, raise_on_failure: bool, feed: Feed | None = None,
 ) -> RunResult:
-    """Dispatch, commit and account until every batch is settled (or the run stops).
-
-    Each turn: fill the workers' free slots (probes first with ``mini_batch_size: auto``), plan a little
-    more while planning is unfinished, wait for events, commit every result that arrived in one
-    transaction, then account for them. A result is counted as done only once it is committed.
-    """
-    source, script, output = _paths(spec, base)
+    """Check the output, adopt what the last driver left, start the executor, run the driver loop
+    (``driver.DriverLoop``) until every batch is settled or the run stops, then finish (``_finish``)."""
+    source, script, _ = _paths(spec, base)
+    folder = RunFolder(rec.path)
     logs = rec.logs_dir
     log = driver_logger(logs, spec.logging_level)
+    for handler in log.handlers:
+        # The driver's log is best effort: on a full disk the run stops with its reason recorded, and
+        # logging's own "--- Logging error ---" traceback on stderr would only bury that reason.
+        handler.handleError = lambda record: None  # type: ignore[method-assign]
     t0 = time.monotonic()
+    loc = output_location(spec, base, storage_options)
     rec.status, rec.started, rec.driver_pid, rec.reason = "Running", rec.started or time.time(), os.getpid(), None
-    recovered = _recover_spool(journal, rec.path / "spool")
-    if recovered:
-        log.info("committed %d results that workers had finished before the last driver stopped", recovered)
+    store.save(rec)
+    try:
+        loc.check_writable()  # before any worker starts: an unwritable output fails now, not at the end
+        adopted = adopt_written_parts(journal, loc, folder.outcome_logs)
+        if adopted:
+            log.info("adopted %d mini-batches whose parts workers had written before the last driver stopped",
+                     adopted)
+        if spec.output_action == "append_row":
+            loc.cleanup(journal.part_names())  # parts no committed record names (a killed run's leftovers)
+    except (OutputError, OSError, sqlite3.Error) as e:
+        return _stop_on_system_error(store, rec, spec, journal, loc, e, time.monotonic() - t0, raise_on_failure)
     counts = journal.counts()
     rec.counts = counts.to_dict()
     store.save(rec)
@@ -251,32 +275,19 @@ def _drive(
     cfg = WorkerConfig(
         entry_script=str(script), source_directory=str(source), working_dir=str(base),
         arguments=spec.arguments, environment_variables=spec.environment_variables,
-        logging_level=spec.logging_level, output_dir=str(output), log_dir=str(logs),
+        logging_level=spec.logging_level, output_dir=loc.url, log_dir=str(logs),
         output_action=spec.output_action, output_format=spec.append_row_format, parent_pid=os.getpid(),
         storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
         extra_sys_path=shim_sys_path(),  # azureml.core / azureml_user stand-ins when Azure's SDK is absent
-        scratch_dir=str(rec.path / "tmp"),
-        spool_dir=str(rec.path / "spool") if spec.compute == "local" else None,
+        scratch_dir=str(folder.scratch),
+        output=loc if spec.output_action == "append_row" else None, output_layout=spec.output_layout,
+        output_file_name=spec.append_row_file_name,
+        outcome_log_dir=str(folder.outcome_logs) if spec.compute == "local" else None,
     )
-    output.mkdir(parents=True, exist_ok=True)
     feed = feed or Feed(spec, base, storage_options, journal)
-    total_batches, total_items = counts.batches, counts.items
-    sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=total_batches,
-                      thresholds=Thresholds(spec.error_threshold, spec.allowed_failed_count,
-                                            spec.allowed_failed_percent),
-                      failed_items=counts.items_failed, failed_batches=counts.batches_failed)
-    prog = Progress(progress_mode)
-    prog.start(counts.items, counts.items_done, counts.items_failed)
-    done_items, failed_items = counts.items_done, counts.items_failed
-    batches_done = counts.batches_succeeded + counts.batches_failed
-    held: dict[int, MiniBatch] = {}
-    init_errors: list[tuple[str, UserCodeError]] = []
-    ever_ready = False
     interrupted = False
-    status = "Failed"
-    reason: str | None = None
-    last_overview = 0.0
-    first_dispatch = True
+    status, reason = "Failed", None
+    driver: DriverLoop | None = None
 
     def on_signal(signum: int, frame: Any) -> None:
         raise _Interrupted()
@@ -287,134 +298,76 @@ def _drive(
         _record_failure(store, rec, journal, f"the executor could not start: {e}")
         raise
     old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
-    live = WorkersFile(rec.path)  # workers.json for the dashboard, at most once a second
     try:
+        driver = DriverLoop(spec, rec, journal, feed, executor, progress_mode, log)
         try:
             executor.start()
         except BaseException as e:
             _record_failure(store, rec, journal, f"the workers could not start: {e}")
             raise
-        while True:
-            for w in executor.idle_workers():  # one entry per free slot
-                if feed.calibrator is not None and feed.calibrating:
-                    probe = feed.calibrator.next(w)
-                    if probe is not None:
-                        executor.submit(w, probe, 1)
-                    continue
-                nxt = sched.next()
-                if nxt is None:
-                    break
-                index, attempt = nxt
-                batch = held.get(index) or feed.descriptor(index)
-                held[index] = batch
-                executor.submit(w, batch, attempt)
-                if first_dispatch:
-                    first_dispatch = False
-                    log.info("first mini-batch dispatched %.3f s after the start", time.monotonic() - t0)
-            planning = not feed.done and not feed.calibrating
-            if planning:
-                try:
-                    new = feed.step()
-                except Exception as e:  # a later input path missing, unreadable, or changed on resume
-                    _record_failure(store, rec, journal, f"planning failed: {e}")
-                    raise
-                if new:
-                    sched.add(b.index for b in new)
-                    total_batches += len(new)
-                    total_items += sum(b.n_items for b in new)
-                    sched.total_batches = total_batches
-                    prog.set_total(total_items)
-            if feed.done and feed.plan is not None and not rec.input_fingerprint:
-                rec.input_fingerprint = feed.plan.fingerprint
-                log.info("planned %d mini-batches (%d items, %d files) in %.3f s", total_batches, total_items,
-                         feed.plan.files, feed.plan_seconds)
-            if sched.finished() and (feed.done or sched.stop_reason):
-                break
-            if sched.stop_reason:
-                break
-            if not executor.workers() and executor.starting() == 0:
-                who, err = init_errors[0] if init_errors else ("", UserCodeError("", "", ""))
-                what = "init() failed in every worker" if not ever_ready else "no worker is left"
-                sched.stop(f"{what}; the first error ({who}):\n{err.traceback or err.one_line()}")
-                break
-            events = executor.poll(0.0 if planning else 0.25)
-            # Everything that arrived together is committed together (one transaction, each batch with
-            # its output), and only then counted as done.
-            results = [(ok, held.pop(ok.index) if ok.index in held else journal.batch(ok.index)) for ok in events
-                       if isinstance(ok, BatchSucceeded) and ok.index >= 0]
-            if results:
-                committed = journal.commit_successes(
-                    Success(ok.index, ok.attempt, ok.worker, ok.seconds, min(ok.succeeded, b.n_items),
-                            b.n_items - min(ok.succeeded, b.n_items), ok.failed_items, ok.payload)
-                    for ok, b in results)
-                for (ok, b), new_commit in zip(results, committed, strict=True):
-                    n_failed = b.n_items - min(ok.succeeded, b.n_items)
-                    sched.succeeded(ok.index, n_failed)
-                    if new_commit:
-                        done_items += b.n_items
-                        failed_items += n_failed
-                        batches_done += 1
-            for ev in events:
-                if isinstance(ev, (BatchSucceeded, BatchFailed, BatchReturned)) and ev.index < 0:
-                    _probe_event(feed, ev, log)
-                elif isinstance(ev, BatchSucceeded):
-                    pass  # committed above
-                elif isinstance(ev, BatchFailed):
-                    b = held.get(ev.index) or journal.batch(ev.index)
-                    detail = ev.error.traceback if ev.error else ev.message
-                    journal.record_attempt(ev.index, ev.attempt, ev.worker, ev.reason, detail)
-                    log.warning("mini-batch %d attempt %d/%d on %s failed (%s): %s", ev.index, ev.attempt,
-                                spec.run_max_try, ev.worker, ev.reason, ev.message)
-                    if not sched.attempt_failed(ev.index, b.n_items):
-                        held.pop(ev.index, None)
-                        journal.commit_failure(ev.index, attempts=ev.attempt, worker=ev.worker, seconds=ev.seconds,
-                                               error=detail, failed_items=_all_items_failed(b, ev))
-                        done_items += b.n_items
-                        failed_items += b.n_items
-                        batches_done += 1
-                elif isinstance(ev, BatchReturned):
-                    sched.returned(ev.index)
-                elif isinstance(ev, WorkerReady):
-                    ever_ready = True
-                    log.info("worker %s ready", ev.worker)
-                elif isinstance(ev, WorkerInitFailed):
-                    init_errors.append((ev.worker, ev.error))
-                    log.error("init() failed in worker %s:\n%s", ev.worker, ev.error.traceback or ev.error.message)
-                elif isinstance(ev, WorkerLost):
-                    log.warning("%s%s", ev.message, f"; replaced by {ev.replaced_by}" if ev.replaced_by else "")
-                    if feed.calibrator is not None:
-                        feed.calibrator.lost(ev.worker)
-            size = feed.size_decided()
-            if size is not None and feed.calibrator is not None:
-                log.info("mini_batch_size: auto chose %d (%s)", size, feed.calibrator.note)
-            prog.update(done_items, failed_items, batches_done, total_batches)
-            live.update(executor.workers())
-            now = time.monotonic()
-            if now - last_overview > 5:
-                last_overview = now
-                append_progress(logs, f"{done_items}/{total_items} items done, {failed_items} failed, "
-                                      f"{batches_done}/{total_batches} mini-batches")
-        if sched.stop_reason:
+        try:
+            driver.loop()
+        except PlanningFailed as e:
+            _record_failure(store, rec, journal, f"planning failed: {e}")
+            assert e.__cause__ is not None
+            raise e.__cause__ from None
+        if driver.sched.stop_reason:
             executor.cancel()
         else:
             executor.shutdown()
-        reason = sched.final_failure()
+        reason = driver.sched.final_failure()
         status = "Failed" if reason else "Completed"
     except (KeyboardInterrupt, _Interrupted):
         interrupted = True
         executor.cancel()
         status, reason = "Canceled", "interrupted (Ctrl-C or SIGTERM); the run is resumable"
         log.warning("interrupted")
+    except (SystemFailure, sqlite3.Error) as e:
+        executor.cancel()
+        if driver is not None:
+            driver.close()
+            driver = None
+        log.error("stopped: %s", e)
+        return _stop_on_system_error(store, rec, spec, journal, loc, e, time.monotonic() - t0, raise_on_failure)
     except BaseException:
         executor.cancel()
         raise
     finally:
-        prog.finish()
-        live.close()
+        if driver is not None:
+            driver.close()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-    return _finish(store, rec, spec, journal, status, reason, output, time.monotonic() - t0, init_errors,
-                   raise_on_failure and not interrupted)
+    return _finish(store, rec, spec, journal, loc, status, reason, time.monotonic() - t0,
+                   driver.init_errors if driver else [], raise_on_failure and not interrupted)
+
+
+def _output_file(spec: JobSpec, loc: OutputLocation) -> str | None:
+    if spec.output_action != "append_row":
+        return None
+    return loc.join(spec.append_row_file_name) if spec.output_layout == "file" else loc.url
+
+
+def _system_reason(rec: RunRecord, loc: OutputLocation, e: BaseException) -> str:
+    """What stopped the run, what to free or fix, and that resume finishes it."""
+    if isinstance(e, OutputError):
+        text = str(e)
+    elif isinstance(e, sqlite3.Error):
+        text = (f"the run's journal {rec.journal_path} could not be written ({e}). Free space on that disk (or "
+                "make the workspace writable)")
+    elif isinstance(e, SystemFailure):
+        text = f"{e}. Free space at {loc.url} (or make it writable)"
+    else:
+        text = f"{type(e).__name__}: {e}"
+    if "resume" not in text:
+        text = text.rstrip(". ") + f"; then `parallelrun resume {rec.id}` finishes the job."
+    return text
+
+
+def _stop_on_system_error(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, loc: OutputLocation,
+                          e: BaseException, wall: float, raise_on_failure: bool) -> RunResult:
+    """The output or the journal cannot be written: no item failed; record why, write the logs, exit 1."""
+    return _finish(store, rec, spec, journal, loc, "Failed", _system_reason(rec, loc, e), wall, [],
+                   raise_on_failure, assemble=False)
 
 
 def _record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: str) -> None:
@@ -424,86 +377,70 @@ def _record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: s
     store.save(rec)
 
 
-def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, status: str, reason: str | None,
-            output: Path, wall: float, init_errors: list[tuple[str, UserCodeError]],
-            raise_on_failure: bool) -> RunResult:
-    logs = rec.logs_dir
-    shutil.rmtree(rec.path / "tmp", ignore_errors=True)  # workers' download scratch space
-    if status == "Completed":
-        from .execution import spool
+def _assemble(spec: JobSpec, journal: Journal, loc: OutputLocation, folder: RunFolder, run_id: str,
+              final: bool) -> str | None:
+    """The output from the committed parts, in batch order. ``final``: nothing is left that a resume could
+    add (Completed, no failed item), so the parts may be consumed; otherwise they are kept."""
+    records = list(journal.iter_parts())
+    done = journal.meta().get("assembled")
+    if final and done and done.get("records") == len(records):
+        # Assembled by a driver killed before it recorded the run's end: the parts are consumed already.
+        return str(done["output"])
+    out = loc.assemble(records, file_name=spec.append_row_file_name, fmt=spec.append_row_format,
+                       layout=spec.output_layout, state_dir=folder.assembly, run_id=run_id, keep_parts=not final)
+    if final:
+        # TODO(outputs): keep the assembly's state file once complete (so that assemble() called again with
+        # the same records returns at once); this marker closes all but the instant between the two.
+        journal.set_meta(assembled={"output": out, "records": len(records)})
+        loc.cleanup(journal.part_names())
+    return out
 
-        spool.remove(rec.path / "spool")  # everything is committed; otherwise resume reads it
+
+def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, loc: OutputLocation, status: str,
+            reason: str | None, wall: float, init_errors: list[tuple[str, UserCodeError]],
+            raise_on_failure: bool, *, assemble: bool = True) -> RunResult:
+    """Assemble the output, write the reports and logs, record the run's end. Never ends in a raw
+    traceback when the disk is full: what cannot be written is skipped and the reason recorded."""
+    logs = rec.logs_dir
+    folder = RunFolder(rec.path)
+    shutil.rmtree(folder.scratch, ignore_errors=True)  # workers' download scratch space
     out_file = None
-    if spec.output_action == "append_row":
-        # Kept even when the job failed: succeeded batches' rows are real results.
-        out_file = str(merge_output(journal, output, spec.append_row_file_name, spec.append_row_format)[0])
-    write_reports(logs, journal)
+    if assemble and spec.output_action == "append_row":
+        try:
+            # Parts are consumed only when no resume can add rows: a Completed run with failed items may
+            # still be resumed with --retry-failed, which must assemble every committed part again.
+            done = journal.counts()
+            final = status == "Completed" and done.batches_failed == 0 and done.items_failed == 0
+            out_file = _assemble(spec, journal, loc, folder, rec.id, final=final)
+        except (OutputError, OSError) as e:
+            status, reason = "Failed", _system_reason(rec, loc, e)
+    if status == "Completed":
+        outcome_log.remove(folder.outcome_logs)  # everything is committed; otherwise resume reads them
     counts = journal.counts()
     rec.counts = counts.to_dict()
     rec.status, rec.reason, rec.ended = status, reason, time.time()
     rec.wall_seconds += wall
-    store.save(rec)
-    result = RunResult(rec, status, reason, counts.to_dict(), wall, out_file)
-    write_result(logs, result.summary())
+    result = RunResult(rec, status, reason, counts.to_dict(), wall, out_file, journal.isolation_report())
+    errors = [f"{status}: {reason}"]
     if status != "Completed":
-        errors = [f"{status}: {reason}"]
         for a in journal.attempt_errors(10):
             errors.append(f"--- mini-batch {a['batch']} attempt {a['attempt']} on {a['worker']} ({a['outcome']}):\n"
                           f"{a['error']}")
         for who, err in init_errors[:5]:
             errors.append(f"--- init() in {who}:\n{err.traceback or err.message}")
-        write_error(logs, "\n".join(errors))
-    append_progress(logs, f"{status}: {counts.items_succeeded} succeeded, {counts.items_failed} failed of "
-                          f"{counts.items} items")
+    for write in (lambda: store.save(rec), lambda: write_reports(logs, journal),
+                  lambda: write_result(logs, result.summary()),
+                  lambda: write_error(logs, "\n".join(errors)) if status != "Completed" else None,
+                  lambda: append_progress(logs, f"{status}: {counts.items_succeeded} succeeded, "
+                                                f"{counts.items_failed} failed of {counts.items} items")):
+        try:
+            write()
+        except OSError as e:  # a full disk: the record and the reports are best effort, the reason is shown
+            print(f"parallelrun: could not write the run's logs ({e})", file=sys.stderr)
     journal.close()
     if raise_on_failure and status == "Failed":
         raise JobFailedError(reason or "the job failed", rec.id)
     return result
-
-
-def _recover_spool(journal: Journal, folder: Path) -> int:
-    """Commit the results workers spooled (execution/spool.py) for batches still pending: those a killed
-    driver had not committed yet. Returns how many were committed; the spool is then emptied."""
-    from .execution import spool
-
-    results = []
-    for worker, outcome in spool.read(folder):
-        kind, index, attempt = outcome[0], outcome[1], outcome[2]
-        if kind != "ok" or index < 0:
-            continue
-        _, _, _, succeeded, failed, payload, secs = outcome
-        try:
-            n_items = journal.batch(index).n_items
-        except KeyError:
-            continue
-        ok = min(succeeded, n_items)
-        results.append(Success(index, attempt, worker, secs, ok, n_items - ok, failed, payload))
-    committed = sum(journal.commit_successes(results)) if results else 0
-    spool.remove(folder)
-    return committed
-
-
-def _probe_event(feed: Feed, ev: BatchSucceeded | BatchFailed | BatchReturned, log: Any) -> None:
-    """An event of a ``mini_batch_size: auto`` probe: measured, never journaled (its output is dropped)."""
-    cal = feed.calibrator
-    if cal is None:
-        return
-    if isinstance(ev, BatchSucceeded):
-        cal.succeeded(ev.index, ev.seconds)
-    elif isinstance(ev, BatchFailed):
-        log.warning("mini_batch_size: auto probe failed on %s (%s): %s", ev.worker, ev.reason, ev.message)
-        cal.failed(ev.index, ev.message)
-    else:
-        cal.returned(ev.index)
-
-
-def _all_items_failed(b: MiniBatch, ev: BatchFailed) -> list[FailedItem]:
-    exc = ev.error.type if ev.error else {"timeout": "TimeoutError", "lost": "WorkerLost"}.get(ev.reason, ev.reason)
-    tb = ev.error.traceback if ev.error else ""
-    msg = f"mini-batch failed after {ev.attempt} attempt(s): {ev.message}"
-    if isinstance(b, FileBatch):
-        return [FailedItem(p, exc, msg, tb) for p in b.paths]
-    return [FailedItem(b.describe(), exc, msg, tb)]
 
 
 def _main_thread() -> bool:

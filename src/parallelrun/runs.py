@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .run_folder import RunFolder
 
 DEFAULT_WORKSPACE = ".parallelrun"
 TERMINAL = ("Completed", "Failed", "Canceled")
@@ -78,11 +79,11 @@ class RunRecord:
 
     @property
     def journal_path(self) -> Path:
-        return self.path / "journal.sqlite"
+        return RunFolder(self.path).journal
 
     @property
     def logs_dir(self) -> Path:
-        return self.path / "logs"
+        return RunFolder(self.path).logs
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -92,7 +93,7 @@ class RunRecord:
 
     def effective_status(self) -> str:
         """The status, with a Running run whose driver is gone shown as Interrupted."""
-        if self.status == "Running" and not is_locked(self.path / "driver.lock"):
+        if self.status == "Running" and not is_locked(RunFolder(self.path).driver_lock):
             return "Interrupted"
         return self.status
 
@@ -158,7 +159,7 @@ class DriverLock:
     """An exclusive flock on ``driver.lock``: one driver per run at a time; released when it dies."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / "driver.lock"
+        self.path = RunFolder(run_dir).driver_lock
         self._fd: int | None = None
 
     def acquire(self, patience: float = 0.5) -> bool:

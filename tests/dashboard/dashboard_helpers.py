@@ -66,6 +66,7 @@ def make_job(root: Path, *, n_files: int, bad: tuple[int, ...] = (), sleep: floa
         "process_count_per_node": 1,
         "run_max_try": 1,
         "error_threshold": -1,
+        "isolate_failures": False,  # a bad item fails its whole batch: the pages show failed mini-batches
         "run_invocation_timeout": 60,
         "environment_variables": {"SLEEP": str(sleep)},
     }

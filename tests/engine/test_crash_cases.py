@@ -43,8 +43,12 @@ class Case:
 
 
 CASES = [
+    # After its 2 attempts the batch (f003, f004, f005) is split: f003 alone (attempt 3) and f004+f005
+    # (attempt 4), which fails and is split again: f004 alone (5) fails, f005 alone (6) succeeds.
     Case("run-raises", "    if _target(mini_batch):\n        raise ValueError('bad pixel in f004')\n",
-         "Completed", 9, 3, "ValueError", batch_state="failed", attempts=2),
+         "Completed", 11, 1, "ValueError", batch_state="failed", attempts=6),
+    Case("run-raises-no-isolation", "    if _target(mini_batch):\n        raise ValueError('bad pixel in f004')\n",
+         "Completed", 9, 3, "ValueError", batch_state="failed", attempts=2, spec={"isolate_failures": False}),
     Case("run-raises-once", "    if _target(mini_batch) and _first_time('raise'):\n        raise ValueError('flaky')\n",
          "Completed", 12, 0, "", attempts=2),
     Case("too-few-items",
@@ -54,18 +58,18 @@ CASES = [
          "    if _target(mini_batch):\n        return [threading.Lock() for _ in mini_batch]\n",
          "Completed", 12, 0, ""),
     Case("not-a-list", "    if _target(mini_batch):\n        return (p for p in mini_batch)\n",
-         "Completed", 9, 3, "must return a list", batch_state="failed", attempts=2),
+         "Completed", 11, 1, "must return a list", batch_state="failed", attempts=6),
     Case("os-exit", "    if _target(mini_batch) and _first_time('exit'):\n        os._exit(3)\n",
          "Completed", 12, 0, "exit code 3", attempts=2),
     Case("os-exit-always", "    if _target(mini_batch):\n        os._exit(3)\n",
-         "Completed", 9, 3, "exit code 3", batch_state="failed", attempts=2),
+         "Completed", 11, 1, "exit code 3", batch_state="failed", attempts=6),
     Case("segfault", "    if _target(mini_batch) and _first_time('segv'):\n        ctypes.string_at(0)\n",
          "Completed", 12, 0, "SIGSEGV(-11)", attempts=2),
     Case("hang-once", "    if _target(mini_batch) and _first_time('hang'):\n        time.sleep(120)\n",
          "Completed", 12, 0, "exceeded run_invocation_timeout=3s", attempts=2,
          spec={"run_invocation_timeout": 3}),
     Case("hang-always", "    if _target(mini_batch):\n        time.sleep(120)\n",
-         "Completed", 9, 3, "exceeded run_invocation_timeout=2s", batch_state="failed", attempts=2,
+         "Completed", 11, 1, "exceeded run_invocation_timeout=2s", batch_state="failed", attempts=6,
          spec={"run_invocation_timeout": 2}),
     Case("init-raises-in-one-worker", "", "Completed", 12, 0, "init failed on purpose",
          init="def init():\n    if _first_time('init'):\n        raise RuntimeError('init failed on purpose')\n"),
@@ -125,11 +129,12 @@ def test_failed_item_report_fields(job_factory) -> None:
                       "        raise KeyError('missing label')\n" + ECHO_TAIL)
     job.run()
     failed = job.failed_items()
-    assert [f["input"].rsplit("/", 1)[-1] for f in failed] == ["f003.txt", "f004.txt", "f005.txt"]
+    # Isolated (docs/isolation.md): f004 failed alone, as attempt 5 of its batch.
+    assert [f["input"].rsplit("/", 1)[-1] for f in failed] == ["f004.txt"]
     for f in failed:
         assert f["exception"] == "KeyError"
-        assert f["attempts"] == 2
-        assert "missing label" in f["message"]
+        assert f["attempts"] == 5
+        assert "missing label" in f["message"] and "failed when run alone" in f["message"]
         assert "entry.py" in f["traceback"]
     report = (job.run_dirs()[0] / "logs" / "sys" / "job_report" / "processed_mini-batches.csv").read_text()
     assert report.splitlines()[0].startswith("batch,worker,state,attempts")

@@ -16,6 +16,7 @@ import pytest
 
 from parallelrun.execution import local
 from parallelrun.execution.base import WorkerState
+from parallelrun.execution.messages import Ready
 from parallelrun.execution.worker import WorkerConfig
 
 
@@ -27,7 +28,7 @@ def _executor(queues: dict[str, int], batch_seconds: float | None) -> local.Loca
     ex._batch_seconds = batch_seconds
     for name, held in queues.items():
         st = WorkerState(name, ready=True, queue=[(i, 1) for i in range(held)])
-        ex._procs[name] = local._Proc(SimpleNamespace(), SimpleNamespace(), st)  # type: ignore[arg-type]
+        ex._add(name, local._Proc(SimpleNamespace(), SimpleNamespace()), st)  # type: ignore[arg-type]
     return ex
 
 
@@ -46,7 +47,7 @@ def test_free_slots_spread_batches_over_workers() -> None:
 def test_frames_reads_every_waiting_message_in_one_go() -> None:
     ours, theirs = mp.Pipe()
     big = b"x" * 300_000  # bigger than the pipe: sent in pieces while we read
-    msgs = [("ok", 1), ("ok", 2, big), ("ready", 3)]
+    msgs = [("ok", 1), ("ok", 2, big), Ready(3)]
     sender = threading.Thread(target=lambda: [theirs.send(m) for m in msgs])
     sender.start()
     frames = local._Frames(ours)

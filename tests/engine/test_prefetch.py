@@ -88,12 +88,12 @@ def test_next_batch_downloads_while_this_one_runs(runtime: WorkerRuntime, tmp_pa
     results = []
     for b in batches:
         outcome = runtime.process(b, 1)
-        assert outcome[0] == "ok", outcome
-        results.append(outcome[5])
+        assert outcome.ok, outcome
+        results.append(outcome.succeeded)
         # this batch's downloads are gone as soon as it is done; the next one's may be there already
         assert not (tmp_path / "scratch" / "node0.process000" / f"batch{b.index}-1").exists()
     runtime.shutdown()
-    assert results == [b"b0.txt\n", b"b1.txt\n", b"b2.txt\n"]
+    assert results == [1, 1, 1]
     # b1 was fetched while b0 ran...
     assert _at("download start", "b1.txt") < _at("run end", "b0.txt")
     assert _at("download end", "b1.txt") <= _at("run start", "b1.txt")
@@ -108,6 +108,7 @@ def test_a_failed_download_fails_only_its_batch(runtime: WorkerRuntime) -> None:
     runtime.offer(missing, 1)
     runtime.offer(good, 1)
     bad = runtime.process(missing, 1)
-    assert bad[0] == "error" and "nope.txt" in bad[3].message
-    assert runtime.process(good, 1)[5] == b"b0.txt\n"
+    assert bad.status == "error" and bad.error is not None and "nope.txt" in bad.error.message
+    ok = runtime.process(good, 1)
+    assert ok.ok and ok.succeeded == 1 and not ok.failed_items
     runtime.shutdown()

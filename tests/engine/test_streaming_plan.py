@@ -126,16 +126,18 @@ def test_walk_follows_file_symlinks_but_not_folder_symlinks(tmp_path: Path) -> N
     assert found == {"link-to-file.txt": 2, "a.txt": 1}
 
 
-def test_grouped_commits_store_each_output_once(tmp_path: Path) -> None:
+def test_grouped_commits_store_each_part_record_once(tmp_path: Path) -> None:
+    from parallelrun.outputs import PartRecord
+
     with Journal(tmp_path / "j.sqlite") as j:
         j.add_planned([FileBatch(i, (f"f{i}",), 1) for i in range(4)], {"plan": {"batches": 4}})
 
-        def ok(i: int, out: bytes) -> Success:
-            return Success(i, 1, "w", 0.1, 1, 0, [], out)
+        def ok(i: int, name: str) -> Success:
+            return Success(i, 1, "w", 0.1, 1, 0, [], PartRecord(i, name, 0, 2, 1, "crc32:0"))
 
-        assert j.commit_successes([ok(0, b"a\n"), ok(2, b"c\n"), ok(2, b"again\n")]) == [True, True, False]
-        assert j.commit_successes([ok(0, b"dup\n"), ok(1, b"b\n")]) == [False, True]
-        assert list(j.iter_outputs()) == [(0, b"a\n"), (1, b"b\n"), (2, b"c\n")]
+        assert j.commit_successes([ok(0, "a"), ok(2, "c"), ok(2, "again")]) == [True, True, False]
+        assert j.commit_successes([ok(0, "dup"), ok(1, "b")]) == [False, True]
+        assert [(r.batch, r.name) for r in j.iter_parts()] == [(0, "a"), (1, "b"), (2, "c")]
         assert [b.index for b in j.pending_descriptors(0, 10)] == [3]
         c = j.counts()
         assert (c.batches_succeeded, c.batches_pending, c.items_succeeded) == (3, 1, 3)

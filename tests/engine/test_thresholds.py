@@ -28,7 +28,12 @@ CASES = [
     ("items-under-threshold", {"fail": (1, 2)}, {"error_threshold": 2}, "Completed", None),
     ("items-over-threshold", {"fail": (1, 2, 9)}, {"error_threshold": 2}, "Failed", "error_threshold exceeded"),
     ("items-ignored", {"fail": (1, 2, 3, 9)}, {"error_threshold": -1}, "Completed", None),
-    ("batch-failure-counts-items", {"raise_": True}, {"error_threshold": 2}, "Failed", "error_threshold exceeded"),
+    # Without isolation a failed batch's 3 items count; with it (the default), only f006, which fails alone.
+    ("batch-failure-counts-items", {"raise_": True}, {"error_threshold": 2, "isolate_failures": False}, "Failed",
+     "error_threshold exceeded"),
+    ("isolated-failure-counts-one-item", {"raise_": True}, {"error_threshold": 0}, "Failed",
+     "error_threshold exceeded: 1 failed items > error_threshold 0"),
+    ("isolated-failure-under-threshold", {"raise_": True}, {"error_threshold": 1}, "Completed", None),
     ("failed-count-ok", {"raise_": True}, {"allowed_failed_count": 1}, "Completed", None),
     ("failed-count-over", {"raise_": True}, {"allowed_failed_count": 0}, "Failed", "allowed_failed_count exceeded"),
     ("failed-count-ignored", {"raise_": True}, {"allowed_failed_count": -1}, "Completed", None),

@@ -33,6 +33,9 @@ from parallelrun import run_job
 
 pytestmark = pytest.mark.ray
 
+# Every node of these clusters runs on this machine, so the output folder is shared storage: say so.
+SHARED = {"file": {"shared": True}}
+
 
 @pytest.fixture(scope="module")
 def cluster(short_tmp: Path) -> Iterator[Any]:
@@ -56,13 +59,26 @@ def cluster(short_tmp: Path) -> Iterator[Any]:
             c.shutdown()
 
 
+@pytest.mark.timeout(120)
+def test_a_local_output_on_two_nodes_is_refused_unless_marked_shared(cluster: Any, tmp_path: Path) -> None:
+    """Actors write their parts themselves: a path on one node's disk is not an output for two nodes."""
+    job = make_job(tmp_path / "job", files=4, node_count=2, process_count_per_node=1)
+    out = subprocess.run([sys.executable, "-m", "parallelrun", "run", str(job), "--workspace", str(tmp_path / "ws"),
+                          "--quiet", "--set", f"compute={cluster.address}"],
+                         capture_output=True, text=True, timeout=100, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "is a path on this machine's disk" in out.stderr and "storage_options: {file: {shared: true}}" in out.stderr
+    assert not (job.parent / "out" / "parallel_run_step.txt").exists()
+
+
 def _worker_nodes(cluster: Any) -> dict[str, Any]:
     return {n.node_id: n for n in cluster.worker_nodes}
 
 
 @pytest.mark.timeout(120)
 def test_node_count_2_puts_work_on_both_nodes(cluster: Any, tmp_path: Path) -> None:
-    job = make_job(tmp_path / "job", files=24, env={"SLEEP": "0.2"}, node_count=2, process_count_per_node=1)
+    job = make_job(tmp_path / "job", files=24, env={"SLEEP": "0.2"}, node_count=2, process_count_per_node=1,
+                   storage_options=SHARED)
 
     res = run_job(job, overrides=[f"compute={cluster.address}"], workspace=tmp_path / "ws", progress="quiet")
 
@@ -93,7 +109,8 @@ def test_more_nodes_than_fit_is_refused_with_exit_code_2(cluster: Any, tmp_path:
 @pytest.mark.timeout(150)
 def test_removing_a_node_mid_run_still_gives_every_item_once(cluster: Any, tmp_path: Path) -> None:
     n = 40
-    job = make_job(tmp_path / "job", files=n, env={"SLEEP": "0.4"}, node_count=2, process_count_per_node=1)
+    job = make_job(tmp_path / "job", files=n, env={"SLEEP": "0.4"}, node_count=2, process_count_per_node=1,
+                   storage_options=SHARED)
     ws = tmp_path / "ws"
     driver = start_driver(job, ws, "--compute", cluster.address)
     removed = None

@@ -110,7 +110,12 @@ CRASH_CASES = [
     ("exit_once", {}, "Completed", 2, 0, "died while running mini-batch 2: ActorDiedError"),
     ("hang_once", {"run_invocation_timeout": 6}, "Completed", 2, 0,
      "run() on mini-batch 2 exceeded run_invocation_timeout=6s"),
-    ("hang_always", {"run_invocation_timeout": 6, "run_max_try": 2, "allowed_failed_count": 0}, "Failed", 2, 2,
+    # Isolation: after its 2 attempts, batch 2 (f004, f005) is split; f004 alone succeeds (attempt 3),
+    # f005 alone hangs again (attempt 4) and is the one failed item.
+    ("hang_always", {"run_invocation_timeout": 6, "run_max_try": 2, "allowed_failed_count": 0}, "Failed", 4, 1,
+     "run() on mini-batch 2 exceeded run_invocation_timeout=6s"),
+    ("hang_always_no_isolation", {"run_invocation_timeout": 6, "run_max_try": 2, "allowed_failed_count": 0,
+                                  "isolate_failures": False}, "Failed", 2, 2,
      "run() on mini-batch 2 exceeded run_invocation_timeout=6s"),
 ]
 
@@ -120,7 +125,8 @@ CRASH_CASES = [
                          ids=[c[0] for c in CRASH_CASES])
 def test_crash_cases(ray_head: RayHead, tmp_path: Path, mode: str, fields: dict[str, object], status: str,
                      attempts: int, n_failed: int, log_text: str) -> None:
-    job = make_job(tmp_path / "job", files=10, env={"MODE": mode, "TRIGGER": "f005.txt"}, **fields)
+    job = make_job(tmp_path / "job", files=10, env={"MODE": mode.removesuffix("_no_isolation"), "TRIGGER": "f005.txt"},
+                   **fields)
 
     res = _run(job, tmp_path / "ws", ray_head.address)
 
@@ -131,12 +137,14 @@ def test_crash_cases(ray_head: RayHead, tmp_path: Path, mode: str, fields: dict[
     assert log_text in (res.record.logs_dir / "sys" / "driver.txt").read_text()
     failed = [json.loads(line) for line in
               (res.record.logs_dir / "user" / "error" / "failed_items.jsonl").read_text().splitlines()]
-    assert sorted(Path(f["input"]).name for f in failed) == (["f004.txt", "f005.txt"] if n_failed else [])
+    assert sorted(Path(f["input"]).name for f in failed) == ["f004.txt", "f005.txt"][2 - n_failed:]
     if n_failed:
-        assert {(f["exception"], f["attempts"]) for f in failed} == {("TimeoutError", 2)}
+        assert {(f["exception"], f["attempts"]) for f in failed} == {("TimeoutError", attempts)}
         assert "allowed_failed_count exceeded" in (res.reason or "")
+    if n_failed == 1:  # the stack captured before the kill: where run() was sleeping
+        assert "time.sleep(600)" in failed[0]["traceback"] and ", in run" in failed[0]["traceback"]
     # Every other item exactly once, whatever happened to the failing batch.
-    lost = {"f004.txt: item 4", "f005.txt: item 5"} if n_failed else set()
+    lost = {"f004.txt: item 4", "f005.txt: item 5"} if n_failed == 2 else {"f005.txt: item 5"} if n_failed else set()
     assert_each_once(output_lines(res), [r for r in file_rows(10) if r not in lost])
 
 

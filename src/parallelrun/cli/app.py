@@ -320,6 +320,26 @@ def runs_cancel(run_id: str, workspace: Workspace = None) -> None:
     typer.echo(cancel_run(run_id, workspace))
 
 
+@runs_app.command("stack")
+def runs_stack(run_id: str, workspace: Workspace = None,
+               timeout: Annotated[float, typer.Option(help="Seconds to wait for each worker's answer")] = 3.0) -> None:
+    """Print the current Python stack of every worker of a running job: is it stuck, and where?"""
+    from ..execution.stacks import dump_all
+    from ..runs import RunStore
+
+    rec = RunStore(workspace).get(run_id)
+    status = rec.effective_status()
+    if status != "Running":
+        raise UsageError(f"run {rec.id} is {status}, so it has no worker to ask; the stacks of workers that "
+                         f"timed out or crashed are in its failed items and in {rec.logs_dir / 'job_error.txt'}")
+    found = dump_all(rec.logs_dir, timeout)
+    if not found:
+        raise UsageError(f"no worker of run {rec.id} could be asked: none has started yet, or they run on "
+                         "other machines (Ray workers on other nodes cannot be asked from here); try again in a few seconds")
+    for who, text in found.items():
+        typer.echo(f"=== {who}\n{text}\n")
+
+
 @app.command()
 def dashboard(
     workspace: Workspace = None,

@@ -149,6 +149,17 @@ def create_app(workspace: str | os.PathLike[str] | None = None, policy: Policy |
         rec, _ = data.load_run(ws, rec.id)
         return {"id": rec.id, "message": message, "status": rec.effective_status()}
 
+    @api.get("/api/runs/{run_id}/stacks", tags=["runs"],
+             summary="The current Python stack of every thread of every live worker (is it stuck, and where?)")
+    def stacks(run_id: str) -> dict[str, Any]:
+        from ..execution.stacks import dump_all
+
+        rec, _ = guarded(lambda: data.load_run(ws, run_id))
+        status = rec.effective_status()
+        if status != "Running":
+            raise HTTPException(409, f"run {rec.id} is not running (status {status}): no worker to ask")
+        return {"id": rec.id, "workers": dump_all(rec.logs_dir, 3.0)}
+
     index = STATIC / "index.html"
 
     @api.get("/", include_in_schema=False)

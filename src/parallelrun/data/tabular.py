@@ -100,9 +100,13 @@ def read_batch(batch: TabularBatch, storage_options: dict[str, Any] | None = Non
             df = _read_text(fs, path, batch)
     except ValueError as e:  # pandas/pyarrow parse and decode errors are ValueErrors
         raise ValueError(f"cannot read {where} (rows {batch.row_start}-{batch.row_end - 1}): {e}") from e
-    if len(df) != batch.n_items:
-        raise ValueError(f"{where}: parsed {len(df)} rows but {batch.n_items} were planned; "
+    # A text piece (data/batches.py) reads its original batch's byte range, then keeps its own rows.
+    first, last = batch.span() if batch.format != "parquet" else (batch.row_start, batch.row_end)
+    if len(df) != last - first:
+        raise ValueError(f"{where}: parsed {len(df)} rows but {last - first} were planned; "
                          "the file may have changed since the batches were planned")
+    if (first, last) != (batch.row_start, batch.row_end):
+        df = df.iloc[batch.row_start - first:batch.row_end - first]
     df.index = pd.RangeIndex(batch.row_start, batch.row_end)
     return df
 

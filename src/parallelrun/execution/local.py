@@ -1,20 +1,24 @@
-"""The local executor: ``process_count_per_node`` spawned worker processes, one pipe each.
+"""The local executor: ``process_count_per_node`` spawned worker processes, one pipe each (transport only;
+the bookkeeping is ``pool.WorkerPool``'s).
 
 The driver sends each mini-batch to a named worker, so it always knows which batches a worker holds
 (loky's shared call queue is what we avoid: there one crash breaks the whole pool). ``poll`` waits, in a
-single selector, on every worker's pipe *and* its process sentinel: a sentinel firing without a result
-means the worker died, and only its own batch fails.
+single selector, on every worker's pipe *and* its exit: a worker exiting without a result means it died,
+and only its own batch fails.
 
-Throughput with tiny mini-batches comes from amortising the per-message cost, never from holding results:
+A worker's exit is watched through a pidfd (Linux), not through a pipe: ``run()`` may fork or spawn
+children that inherit the worker's pipes (and multiprocessing's own sentinel, which is a pipe too), and
+those would keep a dead worker looking alive until ``run_invocation_timeout``. Each worker also leads its
+own process group, and the group is killed when the worker ends, so no grandchild outlives the job.
+
+Throughput with tiny mini-batches comes from amortising the per-message cost:
 
 - a worker holds up to ``depth`` batches (the running one plus prefetched ones); ``depth`` adapts to how
-  long batches take, so about ``_QUEUE_SECONDS`` of work waits in each worker (2 for slow batches, up to
-  ``_MAX_DEPTH`` for tiny ones), and a worker is refilled only once half its queue is done;
+  long batches take, and a worker is refilled only once half its queue is done;
 - ``submit`` only queues: everything submitted for a worker in one turn of the driver loop travels in one
   message, sent when the driver next ``poll``s;
-- a worker sends each result as soon as it has it, after appending it to its spool (``spool.py``: a
-  driver killed at any instant loses only the batches that were running), and ``poll`` reads every
-  result that is waiting in one go.
+- a worker sends each outcome as soon as it has it (its output already written as a part, see
+  ``parallelrun.outputs``), and ``poll`` reads every outcome that is waiting in one go.
 """
 
 from __future__ import annotations
@@ -35,18 +39,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..data.batches import MiniBatch
-from ..errors import UserCodeError
-from .base import (
-    BatchFailed,
-    BatchSucceeded,
-    Event,
-    Executor,
-    WorkerInitFailed,
-    WorkerLost,
-    WorkerReady,
-    WorkerState,
-    fail_queue,
-)
+from .base import WorkerState
+from .messages import Event, InitFailed, Outcome, Ready, Stop, Work
+from .pool import WorkerPool
 from .worker import WorkerConfig, worker_main
 
 _CAUSES = {
@@ -74,7 +69,6 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 _MAX_DEPTH = 32
-_QUEUE_SECONDS = 0.02
 
 
 @contextmanager
@@ -165,44 +159,72 @@ _LEN64 = struct.Struct("!Q")
 class _Proc:
     process: Any
     conn: Connection
-    state: WorkerState
+    exit_fd: int | None = None  # a pidfd: readable once the process has exited (None: poll exitcode)
     outbox: list[tuple[MiniBatch, int]] = field(default_factory=list)  # submitted, sent at the next poll
     frames: _Frames | None = None  # reads the pipe, made on first use
-    ok_seen: int = 0  # successful results received from this worker
-    ok_committed: int = 0  # of those, how many the driver has committed (acknowledged with the next work)
+    logged: int = 0  # outcomes this worker logged (ok, not a probe); all committed by the next poll
 
 
-class LocalExecutor(Executor):
-    """Local worker processes; see the module docstring.
+def _pidfd(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+    except (AttributeError, OSError):
+        return None  # not Linux >= 5.3: exits are found by polling (see _EXIT_POLL)
 
-    Contract with the driver: the events one ``poll()`` returns are committed (or handled) before the next
-    ``poll()``. Each message to a worker acknowledges the results committed so far, so the worker's spool
-    (``spool.py``) may drop them; ``cfg.spool_dir`` turns spooling on.
-    """
+
+#: without pidfds, how often a worker's exit status is checked (seconds)
+_EXIT_POLL = 0.5
+
+
+def _kill_group(pid: int | None) -> None:
+    """Kill the process group a worker leads (it and whatever it started); quiet if it is gone."""
+    if not pid or not hasattr(os, "killpg"):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def _await_exit(pr: _Proc, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the process to exit; True if it did. Never waits on a pipe a child of
+    the worker may hold."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if pr.process.exitcode is not None:  # waitpid(WNOHANG): reaps it
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if pr.exit_fd is not None:
+            select.select([pr.exit_fd], [], [], left)
+        else:
+            time.sleep(min(0.05, left))
+
+
+class LocalExecutor(WorkerPool[_Proc]):
+    """Local worker processes; see the module docstring."""
+
+    queue_seconds = 0.02
+    max_depth = _MAX_DEPTH
 
     def __init__(self, cfg: WorkerConfig, processes: int, timeout: float, gpus_per_process: float = 0) -> None:
+        super().__init__(timeout)
         self.cfg = cfg
+        self.log_dir = cfg.log_dir if cfg.redirect_output else None  # workers' stack dumps (stacks.py)
         self.processes = processes
-        self.timeout = timeout
         self.gpus_per_process = gpus_per_process
         self._ctx = mp.get_context("spawn")
         if cfg.python:
             # An Environment's virtual environment: spawn workers with its interpreter.
             self._ctx.set_executable(cfg.python)
-        self._procs: dict[str, _Proc] = {}
         self._next = 0
-        self._closing = False
-        self._batch_seconds: float | None = None  # moving average of run() time per batch
-        # One selector for every worker's pipe and process sentinel, kept across polls (building one per
-        # poll, as multiprocessing.connection.wait does, costs more than a tiny mini-batch).
+        self._last_exit_poll = 0.0
+        # One selector for every worker's pipe and exit, kept across polls (building one per poll, as
+        # multiprocessing.connection.wait does, costs more than a tiny mini-batch).
         self._selector = selectors.DefaultSelector()
-
-    @property
-    def depth(self) -> int:  # type: ignore[override]
-        """Batches a worker may hold: about ``_QUEUE_SECONDS`` of work, at least 2."""
-        if self._batch_seconds is None:
-            return 2
-        return max(2, min(_MAX_DEPTH, int(_QUEUE_SECONDS / max(self._batch_seconds, 1e-6))))
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,181 +246,124 @@ class LocalExecutor(Executor):
         with _main_module_hidden():
             p.start()
         child.close()
-        self._procs[cfg.agent_name] = _Proc(p, parent, WorkerState(cfg.agent_name, pid=p.pid))
-        self._selector.register(parent.fileno(), selectors.EVENT_READ, (cfg.agent_name, "conn"))
-        self._selector.register(p.sentinel, selectors.EVENT_READ, (cfg.agent_name, "sentinel"))
-        return cfg.agent_name
+        pr = _Proc(p, parent, _pidfd(p.pid))
+        name = cfg.agent_name
+        self._add(name, pr, WorkerState(name, pid=p.pid))
+        self._selector.register(parent.fileno(), selectors.EVENT_READ, (name, "conn"))
+        if pr.exit_fd is not None:
+            self._selector.register(pr.exit_fd, selectors.EVENT_READ, (name, "exit"))
+        return name
 
-    def _unwatch(self, pr: _Proc) -> None:
-        for handle in (pr.conn, pr.process.sentinel):
-            try:
-                self._selector.unregister(handle.fileno() if isinstance(handle, Connection) else handle)
-            except (KeyError, ValueError, OSError):
-                pass
+    def _spawn_replacement(self, name: str) -> str | None:
+        return self._spawn()
+
+    def _forget(self, name: str) -> None:
+        """Stop watching a worker, kill it and its process group, reap it."""
+        pr = self._handles.get(name)
+        if pr is None:
+            return
+        for fd in (pr.conn.fileno() if not pr.conn.closed else None, pr.exit_fd):
+            if fd is not None:
+                try:
+                    self._selector.unregister(fd)
+                except (KeyError, ValueError, OSError):
+                    pass
+        if pr.process.exitcode is None:
+            pr.process.kill()
+        _kill_group(pr.process.pid)
+        _await_exit(pr, 5.0)
+        pr.conn.close()
+        if pr.exit_fd is not None:
+            os.close(pr.exit_fd)
+            pr.exit_fd = None
 
     def cancel(self) -> None:
         self._closing = True
-        for pr in self._procs.values():
-            if pr.process.is_alive():
-                pr.process.kill()
-        for pr in self._procs.values():
-            pr.process.join(5)
-            self._unwatch(pr)
-            pr.conn.close()
-        self._procs.clear()
+        for name in list(self._handles):
+            self._forget(name)
+            self._remove(name)
 
     def shutdown(self, grace: float = 10.0) -> None:
         self._closing = True
-        for pr in self._procs.values():
+        for pr in self._handles.values():
             try:
-                pr.conn.send(None)
+                pr.conn.send(Stop())
             except OSError:
                 pass
         deadline = time.monotonic() + grace
-        for pr in self._procs.values():
-            pr.process.join(max(0.0, deadline - time.monotonic()))
-            if pr.process.is_alive():
-                pr.process.kill()
-                pr.process.join(5)
-            self._unwatch(pr)
-            pr.conn.close()
-        self._procs.clear()
+        for name, pr in list(self._handles.items()):
+            _await_exit(pr, max(0.0, deadline - time.monotonic()))
+            self._forget(name)  # kills it if it is still running, and its group either way
+            self._remove(name)
 
-    # --- work -----------------------------------------------------------------------------------------
-    def idle_workers(self) -> list[str]:
-        """One entry per free slot, least loaded first; a worker has free slots once half its queue is
-        done (so batches travel several to a message)."""
-        depth = self.depth
-        slots: list[tuple[int, str]] = []
-        for pr in self._procs.values():
-            held = len(pr.state.queue)
-            if pr.state.ready and held <= depth // 2:
-                slots.extend((k, pr.state.name) for k in range(held, depth))
-        slots.sort()  # the k-th slot of every worker before the (k+1)-th of any: batches spread evenly
-        return [name for _, name in slots]
-
-    def submit(self, worker: str, batch: MiniBatch, attempt: int) -> None:
-        pr = self._procs[worker]
-        if not pr.state.queue:
-            pr.state.started_at = time.monotonic()
-        pr.state.queue.append((batch.index, attempt))
-        pr.outbox.append((batch, attempt))
+    # --- transport ------------------------------------------------------------------------------------
+    def _send(self, name: str, batch: MiniBatch, attempt: int) -> None:
+        self._handles[name].outbox.append((batch, attempt))
 
     def _flush(self) -> None:
-        for pr in self._procs.values():
-            # The driver commits what one poll() returned before it polls again (see the class
-            # docstring): every result seen so far is committed, and the worker's spool may drop it.
-            pr.ok_committed = pr.ok_seen
+        for pr in self._handles.values():
             if pr.outbox:
-                msg, pr.outbox = ("work", pr.ok_committed, pr.outbox), []
+                # The driver commits what one poll() returned before it polls again: every outcome seen
+                # so far is committed, so the worker's outcome log may drop them.
+                msg, pr.outbox = Work(pr.outbox, pr.logged), []
                 try:
                     pr.conn.send(msg)
                 except OSError:
-                    pass  # the worker is gone: its sentinel fires and its queue is failed or returned
+                    pass  # the worker is gone: its exit is seen and its queue is failed or returned
 
-    def workers(self) -> list[WorkerState]:
-        return [pr.state for pr in self._procs.values()]
-
-    def starting(self) -> int:
-        return sum(1 for pr in self._procs.values() if not pr.state.ready)
-
-    def poll(self, timeout: float) -> list[Event]:
+    def _wait(self, timeout: float, events: list[Event]) -> None:
         self._flush()
-        now = time.monotonic()
-        deadlines = [pr.state.started_at + self.timeout for pr in self._procs.values() if pr.state.queue]
-        wait_for = max(0.0, min([timeout, *(d - now for d in deadlines)]))
-        events: list[Event] = []
-        if self._procs:
-            ready = self._selector.select(wait_for)
-        else:
-            time.sleep(wait_for)
-            ready = []
-        dead: list[_Proc] = []
+        if not self._handles:
+            time.sleep(timeout)
+            return
+        polling = any(pr.exit_fd is None for pr in self._handles.values())
+        ready = self._selector.select(min(timeout, _EXIT_POLL) if polling else timeout)
+        dead: list[str] = []
         for key, _ in ready:
             name, kind = key.data
-            pr = self._procs.get(name)
+            pr = self._handles.get(name)
             if pr is None:
                 continue  # forgotten while handling an earlier handle of this poll
             if kind == "conn":
-                self._drain(pr, events)
-            elif pr not in dead:
-                dead.append(pr)
-        for pr in dead:
-            self._drain(pr, events, check=True)  # a result sent just before exiting still counts
-            if pr.state.name in self._procs:
-                self._lost(pr, events)
-        self._check_timeouts(events)
-        return events
+                self._drain(name, pr, events)
+            elif name not in dead:
+                dead.append(name)
+        now = time.monotonic()
+        if polling and now - self._last_exit_poll >= _EXIT_POLL:
+            self._last_exit_poll = now
+            dead += [n for n, pr in self._handles.items()
+                     if pr.exit_fd is None and pr.process.exitcode is not None and n not in dead]
+        for name in dead:
+            pr = self._handles.get(name)
+            if pr is None:
+                continue
+            self._drain(name, pr, events, check=True)  # an outcome sent just before exiting still counts
+            if name in self._handles:
+                pr.process.join(0)  # reap it, so that exitcode is known
+                self._lost(name, describe_exit(pr.process.exitcode), events)
 
-    # --- internals ------------------------------------------------------------------------------------
-    def _drain(self, pr: _Proc, events: list[Event], check: bool = False) -> None:
+    def _drain(self, name: str, pr: _Proc, events: list[Event], check: bool = False) -> None:
         """Handle every message waiting in the worker's pipe."""
         if pr.frames is None:
             pr.frames = _Frames(pr.conn)
         try:
-            for msg in pr.frames.read(check):
-                self._handle(pr, msg, events)
+            msgs = pr.frames.read(check)
         except (EOFError, OSError):
-            pass
-
-    def _handle(self, pr: _Proc, msg: tuple[Any, ...], events: list[Event]) -> None:
-        kind = msg[0]
-        st = pr.state
-        if kind == "ready":
-            st.ready = True
-            events.append(WorkerReady(st.name))
-        elif kind == "init_failed":
-            self._forget(pr)
-            events.append(WorkerInitFailed(st.name, msg[1]))
-        elif kind in ("ok", "error"):
-            index, attempt = msg[1], msg[2]
-            if st.queue and st.queue[0][0] == index:
-                st.queue.pop(0)
-            st.started_at = time.monotonic()
-            secs = msg[-1]
-            avg = self._batch_seconds
-            self._batch_seconds = secs if avg is None else 0.8 * avg + 0.2 * secs
-            if kind == "ok":
-                pr.ok_seen += 1
-                _, _, _, succeeded, failed, payload, secs = msg
-                events.append(BatchSucceeded(st.name, index, attempt, succeeded, failed, payload, secs))
-            else:
-                err: UserCodeError = msg[3]
-                events.append(BatchFailed(st.name, index, attempt, "error", err.one_line(), err, msg[4]))
-
-    def _forget(self, pr: _Proc) -> None:
-        self._procs.pop(pr.state.name, None)
-        self._unwatch(pr)
-        pr.process.join(5)
-        if pr.process.is_alive():
-            pr.process.kill()
-            pr.process.join(5)
-        pr.conn.close()
-
-    def _lost(self, pr: _Proc, events: list[Event]) -> None:
-        st = pr.state
-        self._forget(pr)
-        code = describe_exit(pr.process.exitcode)
-        if not st.ready:
-            err = UserCodeError("WorkerDied", f"the worker died during start-up or init(): {code}", "")
-            events.append(WorkerInitFailed(st.name, err))
+            # The worker closed its end: it is exiting (or a child it started holds nothing); its exit is
+            # reported through its pidfd. Stop selecting on a pipe that stays readable at EOF.
+            try:
+                self._selector.unregister(pr.conn.fileno())
+            except (KeyError, ValueError, OSError):
+                pass
             return
-        running = f" while running mini-batch {st.queue[0][0]}" if st.queue else ""
-        message = f"worker {st.name} (pid {st.pid}) died{running}: {code}"
-        fail_queue(st, "lost", message, events)
-        replacement = None if self._closing else self._spawn()
-        events.append(WorkerLost(st.name, message, replacement))
-
-    def _check_timeouts(self, events: list[Event]) -> None:
-        now = time.monotonic()
-        for pr in list(self._procs.values()):
-            st = pr.state
-            if st.queue and now - st.started_at > self.timeout:
-                index = st.queue[0][0]
-                pr.process.kill()
-                self._forget(pr)
-                message = (f"run() on mini-batch {index} exceeded run_invocation_timeout={self.timeout:g}s; "
-                           f"worker {st.name} was killed and replaced")
-                fail_queue(st, "timeout", message, events)
-                replacement = None if self._closing else self._spawn()
-                events.append(WorkerLost(st.name, message, replacement))
+        for msg in msgs:
+            if name not in self._handles:
+                return
+            if isinstance(msg, Outcome):
+                if msg.ok and msg.index >= 0:
+                    pr.logged += 1
+                self._finished(name, msg, events)
+            elif isinstance(msg, Ready):
+                self._ready(name, msg.pid, events)
+            elif isinstance(msg, InitFailed):
+                self._init_failed(name, msg.error, events)

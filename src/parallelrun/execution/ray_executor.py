@@ -20,6 +20,11 @@ named ``node{N}.process{NNN}`` and write their logs into the run's logs folder l
 one machine that just works; on a multi-machine cluster that folder must be on a path every node sees at
 the same place (otherwise each node keeps its actors' logs on its own disk, under the same path).
 
+Output: each actor writes its batches' parts to the output location itself (``parallelrun.outputs``),
+so the bytes never travel through the driver. A local-path output on a cluster of more than one node is
+refused at start, unless the job spec marks it as shared storage mounted at the same path on every node:
+``storage_options: {file: {shared: true}}``.
+
 Connection, the private instance of ``compute: ray``, placement checks and runtime_env live in
 ``ray_cluster.py`` (:class:`RayCluster`); this module is the transport. Ray is shut down (disconnected)
 at the end only when this executor initialised it.
@@ -33,20 +38,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..data.batches import MiniBatch
-from ..errors import UserCodeError
-from .base import (
-    BatchFailed,
-    BatchSucceeded,
-    Event,
-    Executor,
-    WorkerInitFailed,
-    WorkerLost,
-    WorkerReady,
-    WorkerState,
-    fail_queue,
-)
+from ..errors import UsageError, UserCodeError
+from .base import WorkerState
+from .messages import Event, Outcome, WorkerLost, error_outcome
+from .pool import WorkerPool
 from .ray_cluster import RayCluster, import_ray
-from .worker import BatchOutcome, WorkerConfig
+from .worker import WorkerConfig
 
 if TYPE_CHECKING:
     from ..config import JobSpec
@@ -82,8 +79,8 @@ class _RayWorker:
             return os.getpid(), node_id, to_user_error(e)
         return os.getpid(), node_id, self.rt.init()
 
-    def process(self, batch: MiniBatch, attempt: int) -> BatchOutcome:
-        out: BatchOutcome = self.rt.process(batch, attempt)
+    def process(self, batch: MiniBatch, attempt: int) -> Outcome:
+        out: Outcome = self.rt.process(batch, attempt)
         return out
 
     def ping(self) -> int:
@@ -117,34 +114,36 @@ def _relocate(cfg: WorkerConfig, shipped_root: str | None) -> WorkerConfig:
 @dataclass
 class _Actor:
     handle: Any
-    state: WorkerState
     node_id: str
     node_index: int
     start_ref: Any = None
-    refs: list[Any] = field(default_factory=list)  # one per state.queue entry, same order
+    refs: list[Any] = field(default_factory=list)  # one per queued batch, same order as the state's queue
     ping_ref: Any = None
     last_seen: float = 0.0
 
 
-class RayExecutor(Executor):
-    """Mini-batches on Ray actors; see the module docstring."""
+class RayExecutor(WorkerPool[_Actor]):
+    """Mini-batches on Ray actors (transport only; the bookkeeping is ``WorkerPool``'s)."""
+
+    queue_seconds = QUEUE_SECONDS
+    max_depth = MAX_DEPTH
+    refill_at_half = False  # one actor call per batch: nothing to gain from sending several at once
 
     def __init__(self, cfg: WorkerConfig, spec: JobSpec) -> None:
+        super().__init__(spec.run_invocation_timeout)
         self.ray = import_ray()
         self.cfg = cfg
+        self.log_dir = cfg.log_dir if cfg.redirect_output else None  # workers' stack dumps (stacks.py)
         self.spec = spec
-        self.timeout = spec.run_invocation_timeout
         self.cluster = RayCluster(self.ray, cfg, spec)
         self.address = self.cluster.address
         self.upload = self.cluster.upload
-        self._closing = False
-        self._actors: dict[str, _Actor] = {}
         self._by_ref: dict[Any, str] = {}
         self._nodes: dict[str, int] = {}  # Ray node id -> our node index
         self._next_proc: dict[int, int] = {}
         self._respawns = 0  # replacements for actors that could not even start (bounded)
-        self._batch_seconds: float | None = None  # moving average of run() time per batch
         self._cls: Any = None
+        self._last_forgotten: dict[str, _Actor] = {}
         #: connect + place + create the actors (not their init()): Ray's start-up cost, for progress/logs
         self.startup_seconds = 0.0
 
@@ -153,6 +152,7 @@ class RayExecutor(Executor):
         t0 = time.monotonic()
         self._connect()
         nodes = self._pick_nodes()
+        self._check_output_reachable(nodes)
         self._cls = self.ray.remote(_RayWorker)
         for index, node_id in enumerate(nodes):
             self._nodes[node_id] = index
@@ -163,6 +163,19 @@ class RayExecutor(Executor):
 
     def _connect(self) -> None:
         self.cluster.connect()
+    def _check_output_reachable(self, nodes: list[str]) -> None:
+        """Actors write their parts themselves: a local-path output must be one every node sees."""
+        out = self.cfg.output
+        if out is None or not out.is_local or len(nodes) < 2:
+            return
+        if (self.spec.storage_options.get("file") or {}).get("shared"):
+            return  # the user says the path is on storage every node mounts at the same place
+        raise UsageError(
+            f"output {out.url} is a path on this machine's disk, but the job runs on {len(nodes)} Ray nodes, whose "
+            "workers write their output themselves and would each write to their own disk. Use an output every "
+            "node can reach (az://container/folder, s3://bucket/folder), or, if the path is on shared storage "
+            "mounted at the same place on every node (NFS...), say so in the job spec:\n"
+            "  storage_options: {file: {shared: true}}")
 
     def _alive_nodes(self) -> list[dict[str, Any]]:
         return self.cluster.alive_nodes()
@@ -186,18 +199,17 @@ class RayExecutor(Executor):
             **self.cluster.actor_options(),
         ).remote()
         host, actor = self.cluster.placed(cfg.agent_name, node_id, handle)
-        a = _Actor(handle, WorkerState(cfg.agent_name, node=f"node{index}", host=host, actor=actor), node_id, index,
-                   last_seen=time.monotonic())
+        a = _Actor(handle, node_id, index, last_seen=time.monotonic())
         a.start_ref = handle.start.remote(cfg, self.cluster.shipped_root)
         self._by_ref[a.start_ref] = cfg.agent_name
-        self._actors[cfg.agent_name] = a
+        self._add(cfg.agent_name, a, WorkerState(cfg.agent_name, node=f"node{index}", host=host, actor=actor))
         return cfg.agent_name
 
     def cancel(self) -> None:
         self._closing = True
-        for a in list(self._actors.values()):
-            self._kill(a)
-        self._actors.clear()
+        for name in list(self._handles):
+            self._forget(name)
+            self._remove(name)
         self._by_ref.clear()
         self._disconnect()
 
@@ -205,8 +217,8 @@ class RayExecutor(Executor):
         self._closing = True
         ray = self.ray
         stops = []
-        for a in self._actors.values():
-            if a.state.ready:
+        for name, a in self._handles.items():
+            if self._states[name].ready:
                 try:
                     stops.append(a.handle.stop.remote())
                 except Exception:  # noqa: BLE001 - a dead actor: nothing to stop
@@ -221,65 +233,30 @@ class RayExecutor(Executor):
     def _disconnect(self) -> None:
         self.cluster.disconnect()
 
-    # --- work -----------------------------------------------------------------------------------------
-    @property
-    def depth(self) -> int:  # type: ignore[override]
-        """Batches an actor may hold (one actor call each): about ``QUEUE_SECONDS`` of work, at least 2."""
-        if self._batch_seconds is None:
-            return 2
-        return max(2, min(MAX_DEPTH, int(QUEUE_SECONDS / max(self._batch_seconds, 1e-6))))
-
-    def idle_workers(self) -> list[str]:
-        """One entry per free slot; the k-th slot of every actor comes before the (k+1)-th of any."""
-        depth = self.depth
-        slots: list[tuple[int, str]] = []
-        for a in self._actors.values():
-            held = len(a.state.queue)
-            if a.state.ready and held < depth:
-                slots.extend((k, a.state.name) for k in range(held, depth))
-        slots.sort()
-        return [name for _, name in slots]
-
-    def submit(self, worker: str, batch: MiniBatch, attempt: int) -> None:
-        a = self._actors[worker]
-        if not a.state.queue:
-            a.state.started_at = time.monotonic()
-        a.state.queue.append((batch.index, attempt))
+    # --- transport ------------------------------------------------------------------------------------
+    def _send(self, name: str, batch: MiniBatch, attempt: int) -> None:
+        a = self._handles[name]
         ref = a.handle.process.remote(batch, attempt)
         a.refs.append(ref)
-        self._by_ref[ref] = worker
+        self._by_ref[ref] = name
 
-    def workers(self) -> list[WorkerState]:
-        return [a.state for a in self._actors.values()]
-
-    def starting(self) -> int:
-        return sum(1 for a in self._actors.values() if not a.state.ready)
-
-    def poll(self, timeout: float) -> list[Event]:
-        now = time.monotonic()
-        self._ping_idle(now)
-        deadlines = [a.state.started_at + self.timeout for a in self._actors.values() if a.state.queue]
-        wait_for = max(0.0, min([timeout, *(d - now for d in deadlines)]))
-        events: list[Event] = []
+    def _wait(self, timeout: float, events: list[Event]) -> None:
+        self._ping_idle(time.monotonic())
         refs = list(self._by_ref)
         if not refs:
-            time.sleep(wait_for)
-        else:
-            ready, _ = self.ray.wait(refs, num_returns=1, timeout=wait_for)
-            if ready:
-                ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
-            done = set(ready)
-            for name in list(dict.fromkeys(self._by_ref[r] for r in ready)):
-                a = self._actors.get(name)
-                if a is not None:
-                    self._collect(a, done, events)
-        self._check_timeouts(events)
-        return events
+            time.sleep(timeout)
+            return
+        ready, _ = self.ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        done = set(ready)
+        for name in list(dict.fromkeys(self._by_ref[r] for r in ready if r in self._by_ref)):
+            if name in self._handles:
+                self._collect(name, done, events)
 
-    # --- internals ------------------------------------------------------------------------------------
-    def _collect(self, a: _Actor, done: set[Any], events: list[Event]) -> None:
+    def _collect(self, name: str, done: set[Any], events: list[Event]) -> None:
         """Handle one actor's finished calls in its own order: start, then batches head first, then ping."""
-        ray, st = self.ray, a.state
+        ray, a, st = self.ray, self._handles[name], self._states[name]
         a.last_seen = time.monotonic()
         if a.start_ref is not None and a.start_ref in done:
             ref, a.start_ref = a.start_ref, None
@@ -287,88 +264,68 @@ class RayExecutor(Executor):
             try:
                 pid, node_id, err = ray.get(ref)
             except ray.exceptions.RayError as e:
-                self._start_failed(a, e, events)
+                self._start_failed(name, a, e, events)
                 return
             if err is not None:
-                self._forget(a)
-                events.append(WorkerInitFailed(st.name, err))
+                self._init_failed(name, err, events)
                 return
-            st.ready, st.pid, a.node_id = True, pid, node_id
-            events.append(WorkerReady(st.name))
+            a.node_id = node_id
+            self._ready(name, pid, events)
         while a.refs and a.refs[0] in done:
             ref = a.refs[0]
             try:
-                out = ray.get(ref)
+                out: Outcome = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
                 # Our own code raised inside the actor (not the user's run(), which is caught there).
                 self._pop(a, ref)
-                index, attempt = st.queue.pop(0) if st.queue else (-1, 0)
+                index, attempt = st.queue[0] if st.queue else (-1, 0)
                 err = UserCodeError(type(e).__name__, _first_line(str(e)), str(e))
-                events.append(BatchFailed(st.name, index, attempt, "error", err.one_line(), err))
-                st.started_at = time.monotonic()
+                self._finished(name, error_outcome(name, index, attempt, err), events)
                 continue
             except ray.exceptions.RayError as e:
-                self._lost(a, _cause(e), events)
+                self._lost(name, _cause(e), events)
                 return
             self._pop(a, ref)
-            if st.queue:
-                st.queue.pop(0)
-            st.started_at = time.monotonic()
-            avg = self._batch_seconds
-            self._batch_seconds = out[-1] if avg is None else 0.8 * avg + 0.2 * out[-1]
-            if out[0] == "ok":
-                _, index, attempt, succeeded, failed, payload, secs = out
-                events.append(BatchSucceeded(st.name, index, attempt, succeeded, failed, payload, secs))
-            else:
-                _, index, attempt, err, secs = out
-                events.append(BatchFailed(st.name, index, attempt, "error", err.one_line(), err, secs))
+            self._finished(name, out, events)
         if a.ping_ref is not None and a.ping_ref in done:
             ref, a.ping_ref = a.ping_ref, None
             self._by_ref.pop(ref, None)
             try:
                 ray.get(ref)
             except ray.exceptions.RayError as e:
-                self._lost(a, _cause(e), events)
+                self._lost(name, _cause(e), events)
 
     def _pop(self, a: _Actor, ref: Any) -> None:
         a.refs.pop(0)
         self._by_ref.pop(ref, None)
 
     def _ping_idle(self, now: float) -> None:
-        for a in self._actors.values():
-            if a.state.ready and not a.refs and a.ping_ref is None and now - a.last_seen > PING_EVERY:
+        for name, a in self._handles.items():
+            if self._states[name].ready and not a.refs and a.ping_ref is None and now - a.last_seen > PING_EVERY:
                 a.ping_ref = a.handle.ping.remote()
-                self._by_ref[a.ping_ref] = a.state.name
+                self._by_ref[a.ping_ref] = name
                 a.last_seen = now
 
-    def _start_failed(self, a: _Actor, e: Exception, events: list[Event]) -> None:
+    def _start_failed(self, name: str, a: _Actor, e: Exception, events: list[Event]) -> None:
         """The actor could not start (its node died, runtime_env set-up failed, the process died in init)."""
-        self._forget(a)
         node_gone = a.node_id not in {n["NodeID"] for n in self._alive_nodes()}
         if node_gone and not self._closing and self._respawns < 2 * max(1, len(self._nodes)):
             target = self._replacement_node(a)
             if target is not None:
+                self._forget(name)
+                self._remove(name)
                 self._respawns += 1
                 replacement = self._spawn(target)
-                events.append(WorkerLost(a.state.name, f"worker {a.state.name} could not start: its node "
-                                                       f"died ({_cause(e)})", replacement))
+                events.append(WorkerLost(name, f"worker {name} could not start: its node died ({_cause(e)})",
+                                         replacement))
                 return
         err = UserCodeError("WorkerDied", f"the worker died during start-up or init(): {_cause(e)}", str(e))
-        events.append(WorkerInitFailed(a.state.name, err))
+        self._init_failed(name, err, events)
 
-    def _lost(self, a: _Actor, cause: str, events: list[Event]) -> None:
-        st = a.state
-        self._forget(a)
-        if not st.ready:
-            err = UserCodeError("WorkerDied", f"the worker died during start-up or init(): {cause}", "")
-            events.append(WorkerInitFailed(st.name, err))
-            return
-        running = f" while running mini-batch {st.queue[0][0]}" if st.queue else ""
-        message = f"worker {st.name} (pid {st.pid}) died{running}: {cause}"
-        fail_queue(st, "lost", message, events)
-        target = None if self._closing else self._replacement_node(a)
-        replacement = self._spawn(target) if target is not None else None
-        events.append(WorkerLost(st.name, message, replacement))
+    def _spawn_replacement(self, name: str) -> str | None:
+        a = self._last_forgotten.get(name)
+        target = self._replacement_node(a) if a is not None else None
+        return self._spawn(target) if target is not None else None
 
     def _replacement_node(self, a: _Actor) -> str | None:
         """The dead actor's node if it is alive, else the alive node (ours first) with fewest of our actors."""
@@ -376,39 +333,25 @@ class RayExecutor(Executor):
         if a.node_id in alive:
             return a.node_id
         load = {nid: 0 for nid in alive if self._fits(alive[nid], 1)}
-        for other in self._actors.values():
+        for other in self._handles.values():
             if other.node_id in load:
                 load[other.node_id] += 1
         if not load:
             return None
         return min(load, key=lambda nid: (nid not in self._nodes, load[nid], self._nodes.get(nid, 0)))
 
-    def _forget(self, a: _Actor) -> None:
-        self._actors.pop(a.state.name, None)
+    def _forget(self, name: str) -> None:
+        a = self._handles.get(name)
+        if a is None:
+            return
+        self._last_forgotten = {name: a}  # where its replacement should go
         for ref in [a.start_ref, a.ping_ref, *a.refs]:
             if ref is not None:
                 self._by_ref.pop(ref, None)
-        self._kill(a)
-
-    def _kill(self, a: _Actor) -> None:
         try:
             self.ray.kill(a.handle, no_restart=True)
         except Exception:  # noqa: BLE001 - already dead, or its node is gone
             pass
-
-    def _check_timeouts(self, events: list[Event]) -> None:
-        now = time.monotonic()
-        for a in list(self._actors.values()):
-            st = a.state
-            if st.queue and now - st.started_at > self.timeout:
-                index = st.queue[0][0]
-                self._forget(a)
-                message = (f"run() on mini-batch {index} exceeded run_invocation_timeout={self.timeout:g}s; "
-                           f"worker {st.name} was killed and replaced")
-                fail_queue(st, "timeout", message, events)
-                target = None if self._closing else self._replacement_node(a)
-                replacement = self._spawn(target) if target is not None else None
-                events.append(WorkerLost(st.name, message, replacement))
 
 
 # --- helpers -----------------------------------------------------------------------------------------

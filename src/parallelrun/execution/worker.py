@@ -1,8 +1,13 @@
 """What runs inside a worker (a local process or a Ray actor): set-up, init(), run() per mini-batch.
 
 ``WorkerRuntime`` is transport-free so both executors share it; ``worker_main`` is the local process's
-loop over its pipe. Results leave the worker already formatted as bytes (see ``outputs.format_result``),
-with the failed items named, so the driver never unpickles user objects.
+loop over its pipe. Results are formatted in the worker (``outputs.format_result``), with the failed items named,
+so the driver never unpickles user objects.
+
+Each worker writes its batches' rows itself, as parts in the output location (``parallelrun.outputs``:
+one ``PartWriter`` per worker); the outcome it reports carries the part's record, never the rows. A local
+worker also appends each successful outcome to its outcome log (``outcome_log.py``) before reporting it,
+so a driver killed before committing loses nothing but the running batches.
 
 Remote inputs (``az://``, ``s3://`` ... file batches) are fetched ahead: the driver sends a worker its next
 batch while the current one runs, ``offer`` hands it to a background thread that downloads it, and
@@ -30,10 +35,10 @@ from typing import Any
 from ..data.batches import FileBatch, MiniBatch
 from ..errors import UserCodeError
 from ..journal import FailedItem
-from ..outputs import format_result
+from ..outputs import OutputLocation, PartRecord, PartWriter, format_result
 from .entry import EntryPoints, MiniBatchContext, load_entry_script, to_user_error
-from .spool import Spool
-from .spool import dumps as spool_dumps
+from .messages import InitFailed, Outcome, Ready, Work, error_outcome
+from .outcome_log import OutcomeLog
 
 
 @dataclass
@@ -59,7 +64,10 @@ class WorkerConfig:
     models: dict[str, str] = field(default_factory=dict)
     python: str | None = None  # interpreter for local workers (an Environment's venv); None = sys.executable
     scratch_dir: str | None = None  # downloads go to <scratch_dir>/<agent>; None = a temp dir
-    spool_dir: str | None = None  # local workers spool finished results here (see spool.py); None = no spool
+    output: OutputLocation | None = None  # where parts go (append_row); None = nowhere (debug, tests)
+    output_layout: str = "file"
+    output_file_name: str | None = None  # the one-file layout's name (Azure Blob stages blocks of it)
+    outcome_log_dir: str | None = None  # local workers log their outcomes here (outcome_log.py)
 
     @property
     def agent_name(self) -> str:
@@ -67,12 +75,6 @@ class WorkerConfig:
 
     def log_file(self, kind: str, suffix: str) -> Path:
         return Path(self.log_dir) / "user" / kind / f"node{self.node}" / f"process{self.process:03d}.{suffix}"
-
-
-# (kind, index, attempt, ...): the worker's answer for one attempt of a mini-batch.
-#   ("ok", index, attempt, succeeded, failed_items, payload, seconds)
-#   ("error", index, attempt, UserCodeError, seconds)
-BatchOutcome = tuple[Any, ...]
 
 
 class _Prefetcher:
@@ -125,6 +127,7 @@ class WorkerRuntime:
         self._tmp_dir: Path | None = None
         self._tmp_lock = threading.Lock()  # the prefetch thread and the main thread may both download
         self._prefetch = _Prefetcher(self._download)
+        self._writer: PartWriter | None = None
 
     def setup(self) -> None:
         """Process-wide set-up: logs, environment, argv, sys.path, working directory."""
@@ -152,6 +155,10 @@ class WorkerRuntime:
             if p not in sys.path:
                 sys.path.insert(0, p)
         sys.argv = [cfg.entry_script, *cfg.arguments]
+        if cfg.redirect_output:  # a real worker (not `parallelrun debug`): stacks on demand and on a crash
+            from .stacks import install
+
+            install(cfg.log_dir, cfg.agent_name)
         from ..entry_script import _configure
 
         log_file = cfg.log_file("entry_script_log", "log.txt") if cfg.redirect_output else None
@@ -174,7 +181,7 @@ class WorkerRuntime:
         if isinstance(batch, FileBatch) and _has_remote(batch):
             self._prefetch.offer(batch, attempt)
 
-    def process(self, batch: MiniBatch, attempt: int) -> BatchOutcome:
+    def process(self, batch: MiniBatch, attempt: int) -> Outcome:
         assert self.entry is not None
         t0 = time.perf_counter()
         try:
@@ -188,11 +195,32 @@ class WorkerRuntime:
         except BaseException as e:  # noqa: BLE001
             err = to_user_error(e)
             self._log_error(f"mini-batch {batch.index} attempt {attempt} failed", err)
-            return ("error", batch.index, attempt, err, time.perf_counter() - t0)
+            return error_outcome(self.cfg.agent_name, batch.index, attempt, err, time.perf_counter() - t0)
         finally:
             self._cleanup(batch, attempt)
         failed = _failed_items(batch, names, fr.missing, fr.succeeded)
-        return ("ok", batch.index, attempt, fr.succeeded, failed, fr.payload, time.perf_counter() - t0)
+        part: PartRecord | None = None
+        if fr.payload and batch.index >= 0 and self.cfg.output is not None:  # a probe's rows are dropped
+            try:
+                part = self.writer.write(batch=batch.index, attempt=attempt, result=fr)
+            except Exception as e:  # noqa: BLE001 - any store error: the output cannot be written
+                msg = f"writing the output of mini-batch {batch.index} to {self.cfg.output} failed: {_reason(e)}"
+                err = UserCodeError(type(e).__name__, msg, msg)
+                self._log_error(msg, err)
+                return Outcome(self.cfg.agent_name, batch.index, attempt, "system", time.perf_counter() - t0,
+                               error=err, message=msg)
+        return Outcome(self.cfg.agent_name, batch.index, attempt, "ok", time.perf_counter() - t0,
+                       succeeded=fr.succeeded, failed_items=failed, part=part)
+
+    @property
+    def writer(self) -> PartWriter:
+        """This worker's part writer, made on first use."""
+        if self._writer is None:
+            assert self.cfg.output is not None
+            self._writer = self.cfg.output.part_writer(worker=self.cfg.agent_name, fmt=self.cfg.output_format,
+                                                       layout=self.cfg.output_layout,
+                                                       file_name=self.cfg.output_file_name)
+        return self._writer
 
     @property
     def _tmp(self) -> Path:
@@ -214,6 +242,11 @@ class WorkerRuntime:
             except BaseException as e:  # noqa: BLE001
                 self._log_error("shutdown() failed", to_user_error(e))
         self._prefetch.close()
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except OSError:
+                pass
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
@@ -258,9 +291,12 @@ class WorkerRuntime:
         if not self.cfg.redirect_output:
             return
         path = self.cfg.log_file("error", "txt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n{err.traceback}\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n{err.traceback}\n")
+        except OSError:
+            pass  # a full disk must not turn the user's error into a crash of the worker; the driver has it
 
 
 def _has_remote(batch: FileBatch) -> bool:
@@ -283,6 +319,16 @@ def _failed_items(batch: MiniBatch, names: list[str], missing: list[int] | None,
         return [FailedItem(names[i], None, msg) for i in missing]
     return [FailedItem(f"{batch.path} rows {batch.row_start + i}-{batch.row_start + i}", None, msg)
             for i in missing]
+
+
+def _reason(e: BaseException) -> str:
+    import errno
+
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied ({e})"
+    return f"{type(e).__name__}: {e}"
 
 
 def _redirect(fd: int, path: Path) -> None:
@@ -318,21 +364,26 @@ def die_with_parent(parent_pid: int) -> None:
 
 def worker_main(conn: Any, cfg: WorkerConfig) -> None:
     """Entry point of a local worker process."""
-    # Ctrl-C reaches the whole process group; the driver decides what to do, workers ignore it.
+    # Lead a process group of our own: the driver ends the group with the worker, so nothing run()
+    # started outlives it. Ctrl-C then reaches only the driver, which decides what to do.
+    try:
+        os.setpgid(0, 0)
+    except (AttributeError, OSError):
+        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(cfg.parent_pid)
     rt = WorkerRuntime(cfg)
     rt.setup()
     err = rt.init()
     if err is not None:
-        conn.send(("init_failed", err))
+        conn.send(InitFailed(err))
         return
-    conn.send(("ready", os.getpid()))
-    spool = Spool(cfg.spool_dir, cfg.agent_name) if cfg.spool_dir else None
+    conn.send(Ready(os.getpid()))
     # A reader thread keeps the pipe drained while run() works: the driver can always send the next
     # batches, a large result sent back can never deadlock against a large descriptor sent in, and the
     # remote inputs of the next batch start downloading (``offer``) while this one runs.
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    log = OutcomeLog(cfg.outcome_log_dir, cfg.agent_name) if cfg.outcome_log_dir else None
 
     def reader() -> None:
         while True:
@@ -341,33 +392,25 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
             except (EOFError, OSError):
                 inbox.put(None)
                 return
-            if msg is None:
+            if not isinstance(msg, Work):  # Stop
                 inbox.put(None)
                 return
-            # ("work", acked, [(batch, attempt), ...]): what the driver had for this worker at once, and how
-            # many of this worker's successful results it has committed so far (the spool may drop them).
-            _, acked, items = msg
-            if spool is not None:
-                spool.acked = acked
-            for item in items:
+            if log is not None:
+                log.acked = msg.acked
+            for item in msg.items:
                 rt.offer(*item)
                 inbox.put(item)
 
     threading.Thread(target=reader, name="parallelrun-inbox", daemon=True).start()
-    while (msg := inbox.get()) is not None:
-        batch, attempt = msg
+    while (item := inbox.get()) is not None:
+        batch, attempt = item
         outcome = rt.process(batch, attempt)
-        data = spool_dumps(outcome)
-        if spool is not None and outcome[0] == "ok":
-            spool.write(data)  # before the driver can see it: a killed driver loses only running batches
-        conn.send_bytes(data)
-    if spool is not None:
-        spool.close()
+        if log is not None and outcome.ok and outcome.index >= 0:
+            log.write(outcome)  # before the driver can see it: a killed driver loses only running batches
+        conn.send(outcome)
+    if log is not None:
+        log.close()
     rt.shutdown()
-    try:
-        conn.send(("bye",))
-    except OSError:
-        pass
     _exit_without_teardown()
 
 

@@ -321,6 +321,24 @@ function runView(runId) {
     }
     tick();
   });
+  // worker stacks: a button under the workers table; the answer is shown as text below it
+  const stackBtn = el("button", { id: "stacks", type: "button", text: "Show Python stacks" });
+  const stackOut = el("pre", { id: "stacks-text", class: "traceback", hidden: "" });
+  $("workers-note").after(stackBtn, stackOut);
+  stackBtn.addEventListener("click", async () => {
+    stackBtn.disabled = true;
+    stackOut.hidden = false;
+    stackOut.textContent = "Asking every worker for its stack...";
+    try {
+      const r = await api(`${base}/stacks`);
+      const parts = Object.entries(r.workers).map(([who, text]) => `=== ${who}\n${text}`);
+      stackOut.textContent = parts.length ? parts.join("\n\n") : "No live worker answered.";
+    } catch (e) {
+      stackOut.textContent = `Could not get the stacks: ${e.message || e}`;
+    } finally {
+      stackBtn.disabled = false;
+    }
+  });
   $("log-whole").addEventListener("click", () => state.logPath && openLog(state.logPath, true));
 
   async function tick() {

@@ -1,0 +1,171 @@
+"""The driver loop, in named phases: process completed, select, dispatch, plan, update.
+
+As Ray Data's streaming executor does, each turn is a handful of named steps over state that lives in
+its own objects: the scheduler (pure decisions), the collector (outcomes to journal commits), the feed
+(what to dispatch, and planning), the executor (where batches run). The counts shown come from the
+journal, never tracked beside it. ``runner.py`` starts and finishes a run around this loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from .collector import Collector
+from .config import JobSpec
+from .data.batches import MiniBatch
+from .errors import UserCodeError
+from .execution.base import Executor
+from .execution.feed import Feed
+from .execution.messages import Event, Outcome, WorkerInitFailed, WorkerLost, WorkerReady
+from .execution.scheduler import Isolation, Scheduler, Thresholds
+from .journal import Journal
+from .live import WorkersFile
+from .progress import Progress
+from .run_logs import append_progress
+from .runs import RunRecord
+
+
+class PlanningFailed(Exception):
+    """Planning the rest of the inputs failed during the run (its cause is the error to show)."""
+
+
+class SystemFailure(Exception):
+    """The output or the journal cannot be written: the system's failure, not the items'. Stops the job."""
+
+
+class DriverLoop:
+    """One run of the driver loop, in named phases (as Ray Data's streaming executor does):
+
+    ``process_completed`` (commit what the workers reported, through the collector), ``select`` and
+    ``dispatch`` (fill the workers' free slots: probes first with ``mini_batch_size: auto``, then what the
+    scheduler picks), ``plan_more`` (while planning is unfinished) and ``update`` (progress, workers.json,
+    the overview log). Counts come from the journal, never tracked beside it.
+    """
+
+    def __init__(self, spec: JobSpec, rec: RunRecord, journal: Journal, feed: Feed, executor: Executor,
+                 progress_mode: str, log: logging.Logger) -> None:
+        self.spec, self.rec, self.journal, self.feed, self.executor, self.log = spec, rec, journal, feed, executor, log
+        counts = journal.counts()
+        pieces, isolating = journal.isolation_state()  # a resumed run carries on isolating where it was
+        self.sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=counts.batches,
+                               thresholds=Thresholds(spec.error_threshold, spec.allowed_failed_count,
+                                                     spec.allowed_failed_percent),
+                               failed_items=counts.items_failed + sum(f for f, _, _ in isolating.values()),
+                               failed_batches=counts.batches_failed, isolate=spec.isolate_failures,
+                               pieces=pieces, attempts={b: a for b, (_, _, a) in isolating.items()},
+                               isolations={b: Isolation(journal.batch(b).n_items, failed=f, pieces_run=n)
+                                           for b, (f, n, _) in isolating.items()})
+        self.collector = Collector(journal, self.sched, feed, log, spec.run_max_try)
+        self.progress = Progress(progress_mode)
+        self.progress.start(counts.items, counts.items_done, counts.items_failed)
+        self.live = WorkersFile(rec.path)  # workers.json for the dashboard, at most once a second
+        self.init_errors: list[tuple[str, UserCodeError]] = []
+        self.ever_ready = False
+        self.t0 = time.monotonic()
+        self._first_dispatch = True
+        self._last_overview = 0.0
+
+    def loop(self) -> None:
+        """Until every batch is settled, or the run must stop."""
+        while True:
+            self.dispatch(self.select())
+            planning = self.plan_more()
+            if self.finished():
+                return
+            self.process_completed(self.executor.poll(0.0 if planning else 0.25))
+            self.update()
+
+    # --- phases ---------------------------------------------------------------------------------------
+    def select(self) -> list[tuple[str, MiniBatch, int]]:
+        """(worker, batch, attempt) for each free slot there is work for."""
+        out: list[tuple[str, MiniBatch, int]] = []
+        feed = self.feed
+        for w in self.executor.idle_workers():  # one entry per free slot
+            if feed.calibrator is not None and feed.calibrating:
+                probe = feed.calibrator.next(w)
+                if probe is not None:
+                    out.append((w, probe, 1))
+                continue
+            nxt = self.sched.next()
+            if nxt is None:
+                break
+            key, attempt = nxt
+            out.append((w, self.collector.work(key, attempt), attempt))
+        return out
+
+    def dispatch(self, work: list[tuple[str, MiniBatch, int]]) -> None:
+        for w, batch, attempt in work:
+            self.executor.submit(w, batch, attempt)
+        if work and self._first_dispatch:
+            self._first_dispatch = False
+            self.log.info("first mini-batch dispatched %.3f s after the start", time.monotonic() - self.t0)
+
+    def plan_more(self) -> bool:
+        """Plan a little more while planning is unfinished; True while it is."""
+        feed = self.feed
+        planning = not feed.done and not feed.calibrating
+        if planning:
+            try:
+                new = feed.step()
+            except Exception as e:  # a later input path missing, unreadable, or changed on resume
+                raise PlanningFailed(str(e)) from e
+            if new:
+                self.sched.add(b.index for b in new)
+                counts = self.journal.counts()
+                self.sched.total_batches = counts.batches
+                self.progress.set_total(counts.items)
+        if feed.done and feed.plan is not None and not self.rec.input_fingerprint:
+            self.rec.input_fingerprint = feed.plan.fingerprint
+            counts = self.journal.counts()
+            self.log.info("planned %d mini-batches (%d items, %d files) in %.3f s", counts.batches, counts.items,
+                          feed.plan.files, feed.plan_seconds)
+        return planning
+
+    def finished(self) -> bool:
+        sched = self.sched
+        if self.collector.system_error:
+            raise SystemFailure(self.collector.system_error)
+        if sched.stop_reason or (sched.finished() and self.feed.done):
+            return True
+        if not self.executor.workers() and self.executor.starting() == 0:
+            who, err = self.init_errors[0] if self.init_errors else ("", UserCodeError("", "", ""))
+            what = "init() failed in every worker" if not self.ever_ready else "no worker is left"
+            sched.stop(f"{what}; the first error ({who}):\n{err.traceback or err.one_line()}")
+            return True
+        return False
+
+    def process_completed(self, events: list[Event]) -> None:
+        """Everything that arrived together is committed together, and only then counted as done."""
+        self.collector.collect(ev for ev in events if isinstance(ev, Outcome))
+        for ev in events:
+            if isinstance(ev, WorkerReady):
+                self.ever_ready = True
+                self.log.info("worker %s ready", ev.worker)
+            elif isinstance(ev, WorkerInitFailed):
+                self.init_errors.append((ev.worker, ev.error))
+                self.log.error("init() failed in worker %s:\n%s", ev.worker, ev.error.traceback or ev.error.message)
+            elif isinstance(ev, WorkerLost):
+                self.log.warning("%s%s", ev.message,
+                                 f"; its replacement is {ev.replaced_by}" if ev.replaced_by else "; not replaced")
+                if self.feed.calibrator is not None:
+                    self.feed.calibrator.lost(ev.worker)
+
+    def update(self) -> None:
+        size = self.feed.size_decided()
+        if size is not None and self.feed.calibrator is not None:
+            self.log.info("mini_batch_size: auto chose %d (%s)", size, self.feed.calibrator.note)
+        c = self.journal.counts()
+        self.progress.update(c.items_done, c.items_failed, c.batches_succeeded + c.batches_failed, c.batches)
+        self.live.update(self.executor.workers())
+        now = time.monotonic()
+        if now - self._last_overview > 5:
+            self._last_overview = now
+            with contextlib.suppress(OSError):  # a view for humans: a full disk must not stop the loop here
+                append_progress(self.rec.logs_dir, f"{c.items_done}/{c.items} items done, {c.items_failed} failed, "
+                                                   f"{c.batches_succeeded + c.batches_failed}/{c.batches} mini-batches")
+
+    def close(self) -> None:
+        self.progress.finish()
+        self.live.close()

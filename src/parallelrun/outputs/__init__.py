@@ -1,0 +1,40 @@
+"""Job outputs: workers write committed parts; the driver commits their records and assembles the result.
+
+    format_result(...)        run()'s result -> output bytes (in the worker); ResultTypeError,
+                              ResultMismatchError for a result that breaks "one element per input"
+    OutputLocation.parse(...) a local folder, file://, az://, abfs://, s3:// (picklable)
+      .check_writable()       before dispatch
+      .part_writer(...)       in each worker -> PartWriter.write(batch, attempt, result) -> PartRecord
+      .verify(record)         on resume: adopt a written part of an uncommitted batch
+      .assemble(records, ...) the final file (layout "file") or dataset folder (layout "dataset")
+      .cleanup(names)         parts no committed record names
+    OutputError               the output cannot be written (errors.py); PartCorruptedError, its subclass
+
+Modules: ``_format`` (results to bytes), ``_records`` (names, records), ``_store`` (local / fsspec bytes),
+``_writer`` (worker side), ``_location`` (the API above), ``_assemble`` (local and dataset assembly),
+``_compose`` (server-side composition on Azure Blob and S3).
+"""
+
+from __future__ import annotations
+
+from ..errors import OutputError
+from ._assemble import PartCorruptedError
+from ._format import FormattedResult, ResultMismatchError, ResultTypeError, format_result
+from ._location import OutputLocation
+from ._records import LAYOUTS, MANIFEST, PartRecord, default_file_name
+from ._writer import PartWriter
+
+__all__ = [
+    "LAYOUTS",
+    "MANIFEST",
+    "FormattedResult",
+    "OutputError",
+    "OutputLocation",
+    "PartCorruptedError",
+    "PartRecord",
+    "PartWriter",
+    "ResultMismatchError",
+    "ResultTypeError",
+    "default_file_name",
+    "format_result",
+]

@@ -1,0 +1,294 @@
+"""Final assembly: the committed parts, in batch order, become the job's result.
+
+- One file on local disk, text/csv/jsonl: streaming concatenation into ``.<file>.assembling``, then an
+  atomic rename. Parts are *consumed*: a segment file is deleted as soon as every committed record in it
+  has been copied, so the disk never holds the parts and the whole file at once. Progress (records done,
+  bytes written, a hash of the records done) is saved in ``state_dir`` before any part is deleted, so a
+  kill at any moment resumes where it stopped: the file is truncated to the saved length and copying
+  continues. Memory: one 4 MB buffer.
+- One Parquet file (any store): the parts' row groups are streamed into one ``ParquetWriter`` (memory:
+  one row group). A Parquet file cannot be appended to after a kill (its footer comes last), so the parts
+  are kept until the file is complete and a kill restarts this step: peak disk is twice the output. Choose
+  the dataset layout for large Parquet outputs.
+- One file on an object store, text/csv/jsonl: composed server-side (``_compose``).
+- The dataset layout (any store, any format): each committed part is renamed ``part-<batch>.<ext>`` (a
+  server-side copy on object stores) and ``_manifest.json`` lists them in batch order.
+
+``keep_parts=True`` (a run that ended Failed or Canceled, which a resume may complete with more rows):
+the result is built the same way but no part is consumed or removed, so the next assembly, from more
+records, still finds every part. Locally that costs the output's size twice on disk until the resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OutputError
+from ._format import dictionary_columns
+from ._records import MANIFEST, PARTS_DIR, PartRecord, checksum, checksum_text, dataset_name
+from ._store import FsspecStore, LocalStore
+
+if TYPE_CHECKING:
+    from ._location import OutputLocation
+
+CHUNK = 4 * 1024 * 1024
+SAVE_EVERY = 64 * 1024 * 1024  # bytes between progress saves when no segment was finished
+
+
+class PartCorruptedError(OutputError):
+    """A committed part is missing or its bytes changed since it was written (checksum mismatch)."""
+
+    def __init__(self, rec: PartRecord, what: str) -> None:
+        self.record = rec
+        super().__init__(
+            f"the committed output of mini-batch {rec.batch} ({rec.name}, {rec.length} bytes at offset "
+            f"{rec.offset}) {what}; something outside parallelrun changed the output folder while the job "
+            f"ran. Run the job again into a fresh output location.")
+
+
+def assemble(loc: OutputLocation, records: list[PartRecord], *, file_name: str, fmt: str, layout: str,
+             state_dir: Path, keep_parts: bool = False) -> str:
+    store = loc.store
+    if layout == "dataset":
+        return _assemble_dataset(loc, records, fmt, keep_parts)
+    if fmt == "parquet":
+        return _assemble_parquet(loc, records, file_name, state_dir, keep_parts)
+    if isinstance(store, LocalStore):
+        return _assemble_local_concat(store, records, file_name, fmt, state_dir, keep_parts)
+    from ._compose import compose
+
+    return compose(loc, records, file_name=file_name, fmt=fmt, state_dir=state_dir, keep_parts=keep_parts)
+
+
+def records_digest(records: list[PartRecord]) -> str:
+    h = hashlib.sha256()
+    for r in records:
+        h.update(r.to_json().encode())
+    return h.hexdigest()
+
+
+def _load_state(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
+def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_name: str, fmt: str,
+                           state_dir: Path, keep_parts: bool) -> str:
+    final = store.path(file_name)
+    tmp = store.path(f".{file_name}.assembling")
+    state_path = state_dir / f"assembly-{file_name}.json"
+    if keep_parts:  # a run that may be resumed: nothing consumed, nothing to resume, the file rebuilt whole
+        state_path.unlink(missing_ok=True)
+        try:
+            with open(tmp, "wb") as out:
+                header = False
+                for rec in records:
+                    header = _copy_record(store, rec, out, skip_header=(fmt == "csv" and header)) > 0 or header
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return str(final)
+    st = _load_state(state_path)
+    if st and st.get("renamed") and st.get("digest") == records_digest(records) and (final.exists() or tmp.exists()):
+        if tmp.exists():  # killed between recording "renamed" and the rename itself
+            os.replace(tmp, final)
+        _remove_parts(store, records)
+        state_path.unlink(missing_ok=True)
+        return str(final)
+    done, size, header = 0, 0, False
+    if st and tmp.exists() and not st.get("renamed") and 0 < st["done"] <= len(records) and \
+            st["digest"] == records_digest(records[:st["done"]]) and tmp.stat().st_size >= st["size"]:
+        done, size, header = int(st["done"]), int(st["size"]), bool(st["header"])
+    elif done == 0 and any(store.size(r.name) is None for r in records[:1]):
+        raise PartCorruptedError(records[0], "is missing")
+    last_use = {r.name: i for i, r in enumerate(records)}
+    pending_delete: list[str] = []
+    final.parent.mkdir(parents=True, exist_ok=True)
+    saved, saved_size = done, size  # the progress recorded in state_dir
+    running = hashlib.sha256()
+    for r in records[:done]:
+        running.update(r.to_json().encode())
+    try:
+        with open(tmp, "r+b" if done else "wb") as out:
+            out.truncate(size)
+            out.seek(size)
+            since_save = 0
+            for i in range(done, len(records)):
+                rec = records[i]
+                n = _copy_record(store, rec, out, skip_header=(fmt == "csv" and header))
+                running.update(rec.to_json().encode())
+                header = header or n > 0
+                size += n
+                since_save += n
+                if last_use[rec.name] == i:
+                    pending_delete.append(rec.name)
+                if pending_delete or since_save >= SAVE_EVERY:
+                    out.flush()
+                    _save_state(state_path, {"done": i + 1, "size": size, "header": header,
+                                             "digest": running.copy().hexdigest()})
+                    saved, saved_size, since_save = i + 1, size, 0
+                    for name in pending_delete:
+                        store.remove(name)
+                    pending_delete.clear()
+            out.flush()
+    except BaseException:
+        # No part consumed yet: the file is only a temporary, removed. Parts consumed: it holds their rows
+        # (their segments are gone), so it stays, cut back to the recorded length; resume continues it.
+        if saved == 0:
+            tmp.unlink(missing_ok=True)
+            state_path.unlink(missing_ok=True)
+        else:
+            try:
+                os.truncate(tmp, saved_size)
+            except OSError:
+                pass
+        raise
+    _save_state(state_path, {"done": len(records), "size": size, "header": header, "renamed": True,
+                             "digest": records_digest(records)})
+    os.replace(tmp, final)
+    _remove_parts(store, records)
+    state_path.unlink(missing_ok=True)
+    return str(final)
+
+
+def _copy_record(store: LocalStore, rec: PartRecord, out: Any, *, skip_header: bool) -> int:
+    """Append rec's bytes to ``out`` (dropping the first line when ``skip_header``), checking its checksum."""
+    try:
+        f = store.open_read(rec.name)
+    except FileNotFoundError:
+        raise PartCorruptedError(rec, "is missing") from None
+    written, crc, left = 0, 0, rec.length
+    with f:
+        f.seek(rec.offset)
+        while left:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                raise PartCorruptedError(rec, "is shorter than its record says")
+            left -= len(data)
+            crc = checksum(data, crc)
+            if skip_header:
+                cut = data.find(b"\n")
+                if cut < 0:
+                    continue  # still inside the header line
+                data = data[cut + 1:]
+                skip_header = False
+            out.write(data)
+            written += len(data)
+    if checksum_text(crc) != rec.checksum:
+        raise PartCorruptedError(rec, "does not match its checksum")
+    return written
+
+
+def _remove_parts(store: LocalStore | FsspecStore, records: list[PartRecord]) -> None:
+    for name in {r.name for r in records}:
+        store.remove(name)
+
+
+def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name: str, state_dir: Path,
+                      keep_parts: bool) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = loc.store
+    state_path = state_dir / f"assembly-{file_name}.json"
+    st = _load_state(state_path)
+    digest = records_digest(records)
+    if st and st.get("renamed") and st.get("digest") == digest and store.size(file_name) is not None:
+        _remove_parts(store, records)
+        state_path.unlink(missing_ok=True)
+        return loc.join(file_name)
+    # Local: a temporary name, then an atomic rename. Object stores: the upload commits at close (S3's
+    # "complete multipart upload", Azure's "put block list"), so the final name appears whole or not at all.
+    target = f".{file_name}.assembling" if isinstance(store, LocalStore) else file_name
+    sink: Any = open(store.path(target), "wb") if isinstance(store, LocalStore) else store.fs.open(
+        store.path(target), "wb")
+    writer = None
+    try:
+        with sink:
+            for rec in records:
+                if store.size(rec.name) is None:
+                    raise PartCorruptedError(rec, "is missing")
+                with store.open_read(rec.name) as f:
+                    pf = pq.ParquetFile(f)
+                    for g in range(pf.num_row_groups):
+                        table = pf.read_row_group(g)
+                        if writer is None:
+                            writer = pq.ParquetWriter(sink, table.schema,
+                                                      use_dictionary=dictionary_columns(table.schema))
+                        elif table.schema != writer.schema:
+                            table = table.cast(writer.schema)
+                        writer.write_table(table)
+            if writer is None:
+                pq.write_table(pa.table({}), sink)
+            else:
+                writer.close()
+                writer = None
+    except BaseException:
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - already failing; the temporary is removed below
+                pass
+        if isinstance(store, LocalStore):
+            store.remove(target)
+        raise
+    if keep_parts:
+        if isinstance(store, LocalStore):
+            store.rename(target, file_name)
+        return loc.join(file_name)
+    _save_state(state_path, {"renamed": True, "digest": digest})
+    if isinstance(store, LocalStore):
+        store.rename(target, file_name)
+    _remove_parts(store, records)
+    state_path.unlink(missing_ok=True)
+    return loc.join(file_name)
+
+
+_DATASET_PART = re.compile(r"^part-\d{8}(\.p\d{5})?\.[a-z]+$")
+
+
+def _assemble_dataset(loc: OutputLocation, records: list[PartRecord], fmt: str, keep_parts: bool) -> str:
+    store = loc.store
+    entries = []
+    per_batch = Counter(rec.batch for rec in records)  # more than one: the pieces of an isolated batch
+    seen: Counter[int] = Counter()
+    for rec in records:
+        piece = seen[rec.batch] if per_batch[rec.batch] > 1 else None
+        seen[rec.batch] += 1
+        dst = dataset_name(rec.batch, fmt, piece)
+        if store.size(rec.name) is not None:
+            if rec.offset == 0 and store.size(rec.name) == rec.length:
+                if keep_parts:
+                    store.copy(rec.name, dst)
+                else:
+                    store.rename(rec.name, dst)
+            else:  # a range of a segment: copied out (bounded by one part)
+                store.put(dst, store.read(rec.name, rec.offset, rec.length))
+        elif store.size(dst) != rec.length:
+            raise PartCorruptedError(rec, "is missing")
+        entries.append({"name": dst, "batch": rec.batch, "rows": rec.rows, "bytes": rec.length,
+                        "checksum": rec.checksum})
+    manifest = {"format": fmt, "layout": "dataset", "rows": sum(r.rows for r in records),
+                "parts": entries}
+    store.put(MANIFEST, json.dumps(manifest, indent=1).encode())
+    keep = {e["name"] for e in entries}
+    for name in store.list(""):
+        if _DATASET_PART.match(name) and name not in keep:  # a part of an earlier run into this folder
+            store.remove(name)
+    if not keep_parts:
+        _remove_parts(store, [r for r in records if r.name.startswith(PARTS_DIR + "/")])
+    return loc.url

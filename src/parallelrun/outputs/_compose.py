@@ -1,0 +1,255 @@
+"""One output file on an object store, composed server-side: the bytes never come back to the driver.
+
+Azure Blob (``az://``, ``abfs://``): each worker *stages* its batch's rows as uncommitted blocks of the
+final blob itself (``PartWriter`` with :class:`AzureBlocks`); a record names the blob and the block.
+Assembly is one "put block list" naming the committed batches' blocks in batch order: the blob appears
+whole, atomically, and the blocks of failed or abandoned attempts are discarded by that same call
+(uncommitted blocks are also dropped by the service after 7 days). A CSV batch is staged as two blocks,
+its header line and its rows, so the header is committed once. Azure allows 50,000 committed blocks per
+blob: a one-file Azure output holds at most 49,999 mini-batches (use the dataset layout beyond that).
+
+S3 (``s3://``): parts are whole objects under ``.parts/``; assembly is a multipart upload whose parts are
+server-side copies of byte ranges (``UploadPartCopy``). S3 wants every part but the last to be at least
+5 MB: runs of smaller parts are read by the driver and uploaded as one part (at most 5 MB in memory), so
+only small parts' bytes pass through the driver. Progress (upload id, finished parts) is kept in
+``state_dir``: a killed assembly resumes the same upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OutputError
+from ._records import PartRecord
+from ._store import FsspecStore
+
+if TYPE_CHECKING:
+    from ._location import OutputLocation
+
+AZURE_PROTOCOLS = ("az", "abfs", "abfss")
+S3_MIN_PART = 5 * 1024 * 1024
+S3_MAX_COPY = 5 * 1024 * 1024 * 1024
+S3_MAX_PARTS = 10_000
+AZURE_MAX_BLOCKS = 50_000
+_BLOCK_TAG = "?block="
+
+
+# --- Azure: staged blocks ---------------------------------------------------------------------------------
+def block_record_name(file_name: str, batch: int, attempt: int) -> str:
+    return f"{file_name}{_BLOCK_TAG}{batch:010d}.{attempt:04d}"
+
+
+def is_block_record(name: str) -> bool:
+    return _BLOCK_TAG in name
+
+
+def _block_id(key: str, kind: str) -> str:
+    # Every block id of a blob must have the same length: "<batch:10>.<attempt:4>.<kind>" always does.
+    return base64.b64encode(f"{key}.{kind}".encode()).decode()
+
+
+class AzureBlocks:
+    """The staged and committed blocks of one blob, through adlfs's own client (its credentials)."""
+
+    def __init__(self, store: FsspecStore, file_name: str) -> None:
+        self.fs = store.fs
+        self.file_name = file_name
+        self.container, self.blob, _ = self.fs.split_path(store.path(file_name))
+
+    def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from fsspec.asyn import sync
+
+        async def call() -> Any:
+            client = self.fs.service_client.get_blob_client(self.container, self.blob)
+            return await getattr(client, method)(*args, **kwargs)
+
+        return sync(self.fs.loop, call)
+
+    def stage(self, batch: int, attempt: int, data: bytes, header_len: int) -> str:
+        """Stage (header, rows) as blocks of the final blob; returns the record name."""
+        name = block_record_name(self.file_name, batch, attempt)
+        key = name.split(_BLOCK_TAG, 1)[1]
+        if header_len:
+            self._run("stage_block", _block_id(key, "h"), data[:header_len])
+        self._run("stage_block", _block_id(key, "b"), data[header_len:])
+        return name
+
+    def sizes(self) -> dict[str, int]:
+        """Block id -> size, committed and uncommitted."""
+        try:
+            committed, uncommitted = self._run("get_block_list", "all")
+        except Exception as e:  # noqa: BLE001 - no blob yet: no blocks
+            if "BlobNotFound" in str(e) or "404" in str(e):
+                return {}
+            raise
+        return {b.id: b.size for b in [*committed, *uncommitted]}
+
+    def has(self, rec: PartRecord, sizes: dict[str, int] | None = None) -> bool:
+        sizes = self.sizes() if sizes is None else sizes
+        key = rec.name.split(_BLOCK_TAG, 1)[1]
+        # Only the rows' block: a header block that an earlier commit did not name (the batch was not first)
+        # is dropped by Azure, and is not needed again, since records are only ever added after it.
+        return sizes.get(_block_id(key, "b")) == rec.length - rec.offset
+
+    def commit(self, records: list[PartRecord]) -> None:
+        from azure.storage.blob import BlobBlock
+
+        blocks: list[Any] = []
+        for i, rec in enumerate(records):
+            key = rec.name.split(_BLOCK_TAG, 1)[1]
+            if i == 0 and rec.offset:
+                blocks.append(BlobBlock(block_id=_block_id(key, "h")))
+            blocks.append(BlobBlock(block_id=_block_id(key, "b")))
+        self._run("commit_block_list", blocks)
+
+
+# --- S3: multipart upload with part copies ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Piece:
+    """One part of the multipart upload: a server-side copy of one range, or ranges read and uploaded."""
+
+    copy: bool
+    ranges: tuple[tuple[str, int, int], ...]  # (name, offset, length)
+
+
+def plan_pieces(ranges: list[tuple[str, int, int]], min_size: int = S3_MIN_PART,
+                max_copy: int = S3_MAX_COPY) -> list[Piece]:
+    """Cut the ranges into upload parts, each >= ``min_size`` except the last. A range big enough on its own
+    is copied server-side; smaller ones are grouped (their bytes pass through the driver, < min_size each)."""
+    pieces: list[Piece] = []
+    pending: list[tuple[str, int, int]] = []
+    pending_size = 0
+    for name, off, ln in ranges:
+        while ln > 0:
+            if not pending and ln >= min_size:
+                take = min(ln, max_copy)
+                pieces.append(Piece(True, ((name, off, take),)))
+            else:
+                take = min(ln, min_size - pending_size)
+                pending.append((name, off, take))
+                pending_size += take
+                if pending_size >= min_size:
+                    pieces.append(Piece(False, tuple(pending)))
+                    pending, pending_size = [], 0
+            off += take
+            ln -= take
+    if pending:
+        pieces.append(Piece(False, tuple(pending)))
+    return pieces
+
+
+def _s3_pieces(ranges: list[tuple[str, int, int]]) -> list[Piece]:
+    total = sum(r[2] for r in ranges)
+    min_size = S3_MIN_PART
+    pieces = plan_pieces(ranges, min_size)
+    while len(pieces) > S3_MAX_PARTS:  # bounded: min_size grows each time, until parts fit
+        min_size = max(min_size * 2, -(-total // (S3_MAX_PARTS - 100)))
+        pieces = plan_pieces(ranges, min_size)
+    return pieces
+
+
+def _ranges(store: FsspecStore, records: list[PartRecord], fmt: str) -> list[tuple[str, int, int]]:
+    out = []
+    for i, rec in enumerate(records):
+        off, ln = rec.offset, rec.length
+        if fmt == "csv" and i > 0:
+            head = store.read(rec.name, off, min(ln, 64 * 1024))
+            cut = head.find(b"\n")
+            skip = cut + 1 if cut >= 0 else ln  # a header longer than 64 KB: the whole part is header
+            off, ln = off + skip, ln - skip
+        if ln > 0:
+            out.append((store.path(rec.name), off, ln))
+    return out
+
+
+def _compose_s3(loc: OutputLocation, records: list[PartRecord], file_name: str, fmt: str,
+                state_dir: Path, keep_parts: bool) -> str:
+    from ._assemble import records_digest
+
+    store = loc.store
+    assert isinstance(store, FsspecStore)
+    fs = store.fs
+    bucket, key, _ = fs.split_path(store.path(file_name))
+    state_path = state_dir / f"s3-assembly-{file_name}.json"
+    digest = records_digest(records)
+    st: dict[str, Any] = {}
+    if state_path.exists():
+        st = json.loads(state_path.read_text())
+        if st.get("digest") != digest:
+            _abort(fs, bucket, key, st.get("upload_id"))
+            st = {}
+    pieces = _s3_pieces(_ranges(store, records, fmt))
+    if not pieces:
+        fs.pipe_file(store.path(file_name), b"")
+        state_path.unlink(missing_ok=True)
+        return loc.join(file_name)
+    if not st:
+        upload_id = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
+        st = {"digest": digest, "upload_id": upload_id, "etags": {}}
+        _save(state_path, st)
+    etags: dict[str, str] = st["etags"]
+    for number, piece in enumerate(pieces, start=1):
+        if str(number) in etags:
+            continue
+        common = {"Bucket": bucket, "Key": key, "UploadId": st["upload_id"], "PartNumber": number}
+        if piece.copy:
+            ((src, off, ln),) = piece.ranges
+            sb, sk, _ = fs.split_path(src)
+            resp = fs.call_s3("upload_part_copy", CopySource={"Bucket": sb, "Key": sk},
+                              CopySourceRange=f"bytes={off}-{off + ln - 1}", **common)
+            etag = resp["CopyPartResult"]["ETag"]
+        else:
+            body = b"".join(bytes(fs.cat_file(src, start=off, end=off + ln)) for src, off, ln in piece.ranges)
+            etag = fs.call_s3("upload_part", Body=body, **common)["ETag"]
+        etags[str(number)] = etag
+        _save(state_path, st)
+    fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=st["upload_id"],
+               MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[str(n)]}
+                                          for n in range(1, len(pieces) + 1)]})
+    fs.invalidate_cache()
+    if not keep_parts:
+        for name in {r.name for r in records}:
+            store.remove(name)
+    state_path.unlink(missing_ok=True)
+    return loc.join(file_name)
+
+
+def _abort(fs: Any, bucket: str, key: str, upload_id: str | None) -> None:
+    if upload_id:
+        try:
+            fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
+# --- entry point ------------------------------------------------------------------------------------------
+def compose(loc: OutputLocation, records: list[PartRecord], *, file_name: str, fmt: str, state_dir: Path,
+            keep_parts: bool = False) -> str:
+    store = loc.store
+    assert isinstance(store, FsspecStore)
+    if loc.protocol in AZURE_PROTOCOLS:
+        if any(not is_block_record(r.name) for r in records):
+            raise OutputError("an Azure one-file output was given records that are not staged blocks; "
+                              "this is a bug in parallelrun, please report it")
+        if len(records) + 1 > AZURE_MAX_BLOCKS:
+            raise OutputError(
+                f"{len(records)} mini-batches cannot be composed into one Azure blob (at most "
+                f"{AZURE_MAX_BLOCKS - 1}, Azure's committed-block limit). Use output_layout: dataset, or a "
+                f"larger mini_batch_size.")
+        # Committing discards the blob's other uncommitted blocks (failed attempts); the committed ones can be
+        # named again by a later commit, so keep_parts needs nothing more here.
+        AzureBlocks(store, file_name).commit(records)
+        store.fs.invalidate_cache()
+        return loc.join(file_name)
+    return _compose_s3(loc, records, file_name, fmt, state_dir, keep_parts)

@@ -1,0 +1,115 @@
+"""The worker's side: write each batch's formatted rows as a part and return its record.
+
+One ``PartWriter`` per worker process. ``write`` returns only once the bytes are in the store (the kernel
+has them locally, or the object store accepted the whole object), so the record it returns can be committed
+by the driver. As with the journal (``synchronous=NORMAL``) there is no fsync per batch: a killed process
+loses nothing the kernel accepted; after a power loss ``OutputLocation.verify`` finds a lost part and the
+batch runs again.
+
+Which shape a part takes:
+
+- local disk, one-file layout, text/csv/jsonl: appended to the worker's current segment file
+  (``.parts/seg-<worker>-p<pid>-<seq>.<ext>``), rolled over every ``segment_bytes``. A mini-batch of ten
+  no-op items then costs one ``write`` call, not a file create + rename.
+- Azure Blob, one-file layout, text/csv/jsonl: staged as uncommitted blocks of the final blob (see
+  ``_compose``); the assembly commits them in batch order without moving a byte.
+- otherwise (Parquet, the dataset layout, object stores): one self-contained file per attempt,
+  ``.parts/part-<batch>.a<attempt>.<ext>``, written to a temporary name and renamed (local) or put whole
+  (object stores). Bytes of a failed or abandoned attempt are never referenced by a committed record.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO
+
+from ._compose import AzureBlocks
+from ._format import FormattedResult
+from ._records import EXTENSIONS, PartRecord, checksum, checksum_text, part_name, segment_name
+from ._store import FsspecStore, LocalStore
+
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class PartWriter:
+    """Writes one worker's parts. Not thread-safe; one per worker process."""
+
+    def __init__(self, store: LocalStore | FsspecStore, *, worker: str, fmt: str, layout: str,
+                 segment_bytes: int = SEGMENT_BYTES, blocks: AzureBlocks | None = None) -> None:
+        if fmt not in EXTENSIONS:
+            raise ValueError(f"unknown append_row_format {fmt!r}")
+        self.store = store
+        self.worker = worker
+        self.fmt = fmt
+        self.layout = layout
+        self.segment_bytes = segment_bytes
+        self.segmented = isinstance(store, LocalStore) and layout == "file" and fmt != "parquet"
+        self.blocks = blocks
+        self._seg: IO[bytes] | None = None
+        self._seg_name = ""
+        self._seg_seq = 0
+        self._seg_size = 0
+
+    def write(self, *, batch: int, attempt: int, result: FormattedResult) -> PartRecord:
+        """Store ``result``'s rows for (batch, attempt); durable when this returns. Returns the part's record.
+
+        A result without bytes (summary_only, or no rows) gives a record of length 0 and an empty name.
+        """
+        data = result.payload
+        if not data:
+            return PartRecord(batch=batch, name="", offset=0, length=0, rows=0, checksum=checksum_text(0))
+        crc = checksum_text(checksum(data))
+        if self.blocks is not None:
+            header = data.index(b"\n") + 1 if self.fmt == "csv" and b"\n" in data else 0
+            name, offset = self.blocks.stage(batch, attempt, data, header), header
+        elif self.segmented:
+            name, offset = self._append(data)
+        else:
+            name, offset = part_name(batch, attempt, self.fmt), 0
+            self.store.put(name, data)
+        return PartRecord(batch=batch, name=name, offset=offset, length=len(data), rows=result.rows, checksum=crc)
+
+    def _append(self, data: bytes) -> tuple[str, int]:
+        assert isinstance(self.store, LocalStore)
+        if self._seg is None or self._seg_size >= self.segment_bytes:
+            self._roll()
+        assert self._seg is not None
+        offset = self._seg_size
+        view = memoryview(data)
+        fd = self._seg.fileno()
+        try:
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except BaseException:
+            # A partial write (no space): the segment's tail is garbage no record points to; start a new one
+            # so later offsets stay right.
+            self._close_segment()
+            raise
+        self._seg_size += len(data)
+        return self._seg_name, offset
+
+    def _roll(self) -> None:
+        assert isinstance(self.store, LocalStore)
+        self._close_segment()
+        self._seg_seq += 1
+        self._seg_name = segment_name(f"{self.worker}-p{os.getpid()}", self._seg_seq, self.fmt)
+        path = self.store.path(self._seg_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._seg = open(path, "ab", buffering=0)
+        self._seg_size = self._seg.tell()
+
+    def _close_segment(self) -> None:
+        if self._seg is not None:
+            self._seg.close()
+            self._seg = None
+            self._seg_size = self.segment_bytes  # force a roll on the next write
+
+    def close(self) -> None:
+        self._close_segment()
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

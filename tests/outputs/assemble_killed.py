@@ -1,0 +1,59 @@
+"""Run an assembly in this process and SIGKILL it part-way (used by test_assembly.py).
+
+Usage: python assemble_killed.py SPEC.json — SPEC holds the location, records, and ``kill_after``: the
+process kills itself (SIGKILL, no cleanup) just before the (kill_after+1)-th part copy or upload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from parallelrun.outputs import OutputLocation, PartRecord, _assemble
+
+spec = json.loads(open(sys.argv[1]).read())
+loc = OutputLocation.parse(spec["url"], storage_options=spec["storage_options"])
+calls = {"n": 0}
+
+
+def _count() -> None:
+    if calls["n"] >= spec["kill_after"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    calls["n"] += 1
+
+
+if loc.is_local and spec["fmt"] != "parquet":
+    real_copy = _assemble._copy_record
+
+    def copy(*a: Any, **k: Any) -> int:
+        _count()
+        return real_copy(*a, **k)
+
+    _assemble._copy_record = copy  # type: ignore[assignment]
+elif spec["fmt"] == "parquet":
+    import pyarrow.parquet as pq
+
+    real_write = pq.ParquetWriter.write_table
+
+    def write_table(self: Any, *a: Any, **k: Any) -> None:
+        _count()
+        real_write(self, *a, **k)
+
+    pq.ParquetWriter.write_table = write_table  # type: ignore[method-assign]
+else:
+    fs = loc.store.fs  # type: ignore[union-attr]
+    real_call = fs.call_s3
+
+    def call_s3(method: str, *a: Any, **k: Any) -> Any:
+        if method in ("upload_part", "upload_part_copy"):
+            _count()
+        return real_call(method, *a, **k)
+
+    fs.call_s3 = call_s3
+
+records = [PartRecord.from_json(r) for r in spec["records"]]
+loc.assemble(records, file_name=spec["file_name"], fmt=spec["fmt"], layout="file", state_dir=spec["state_dir"])
+print("finished without being killed")

@@ -1,0 +1,60 @@
+"""format_result: results to bytes, and the "one element per input" contract (issue 13, item 1)."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from parallelrun.outputs import ResultMismatchError, ResultTypeError, format_result
+
+FILES = ["/data/a.txt", "/data/b.txt", "/data/c.txt"]
+
+# (run()'s result, inputs, message pattern); every case is a failed attempt with nothing written.
+MISMATCH_CASES = [
+    ([f"{n}: ok" for n in ("a.txt", "b.txt", "c.txt")] * 2, FILES, r"returned 6 elements for a mini-batch of 3"),
+    (["a.txt: 1", "a.txt: 2", "b.txt: 3"], FILES, r"names the input\(s\) 'a.txt' more than once"),
+    (["a.txt: 1", "a.txt: 2"], FILES, r"'a.txt' more than once"),
+    (pd.DataFrame({"v": [1, 2]}, index=[10, 10]), pd.DataFrame({"x": [0, 1, 2]}, index=[10, 11, 12]),
+     r"'10' more than once"),
+    (pd.DataFrame({"v": range(4)}), pd.DataFrame({"x": [0, 1, 2]}), r"returned 4 elements for a mini-batch of 3"),
+]
+
+
+@pytest.mark.parametrize(("result", "inputs", "pattern"), MISMATCH_CASES)
+def test_a_result_that_breaks_one_element_per_input_is_refused(result: object, inputs: object, pattern: str) -> None:
+    with pytest.raises(ResultMismatchError, match=pattern) as e:
+        format_result(result, action="append_row", fmt="text", batch_inputs=inputs)
+    assert "nothing of it is written" in str(e.value)
+
+
+def test_results_within_the_contract_pass_and_report_what_is_missing() -> None:
+    fr = format_result(["a.txt: 1", "c.txt: 3"], action="append_row", fmt="text", batch_inputs=FILES)
+    assert fr.succeeded == 2 and fr.missing == [1] and fr.payload == b"a.txt: 1\nc.txt: 3\n" and fr.rows == 2
+    # Results that name no input: the count is all that can be checked.
+    fr = format_result(["x", "x", "x"], action="append_row", fmt="text", batch_inputs=FILES)
+    assert fr.succeeded == 3 and fr.missing == []
+    # "1.txt" is part of "11.txt": an element naming 11.txt stands for 11.txt only.
+    fr = format_result(["11.txt ok", "1.txt ok"], action="append_row", fmt="text", batch_inputs=["1.txt", "11.txt"])
+    assert fr.succeeded == 2
+
+
+def test_tabular_result_with_its_index_kept_reports_missing_rows() -> None:
+    inputs = pd.DataFrame({"x": [0, 1, 2]}, index=[10, 11, 12])
+    fr = format_result(inputs.loc[[10, 12]], action="append_row", fmt="csv", batch_inputs=inputs)
+    assert fr.missing == [1] and fr.payload == b"x\n0\n2\n"
+
+
+def test_formats_and_summary_only() -> None:
+    df = pd.DataFrame({"a": [1, 2], "b": ["x y", "z"]})
+    assert format_result(df, action="append_row", fmt="text", batch_inputs=[1, 2]).payload == b'1 "x y"\n2 z\n'
+    assert format_result(df, action="append_row", fmt="jsonl", batch_inputs=[1, 2]).payload == (
+        b'{"a":1,"b":"x y"}\n{"a":2,"b":"z"}\n')
+    pq_bytes = format_result(df, action="append_row", fmt="parquet", batch_inputs=[1, 2]).payload
+    assert pq_bytes is not None and pq.read_table(io.BytesIO(pq_bytes)).to_pandas().equals(df)
+    fr = format_result(df, action="summary_only", fmt="text", batch_inputs=[1, 2])
+    assert fr.payload is None and fr.succeeded == 2 and fr.rows == 0
+    with pytest.raises(ResultTypeError, match="returned dict"):
+        format_result({"a": 1}, action="append_row", fmt="text", batch_inputs=[1])

@@ -1,0 +1,128 @@
+"""Output locations: parsing URLs, refusing what cannot work up front, full disks at assembly."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from output_backends import Backend
+
+from parallelrun.errors import MissingExtraError, OutputError, UsageError
+from parallelrun.outputs import OutputLocation, PartRecord, format_result
+
+
+def test_local_paths_and_file_urls(tmp_path: Path) -> None:
+    loc = OutputLocation.parse("out/x", base_dir=tmp_path)
+    assert loc.is_local and loc.url == str(tmp_path / "out" / "x")
+    assert OutputLocation.parse(f"file://{tmp_path}/y").url == str(tmp_path / "y")
+    assert pickle.loads(pickle.dumps(loc)) == loc
+
+
+def test_an_object_store_url_is_never_a_local_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    loc = OutputLocation.parse("az://results/embed", base_dir=tmp_path,
+                               storage_options={"az": {"account_name": "acct"}, "s3": {"anon": True}})
+    assert (loc.protocol, loc.url, loc.is_local) == ("az", "az://results/embed", False)
+    assert loc.storage_options == {"account_name": "acct"}  # the options of its own protocol
+    assert loc.join("a.txt") == "az://results/embed/a.txt"
+    assert list(tmp_path.iterdir()) == []  # no folder named "az:"
+
+
+@pytest.mark.parametrize(("output", "pattern"), [
+    ("gs://bucket/out", r"cannot write to gs:// locations.*az://.*s3://"),
+    ("s3://", r"names no container or bucket"),
+    ("  ", r"output is empty"),
+])
+def test_bad_outputs_are_usage_errors(output: str, pattern: str) -> None:
+    with pytest.raises(UsageError, match=pattern) as e:
+        OutputLocation.parse(output)
+    assert e.value.exit_code == 2
+
+
+def test_a_missing_backend_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "s3fs" else real(name, *a))
+    with pytest.raises(MissingExtraError, match=r"pip install 'parallelrun\[s3\]'") as e:
+        OutputLocation.parse("s3://bucket/out")
+    assert e.value.exit_code == 2
+
+
+def test_an_output_that_cannot_be_created_fails_before_anything_runs(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("not a folder")
+    loc = OutputLocation.parse(str(tmp_path / "file.txt" / "out"))
+    with pytest.raises(OutputError, match=r"cannot write to the output location .*file.txt/out.*Nothing was run"):
+        loc.check_writable()
+
+
+def test_free_space_is_compared_with_the_estimate(tmp_path: Path) -> None:
+    loc = OutputLocation.parse(str(tmp_path / "out"))
+    loc.check_writable(estimate_bytes=1024)
+    with pytest.raises(OutputError, match=r"estimated at 909.5 TB.*Free at least"):
+        loc.check_writable(estimate_bytes=10**15)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # the probe is gone
+
+
+@pytest.mark.timeout(60)
+def test_a_missing_bucket_is_an_output_error_naming_the_credentials(s3_backend: Backend) -> None:
+    loc = OutputLocation.parse(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/out",
+                               storage_options=s3_backend.storage_options)
+    with pytest.raises(OutputError, match=r"cannot write to the output location s3://no-such-bucket.*credentials"):
+        loc.check_writable()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MB tmpfs: a real ENOSPC. Needs root (and mount allowed); skipped otherwise."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                                                       capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("fmt", ["text", "parquet"])
+def test_a_full_disk_at_assembly_says_what_to_free_and_resume_finishes(small_disk: Path, tmp_path: Path,
+                                                                       fmt: str) -> None:
+    loc = OutputLocation.parse(str(small_disk / "out"))
+    w = loc.part_writer(worker="w0", fmt=fmt, layout="file")
+    records: list[PartRecord] = []
+    for b in range(6):
+        items = [f"{b}-{i:07d}-{'x' * 40}" for i in range(1500)]  # ~75 KB of text per batch
+        if fmt == "parquet":
+            import pandas as pd
+
+            result = format_result(pd.DataFrame({"id": items}), action="append_row", fmt=fmt, batch_inputs=items)
+        else:
+            result = format_result(items, action="append_row", fmt=fmt, batch_inputs=items)
+        records.append(w.write(batch=b, attempt=1, result=result))
+    w.close()
+    filler = small_disk / "filler"
+    used = sum(r.length for r in records)
+    filler.write_bytes(b"\0" * (1024 * 1024 - used - 16 * 1024))  # what is left: less than one more copy
+    with pytest.raises(OutputError) as e:
+        loc.assemble(records, file_name="out.bin", fmt=fmt, state_dir=tmp_path / "state", run_id="run-42",
+                     keep_parts=True)
+    msg = str(e.value)
+    assert "no space left on the device" in msg and "Free space on the disk holding" in msg
+    assert "`parallelrun resume run-42` finishes the job" in msg
+    assert sorted(p.name for p in (small_disk / "out").iterdir()) == [".parts"]  # no temporary left behind
+    assert all(loc.verify(r) for r in records)  # every batch's rows kept
+    filler.unlink()  # the user frees space
+    final = loc.assemble(records, file_name="out.bin", fmt=fmt, state_dir=tmp_path / "state", run_id="run-42")
+    data = Path(final).read_bytes()
+    if fmt == "text":
+        assert data.count(b"\n") == 9000
+    else:
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(final).num_rows == 9000
