@@ -10,7 +10,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python -q -e ".[$(EXTRAS)]"
+	# --compile-bytecode: with PYTHONDONTWRITEBYTECODE=1 (CI images, containers) or a read-only
+	# site-packages, every process would otherwise compile pandas & co. again (seconds per command).
+	$(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode -e ".[$(EXTRAS)]"
+	$(BIN)/python -m compileall -q src  # our own modules: an editable install is not compiled
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,7 +22,7 @@ demo: $(STAMP)
 	cd examples/mnist && ../../$(BIN)/python make_data.py && ../../$(BIN)/parallelrun run job.yml && ../../$(BIN)/python check_accuracy.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

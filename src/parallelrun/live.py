@@ -169,6 +169,47 @@ def journal_counts(journal_path: str | os.PathLike[str]) -> dict[str, int] | Non
         j.close()
 
 
+def last_commit_time(journal_path: str | os.PathLike[str]) -> float | None:
+    """When the journal's last batch was committed (wall time), or None.
+
+    NOTE for the journal owner: one more read of ``batches.finished_at``; move it into journal.py with
+    the other SQL (``runs.current`` uses it for the wall time of a run whose driver died).
+    """
+    path = Path(journal_path)
+    if not path.is_file():
+        return None
+    try:
+        db = _connect_ro(path)
+        try:
+            (last,) = db.execute("SELECT MAX(finished_at) FROM batches").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return float(last) if last is not None else None
+
+
+def plan_complete(journal_path: str | os.PathLike[str]) -> bool | None:
+    """Whether the run's plan is fully written (so its totals are final); None without a journal."""
+    from .journal import Journal
+
+    path = Path(journal_path)
+    if not path.is_file():
+        return None
+    try:
+        j = Journal(path, readonly=True)
+    except sqlite3.Error:
+        return None
+    try:
+        meta = j.meta()
+    except sqlite3.Error:
+        return None
+    finally:
+        j.close()
+    state = meta.get("plan")
+    return "input_fingerprint" in meta and (not isinstance(state, dict) or bool(state.get("complete")))
+
+
 def throughput_series(
     journal_path: str | os.PathLike[str], start: float, end: float, max_points: int = 120,
     recent_since: float | None = None,

@@ -21,7 +21,7 @@ from .azureml_shim import shim_sys_path
 from .config import JobSpec, load_job, validate_spec
 from .data.batches import FileBatch, MiniBatch
 from .data.plan import Plan
-from .errors import JobFailedError, ResumeError, UsageError, UserCodeError
+from .errors import DatasetError, JobFailedError, ResumeError, UsageError, UserCodeError
 from .execution.base import (
     BatchFailed,
     BatchReturned,
@@ -144,9 +144,16 @@ def run_job(
             # fails here; the rest is planned while the first mini-batches run (see execution/feed.py).
             feed = Feed(spec, base, storage_options, journal)
             feed.step()
-        except Exception:
+        except Exception as e:
+            if isinstance(e, DatasetError) and job_file is not None:
+                # A problem of the spec (an empty dataset, a path that matches nothing) found before any
+                # worker started: like any other spec error, it leaves no run behind.
+                journal.close()
+                lock.release()
+                shutil.rmtree(rec.path, ignore_errors=True)
+                raise
             rec.status = "Failed"
-            rec.reason = "planning failed"
+            rec.reason = f"planning failed: {e}"
             store.save(rec)
             raise
         return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure, feed)
@@ -513,17 +520,24 @@ class PlanSummary:
     first: list[MiniBatch]
     input_type: str
     fingerprint: str
+    auto: bool = False  # mini_batch_size: auto: the real size is chosen at run time
+    seconds: float = 0.0  # listing and splitting the inputs, without loading Python modules
 
 
 def plan_job(job: str | os.PathLike[str], overrides: list[str] | None = None, show: int = 5) -> PlanSummary:
+    from .data.plan import is_auto
+
     spec, base = load_job(job, overrides)
+    if spec.input_type == "tabular":  # load pandas first: "planned in" times the planning, not imports
+        from .data import tabular  # noqa: F401
+    t0 = time.perf_counter()
     plan = Plan(spec, base)
     first: list[MiniBatch] = []
     for b in plan.batches():
         if len(first) < show:
             first.append(b)
     return PlanSummary(plan.batch_count, plan.items, plan.nbytes, plan.files, first, spec.input_type,
-                       plan.fingerprint)
+                       plan.fingerprint, is_auto(spec), time.perf_counter() - t0)
 
 
 def debug_batch(job: str | os.PathLike[str], index: int, overrides: list[str] | None = None) -> Any:
