@@ -45,7 +45,12 @@ from .runs import DriverLock, RunRecord, RunStore
 
 @dataclass
 class RunResult:
-    """What a finished (or stopped) run did."""
+    """What a finished (or stopped) run did.
+
+    ``counts`` are the run's (all sessions); ``session_items`` the items finished by this driver session
+    alone (a resume's own work), read from the journal when not given: the rate in ``summary()`` divides
+    those by this session's ``wall_seconds``.
+    """
 
     record: RunRecord
     status: str  # Completed | Failed | Canceled
@@ -53,6 +58,11 @@ class RunResult:
     counts: dict[str, int]
     wall_seconds: float
     output_file: str | None
+    session_items: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.session_items is None:
+            self.session_items = _session_items(self.record, self.counts)
 
     @property
     def run_id(self) -> str:
@@ -68,24 +78,48 @@ class RunResult:
 
     def summary(self) -> str:
         c = self.counts
-        rate = c.get("items_succeeded", 0) / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        n = self.session_items or 0
+        rate = n / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        resumed = self.record.resumes > 0
+        if resumed and n == 0:
+            timing = f"{self.wall_seconds:.1f} s (nothing was left to run: every mini-batch was already settled)"
+        elif resumed:
+            timing = f"{self.wall_seconds:.1f} s for this resume ({n:,} items, {rate:,.1f} items/s)"
+        else:
+            timing = f"{self.wall_seconds:.1f} s ({rate:,.1f} items/s)"
         lines = [
             f"run {self.run_id}: {self.status}" + (f" - {self.reason}" if self.reason else ""),
-            f"  items:        {c.get('items_succeeded', 0)} succeeded, {c.get('items_failed', 0)} failed, "
-            f"{c.get('items', 0)} in all",
-            f"  mini-batches: {c.get('batches_succeeded', 0)} succeeded, {c.get('batches_failed', 0)} failed, "
-            f"{c.get('batches_pending', 0)} not done, {c.get('batches', 0)} in all",
-            f"  wall time:    {self.wall_seconds:.1f} s ({rate:,.1f} items/s)",
+            f"  items:        {c.get('items_succeeded', 0):,} succeeded, {c.get('items_failed', 0):,} failed, "
+            f"{c.get('items', 0):,} in all",
+            f"  mini-batches: {c.get('batches_succeeded', 0):,} succeeded, {c.get('batches_failed', 0):,} failed, "
+            f"{c.get('batches_pending', 0):,} not done, {c.get('batches', 0):,} in all",
+            f"  wall time:    {timing}",
         ]
-        if self.output_file:
+        if self.output_file and c.get("items_succeeded", 0) > 0:
             lines.append(f"  output:       {self.output_file}")
+        elif self.output_file:
+            lines.append("  output:       none (no item succeeded)")
         lines.append(f"  logs:         {self.record.logs_dir}")
+        if self.status != "Completed":
+            lines.append(f"  why:          {self.record.logs_dir / 'job_error.txt'}")
         if c.get("items_failed"):
             lines.append(f"  failed items: {self.record.logs_dir / 'user' / 'error' / 'failed_items.jsonl'}")
         if self.status != "Completed":
             lines.append(f"  resume with:  parallelrun resume {self.run_id}"
                          + (" --retry-failed" if c.get("batches_failed") else ""))
         return "\n".join(lines)
+
+
+def _session_items(rec: RunRecord, counts: dict[str, int]) -> int:
+    """Items the current (or last) driver session finished: committed since it took ``driver.lock``."""
+    from .live import throughput_series
+    from .runs import session_start
+
+    started = session_start(rec.path / "driver.lock")
+    if started is None or not rec.resumes:
+        return int(counts.get("items_succeeded", 0)) + int(counts.get("items_failed", 0))
+    now = time.time()
+    return int(throughput_series(rec.journal_path, started, now, max_points=1, recent_since=started)["recent_items"])
 
 
 class _Interrupted(Exception):
@@ -264,7 +298,7 @@ def _drive(
                                             spec.allowed_failed_percent),
                       failed_items=counts.items_failed, failed_batches=counts.batches_failed)
     prog = Progress(progress_mode)
-    prog.start(counts.items, counts.items_done, counts.items_failed)
+    prog.start(counts.items, counts.items_done, counts.items_failed, planning=not feed.done)
     done_items, failed_items = counts.items_done, counts.items_failed
     batches_done = counts.batches_succeeded + counts.batches_failed
     held: dict[int, MiniBatch] = {}
@@ -322,6 +356,8 @@ def _drive(
                     total_items += sum(b.n_items for b in new)
                     sched.total_batches = total_batches
                     prog.set_total(total_items)
+            if feed.done and prog.planning:
+                prog.planned(total_items)
             if feed.done and feed.plan is not None and not rec.input_fingerprint:
                 rec.input_fingerprint = feed.plan.fingerprint
                 log.info("planned %d mini-batches (%d items, %d files) in %.3f s", total_batches, total_items,

@@ -230,7 +230,7 @@ def current(rec: RunRecord, now: float | None = None) -> RunRecord:
     if counts is None:
         return rec
     now = time.time() if now is None else now
-    session = _session_start(rec.path / "driver.lock") or rec.started
+    session = session_start(rec.path / "driver.lock") or rec.started
     if status == "Running":
         last = now
     else:
@@ -240,7 +240,7 @@ def current(rec: RunRecord, now: float | None = None) -> RunRecord:
     return dataclasses.replace(rec, counts=counts, wall_seconds=wall)
 
 
-def _session_start(lock: Path) -> float | None:
+def session_start(lock: Path) -> float | None:
     """When the current (or last) driver took the lock: ``driver.lock`` holds "<pid> <time>"."""
     try:
         parts = lock.read_text().split()
