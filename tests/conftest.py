@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,31 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# --- background pipeline drivers -----------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _stop_background_drivers() -> Iterator[None]:
+    """Every test ends the background pipeline drivers it started (``Experiment.submit``).
+
+    A driver still running when pytest exits would be reported as ``ResourceWarning: subprocess N is
+    still running`` and keep working in a deleted temp folder. A finished driver is reaped; a running one
+    is asked to stop (SIGTERM: it cancels its steps, as ``runs cancel`` does) and killed if it does not.
+    """
+    yield
+    experiment = sys.modules.get("parallelrun.workspace.experiment")
+    drivers = getattr(experiment, "_DRIVERS", None)
+    if not drivers:
+        return
+    for proc in list(drivers):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        drivers.remove(proc)
 
 # --- Azurite / moto ------------------------------------------------------------------------------------
 AZURITE_ACCOUNT = "devstoreaccount1"
