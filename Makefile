@@ -34,6 +34,7 @@ check: lint types test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.startup
 
 clean:
 	rm -rf $(VENV) .parallelrun examples/*/data examples/*/out examples/*/models

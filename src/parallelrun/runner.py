@@ -564,8 +564,8 @@ def plan_job(job: str | os.PathLike[str], overrides: list[str] | None = None, sh
     from .data.plan import is_auto
 
     spec, base = load_job(job, overrides)
-    if spec.input_type == "tabular":  # load pandas first: "planned in" times the planning, not imports
-        from .data import tabular  # noqa: F401
+    if spec.input_type == "tabular":  # "planned in" times the planning, not loading the modules
+        from .data import storage, tabular  # noqa: F401
     t0 = time.perf_counter()
     plan = Plan(spec, base)
     first: list[MiniBatch] = []

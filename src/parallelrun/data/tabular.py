@@ -20,9 +20,11 @@ import posixpath
 import re
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where rows are read: planning needs none of it (start-up time)
+    import pandas as pd
+
 
 from parallelrun.data.batches import TabularBatch
 from parallelrun.data.storage import url_to_fs
@@ -106,6 +108,8 @@ def read_batch(batch: TabularBatch, storage_options: dict[str, Any] | None = Non
     byte range when the slice cannot be parsed or holds a different number of rows than planned (e.g. the
     file changed since planning).
     """
+    import pandas as pd
+
     fs, path = url_to_fs(batch.path, storage_options)
     where = f"{batch.path} bytes {batch.start}-{batch.end}"
     try:
@@ -392,6 +396,8 @@ class _Splitter:
 # --- reading --------------------------------------------------------------------------------------------
 
 def _read_text(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
+    import pandas as pd
+
     opts = batch.options
     encoding = opts.get("encoding", "utf-8")
     dtype = opts.get("dtype")
@@ -427,6 +433,7 @@ def _read_text(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
 
 
 def _read_parquet(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
+
     import pyarrow.parquet as pq
 
     with fs.open(path, "rb") as f:
