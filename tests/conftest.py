@@ -108,6 +108,36 @@ def _azurite_binary() -> str | None:
     return str(local)
 
 
+def documented_azurite_command(doc: Path = REPO / "docs" / "tutorial.md") -> list[str]:
+    """The Azurite command line of docs/tutorial.md's "Before you start" block, as argv.
+
+    The fixture starts Azurite with exactly these flags (only ``--blobPort`` and ``--location`` are
+    replaced: a free port, a temporary folder), so the docs' command is what the tests run.
+    """
+    import re
+    import shlex
+
+    text = doc.read_text(encoding="utf-8")
+    for block in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M):
+        joined = block.replace("\\\n", " ")
+        for line in joined.splitlines():
+            if "azurite-blob " in line:
+                argv = shlex.split(line.split(" #", 1)[0])
+                return [a for a in argv if a != "&"]
+    raise AssertionError(f"{doc} has no azurite-blob command in a bash block")
+
+
+def install_azurite_command(doc: Path = REPO / "docs" / "tutorial.md") -> list[str]:
+    """The documented ``npm install ... azurite`` line, as argv."""
+    import re
+    import shlex
+
+    for line in doc.read_text(encoding="utf-8").splitlines():
+        if re.match(r"^npm install .*azurite", line):
+            return shlex.split(line.split(" #", 1)[0])
+    raise AssertionError(f"{doc} has no npm install line for azurite")
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlobServer]:
     pytest.importorskip("adlfs", reason="install the azure extra: pip install 'parallelrun[azure]'")
@@ -117,11 +147,19 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlobServer]:
     port = free_port()
     location = tmp_path_factory.mktemp("azurite")
     log = location / "azurite.log"
-    args = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location),
-            "--silent", "--skipApiVersionCheck", "--loose"]
-    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
-    if "--disableTelemetry" in help_text:  # no outbound telemetry attempts from the test machine
-        args.append("--disableTelemetry")
+    documented = documented_azurite_command()
+    args = [binary]
+    values = {"--blobPort": str(port), "--location": str(location)}
+    skip = False
+    for a in documented[1:]:
+        if skip:
+            skip = False
+            continue
+        args.append(a)
+        if a in values:
+            args.append(values[a])
+            skip = True
+    assert {"--blobPort", "--location"} <= set(args), documented
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
