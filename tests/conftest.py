@@ -23,6 +23,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+from doc_commands import documented_azurite_command  # noqa: E402  (tests/ is on sys.path)
+
 
 # --- background pipeline drivers -----------------------------------------------------------------------
 @pytest.fixture(autouse=True)
@@ -106,36 +108,6 @@ def _azurite_binary() -> str | None:
     if done.returncode != 0 or not local.exists():
         pytest.fail(f"installing Azurite failed (npm exited {done.returncode}):\n{done.stderr[-3000:]}")
     return str(local)
-
-
-def documented_azurite_command(doc: Path = REPO / "docs" / "tutorial.md") -> list[str]:
-    """The Azurite command line of docs/tutorial.md's "Before you start" block, as argv.
-
-    The fixture starts Azurite with exactly these flags (only ``--blobPort`` and ``--location`` are
-    replaced: a free port, a temporary folder), so the docs' command is what the tests run.
-    """
-    import re
-    import shlex
-
-    text = doc.read_text(encoding="utf-8")
-    for block in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M):
-        joined = block.replace("\\\n", " ")
-        for line in joined.splitlines():
-            if "azurite-blob " in line:
-                argv = shlex.split(line.split(" #", 1)[0])
-                return [a for a in argv if a != "&"]
-    raise AssertionError(f"{doc} has no azurite-blob command in a bash block")
-
-
-def install_azurite_command(doc: Path = REPO / "docs" / "tutorial.md") -> list[str]:
-    """The documented ``npm install ... azurite`` line, as argv."""
-    import re
-    import shlex
-
-    for line in doc.read_text(encoding="utf-8").splitlines():
-        if re.match(r"^npm install .*azurite", line):
-            return shlex.split(line.split(" #", 1)[0])
-    raise AssertionError(f"{doc} has no npm install line for azurite")
 
 
 @pytest.fixture(scope="session")

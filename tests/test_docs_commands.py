@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, documented_azurite_command, install_azurite_command
+from doc_commands import REPO, documented_azurite_command, install_azurite_command
 
 sys.path.insert(0, str(REPO / "tests" / "engine"))
 from engine_helpers import ECHO, make_job  # noqa: E402
@@ -106,10 +106,8 @@ def test_documented_azurite_command_serves_the_current_sdk(azurite) -> None:
     """The tutorial's flags are enough for the installed azure-storage-blob (its API version may be newer
     than Azurite's: that is what --skipApiVersionCheck is for)."""
     blob = pytest.importorskip("azure.storage.blob")
-    from conftest import AZURITE_KEY
-
     svc = blob.BlobServiceClient(account_url=azurite.endpoint, credential={"account_name": azurite.account_name,
-                                                                          "account_key": AZURITE_KEY})
+                                                                          "account_key": azurite.account_key})
     container = svc.create_container("docs-check")
     container.upload_blob("hello.txt", b"hi")
     assert container.download_blob("hello.txt").readall() == b"hi"
