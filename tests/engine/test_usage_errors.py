@@ -37,21 +37,32 @@ USAGE = [
 
 
 @pytest.mark.parametrize(("argv", "code", "fragments"), USAGE, ids=[" ".join(u[0]) for u in USAGE])
-def test_usage_error(job_factory, argv: list[str], code: int, fragments: list[str]) -> None:
+def test_usage_error(job_factory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                     argv: list[str], code: int, fragments: list[str]) -> None:
+    """In this process, through ``main()`` - the function the ``parallelrun`` script calls - for speed;
+    the subprocess tests below check the installed script itself."""
+    from parallelrun.cli import main
+
     job = job_factory(ECHO)
-    res = job.cli(*argv)
-    out = res.stdout + res.stderr
-    assert res.returncode == code, out
+    monkeypatch.chdir(job.root)
+    rc = main(argv)
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert rc == code, out
     for f in fragments:
         assert f in out, out
     assert "Traceback" not in out
 
 
-def test_bare_command_shows_help_and_exits_2(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "parallelrun"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60)
-    assert res.returncode == 2
-    assert "Usage" in res.stdout + res.stderr and "run" in res.stdout + res.stderr
+@pytest.mark.parametrize(("argv", "code", "fragment"), [
+    ([], 2, "Usage"), (["--version"], 0, "parallelrun 0.1.0"), (["bogus"], 2, "No such command 'bogus'"),
+    (["plan", "--show", "abc", "x.yml"], 2, "Invalid value for '--show'"),
+])
+def test_installed_script(tmp_path: Path, argv: list[str], code: int, fragment: str) -> None:
+    script = Path(sys.executable).with_name("parallelrun")
+    res = subprocess.run([str(script), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == code, res.stdout + res.stderr
+    assert fragment in res.stdout + res.stderr and "Traceback" not in res.stderr
 
 
 def test_binary_job_file(job_factory) -> None:

@@ -192,7 +192,7 @@ def _usage_error_types() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI, mapping errors to exit codes (2 usage/spec, 1 job failed, 130 interrupted)."""
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=argv, prog_name="parallelrun", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return int(e.exit_code)
