@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,examples,azure,s3,ray,dashboard
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test check lint types bench clean
+.PHONY: venv demo test test-all check lint types bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(STAMP)
 	cd examples/mnist && ../../$(BIN)/python make_data.py && ../../$(BIN)/parallelrun run job.yml && ../../$(BIN)/python check_accuracy.py
 
 test: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)  # also the tests marked slow (exhaustive variants)
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -1,7 +1,7 @@
 """Every usage error exits 2 with a message and no traceback; the messages name the problem.
 
 The table runs the installed CLI as a user would (a subprocess), so a typer upgrade that changes its
-exception types (typer 0.26+ vendors click as ``typer._click``) fails here, not in front of a user.
+exception types (typer 0.29 vendors click as ``typer._click``) fails here, not in front of a user.
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ def dashboard(
 def _usage_error_types() -> tuple[type[BaseException], ...]:
     """The exceptions typer raises for bad usage (unknown command or option, bad value, missing argument).
 
-    typer >= 0.26 vendors click as ``typer._click``, whose ``ClickException`` is *not* click's: catching
+    typer 0.29 vendors click as ``typer._click``, whose ``ClickException`` is *not* click's: catching
     ``click.ClickException`` misses every one of them (pyproject pins typer to the versions checked here;
     tests/engine/test_usage_errors.py fails if a typer upgrade moves them).
     """
