@@ -74,7 +74,7 @@ def _show(job: JobFolder, run_id: str) -> dict:
 def test_records_live_while_running_and_cancel_with_sigint_ignored(job_factory) -> None:
     """A driver started with SIGINT ignored (nohup, a background shell) keeps running on Ctrl-C, as the
     README says; ``runs cancel`` stops it. While it runs, runs list/show count what the journal holds."""
-    job = job_factory(SLOW_ECHO, n_files=60, mini_batch_size=2)
+    job = job_factory(SLOW_ECHO, n_files=400, mini_batch_size=2)  # ~30 s of work: cancelled long before
     proc = _start(job, ignore_sigint=True)
     try:
         _wait_for_committed(job, 3)
@@ -87,7 +87,7 @@ def test_records_live_while_running_and_cancel_with_sigint_ignored(job_factory) 
         (rec,) = listed
         assert rec["status"] == "Running"
         assert rec["counts"]["items_succeeded"] >= 2 * before  # live, not the 0 of run.json's start
-        assert rec["counts"]["items"] == 60
+        assert rec["counts"]["items"] == 400
         shown = _show(job, run_id)
         assert shown["counts"]["items_succeeded"] >= 2 * before and shown["wall_seconds"] > 0
         res = job.cli("runs", "cancel", run_id, "--workspace", str(job.ws))
