@@ -40,10 +40,13 @@ def test_wrong_key_shows_the_service_message_and_blames_the_credentials(tmp_path
 @pytest.mark.slow  # the Azure SDK retries a refused connection with back-off for ~2 minutes
 @pytest.mark.timeout(400)
 def test_nothing_listening_blames_the_endpoint(tmp_path: Path, azurite: Any) -> None:
-    from conftest import free_port
+    import socket
 
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     ws = Workspace.create(tmp_path / "ws")
-    dead = f"http://127.0.0.1:{free_port()}/{azurite.account_name}"
+    dead = f"http://127.0.0.1:{port}/{azurite.account_name}"
     store = Datastore.register_azure_blob_container(ws, "dead", "c1", azurite.account_name,
                                                     account_key=azurite.account_key, endpoint=dead)
     text = _listing_error(ws, store)
