@@ -72,7 +72,7 @@ def test_sigkill_driver_then_resume_gives_every_row_once(job_factory) -> None:
     workers = psutil.Process(proc.pid).children(recursive=True)
     assert workers, "the driver should have worker processes"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    proc.communicate(timeout=10)  # reaps it and closes its pipes (no ResourceWarning later)
     # No orphan keeps burning CPU: the workers notice the driver died and exit on their own.
     gone, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, f"orphan workers survived the driver: {alive}"
