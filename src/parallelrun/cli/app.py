@@ -97,7 +97,7 @@ def plan(
     typer.echo(f"{p.input_type} input: {plural(p.files, 'file')}, {plural(p.items, 'item')}, "
                f"{p.nbytes:,} bytes -> {plural(p.batches, 'mini-batch', 'mini-batches')} (planned in {p.seconds:.2f} s)")
     if p.auto:
-        typer.echo("  mini_batch_size: auto - the size is chosen at run time by timing run() on two probe "
+        typer.echo("  mini_batch_size: auto - the size is chosen at run time by timing run() on probe "
                    "mini-batches; the batches below use the default size and will differ.")
     for b in p.first:
         typer.echo(f"  mini-batch {b.index}: {plural(b.n_items, 'item')}, {b.nbytes:,} bytes: {b.describe()}")

@@ -97,11 +97,11 @@ def runs_show(run_id: str, workspace: Workspace = None, as_json: Annotated[bool,
             continue  # nothing to say (no reason, no job file for a pipeline step, ...)
         if k == "wall_seconds":
             v = f"{v:.1f}"
-        typer.echo(f"{k:13} {v}")
+        typer.echo(f"{k:18} {v}")
     if view.get("planning"):
-        typer.echo(f"{'planning':13} the plan is still being written: totals will grow")
+        typer.echo(f"{'planning':18} the plan is still being written: totals will grow")
     for k, v in rec.counts.items():
-        typer.echo(f"{k:13} {v}")
+        typer.echo(f"{k:18} {v}")
     if rec.kind == "pipeline":
         typer.echo("steps:")
         for child in rec.children:
