@@ -288,6 +288,19 @@ class Journal:
             )
             return cur.rowcount
 
+    def rebase_pending(self, old: str, new: str) -> int:
+        """Rewrite the input paths of batches not yet succeeded (pending, or failed: ``--retry-failed`` runs
+        them again) from folder ``old`` to ``new``: a job folder that was moved or copied since planning
+        (see runner.resume_run). Returns the batches changed."""
+        old_j, new_j = json.dumps(old.rstrip("/") + "/")[1:-1], json.dumps(new.rstrip("/") + "/")[1:-1]
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE batches SET descriptor = replace(descriptor, ?, ?)"
+                " WHERE state != 'succeeded' AND instr(descriptor, ?) > 0",
+                (f'"{old_j}', f'"{new_j}', f'"{old_j}'),
+            )
+        return cur.rowcount
+
     # --- reading --------------------------------------------------------------------------------------
     def counts(self) -> Counts:
         r = self._db.execute(

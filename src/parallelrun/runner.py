@@ -224,6 +224,11 @@ def resume_run(
                     "two configurations. Start a new run instead (parallelrun run ...), or restore the spec."
                 )
         journal = Journal(rec.journal_path)
+        if rec.moved_from:
+            # The job folder (with this workspace) was moved or copied: the plan's paths point into the old
+            # place. Work from where the record is now (a copy writes into the copy).
+            journal.rebase_pending(rec.moved_from, rec.job_dir)
+            rec.moved_from = None
         feed = Feed(spec, base, storage_options, journal)
         if not feed.done:
             # The driver died while planning: re-plan up to where it stopped (checking that part of the

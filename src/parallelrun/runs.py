@@ -81,6 +81,9 @@ class RunRecord:
     reuse_key: str | None = None
     reused_from: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # Where the job folder was when the record was written, when it is now elsewhere (the workspace was
+    # moved or copied together with it); set on load, never stored.
+    moved_from: str | None = None
 
     @property
     def path(self) -> Path:
@@ -184,6 +187,7 @@ def _to_stored(d: dict[str, Any], workspace: Path) -> dict[str, Any]:
             absolute[k] = dict(d[k])
             d[k] = {n: _rel(v, workspace) if isinstance(v, str) and "://" not in v and v else v
                     for n, v in d[k].items()}
+    d.pop("moved_from", None)
     d["run_dir"] = "."  # the record's own folder
     d["journal"] = "journal.sqlite"
     d["logs"] = "logs"
@@ -206,6 +210,9 @@ def _from_stored(d: dict[str, Any], workspace: Path) -> dict[str, Any]:
     absolute = d.pop("absolute", None) or {}
     for k in _PATH_FIELDS:
         d[k] = _resolve(d.get(k), absolute.get(k), workspace)
+    old_job = absolute.get("job_dir")
+    if isinstance(old_job, str) and isinstance(d.get("job_dir"), str) and os.path.normpath(old_job) != d["job_dir"]:
+        d["moved_from"] = old_job
     for k in _PATH_DICTS:
         if isinstance(d.get(k), dict):
             old = absolute.get(k) or {}

@@ -170,19 +170,26 @@ def test_runs_logs_of_a_reused_step_points_to_its_origin(job_factory) -> None:
 
 
 def _failed_run(job_factory) -> tuple[JobFolder, str]:
+    """A run whose mini-batch holding f004 failed: resumable with --retry-failed once ``fixed`` exists.
+    run() reads each file, so a resume that used the old location's paths would fail."""
     script = """
 import os
 def run(mini_batch):
     if any('f004' in p for p in mini_batch) and not os.path.exists('fixed'):
         raise RuntimeError('broken input')
-    return [os.path.basename(p) for p in mini_batch]
+    return [f"{os.path.basename(p)} {open(p).read().strip()} {os.path.dirname(os.path.dirname(p))}"
+            for p in mini_batch]
 """
-    job = job_factory(script, n_files=12, allowed_failed_count=0)
+    job = job_factory(script, n_files=12, allowed_failed_count=0, mini_batch_size=2, process_count_per_node=1)
     assert job.run().returncode == 1
     return job, job.run_dirs()[0].name
 
 
-def test_run_json_paths_are_relative_and_follow_a_moved_workspace(job_factory, tmp_path: Path) -> None:
+def _expected(root: Path, names: range) -> list[str]:
+    return [f"f{i:03d}.txt {i} {root}" for i in names]
+
+
+def test_run_json_paths_are_relative_and_a_moved_workspace_resumes(job_factory, tmp_path: Path) -> None:
     job, run_id = _failed_run(job_factory)
     stored = json.loads((job.ws / "runs" / run_id / "run.json").read_text())
     assert stored["run_dir"] == "." and stored["job_dir"] == ".." and stored["job_file"] == "../job.yml"
@@ -195,20 +202,31 @@ def test_run_json_paths_are_relative_and_follow_a_moved_workspace(job_factory, t
         assert shown["job_file"] == str(moved / "job.yml")
         logs = job2.cli("runs", "logs", run_id, "--workspace", str(job2.ws), "--file", "job_result.txt")
         assert logs.returncode == 0 and "Failed" in logs.stdout
-        res = job2.cli("resume", run_id, "--workspace", str(job2.ws), "--quiet")
-        assert "FileNotFoundError" not in res.stderr and "Traceback" not in res.stderr
+        (moved / "fixed").write_text("")
+        res = job2.cli("resume", run_id, "--workspace", str(job2.ws), "--quiet", "--retry-failed")
+        assert res.returncode == 0, res.stdout + res.stderr
+        lines = job2.lines()
+        assert sorted(lines[:4] + lines[6:]) == sorted(_expected(job.root, range(4)) + _expected(job.root, range(6, 12)))
+        assert lines[4:6] == _expected(moved, range(4, 6))  # the resumed batch read the files where they are now
     finally:
         shutil.rmtree(moved, ignore_errors=True)
 
 
-def test_a_copied_workspace_resolves_into_the_copy(job_factory, tmp_path: Path) -> None:
+def test_a_copied_workspace_resumes_into_the_copy(job_factory, tmp_path: Path) -> None:
     job, run_id = _failed_run(job_factory)
+    before = job.output.read_text()
     copy = tmp_path.parent / f"{tmp_path.name}-copy"
     shutil.copytree(job.root, copy, symlinks=True)
     try:
-        shown = _show(JobFolder(copy), run_id)
+        job2 = JobFolder(copy)
+        shown = _show(job2, run_id)
         assert shown["job_dir"] == str(copy) and shown["output_dir"] == str(copy / "out")
-        original = _show(job, run_id)
-        assert original["job_dir"] == str(job.root)
+        (copy / "fixed").write_text("")
+        res = job2.cli("resume", run_id, "--workspace", str(job2.ws), "--quiet", "--retry-failed")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert job2.lines()[4:6] == _expected(copy, range(4, 6))
+        assert len(job2.lines()) == 12
+        assert job.output.read_text() == before  # the original is untouched
+        assert _show(job, run_id)["status"] == "Failed"
     finally:
         shutil.rmtree(copy, ignore_errors=True)
