@@ -283,7 +283,10 @@ def run_progress(rec: Any, run_dir: str | os.PathLike[str] | None = None, now: f
     folder = Path(run_dir or rec.run_dir)
     status = rec.effective_status()
     live = status == "Running"
-    counts = (journal_counts(folder / "journal.sqlite") if live else None) or dict(rec.counts or {})
+    # run.json's counts are written when a driver starts and ends: while it runs, and after it died
+    # (Interrupted), the journal is the truth.
+    counts = (journal_counts(folder / "journal.sqlite") if status in ("Running", "Interrupted") else None) \
+        or dict(rec.counts or {})
     total = int(counts.get("items", 0))
     done = int(counts.get("items_succeeded", 0)) + int(counts.get("items_failed", 0))
     started = rec.started or rec.created
