@@ -139,3 +139,13 @@ def test_plain_progress_says_planning_until_totals_are_known() -> None:
     assert lines[0].startswith("progress: planning… 0 items") and "%" not in lines[0]
     assert lines[1].startswith("progress: planning… 1,450 items in 58 mini-batches so far") and "%" not in lines[1]
     assert lines[2].startswith("progress: 100/2,000 items (5.0%), 1 failed, 4/80 mini-batches")
+
+
+def test_non_tty_progress_of_an_auto_job_says_planning_first(job_factory) -> None:
+    job = job_factory(ECHO, mini_batch_size="auto")
+    res = job.cli("run", "job.yml", "--workspace", str(job.ws))
+    assert res.returncode == 0, res.stderr
+    progress = [line for line in res.stderr.splitlines() if line.startswith("progress:")]
+    assert progress and progress[0].startswith("progress: planning…"), res.stderr
+    assert not any("0/0 items" in line for line in progress), progress
+    assert any("/12 items" in line for line in progress[1:]), progress  # the real total, once known
