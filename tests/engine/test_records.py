@@ -230,3 +230,38 @@ def test_a_copied_workspace_resumes_into_the_copy(job_factory, tmp_path: Path) -
         assert _show(job, run_id)["status"] == "Failed"
     finally:
         shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_a_running_step_shows_journal_totals_and_marks_an_unfinished_plan(tmp_path: Path) -> None:
+    """A step run whose driver holds its lock and has planned 5 of its mini-batches so far: the listing
+    shows the journal's totals (not run.json's), with a ``+`` while the plan is still being written."""
+    from parallelrun.data.batches import FileBatch
+    from parallelrun.journal import Journal
+    from parallelrun.runs import DriverLock, RunStore
+
+    job = JobFolder(tmp_path)
+    store = RunStore(job.ws)
+    rec = store.new("score", job_file=None, job_dir=str(tmp_path), output_dir=str(tmp_path), output_file=None,
+                    kind="step", counts={"items": 5})
+    rec.status = "Running"
+    store.save(rec)
+    lock = DriverLock(rec.path)
+    assert lock.acquire()
+    journal = Journal(rec.journal_path)
+    try:
+        batches = [FileBatch(i, (f"f{2 * i}", f"f{2 * i + 1}"), 2) for i in range(5)]
+        journal.add_planned(batches, {"plan": {"batches": 5, "fingerprint": "x", "complete": False}})
+        row = next(line for line in job.cli("runs", "list", "--workspace", str(job.ws)).stdout.splitlines()
+                   if line.startswith(rec.id))
+        assert row.split()[1] == "Running" and row.split()[6] == "10+", row
+        shown = job.cli("runs", "show", rec.id, "--workspace", str(job.ws)).stdout
+        assert "the plan is still being written" in shown and "items              10" in shown, shown
+        more = [FileBatch(i, (f"f{2 * i}", f"f{2 * i + 1}"), 2) for i in range(5, 8)]
+        journal.add_planned(more, {"plan": {"batches": 8, "fingerprint": "y", "complete": True},
+                                   "input_fingerprint": "y"})
+        row = next(line for line in job.cli("runs", "list", "--workspace", str(job.ws)).stdout.splitlines()
+                   if line.startswith(rec.id))
+        assert row.split()[6] == "16", row
+    finally:
+        journal.close()
+        lock.release()
