@@ -27,14 +27,15 @@ def run(mini_batch):
 
 
 def _start(job: JobFolder, ignore_sigint: bool = False) -> subprocess.Popen[str]:
-    def child_setup() -> None:
-        # Set the child's disposition ourselves: a test must not depend on what the shell that started
-        # pytest left (a background shell starts everything with SIGINT ignored).
-        signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else signal.SIG_DFL)
-
+    # The child sets its SIGINT disposition itself, then execs the driver (same pid): the test must not
+    # depend on what the shell that started pytest left. (Not preexec_fn: unsafe with threads.)
+    disposition = "SIG_IGN" if ignore_sigint else "SIG_DFL"
+    wrapper = (f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{disposition}); "
+               "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
     return subprocess.Popen(
-        [sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace", str(job.ws), "--quiet"],
-        cwd=job.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=child_setup,
+        [sys.executable, "-c", wrapper, "-m", "parallelrun", "run", "job.yml", "--workspace", str(job.ws),
+         "--quiet"],
+        cwd=job.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 

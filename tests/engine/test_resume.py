@@ -25,17 +25,19 @@ def run(mini_batch):
 N = 60
 
 
-def _default_sigint() -> None:
-    # The child gets Ctrl-C's default disposition whatever the shell that started pytest left: a
-    # non-interactive background shell starts everything with SIGINT ignored, and an ignored SIGINT is
-    # inherited (the driver then keeps running on Ctrl-C by design; see test_records.py).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# The child sets Ctrl-C's default disposition itself, then becomes the driver (exec keeps the pid): a
+# non-interactive background shell starts everything with SIGINT ignored, and an ignored SIGINT is
+# inherited (the driver then keeps running on Ctrl-C by design; see test_records.py). A wrapper rather
+# than preexec_fn, which is unsafe when the test process has threads (moto's server runs in one).
+_EXEC_WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
 
 
 def _start(job) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace", str(job.ws), "--quiet"],
-        cwd=job.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
+        [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGINT, "-m", "parallelrun", "run", "job.yml",
+         "--workspace", str(job.ws), "--quiet"],
+        cwd=job.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
