@@ -5,6 +5,7 @@
     python -m bench --smoke            # tiny inputs, one run each (seconds; what the test suite runs)
     python -m bench --only W1,W3 --runs 5
     python -m bench --peers parallelrun,pool   # leave out Ray Data (and the serial baseline)
+    python -m bench.startup            # start-up time of `parallelrun --help` and `plan` (bench/startup.py)
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,33 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+from doc_commands import documented_azurite_command  # noqa: E402  (tests/ is on sys.path)
+
+
+# --- background pipeline drivers -----------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _stop_background_drivers() -> Iterator[None]:
+    """Every test ends the background pipeline drivers it started (``Experiment.submit``).
+
+    A driver still running when pytest exits would be reported as ``ResourceWarning: subprocess N is
+    still running`` and keep working in a deleted temp folder. A finished driver is reaped; a running one
+    is asked to stop (SIGTERM: it cancels its steps, as ``runs cancel`` does) and killed if it does not.
+    """
+    yield
+    experiment = sys.modules.get("parallelrun.workspace.experiment")
+    drivers = getattr(experiment, "_DRIVERS", None)
+    if not drivers:
+        return
+    for proc in list(drivers):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        drivers.remove(proc)
 
 # --- Azurite / moto ------------------------------------------------------------------------------------
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -91,11 +119,19 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlobServer]:
     port = free_port()
     location = tmp_path_factory.mktemp("azurite")
     log = location / "azurite.log"
-    args = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location),
-            "--silent", "--skipApiVersionCheck", "--loose"]
-    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=60).stdout
-    if "--disableTelemetry" in help_text:  # no outbound telemetry attempts from the test machine
-        args.append("--disableTelemetry")
+    documented = documented_azurite_command()
+    args = [binary]
+    values = {"--blobPort": str(port), "--location": str(location)}
+    skip = False
+    for a in documented[1:]:
+        if skip:
+            skip = False
+            continue
+        args.append(a)
+        if a in values:
+            args.append(values[a])
+            skip = True
+    assert {"--blobPort", "--location"} <= set(args), documented
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:

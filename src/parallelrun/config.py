@@ -378,44 +378,130 @@ def validate_spec(data: Any, source: str = "job spec") -> JobSpec:
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """``["mini_batch_size=20", "inputs.0.path=x"]`` -> a dict of YAML-parsed values by dotted key."""
     out: dict[str, Any] = {}
+    problems: list[str] = []
     for item in overrides:
-        if "=" not in item:
-            raise JobSpecError([f"--set {item!r}: expected field=value, e.g. --set mini_batch_size=20"])
-        key, _, raw = item.partition("=")
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            problems.append(f"--set {item!r}: expected field=value, e.g. --set mini_batch_size=20 "
+                            "or --set inputs.0.path=data")
+            continue
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = raw
+    if problems:
+        raise JobSpecError(problems, "--set")
     return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set each dotted key (``inputs.0.path``) in a copy of ``data``; every key that cannot be set (an
+    index past the end of a list, a field inside a plain value) is reported at once as a JobSpecError."""
     data = json.loads(json.dumps(data))  # deep copy of plain data
+    problems: list[str] = []
     for key, value in overrides.items():
-        parts = key.split(".")
-        target: Any = data
-        for p in parts[:-1]:
-            target = target[int(p)] if isinstance(target, list) else target.setdefault(p, {})
-        last = parts[-1]
-        if isinstance(target, list):
-            target[int(last)] = value
-        else:
-            target[last] = value
+        problem = _set_path(data, key.split("."), value)
+        if problem:
+            problems.append(f"--set {key}=...: {problem}")
+    if problems:
+        raise JobSpecError(problems, "--set")
     return data
 
 
+def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> str | None:
+    """Set ``data[parts[0]][parts[1]]...`` = value; return what was wrong, or None."""
+    target: Any = data
+    for depth, p in enumerate(parts):
+        where = ".".join(parts[:depth]) or "the job spec"
+        last = depth == len(parts) - 1
+        if isinstance(target, list):
+            if not p.lstrip("-").isdigit():
+                return f"{where} is a list: use an index (0..{len(target) - 1}), not {p!r}"
+            i = int(p)
+            if not 0 <= i < len(target) + (1 if last else 0) or (i == len(target) and not last):
+                return (f"{where} has {len(target)} element(s), so index {i} does not exist "
+                        f"(use 0..{len(target) - 1}{f', or {len(target)} to add one' if last else ''})")
+            if last:
+                if i == len(target):
+                    target.append(value)
+                else:
+                    target[i] = value
+                return None
+            target = target[i]
+        elif isinstance(target, dict):
+            if last:
+                target[p] = value
+                return None
+            target = target.setdefault(p, {})
+        else:
+            return f"{where} is a single value ({target!r}), so it has no field {p!r}"
+    return None
+
+
+def path_problems(data: Any, base: Path) -> list[str]:
+    """Missing local paths of a (raw) spec: the source_directory, the entry script, each input path.
+
+    Checked on the raw values, so they are reported together with the field errors. URLs, globs and
+    paths inside a registered datastore are left to planning.
+    """
+    if not isinstance(data, dict):
+        return []
+    problems: list[str] = []
+    src = data.get("source_directory")
+    source = base
+    if isinstance(src, str) and src:
+        source = (base / src).resolve()
+        if not source.is_dir():
+            problems.append(f"source_directory: {src!r} is not a folder (resolved to {source}). "
+                            f"Paths are relative to the job file's folder. Example: {EXAMPLES['source_directory']}")
+    script = data.get("entry_script")
+    if isinstance(script, str) and script and (source.is_dir()):
+        p = source / script
+        if not p.is_file():
+            problems.append(f"entry_script: {script!r} does not exist (resolved to {p}). entry_script is "
+                            "relative to source_directory (or to the job file's folder when it is not set).")
+    inputs = data.get("inputs")
+    for i, inp in enumerate(inputs if isinstance(inputs, list) else []):
+        if not isinstance(inp, dict) or inp.get("datastore"):
+            continue
+        paths = inp.get("path")
+        for path in [paths] if isinstance(paths, str) else (paths if isinstance(paths, list) else []):
+            if not isinstance(path, str) or not path or "://" in path or any(c in path for c in "*?["):
+                continue
+            resolved = (base / os.path.expanduser(path))
+            if not resolved.exists():
+                problems.append(f"inputs.{i}.path: input path {path!r} does not exist (resolved to "
+                                f"{resolved.resolve()}). Paths are relative to the job file's folder.")
+    return problems
+
+
 def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> tuple[JobSpec, Path]:
-    """Read, override and validate a job file. Returns the spec and the job file's folder."""
+    """Read, override and validate a job file. Returns the spec and the job file's folder.
+
+    Every problem is reported at once, in one JobSpecError: the fields' values, the combinations of
+    fields, and the local paths the spec names (source_directory, entry_script, input paths).
+    """
     p = Path(path)
     if not p.is_file():
         raise JobSpecError([f"job file {str(p)!r} does not exist. Example: parallelrun run job.yml"])
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise JobSpecError([f"not a text file (UTF-8 YAML expected; byte {e.start} is not UTF-8). "
+                            "Is this the job spec?"], str(p)) from None
     except yaml.YAMLError as e:
         raise JobSpecError([f"not valid YAML: {e}"], str(p)) from None
     if overrides:
-        data = apply_overrides(data, parse_overrides(overrides))
-    return validate_spec(data, str(p)), p.resolve().parent
+        data = apply_overrides(data, parse_overrides(overrides)) if isinstance(data, dict) else data
+    base = p.resolve().parent
+    missing = path_problems(data, base)
+    try:
+        spec = validate_spec(data, str(p))
+    except JobSpecError as e:
+        raise JobSpecError(e.problems + missing, str(p)) from None
+    if missing:
+        raise JobSpecError(missing, str(p))
+    return spec, base
 
 
 def json_schema() -> dict[str, Any]:

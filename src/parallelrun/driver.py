@@ -20,7 +20,7 @@ from .execution.base import Executor
 from .execution.feed import Feed
 from .execution.messages import Event, Outcome, WorkerInitFailed, WorkerLost, WorkerReady
 from .execution.scheduler import Isolation, Scheduler, Thresholds
-from .journal import Journal
+from .journal import Counts, Journal
 from .live import WorkersFile
 from .progress import Progress
 from .run_logs import append_progress
@@ -59,7 +59,7 @@ class DriverLoop:
                                            for b, (f, n, _) in isolating.items()})
         self.collector = Collector(journal, self.sched, feed, log, spec.run_max_try)
         self.progress = Progress(progress_mode)
-        self.progress.start(counts.items, counts.items_done, counts.items_failed)
+        self.progress.start(counts.items, counts.items_done, counts.items_failed, planning=not feed.done)
         self.live = WorkersFile(rec.path)  # workers.json for the dashboard, at most once a second
         self.init_errors: list[tuple[str, UserCodeError]] = []
         self.ever_ready = False
@@ -116,6 +116,8 @@ class DriverLoop:
                 counts = self.journal.counts()
                 self.sched.total_batches = counts.batches
                 self.progress.set_total(counts.items)
+        if feed.done and self.progress.planning:
+            self.progress.planned(self.journal.counts().items)  # the totals are final from now on
         if feed.done and feed.plan is not None and not self.rec.input_fingerprint:
             self.rec.input_fingerprint = feed.plan.fingerprint
             counts = self.journal.counts()
@@ -163,8 +165,13 @@ class DriverLoop:
         if now - self._last_overview > 5:
             self._last_overview = now
             with contextlib.suppress(OSError):  # a view for humans: a full disk must not stop the loop here
-                append_progress(self.rec.logs_dir, f"{c.items_done}/{c.items} items done, {c.items_failed} failed, "
-                                                   f"{c.batches_succeeded + c.batches_failed}/{c.batches} mini-batches")
+                append_progress(self.rec.logs_dir, self._overview(c))
+
+    def _overview(self, c: Counts) -> str:
+        """The line for job_progress_overview.txt: no totals that are not yet totals."""
+        done = f"{c.items_done}/{c.items} items done" if self.feed.done else \
+            f"planning… {c.items_done} items done of {c.items} planned so far"
+        return f"{done}, {c.items_failed} failed, {c.batches_succeeded + c.batches_failed}/{c.batches} mini-batches"
 
     def close(self) -> None:
         self.progress.finish()

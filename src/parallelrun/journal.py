@@ -400,7 +400,25 @@ class Journal:
             out[int(b)] = (int(n or 0), items)
         return out
 
+    def rebase_pending(self, old: str, new: str) -> int:
+        """Rewrite the input paths of batches not yet succeeded (pending, or failed: ``--retry-failed`` runs
+        them again) from folder ``old`` to ``new``: a job folder that was moved or copied since planning
+        (see runner.resume_run). Returns the batches changed."""
+        old_j, new_j = json.dumps(old.rstrip("/") + "/")[1:-1], json.dumps(new.rstrip("/") + "/")[1:-1]
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE batches SET descriptor = replace(descriptor, ?, ?)"
+                " WHERE state != 'succeeded' AND instr(descriptor, ?) > 0",
+                (f'"{old_j}', f'"{new_j}', f'"{old_j}'),
+            )
+        return cur.rowcount
+
     # --- reading --------------------------------------------------------------------------------------
+    def last_commit_time(self) -> float | None:
+        """When the last batch was settled (wall time), or None."""
+        (last,) = self._db.execute("SELECT MAX(finished_at) FROM batches").fetchone()
+        return float(last) if last is not None else None
+
     def counts(self) -> Counts:
         """Batches and items by state. The writing connection keeps them current across its own commits
         (the driver reads them every turn); otherwise one scan."""

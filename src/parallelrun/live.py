@@ -174,6 +174,41 @@ def journal_counts(journal_path: str | os.PathLike[str]) -> dict[str, int] | Non
         j.close()
 
 
+def last_commit_time(journal_path: str | os.PathLike[str]) -> float | None:
+    """When the journal's last batch was committed (wall time), or None (``runs.current`` uses it for
+    the wall time of a run whose driver died)."""
+    j = _open_ro(Path(journal_path))
+    if j is None:
+        return None
+    try:
+        return j.last_commit_time()
+    except sqlite3.Error:
+        return None
+    finally:
+        j.close()
+
+
+def plan_complete(journal_path: str | os.PathLike[str]) -> bool | None:
+    """Whether the run's plan is fully written (so its totals are final); None without a journal."""
+    from .journal import Journal
+
+    path = Path(journal_path)
+    if not path.is_file():
+        return None
+    try:
+        j = Journal(path, readonly=True)
+    except sqlite3.Error:
+        return None
+    try:
+        meta = j.meta()
+    except sqlite3.Error:
+        return None
+    finally:
+        j.close()
+    state = meta.get("plan")
+    return "input_fingerprint" in meta and (not isinstance(state, dict) or bool(state.get("complete")))
+
+
 def throughput_series(
     journal_path: str | os.PathLike[str], start: float, end: float, max_points: int = 120,
     recent_since: float | None = None,
@@ -236,7 +271,10 @@ def run_progress(rec: Any, run_dir: str | os.PathLike[str] | None = None, now: f
     folder = RunFolder(run_dir or rec.run_dir)
     status = rec.effective_status()
     live = status == "Running"
-    counts = (journal_counts(folder.journal) if live else None) or dict(rec.counts or {})
+    # run.json's counts are written when a driver starts and ends: while it runs, and after it died
+    # (Interrupted), the journal is the truth.
+    counts = (journal_counts(folder.journal) if status in ("Running", "Interrupted") else None) \
+        or dict(rec.counts or {})
     total = int(counts.get("items", 0))
     done = int(counts.get("items_succeeded", 0)) + int(counts.get("items_failed", 0))
     started = rec.started or rec.created

@@ -1,4 +1,10 @@
-"""Progress display: a rich bar on a terminal, plain periodic lines otherwise, nothing with --quiet."""
+"""Progress display: a rich bar on a terminal, plain periodic lines otherwise, nothing with --quiet.
+
+Totals are shown only once they are known: while the plan is still being written (a large input listed
+while the first mini-batches run, or ``mini_batch_size: auto`` still probing) the display says
+"planning…" with the items found so far, never a percentage of a partial total. The rate counts only
+the items done since this display started (a resume's rate is the resume's own).
+"""
 
 from __future__ import annotations
 
@@ -14,14 +20,18 @@ class Progress:
             mode = "rich" if getattr(self.stream, "isatty", lambda: False)() else "plain"
         self.mode = mode
         self.interval = interval
+        self.total = 0
+        self.planning = False
         self._bar: Any = None
         self._task: Any = None
         self._last = 0.0
         self._t0 = time.monotonic()
         self._done0 = 0
 
-    def start(self, total_items: int, done: int = 0, failed: int = 0) -> None:
+    def start(self, total_items: int, done: int = 0, failed: int = 0, planning: bool = False) -> None:
+        """Start showing; ``planning`` says ``total_items`` is what the plan holds so far, not the total."""
         self.total = total_items
+        self.planning = planning
         self._done0 = done
         self._t0 = time.monotonic()
         if self.mode == "rich":
@@ -42,13 +52,28 @@ class Progress:
                 console=Console(file=self.stream), transient=False,
             )
             self._bar.start()
-            self._task = self._bar.add_task("running", total=total_items, completed=done, failed=failed, rate="")
+            self._task = self._bar.add_task(self._description(), total=None if planning else total_items,
+                                            completed=done, failed=failed, rate="")
+
+    def _description(self) -> str:
+        return f"planning… ({self.total:,} items so far)" if self.planning else "running"
 
     def set_total(self, total_items: int) -> None:
-        """The total grew (the plan is still being written while the first batches run)."""
+        """The plan grew (it is still being written while the first batches run)."""
         self.total = total_items
         if self._bar is not None:
-            self._bar.update(self._task, total=total_items)
+            self._bar.update(self._task, description=self._description(),
+                             total=None if self.planning else total_items)
+
+    def planned(self, total_items: int | None = None) -> None:
+        """The plan is complete: the totals are final from now on."""
+        if total_items is not None:
+            self.total = total_items
+        if self.planning:
+            self.planning = False
+            self._last = 0.0  # say the real totals at the next update
+            if self._bar is not None:
+                self._bar.update(self._task, description=self._description(), total=self.total)
 
     def update(self, done: int, failed: int, batches_done: int, batches: int) -> None:
         now = time.monotonic()
@@ -58,9 +83,16 @@ class Progress:
             self._bar.update(self._task, completed=done, failed=failed, rate=f"{rate:,.1f} items/s")
         elif self.mode == "plain" and now - self._last >= self.interval:
             self._last = now
-            pct = 100.0 * done / self.total if self.total else 100.0
-            print(f"progress: {done}/{self.total} items ({pct:.1f}%), {failed} failed, "
-                  f"{batches_done}/{batches} mini-batches, {rate:,.1f} items/s", file=self.stream, flush=True)
+            print(self.line(done, failed, batches_done, batches, rate), file=self.stream, flush=True)
+
+    def line(self, done: int, failed: int, batches_done: int, batches: int, rate: float) -> str:
+        """One plain progress line."""
+        if self.planning:
+            return (f"progress: planning… {self.total:,} items in {batches:,} mini-batches so far; "
+                    f"{done:,} items done, {failed:,} failed, {rate:,.1f} items/s")
+        pct = 100.0 * done / self.total if self.total else 100.0
+        return (f"progress: {done:,}/{self.total:,} items ({pct:.1f}%), {failed:,} failed, "
+                f"{batches_done:,}/{batches:,} mini-batches, {rate:,.1f} items/s")
 
     def finish(self) -> None:
         if self._bar is not None:

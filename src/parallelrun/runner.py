@@ -7,6 +7,7 @@ decides, the executor runs, the journal records; this module wires them and writ
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from .config import JobSpec, load_job, validate_spec
 from .data.batches import MiniBatch
 from .data.plan import Plan
 from .driver import DriverLoop, PlanningFailed, SystemFailure
-from .errors import JobFailedError, ResumeError, UsageError, UserCodeError
+from .errors import DatasetError, JobFailedError, ResumeError, UsageError, UserCodeError
 from .execution import outcome_log
 from .execution.base import Executor
 from .execution.entry import check_entry_script
@@ -40,7 +41,12 @@ from .runs import DriverLock, RunRecord, RunStore
 
 @dataclass
 class RunResult:
-    """What a finished (or stopped) run did."""
+    """What a finished (or stopped) run did.
+
+    ``counts`` are the run's (all sessions); ``session_items`` the items finished by this driver session
+    alone (a resume's own work), read from the journal when not given: the rate in ``summary()`` divides
+    those by this session's ``wall_seconds``.
+    """
 
     record: RunRecord
     status: str  # Completed | Failed | Canceled
@@ -49,6 +55,11 @@ class RunResult:
     wall_seconds: float
     output_file: str | None
     isolation: dict[int, tuple[int, list[str]]] = field(default_factory=dict)  # batch -> (pieces, items)
+    session_items: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.session_items is None:
+            self.session_items = _session_items(self.record, self.counts)
 
     @property
     def run_id(self) -> str:
@@ -64,14 +75,22 @@ class RunResult:
 
     def summary(self) -> str:
         c = self.counts
-        rate = c.get("items_succeeded", 0) / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        n = self.session_items or 0
+        rate = n / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        resumed = self.record.resumes > 0
+        if resumed and n == 0:
+            timing = f"{self.wall_seconds:.1f} s (nothing was left to run: every mini-batch was already settled)"
+        elif resumed:
+            timing = f"{self.wall_seconds:.1f} s for this resume ({n:,} items, {rate:,.1f} items/s)"
+        else:
+            timing = f"{self.wall_seconds:.1f} s ({rate:,.1f} items/s)"
         lines = [
             f"run {self.run_id}: {self.status}" + (f" - {self.reason}" if self.reason else ""),
-            f"  items:        {c.get('items_succeeded', 0)} succeeded, {c.get('items_failed', 0)} failed, "
-            f"{c.get('items', 0)} in all",
-            f"  mini-batches: {c.get('batches_succeeded', 0)} succeeded, {c.get('batches_failed', 0)} failed, "
-            f"{c.get('batches_pending', 0)} not done, {c.get('batches', 0)} in all",
-            f"  wall time:    {self.wall_seconds:.1f} s ({rate:,.1f} items/s)",
+            f"  items:        {c.get('items_succeeded', 0):,} succeeded, {c.get('items_failed', 0):,} failed, "
+            f"{c.get('items', 0):,} in all",
+            f"  mini-batches: {c.get('batches_succeeded', 0):,} succeeded, {c.get('batches_failed', 0):,} failed, "
+            f"{c.get('batches_pending', 0):,} not done, {c.get('batches', 0):,} in all",
+            f"  wall time:    {timing}",
         ]
         if self.isolation:
             items = [os.path.basename(i) for _, found in self.isolation.values() for i in found]
@@ -79,15 +98,31 @@ class RunResult:
             lines.append(f"  isolation:    {len(self.isolation)} mini-batch(es) split, "
                          f"{sum(n for n, _ in self.isolation.values())} pieces run; "
                          f"{len(items)} item(s) failed alone{': ' + shown if items else ''}")
-        if self.output_file:
+        if self.output_file and c.get("items_succeeded", 0) > 0:
             lines.append(f"  output:       {self.output_file}")
+        elif self.output_file:
+            lines.append("  output:       none (no item succeeded)")
         lines.append(f"  logs:         {self.record.logs_dir}")
+        if self.status != "Completed":
+            lines.append(f"  why:          {self.record.logs_dir / 'job_error.txt'}")
         if c.get("items_failed"):
             lines.append(f"  failed items: {self.record.logs_dir / 'user' / 'error' / 'failed_items.jsonl'}")
         if self.status != "Completed":
             lines.append(f"  resume with:  parallelrun resume {self.run_id}"
                          + (" --retry-failed" if c.get("batches_failed") else ""))
         return "\n".join(lines)
+
+
+def _session_items(rec: RunRecord, counts: dict[str, int]) -> int:
+    """Items the current (or last) driver session finished: committed since it took ``driver.lock``."""
+    from .live import throughput_series
+    from .runs import session_start
+
+    started = session_start(rec.path / "driver.lock")
+    if started is None or not rec.resumes:
+        return int(counts.get("items_succeeded", 0)) + int(counts.get("items_failed", 0))
+    now = time.time()
+    return int(throughput_series(rec.journal_path, started, now, max_points=1, recent_since=started)["recent_items"])
 
 
 class _Interrupted(Exception):
@@ -156,9 +191,16 @@ def run_job(
             # fails here; the rest is planned while the first mini-batches run (see execution/feed.py).
             feed = Feed(spec, base, storage_options, journal)
             feed.step()
-        except Exception:
+        except Exception as e:
+            if isinstance(e, DatasetError) and job_file is not None:
+                # A problem of the spec (an empty dataset, a path that matches nothing) found before any
+                # worker started: like any other spec error, it leaves no run behind.
+                journal.close()
+                lock.release()
+                shutil.rmtree(rec.path, ignore_errors=True)
+                raise
             rec.status = "Failed"
-            rec.reason = "planning failed"
+            rec.reason = f"planning failed: {e}"
             store.save(rec)
             raise
         return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure, feed)
@@ -202,6 +244,11 @@ def resume_run(
                 )
         journal = Journal(rec.journal_path)
         fingerprint.check_resume(journal, spec, base, rec, allow_changed_code)  # the code, as the spec above
+        if rec.moved_from:
+            # The job folder (with this workspace) was moved or copied: the plan's paths point into the old
+            # place. Work from where the record is now (a copy writes into the copy).
+            journal.rebase_pending(rec.moved_from, rec.job_dir)
+            rec.moved_from = None
         feed = Feed(spec, base, storage_options, journal)
         if not feed.done:
             # The driver died while planning: re-plan up to where it stopped (checking that part of the
@@ -371,10 +418,15 @@ def _stop_on_system_error(store: RunStore, rec: RunRecord, spec: JobSpec, journa
 
 
 def _record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: str) -> None:
-    """Record a run that could not start its executor as Failed (resumable), not as a dead Running."""
+    """Record a run that could not start its executor, or whose planning failed after dispatch started, as
+    Failed (resumable), not as a dead Running; its logs say why, as for any other failure."""
     rec.status, rec.reason, rec.ended = "Failed", reason, time.time()
     rec.counts = journal.counts().to_dict()
     store.save(rec)
+    with contextlib.suppress(OSError, sqlite3.Error):  # the record above is what matters; logs best effort
+        write_reports(rec.logs_dir, journal)
+        write_result(rec.logs_dir, f"run {rec.id}: Failed - {reason}\nresume with: parallelrun resume {rec.id}")
+        write_error(rec.logs_dir, reason)
 
 
 def _assemble(spec: JobSpec, journal: Journal, loc: OutputLocation, folder: RunFolder, run_id: str,
@@ -459,17 +511,24 @@ class PlanSummary:
     first: list[MiniBatch]
     input_type: str
     fingerprint: str
+    auto: bool = False  # mini_batch_size: auto: the real size is chosen at run time
+    seconds: float = 0.0  # listing and splitting the inputs, without loading Python modules
 
 
 def plan_job(job: str | os.PathLike[str], overrides: list[str] | None = None, show: int = 5) -> PlanSummary:
+    from .data.plan import is_auto
+
     spec, base = load_job(job, overrides)
+    if spec.input_type == "tabular":  # "planned in" times the planning, not loading the modules
+        from .data import storage, tabular  # noqa: F401
+    t0 = time.perf_counter()
     plan = Plan(spec, base)
     first: list[MiniBatch] = []
     for b in plan.batches():
         if len(first) < show:
             first.append(b)
     return PlanSummary(plan.batch_count, plan.items, plan.nbytes, plan.files, first, spec.input_type,
-                       plan.fingerprint)
+                       plan.fingerprint, is_auto(spec), time.perf_counter() - t0)
 
 
 def debug_batch(job: str | os.PathLike[str], index: int, overrides: list[str] | None = None) -> Any:

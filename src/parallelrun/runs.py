@@ -8,10 +8,17 @@
 
 Statuses follow Azure's names: NotStarted, Running, Completed, Failed, Canceled; and Interrupted for a
 driver that died without recording its end (resume it).
+
+``run.json`` holds paths relative to the workspace (``run_dir`` is where the record was found; the job
+folder, the job file, the outputs, models and the workers' interpreter are stored relative to the
+workspace, with the absolute path they had as a fallback), so a moved workspace resumes where it is and a
+copied one writes into the copy. The counts and wall time in ``run.json`` are written when a driver starts
+and ends; :func:`current` derives them from the journal while a driver runs or after one died.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -26,6 +33,9 @@ from .run_folder import RunFolder
 
 DEFAULT_WORKSPACE = ".parallelrun"
 TERMINAL = ("Completed", "Failed", "Canceled")
+# Record fields holding a path (or a dict of paths) stored relative to the workspace in run.json.
+_PATH_FIELDS = ("job_file", "job_dir", "output_dir", "output_file", "python")
+_PATH_DICTS = ("models", "outputs")
 
 
 def resolve_workspace(workspace: str | os.PathLike[str] | None) -> Path:
@@ -72,6 +82,9 @@ class RunRecord:
     reuse_key: str | None = None
     reused_from: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # Where the job folder was when the record was written, when it is now elsewhere (the workspace was
+    # moved or copied together with it); set on load, never stored.
+    moved_from: str | None = None
 
     @property
     def path(self) -> Path:
@@ -118,7 +131,7 @@ class RunStore:
     def save(self, rec: RunRecord) -> None:
         path = rec.path / "run.json"
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(rec.to_dict(), indent=2, default=str))
+        tmp.write_text(json.dumps(_to_stored(rec.to_dict(), self.workspace), indent=2, default=str))
         os.replace(tmp, path)
 
     def get(self, run_id: str) -> RunRecord:
@@ -148,11 +161,100 @@ class RunStore:
 
 
 def load_record(path: Path) -> RunRecord:
+    """Read ``<workspace>/runs/<id>/run.json``, resolving its relative paths where it is now."""
     d = json.loads(path.read_text())
     d.pop("journal", None)
     d.pop("logs", None)
+    d = _from_stored(d, path.resolve().parents[2])
+    d["run_dir"] = str(path.resolve().parent)  # where the record is, not where it was written
     known = RunRecord.__dataclass_fields__
     return RunRecord(**{k: v for k, v in d.items() if k in known})
+
+
+def _rel(value: str, workspace: Path) -> str:
+    p = Path(value)
+    return os.path.relpath(p, workspace) if p.is_absolute() else value
+
+
+def _to_stored(d: dict[str, Any], workspace: Path) -> dict[str, Any]:
+    """Paths relative to the workspace, with the absolute ones kept under ``absolute`` as a fallback."""
+    absolute: dict[str, Any] = {}
+    for k in _PATH_FIELDS:
+        if isinstance(d.get(k), str) and d[k] and Path(d[k]).is_absolute():
+            absolute[k] = d[k]
+            d[k] = _rel(d[k], workspace)
+    for k in _PATH_DICTS:
+        if isinstance(d.get(k), dict):
+            absolute[k] = dict(d[k])
+            d[k] = {n: _rel(v, workspace) if isinstance(v, str) and "://" not in v and v else v
+                    for n, v in d[k].items()}
+    d.pop("moved_from", None)
+    d["run_dir"] = "."  # the record's own folder
+    d["journal"] = "journal.sqlite"
+    d["logs"] = "logs"
+    d["absolute"] = absolute
+    return d
+
+
+def _resolve(value: Any, old: Any, workspace: Path) -> Any:
+    if not isinstance(value, str) or not value or "://" in value or Path(value).is_absolute():
+        return value
+    here = os.path.normpath(workspace / value)
+    # The relative path wins when it exists (a moved or copied workspace); else the original location
+    # (a workspace moved away from a job folder that stayed put).
+    if os.path.exists(here) or not isinstance(old, str) or not os.path.exists(old):
+        return here
+    return old
+
+
+def _from_stored(d: dict[str, Any], workspace: Path) -> dict[str, Any]:
+    absolute = d.pop("absolute", None) or {}
+    for k in _PATH_FIELDS:
+        d[k] = _resolve(d.get(k), absolute.get(k), workspace)
+    old_job = absolute.get("job_dir")
+    if isinstance(old_job, str) and isinstance(d.get("job_dir"), str) and os.path.normpath(old_job) != d["job_dir"]:
+        d["moved_from"] = old_job
+    for k in _PATH_DICTS:
+        if isinstance(d.get(k), dict):
+            old = absolute.get(k) or {}
+            d[k] = {n: _resolve(v, old.get(n), workspace) for n, v in d[k].items()}
+    return d
+
+
+def current(rec: RunRecord, now: float | None = None) -> RunRecord:
+    """The record with its counts and wall time as they are now.
+
+    ``run.json`` is rewritten when a driver starts and ends; in between (a live driver) and after a driver
+    died (kill -9, power loss) the journal is the truth: its committed batches give the counts, and the
+    driver's session start (in ``driver.lock``) and last sign of life (``workers.json``, the last commit)
+    give the wall time.
+    """
+    status = rec.effective_status()
+    if status not in ("Running", "Interrupted") or not rec.journal_path.is_file():
+        return rec
+    from . import live
+
+    counts = live.journal_counts(rec.journal_path)
+    if counts is None:
+        return rec
+    now = time.time() if now is None else now
+    session = session_start(rec.path / "driver.lock") or rec.started
+    if status == "Running":
+        last = now
+    else:
+        beat = (live.read_workers(rec.path) or {}).get("updated_at")
+        last = max(x for x in (beat, live.last_commit_time(rec.journal_path), session, 0.0) if x is not None)
+    wall = rec.wall_seconds + (max(0.0, last - session) if session else 0.0)
+    return dataclasses.replace(rec, counts=counts, wall_seconds=wall)
+
+
+def session_start(lock: Path) -> float | None:
+    """When the current (or last) driver took the lock: ``driver.lock`` holds "<pid> <time>"."""
+    try:
+        parts = lock.read_text().split()
+        return float(parts[1]) if len(parts) > 1 else lock.stat().st_mtime
+    except (OSError, ValueError):
+        return None
 
 
 class DriverLock:
@@ -177,7 +279,7 @@ class DriverLock:
                     return False
                 time.sleep(0.02)
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()} {time.time():.3f}".encode())  # who holds it, since when (see current)
         self._fd = fd
         return True
 

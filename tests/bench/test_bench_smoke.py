@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 PEERS = ["parallelrun", "pool", "serial"]  # Ray Data costs ~10 s of start-up: left to `make bench`
 
 
+@pytest.mark.slow  # ~90 s on a 2-core machine: `make test-all` (and `make bench` itself) run it
 @pytest.mark.timeout(420)
 def test_bench_smoke_reports_every_workload(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"

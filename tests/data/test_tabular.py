@@ -168,6 +168,7 @@ def test_dtype_option_keeps_every_batch_typed_alike(tmp_path: Path) -> None:
     assert read_batch(batch)["Column1"].tolist() == ["007"]
 
 
+@pytest.mark.slow  # ~25 s of randomized cases; the targeted CSV cases above run in `make test`
 def test_randomized_csv_matches_pandas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(20240601)
 

@@ -102,3 +102,50 @@ def run(mini_batch):
     assert job.lines()[0] == f"f000.txt 7 1 {job.root.name}"
     logs = list((job.run_dirs()[0] / "logs" / "user" / "entry_script_log" / "node0").glob("*.log.txt"))
     assert logs and any("hello from node0.process" in p.read_text() for p in logs)
+
+
+def test_plan_of_one_file_and_auto(job_factory) -> None:
+    job = job_factory(ECHO, n_files=1)
+    res = job.cli("plan", "job.yml")
+    assert res.returncode == 0, res.stderr
+    assert "1 file, 1 item," in res.stdout and "-> 1 mini-batch (planned in" in res.stdout
+    auto = job.cli("plan", "job.yml", "--set", "mini_batch_size=auto")
+    assert auto.returncode == 0, auto.stderr
+    assert "the size is chosen at run time" in auto.stdout
+
+
+def test_init_failure_summary_points_at_the_error_not_an_empty_output(job_factory) -> None:
+    job = job_factory("def init():\n    raise RuntimeError('no model here')\ndef run(mini_batch):\n    return mini_batch\n")
+    res = job.run()
+    assert res.returncode == 1
+    assert "output:       none (no item succeeded)" in res.stdout, res.stdout
+    assert "job_error.txt" in res.stdout and "resume with:" in res.stdout
+
+
+def test_plain_progress_says_planning_until_totals_are_known() -> None:
+    import io
+
+    from parallelrun.progress import Progress
+
+    out = io.StringIO()
+    p = Progress("plain", stream=out, interval=0.0)
+    p.start(0, planning=True)
+    p.update(0, 0, 0, 0)
+    p.set_total(1450)
+    p.update(0, 0, 0, 58)
+    p.planned(2000)
+    p.update(100, 1, 4, 80)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("progress: planning… 0 items") and "%" not in lines[0]
+    assert lines[1].startswith("progress: planning… 1,450 items in 58 mini-batches so far") and "%" not in lines[1]
+    assert lines[2].startswith("progress: 100/2,000 items (5.0%), 1 failed, 4/80 mini-batches")
+
+
+def test_non_tty_progress_of_an_auto_job_says_planning_first(job_factory) -> None:
+    job = job_factory(ECHO, mini_batch_size="auto")
+    res = job.cli("run", "job.yml", "--workspace", str(job.ws))
+    assert res.returncode == 0, res.stderr
+    progress = [line for line in res.stderr.splitlines() if line.startswith("progress:")]
+    assert progress and progress[0].startswith("progress: planning…"), res.stderr
+    assert not any("0/0 items" in line for line in progress), progress
+    assert any("/12 items" in line for line in progress[1:]), progress  # the real total, once known

@@ -1,33 +1,37 @@
-"""Commands: run, plan, debug, resume, runs list/show/logs/cancel, schema.
+"""Commands: run, plan, debug, resume, schema, dashboard (and ``runs ...`` in ``runs_cmd``).
 
 Exit codes: 0 success; 1 the job failed; 2 bad usage or an invalid job spec; 130 interrupted.
+Start-up time matters (``parallelrun --help`` should answer in a few tenths of a second): this module
+imports typer and our errors only; each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..errors import ParallelRunError, UsageError
+from .common import Quiet, Sets, Workspace, err, plural, version_callback
+from .runs_cmd import runs_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=(
     "parallelrun: run an entry script's init()/run() over a file or tabular dataset in parallel, "
     "with exactly-once output and resume."))
-runs_app = typer.Typer(no_args_is_help=True, help="List, inspect, follow and cancel runs.")
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Print the version and exit")] = False,
+) -> None:
+    """parallelrun: run an entry script's init()/run() over a file or tabular dataset in parallel."""
+
+
 app.add_typer(runs_app, name="runs")
-
-Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default ./.parallelrun)")]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set mini_batch_size=20")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output")]
-
-
-def _err(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
 
 
 def _progress_mode(quiet: bool) -> str:
@@ -133,19 +137,21 @@ def plan(
     from ..runner import plan_job
 
     _refuse_azure_v2(job, "plan")
-    t0 = time.perf_counter()
     p = plan_job(job, list(set_ or []), show=show)
-    secs = time.perf_counter() - t0
     if as_json:
         typer.echo(json.dumps({"batches": p.batches, "items": p.items, "bytes": p.nbytes, "files": p.files,
-                               "input_type": p.input_type, "first": [json.loads(to_json(b)) for b in p.first]}))
+                               "input_type": p.input_type, "auto": p.auto, "seconds": round(p.seconds, 3),
+                               "first": [json.loads(to_json(b)) for b in p.first]}))
         return
-    typer.echo(f"{p.input_type} input: {p.files} files, {p.items} items, {p.nbytes:,} bytes -> "
-               f"{p.batches} mini-batches (planned in {secs:.2f} s)")
+    typer.echo(f"{p.input_type} input: {plural(p.files, 'file')}, {plural(p.items, 'item')}, "
+               f"{p.nbytes:,} bytes -> {plural(p.batches, 'mini-batch', 'mini-batches')} (planned in {p.seconds:.2f} s)")
+    if p.auto:
+        typer.echo("  mini_batch_size: auto - the size is chosen at run time by timing run() on probe "
+                   "mini-batches; the batches below use the default size and will differ.")
     for b in p.first:
-        typer.echo(f"  mini-batch {b.index}: {b.n_items} items, {b.nbytes:,} bytes: {b.describe()}")
+        typer.echo(f"  mini-batch {b.index}: {plural(b.n_items, 'item')}, {b.nbytes:,} bytes: {b.describe()}")
     if p.batches > len(p.first):
-        typer.echo(f"  ... and {p.batches - len(p.first)} more")
+        typer.echo(f"  ... and {p.batches - len(p.first):,} more")
 
 
 @app.command()
@@ -178,7 +184,7 @@ def debug(
         else:
             traceback.clear_frames(exc.__traceback__)
         raise typer.Exit(1) from None
-    typer.echo(f"mini-batch {b.index}: {b.n_items} items ({b.describe()})", err=True)
+    typer.echo(f"mini-batch {b.index}: {plural(b.n_items, 'item')} ({b.describe()})", err=True)
     n = len(result) if hasattr(result, "__len__") else "?"
     typer.echo(f"run() returned {type(result).__name__} with {n} element(s):", err=True)
     if hasattr(result, "to_string"):
@@ -194,150 +200,6 @@ def schema() -> None:
     from ..config import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
-
-
-def _record_view(rec: object) -> dict:
-    d = rec.to_dict()  # type: ignore[attr-defined]
-    d["status"] = rec.effective_status()  # type: ignore[attr-defined]
-    d.pop("spec", None)
-    return d
-
-
-@runs_app.command("list")
-def runs_list(workspace: Workspace = None, as_json: Annotated[bool, typer.Option("--json")] = False,
-              status: Annotated[str | None, typer.Option(help="Only runs with this status")] = None) -> None:
-    """List the workspace's runs, newest first."""
-    from ..runs import RunStore
-
-    recs = [r for r in RunStore(workspace).list() if status is None or r.effective_status() == status]
-    if as_json:
-        typer.echo(json.dumps([_record_view(r) for r in recs], indent=2, default=str))
-        return
-    if not recs:
-        typer.echo("no runs")
-        return
-    typer.echo(f"{'RUN ID':44} {'STATUS':12} {'STARTED':19} {'ITEMS OK':>9} {'FAILED':>7} {'TOTAL':>8}  KIND")
-    # A pipeline run is followed by its step runs, indented (pipelines: parallelrun.workspace).
-    ids = {r.id for r in recs}
-    steps: dict[str, list] = {}
-    for r in recs:
-        if r.parent and r.parent in ids:
-            steps.setdefault(r.parent, []).insert(0, r)
-    for r in recs:
-        if r.parent and r.parent in ids:
-            continue
-        for indent, rr in [("", r), *(("  ", s) for s in steps.get(r.id, []))]:
-            c = rr.counts
-            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rr.created))
-            kind = f"{rr.kind} {rr.step_type or ''}".strip() + (" (reused)" if rr.reused_from else "")
-            typer.echo(f"{indent + rr.id:44} {rr.effective_status():12} {started:19} {c.get('items_succeeded', 0):>9} "
-                       f"{c.get('items_failed', 0):>7} {c.get('items', 0):>8}  {kind}")
-
-
-@runs_app.command("show")
-def runs_show(run_id: str, workspace: Workspace = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show one run's record."""
-    from ..runs import RunStore
-
-    rec = RunStore(workspace).get(run_id)
-    view = _record_view(rec)
-    if as_json:
-        typer.echo(json.dumps(view, indent=2, default=str))
-        return
-    for k in ("id", "name", "status", "reason", "compute", "job_file", "output_file", "run_dir", "logs",
-              "wall_seconds", "resumes"):
-        typer.echo(f"{k:13} {view.get(k)}")
-    for k, v in rec.counts.items():
-        typer.echo(f"{k:13} {v}")
-    _show_workers(rec)
-    if rec.kind == "pipeline":
-        store = RunStore(workspace)
-        typer.echo("steps:")
-        for child in rec.children:
-            try:
-                s = store.get(child)
-            except ParallelRunError:
-                continue
-            reused = f"  (reused {s.reused_from})" if s.reused_from else ""
-            typer.echo(f"  {s.name:24} {s.effective_status():12} {s.id}{reused}")
-
-
-def _show_workers(rec: object) -> None:
-    """The workers of a running run (workers.json): where each runs (Ray: node address and actor id)."""
-    from ..live import read_workers
-
-    workers = (read_workers(rec.path) or {}).get("workers") or []  # type: ignore[attr-defined]
-    if not workers or rec.effective_status() != "Running":  # type: ignore[attr-defined]
-        return
-    typer.echo("workers:")
-    for w in workers:
-        where = " ".join(str(x) for x in (w.get("host"), f"actor {w['actor']}" if w.get("actor") else None) if x)
-        state = "starting" if not w.get("ready") else "idle" if w.get("batch") is None else f"mini-batch {w['batch']}"
-        typer.echo(f"  {w.get('name', ''):22} {state:16} pid {w.get('pid') or '-':<8} {where}")
-
-
-@runs_app.command("logs")
-def runs_logs(run_id: str, workspace: Workspace = None,
-              file: Annotated[str, typer.Option(help="A file under the run's logs/")] = "job_progress_overview.txt",
-              follow: Annotated[bool, typer.Option("--follow", "-f")] = False) -> None:
-    """Print (or follow) one of a run's log files."""
-    from ..runs import RunStore
-
-    rec = RunStore(workspace).get(run_id)
-    if rec.kind == "pipeline" and file == "job_progress_overview.txt":
-        file = "pipeline.txt"  # a pipeline run's own log: its steps starting, reused, ending
-    path = (rec.logs_dir / file).resolve()
-    if not str(path).startswith(str(rec.logs_dir.resolve())):
-        raise UsageError(f"--file {file!r} is outside the run's logs folder {rec.logs_dir}")
-    pos = 0
-    deadline = time.monotonic() + 24 * 3600
-    while True:
-        if path.exists():
-            with open(path, encoding="utf-8", errors="replace") as f:
-                f.seek(pos)
-                chunk = f.read()
-                pos = f.tell()
-            if chunk:
-                typer.echo(chunk, nl=False)
-        if not follow or RunStore(workspace).get(run_id).effective_status() not in ("Running", "NotStarted") \
-                or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)
-
-
-@runs_app.command("cancel")
-def runs_cancel(run_id: str, workspace: Workspace = None) -> None:
-    """Stop a running run (it stays resumable). A pipeline run (or one of its steps) stops its pipeline."""
-    from ..control import cancel_run
-    from ..runs import RunStore
-
-    store = RunStore(workspace)
-    if store.get(run_id).kind in ("pipeline", "step"):
-        from ..workspace.run import cancel_pipeline
-
-        typer.echo(f"pipeline run of {run_id}: {cancel_pipeline(store, store.get(run_id).id)}")
-        return
-    typer.echo(cancel_run(run_id, workspace))
-
-
-@runs_app.command("stack")
-def runs_stack(run_id: str, workspace: Workspace = None,
-               timeout: Annotated[float, typer.Option(help="Seconds to wait for each worker's answer")] = 3.0) -> None:
-    """Print the current Python stack of every worker of a running job: is it stuck, and where?"""
-    from ..execution.stacks import dump_all
-    from ..runs import RunStore
-
-    rec = RunStore(workspace).get(run_id)
-    status = rec.effective_status()
-    if status != "Running":
-        raise UsageError(f"run {rec.id} is {status}, so it has no worker to ask; the stacks of workers that "
-                         f"timed out or crashed are in its failed items and in {rec.logs_dir / 'job_error.txt'}")
-    found = dump_all(rec.logs_dir, timeout)
-    if not found:
-        raise UsageError(f"no worker of run {rec.id} could be asked: none has started yet, or they run on "
-                         "other machines (Ray workers on other nodes cannot be asked from here); try again in a few seconds")
-    for who, text in found.items():
-        typer.echo(f"=== {who}\n{text}\n")
 
 
 @app.command()
@@ -356,26 +218,43 @@ def dashboard(
     serve(workspace, host=host, port=port, token=token, allow_hosts=tuple(allow_host or ()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI, mapping our errors to exit codes (2 usage/spec, 1 job failed, 130 interrupted)."""
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions typer raises for bad usage (unknown command or option, bad value, missing argument).
+
+    typer 0.29 vendors click as ``typer._click``, whose ``ClickException`` is *not* click's: catching
+    ``click.ClickException`` misses every one of them (pyproject pins typer to the versions checked here;
+    tests/engine/test_usage_errors.py fails if a typer upgrade moves them).
+    """
+    types: list[type[BaseException]] = []
     try:
-        rv = app(args=argv, standalone_mode=False)
+        from typer._click.exceptions import ClickException
+
+        types.append(ClickException)
+    except ImportError:  # an older typer, on click itself
+        pass
+    try:
+        import click
+
+        types.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI, mapping errors to exit codes (2 usage/spec, 1 job failed, 130 interrupted)."""
+    try:
+        rv = app(args=argv, prog_name="parallelrun", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return int(e.exit_code)
     except ParallelRunError as e:
-        _err(str(e))
+        err(str(e))
         return e.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted")
+    except (KeyboardInterrupt, typer.Abort):
+        err("interrupted")
         return 130
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
-            return 130
-        if isinstance(e, click.ClickException):
-            e.show()
-            return 2
-        raise
-    return 0
+    except _usage_error_types() as e:
+        e.show()  # type: ignore[attr-defined]  # click's "Usage: ... Error: ..." with a --help hint
+        code = getattr(e, "exit_code", 2)
+        return code if isinstance(code, int) and code else 2

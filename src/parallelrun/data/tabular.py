@@ -20,9 +20,11 @@ import posixpath
 import re
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where rows are read: planning needs none of it (start-up time)
+    import pandas as pd
+
 
 from parallelrun.config import parse_size as parse_size  # re-exported: the one mini_batch_size parser
 from parallelrun.data.batches import TabularBatch
@@ -90,6 +92,8 @@ def read_batch(batch: TabularBatch, storage_options: dict[str, Any] | None = Non
     byte range when the slice cannot be parsed or holds a different number of rows than planned (e.g. the
     file changed since planning).
     """
+    import pandas as pd
+
     fs, path = url_to_fs(batch.path, storage_options)
     where = f"{batch.path} bytes {batch.start}-{batch.end}"
     try:
@@ -380,6 +384,8 @@ class _Splitter:
 # --- reading --------------------------------------------------------------------------------------------
 
 def _read_text(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
+    import pandas as pd
+
     opts = batch.options
     encoding = opts.get("encoding", "utf-8")
     dtype = opts.get("dtype")
@@ -415,6 +421,7 @@ def _read_text(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
 
 
 def _read_parquet(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
+
     import pyarrow.parquet as pq
 
     with fs.open(path, "rb") as f:

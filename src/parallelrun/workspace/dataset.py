@@ -243,9 +243,10 @@ class Dataset:
                 raise
             except Exception as e:
                 ws_ = ws or (src.datastore.workspace if src.datastore else None)
-                text = redact(f"{type(e).__name__}: {e}", ws_._secrets.values() if ws_ else [])
-                raise DatasetError(f"listing the dataset path {src.describe()} ({url}) failed: {text}. Check the "
-                                   "datastore's endpoint and credentials.") from None
+                text, advice = _service_error(e)
+                text = redact(text, ws_._secrets.values() if ws_ else [])
+                raise DatasetError(f"listing the dataset path {src.describe()} ({url}) failed: {text}. {advice}") \
+                    from None
 
     def _validate(self) -> None:
         for src in self._sources:
@@ -392,6 +393,31 @@ def _as_version(version: int | str) -> int:
         return int(version)
     except (TypeError, ValueError):
         raise UsageError(f"dataset version {version!r} is not a number; use an integer or 'latest'") from None
+
+
+def _service_error(e: BaseException) -> tuple[str, str]:
+    """The storage service's own message for a failed request (walking the exception's causes: fsspec
+    backends wrap the SDK's error), and advice that matches it: credentials only for 401/403, the
+    endpoint only when nothing answered."""
+    parts: list[str] = []
+    status = None
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen and len(seen) < 10:
+        seen.add(id(cur))
+        msg = str(getattr(cur, "message", "") or cur).strip()
+        first = msg.splitlines()[0] if msg else type(cur).__name__
+        if first and first not in parts:
+            parts.append(f"{type(cur).__name__}: {first}" if not parts else first)
+        status = status or getattr(cur, "status_code", None) or getattr(getattr(cur, "response", None),
+                                                                         "status_code", None)
+        cur = cur.__cause__ or cur.__context__
+    text = " <- ".join(parts[:3])
+    if status in (401, 403):
+        return text, "The service refused the credentials: check the datastore's account key, SAS token or secret."
+    if isinstance(e, (ConnectionError, TimeoutError)) or "connect" in text.lower() and status is None:
+        return text, "Nothing answered: check the datastore's endpoint (is the service running and reachable?)."
+    return text, "That is the storage service's own answer; see its message above."
 
 
 register_asset("datasets", Dataset.get_all)
