@@ -266,6 +266,9 @@ def resume_run(
         if retry_failed:
             try:
                 journal.reset_failed()
+                # Outcomes logged before the reset belong to attempts that the journal has now forgotten:
+                # adopting one (a result that left items out, say) would undo the retry.
+                outcome_log.remove(RunFolder(rec.path).outcome_logs)
             except sqlite3.Error as e:
                 raise ResumeError(f"cannot write the journal of run {rec.id} ({rec.journal_path}): {e}. "
                                   "Free space on its disk (or make it writable) and resume again.") from e

@@ -289,10 +289,17 @@ def test_dataset_layout_keeps_each_piece_in_order(job_factory) -> None:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("isolate", [True, False])
-def test_resume_retry_failed_after_isolation(job_factory, isolate: bool) -> None:
-    r = run_job(job_factory, n_files=14, size=7, poison=[9], isolate_failures=isolate)
-    if isolate:
+@pytest.mark.parametrize(("isolate", "size", "procs", "stop"), [(True, 7, 2, False), (False, 7, 2, False),
+                                                          (True, 2, 1, True)])
+def test_resume_retry_failed_after_isolation(job_factory, isolate: bool, size: int, procs: int, stop: bool) -> None:
+    # (True, 2, 1): the last outcome a worker logged is a piece's (the healthy half of the batch); the
+    # resume must run the reset batch again, not adopt that piece as the batch (a row was lost that way).
+    poison = 8 if stop else 9
+    r = run_job(job_factory, n_files=14, size=size, poison=[poison], isolate_failures=isolate,
+                process_count_per_node=procs, **({"allowed_failed_count": 0} if stop else {}))
+    if stop:  # the job fails by its threshold once the batch is settled; the other rows are kept
+        assert r.proc.returncode == 1 and r.failed_numbers == [poison]
+    elif isolate:
         check_isolated(r, 14, [9])
     (r.job.root / "healed").touch()
     (run_dir,) = r.job.run_dirs()

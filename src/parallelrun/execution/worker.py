@@ -405,8 +405,11 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
     while (item := inbox.get()) is not None:
         batch, attempt = item
         outcome = rt.process(batch, attempt)
-        if log is not None and outcome.ok and outcome.index >= 0:
-            log.write(outcome)  # before the driver can see it: a killed driver loses only running batches
+        if log is not None and outcome.ok and outcome.index >= 0 and batch.piece is None:
+            # Before the driver can see it: a killed driver loses only running batches. Pieces of a batch
+            # being isolated are not logged: a piece's outcome is not the batch's, and a resume runs
+            # the unfinished pieces again (they are journaled).
+            log.write(outcome)
         conn.send(outcome)
     if log is not None:
         log.close()
