@@ -450,7 +450,7 @@ def path_problems(data: Any, base: Path) -> list[str]:
     src = data.get("source_directory")
     source = base
     if isinstance(src, str) and src:
-        source = (base / src).resolve()
+        source = _resolved(base / src)
         if not source.is_dir():
             problems.append(f"source_directory: {src!r} is not a folder (resolved to {source}). "
                             f"Paths are relative to the job file's folder. Example: {EXAMPLES['source_directory']}")
@@ -469,10 +469,28 @@ def path_problems(data: Any, base: Path) -> list[str]:
             if not isinstance(path, str) or not path or "://" in path or any(c in path for c in "*?["):
                 continue
             resolved = (base / os.path.expanduser(path))
-            if not resolved.exists():
+            if resolved.is_symlink() and not resolved.exists():
+                problems.append(f"inputs.{i}.path: {path} is a symbolic link that loops or points to nothing "
+                                f"({resolved} -> {_link_target(resolved)}). Fix or remove the link.")
+            elif not resolved.exists():
                 problems.append(f"inputs.{i}.path: input path {path!r} does not exist (resolved to "
-                                f"{resolved.resolve()}). Paths are relative to the job file's folder.")
+                                f"{_resolved(resolved)}). Paths are relative to the job file's folder.")
     return problems
+
+
+def _resolved(p: Path) -> Path:
+    """``p`` with links resolved, or made absolute only when resolving fails (a loop of links)."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(p))
+
+
+def _link_target(p: Path) -> str:
+    try:
+        return os.readlink(p)
+    except OSError:
+        return "?"
 
 
 def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> tuple[JobSpec, Path]:

@@ -41,7 +41,10 @@ class Fault:
     says: list[str]  # fragments of the error message
     fixes: Callable[[JobFolder], None]
     expected: Callable[[], list[str]] = field(default=lambda: expected_names(N))  # output names after the fix
-    creates_run: bool = True  # False: refused before a run record exists (fix, then run again)
+    # Every fault here is found before any worker starts (the first planning step, or the entry-script check):
+    # a spec-level error leaves no run record (fix, then run again). A fault found after dispatch started
+    # leaves a resumable Failed run: test_a_loop_found_after_dispatch_started_stops_the_job_and_resume_finishes.
+    creates_run: bool = False
     spec: dict[str, object] = field(default_factory=dict)
 
 
@@ -174,19 +177,23 @@ def run(df):
 
 
 @pytest.mark.timeout(180)
-def test_tabular_failed_items_are_row_ranges(tmp_path: Path) -> None:
+@pytest.mark.parametrize("isolate", [False, True])
+def test_tabular_failed_items_are_row_ranges(tmp_path: Path, isolate: bool) -> None:
     job = make_job(tmp_path, TABULAR, n_files=0, inputs=[{"type": "tabular", "path": "table.csv"}],
-                   mini_batch_size="60B", run_max_try=1, process_count_per_node=1)
+                   mini_batch_size="60B", run_max_try=1, process_count_per_node=1, isolate_failures=isolate)
     (tmp_path / "table.csv").write_text("x\n" + "".join(f"{i:05d}\n" for i in range(20)))
     res = job.run()
     assert res.returncode == 0, res.stderr
     items = job.failed_items()
     whole = [i for i in items if i["exception"] == "ValueError"]
     rows = [i for i in items if i["exception"] != "ValueError"]
-    assert len(whole) == 1 and whole[0]["input"].endswith("table.csv rows 0-9"), items  # 60 B = 10 rows
+    # Without isolation the failing batch is one range (60 B = 10 rows); with it, the batch is split down
+    # to the one row that fails alone.
+    expected, n_failed = ("table.csv rows 0-0", 2) if isolate else ("table.csv rows 0-9", 11)
+    assert len(whole) == 1 and whole[0]["input"].endswith(expected), items
     assert [i["input"].rsplit(" ", 1)[-1] for i in rows] == ["17-17"], items
     counts = job.record()["counts"]
-    assert counts["items_failed"] == 11 and counts["items_succeeded"] == 9, counts
+    assert counts["items_failed"] == n_failed and counts["items_succeeded"] == 20 - n_failed, counts
     output = job.lines()
-    assert len(output) == 9 and len(set(output)) == 9  # the rest exactly once
+    assert len(output) == 20 - n_failed and len(set(output)) == 20 - n_failed  # the rest exactly once
     assert json.dumps(items)  # the file parses as JSON lines
