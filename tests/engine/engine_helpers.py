@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -86,3 +87,23 @@ def expected_names(n: int) -> list[str]:
 
 
 os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
+
+def journal_count(ws: Path, what: str = "batches WHERE state='succeeded'") -> int:
+    """``SELECT COUNT(*) FROM <what>`` in the (first) run's journal, read-only: what a test watching a
+    running driver waits for before it kills it. 0 while there is no journal yet."""
+    runs = ws / "runs"
+    for d in sorted(runs.iterdir()) if runs.is_dir() else []:
+        db = d / "journal.sqlite"
+        if not db.exists():
+            continue
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                (n,) = con.execute(f"SELECT COUNT(*) FROM {what}").fetchone()
+            finally:
+                con.close()
+            return int(n)
+        except sqlite3.Error:
+            return 0
+    return 0

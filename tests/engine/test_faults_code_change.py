@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from engine_helpers import JobFolder, expected_names
+from engine_helpers import JobFolder, expected_names, journal_count
 
 from parallelrun.fingerprint import changes, compute
 
@@ -41,16 +41,7 @@ def _start(job: JobFolder) -> subprocess.Popen[str]:
 
 
 def _committed(job: JobFolder) -> int:
-    for db in (job.ws / "runs").glob("*/journal.sqlite"):
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            try:
-                (n,) = con.execute("SELECT COUNT(*) FROM batches WHERE state='succeeded'").fetchone()
-            finally:
-                con.close()
-            return int(n)
-        except sqlite3.Error:
-            return 0
+    return journal_count(job.ws)
     return 0
 
 

@@ -12,14 +12,13 @@ import csv
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 import pytest
-from engine_helpers import JobFolder
+from engine_helpers import JobFolder, journal_count
 
 SCRIPT = """
 import ctypes, os, time
@@ -230,20 +229,7 @@ def test_driver_killed_while_pieces_run_then_resume(job_factory) -> None:
 
 
 def _pieces_done(job: JobFolder) -> int:
-    runs = job.ws / "runs"
-    for d in runs.iterdir() if runs.is_dir() else []:
-        db = d / "journal.sqlite"
-        if not db.exists():
-            continue
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            try:
-                (n,) = con.execute("SELECT COUNT(*) FROM pieces WHERE state != 'pending'").fetchone()
-            finally:
-                con.close()
-            return int(n)
-        except sqlite3.Error:
-            return 0
+    return journal_count(job.ws, "pieces WHERE state != 'pending'")
     return 0
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from engine_helpers import ECHO, JobFolder
+from engine_helpers import ECHO, JobFolder, journal_count
 
 SLOW_ECHO = """
 import os, time
@@ -40,18 +39,7 @@ def _start(job: JobFolder, ignore_sigint: bool = False) -> subprocess.Popen[str]
 
 
 def _committed(job: JobFolder) -> int:
-    for d in (job.ws / "runs").iterdir() if (job.ws / "runs").is_dir() else []:
-        db = d / "journal.sqlite"
-        if db.exists():
-            try:
-                con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-                try:
-                    (n,) = con.execute("SELECT COUNT(*) FROM batches WHERE state='succeeded'").fetchone()
-                finally:
-                    con.close()
-                return int(n)
-            except sqlite3.Error:
-                return 0
+    return journal_count(job.ws)
     return 0
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ..errors import ParallelRunError
+from ._strict import Strict
 
 # Azure's encoding names -> Python codec names.
 _ENCODINGS = {"utf8": "utf-8", "utf-8": "utf-8", "ascii": "ascii", "latin1": "latin-1", "iso88591": "iso-8859-1",
@@ -36,20 +37,7 @@ class MLTableError(ValueError):
     """The MLTable file is missing or invalid; the message names the file and the fix."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = [f.alias or n for n, f in cls.model_fields.items()]
-            for key in data:
-                if str(key) not in known:
-                    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-                    hint = f" Did you mean '{close[0]}'?" if close else f" Valid fields: {', '.join(known)}."
-                    raise ValueError(f"unknown field '{key}'.{hint}")
-        return data
+_Strict = Strict
 
 
 class _PathEntry(_Strict):

@@ -11,7 +11,6 @@ compiler reports them as notices.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,15 +18,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
-    model_validator,
 )
 
 from ..errors import JobSpecError
+from ._strict import Strict
 from .components import expand
 
 _UNKNOWN = "\x00"  # brackets the key in an unknown-field message, so the report can put it in the path
@@ -35,22 +33,12 @@ DATA_TYPES = ("uri_folder", "uri_file", "mltable", "mlflow_model", "custom_model
 LITERAL_TYPES = ("string", "integer", "number", "boolean")
 
 
-class _Strict(BaseModel):
+class _Strict(Strict):
     """Unknown keys are refused with the closest known one (Azure's YAML is case sensitive)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    @model_validator(mode="before")
     @classmethod
-    def _unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = [f.alias or n for n, f in cls.model_fields.items()]
-            for key in data:
-                if str(key) not in known:
-                    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-                    hint = f" Did you mean '{close[0]}'?" if close else f" Valid fields: {', '.join(known)}."
-                    raise ValueError(f"{_UNKNOWN}{key}{_UNKNOWN}unknown field.{hint}")
-        return data
+    def unknown_field_message(cls, key: str, hint: str) -> str:
+        return f"{_UNKNOWN}{key}{_UNKNOWN}unknown field.{hint}"
 
 
 class DataInput(_Strict):
