@@ -27,10 +27,22 @@ STUCK = textwrap.dedent("""
         time.sleep(120)
 
     def stuck_in_run(seconds):
-        print("ready", flush=True)
         time.sleep(seconds)  # the line the stack must point at
 
+    def ready_once_main_thread_sleeps():
+        # "ready" only once the main thread's innermost frame is stuck_in_run on its sleep line: a state
+        # that lasts, as time.sleep pushes no Python frame. (Printing "ready" from the main thread just
+        # before the sleep let a dump catch the print line, or any code run between the two.)
+        main, sleep_line = threading.main_thread().ident, stuck_in_run.__code__.co_firstlineno + 1
+        for _ in range(60000):  # bounded: 60 s
+            frame = sys._current_frames().get(main)
+            if frame is not None and frame.f_code is stuck_in_run.__code__ and frame.f_lineno == sleep_line:
+                print("ready", flush=True)
+                return
+            time.sleep(0.001)
+
     threading.Thread(target=helper_thread_waits, daemon=True).start()
+    threading.Thread(target=ready_once_main_thread_sleeps, daemon=True).start()
     stuck_in_run(120)
 """)
 
