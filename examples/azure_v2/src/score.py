@@ -1,7 +1,8 @@
 """Parallel job entry script: score CSV files with an MLflow model, as on Azure ML.
 
 init() reads --model from the job's program_arguments (the model folder, a uri_folder input) and loads it
-with mlflow.sklearn.load_model; run() gets a mini-batch of file paths and returns one line per row.
+with mlflow.sklearn.load_model; run() gets a mini-batch of file paths and returns one element per file (Azure's
+contract: one result element per succeeded input): the file's rows scored, one line per row.
 """
 
 import argparse
@@ -22,9 +23,10 @@ def init():
 
 
 def run(mini_batch):
-    lines = []
+    results = []
     for path in mini_batch:
         rows = pd.read_csv(path)
-        for row_id, label, predicted in zip(rows["id"], rows["label"], model.predict(rows[FEATURES])):
-            lines.append(f"{os.path.basename(path)},{row_id},{label},{predicted}")
-    return lines
+        name = os.path.basename(path)
+        scored = zip(rows["id"], rows["label"], model.predict(rows[FEATURES]), strict=True)
+        results.append("\n".join(f"{name},{row_id},{label},{predicted}" for row_id, label, predicted in scored))
+    return results
