@@ -319,6 +319,17 @@ def _set_auth_mode(mode: str | None) -> None:
         Config.initialize("")
     except Exception:  # noqa: BLE001 - another Ray version: the environment variable is all we can set
         pass
+    try:
+        # Ray also caches the token it loaded. Left in place after token mode is switched off, the next
+        # driver of this process (a later run on a cluster without authentication, or a private
+        # instance) keeps demanding it from the cluster's calls back into it: those fail with "Missing
+        # authorization header", and Ray then destroys every actor the driver creates ("all references
+        # to the actor were removed"). Dropped as Ray's own reset_auth_token_state does.
+        from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
+
+        AuthenticationTokenLoader.instance().reset_cache()
+    except Exception:  # noqa: BLE001 - another Ray version: nothing cached to drop
+        pass
 
 
 # --- addresses -------------------------------------------------------------------------------------------
