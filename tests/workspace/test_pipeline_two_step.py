@@ -100,7 +100,10 @@ def test_failed_script_step_stops_the_pipeline(tmp_path: Path) -> None:
 def test_failed_parallel_step_has_the_reason(tmp_path: Path) -> None:
     project = make_project(tmp_path, files=4)
     project.write_script("fails.py", "def run(mini_batch):\n    raise ValueError('bad input')\n")
-    step = score_step(project, inputs=[project.dataset()], script="fails.py", run_max_try=1)
+    # The failing mini-batch is isolated into its 4 items; error_threshold counts failed items after
+    # isolation, so 3 lets all 4 fail before the step stops (with 0 it stopped at the first, and how many
+    # others had failed by then was a race).
+    step = score_step(project, inputs=[project.dataset()], script="fails.py", run_max_try=1, error_threshold=3)
     run = Experiment(project.ws, "fails").submit(Pipeline(project.ws, [step]))
     assert run.wait_for_completion(show_output=False, timeout_seconds=100, raise_on_error=False) == "Failed"
     (step_run,) = run.get_steps()
