@@ -137,11 +137,23 @@ class WorkerPool(Executor, Generic[H]):
         self._batch_seconds = outcome.seconds if avg is None else 0.8 * avg + 0.2 * outcome.seconds
         events.append(outcome if outcome.worker == name else outcome.with_worker(name))
 
+    def _running_position(self, name: str, st: WorkerState) -> int:
+        """Where in its queue a worker that just died was: 0 (the head) unless the backend knows better
+        (a Ray actor's reply for a finished batch can die with it: that batch is then not the one running)."""
+        return 0
+
     def _lost(self, name: str, cause: str, events: list[Event], pid: int | None = None) -> None:
         """A worker died: its running batch fails (``lost``), the queued ones go back, a replacement starts."""
         st = self._states.get(name)
         if st is None:
             return
+        pos = self._running_position(name, st) if st.ready else 0
+        if pos:
+            # The batches before the running one finished but their outcomes died with the worker: they go
+            # back unstarted (no attempt used; a part they wrote was never committed), as if never sent.
+            for index, attempt in st.queue[:pos]:
+                events.append(Outcome(st.name, index, attempt, "returned"))
+            del st.queue[:pos]
         self._forget(name)
         self._remove(name)
         if not st.ready:

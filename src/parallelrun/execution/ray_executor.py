@@ -63,6 +63,7 @@ class _RayWorker:
 
     def __init__(self) -> None:
         self.rt: Any = None
+        self.marker: str | None = None
 
     def start(self, cfg: WorkerConfig, shipped_root: str | None) -> tuple[int, str, UserCodeError | None]:
         import ray
@@ -70,6 +71,11 @@ class _RayWorker:
         from .worker import WorkerRuntime
 
         node_id = ray.get_runtime_context().get_node_id()
+        self.marker = running_marker(cfg.log_dir, cfg.agent_name)
+        try:
+            os.remove(self.marker)  # an earlier driver's actor of the same name (resume)
+        except OSError:
+            pass
         try:
             self.rt = WorkerRuntime(_relocate(cfg, shipped_root))
             self.rt.setup()
@@ -80,6 +86,7 @@ class _RayWorker:
         return os.getpid(), node_id, self.rt.init()
 
     def process(self, batch: MiniBatch, attempt: int) -> Outcome:
+        _mark_running(self.marker, batch.index, attempt)
         out: Outcome = self.rt.process(batch, attempt)
         return out
 
@@ -90,6 +97,23 @@ class _RayWorker:
         if self.rt is not None:
             self.rt.shutdown()
         return True
+
+
+def running_marker(log_dir: str, agent: str) -> str:
+    """The file where an actor notes the batch it starts (``index attempt``), read by the driver when it dies."""
+    return os.path.join(log_dir, "sys", f"{agent}.running")
+
+
+def _mark_running(path: str | None, index: int, attempt: int) -> None:
+    """Best effort: without the note (a node whose logs folder the driver does not see) the driver takes
+    the head of the actor's queue for the running batch."""
+    if path is None:
+        return
+    try:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(f"{index} {attempt}")
+    except OSError:
+        pass
 
 
 def _relocate(cfg: WorkerConfig, shipped_root: str | None) -> WorkerConfig:
@@ -294,6 +318,18 @@ class RayExecutor(WorkerPool[_Actor]):
                 ray.get(ref)
             except ray.exceptions.RayError as e:
                 self._lost(name, _cause(e), events)
+
+    def _running_position(self, name: str, st: WorkerState) -> int:
+        """An actor runs its calls in order and replies to each as it ends; dying right after one ended (in
+        the next batch's run()), the reply of the ended one can be lost with it, so the head of its queue is
+        not always the batch it died in. The actor notes each batch it starts; on this machine (or a shared
+        logs folder) that note says which one ran."""
+        try:
+            with open(running_marker(self.cfg.log_dir, name), encoding="ascii") as f:
+                index, attempt = (int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            return 0
+        return next((pos for pos, entry in enumerate(st.queue) if entry == (index, attempt)), 0)
 
     def _pop(self, a: _Actor, ref: Any) -> None:
         a.refs.pop(0)
