@@ -45,7 +45,7 @@ def _cli_run(job: Path, ws: Path, address: str, env_changes: dict[str, str] | No
 def _output_rows(ws: Path) -> list[str]:
     runs = sorted((ws / "runs").iterdir())
     rec = json.loads((runs[-1] / "run.json").read_text())
-    return Path(rec["output_file"]).read_text().splitlines()
+    return (ws / rec["output_file"]).read_text().splitlines()  # stored relative to the workspace
 
 
 @pytest.mark.timeout(240)

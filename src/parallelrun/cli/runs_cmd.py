@@ -102,6 +102,7 @@ def runs_show(run_id: str, workspace: Workspace = None, as_json: Annotated[bool,
         typer.echo(f"{'planning':18} the plan is still being written: totals will grow")
     for k, v in rec.counts.items():
         typer.echo(f"{k:18} {v}")
+    _show_workers(rec)
     if rec.kind == "pipeline":
         typer.echo("steps:")
         for child in rec.children:
