@@ -110,6 +110,7 @@ def test_mltable_and_mlflow_model_on_azurite(azurite, tmp_path: Path) -> None:
     assert len(processed) - 1 >= 3
 
 
+@pytest.mark.slow  # 15-25 s each: `make test-all` and CI run it (docs/ and README: make test-all)
 @pytest.mark.timeout(300)
 def test_example_pipeline_command_feeds_parallel(tmp_path: Path) -> None:
     folder = tmp_path / "azure_v2"

@@ -106,6 +106,7 @@ def test_more_nodes_than_fit_is_refused_with_exit_code_2(cluster: Any, tmp_path:
     assert "has 2 such node(s)" in out.stderr
 
 
+@pytest.mark.slow  # 15-25 s each: `make test-all` and CI run it (docs/ and README: make test-all)
 @pytest.mark.timeout(150)
 def test_removing_a_node_mid_run_still_gives_every_item_once(cluster: Any, tmp_path: Path) -> None:
     n = 40

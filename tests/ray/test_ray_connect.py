@@ -48,6 +48,7 @@ def _output_rows(ws: Path) -> list[str]:
     return (ws / rec["output_file"]).read_text().splitlines()  # stored relative to the workspace
 
 
+@pytest.mark.slow  # 15-25 s each: `make test-all` and CI run it (docs/ and README: make test-all)
 @pytest.mark.timeout(240)
 def test_a_token_protected_head_accepts_the_driver_without_ray_auth_mode(token_home: Path, short_tmp: Path,
                                                                          tmp_path: Path) -> None:
@@ -69,6 +70,7 @@ def test_a_token_protected_head_accepts_the_driver_without_ray_auth_mode(token_h
         head.stop()
 
 
+@pytest.mark.slow  # 15-25 s each: `make test-all` and CI run it (docs/ and README: make test-all)
 @pytest.mark.timeout(180)
 def test_a_head_without_token_auth_accepts_a_driver_that_has_a_token_and_its_dashboard_is_linked(token_home: Path, short_tmp: Path,
                                                                      tmp_path: Path) -> None:

@@ -91,6 +91,7 @@ def test_a_recorded_instance_whose_driver_is_gone_is_stopped_at_the_next_start(t
         leftover.kill()
 
 
+@pytest.mark.slow  # 15-25 s each: `make test-all` and CI run it (docs/ and README: make test-all)
 @pytest.mark.timeout(180)
 def test_kill_9_of_the_driver_stops_its_private_ray_instance(tmp_path: Path, short_tmp: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
