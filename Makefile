@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,examples,azure,s3,ray,dashboard
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all check lint types bench clean
+.PHONY: venv demo test test-all test-slow check lint types bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 test-all: $(STAMP)  # also the tests marked slow (exhaustive variants)
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+test-slow: $(STAMP)  # only the tests marked slow (CI runs them after make test)
+	$(BIN)/python -m pytest -q --durations=15 -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
