@@ -181,13 +181,16 @@ def test_two_poison_items_in_one_batch(job_factory) -> None:
 
 @pytest.mark.timeout(180)
 def test_every_item_poison_is_bounded_and_fails_by_threshold(job_factory) -> None:
-    # One worker, so exactly one item fails at a time and the count when it stops is exact.
+    # One worker: the job stops at the 6th item that fails alone. Pieces already queued on the worker
+    # (it prefetches) may end before the stop reaches it; their failures are recorded too, as real
+    # outcomes, so failed_items.jsonl holds at least 6 and never the whole input.
     r = run_job(job_factory, n_files=16, size=16, poison=list(range(16)), error_threshold=5,
                 process_count_per_node=1)
     assert r.proc.returncode == 1
     assert "error_threshold exceeded: 6 failed items > error_threshold 5" in r.proc.stdout + r.proc.stderr
     assert r.rows == []
-    assert len(r.failed) == 6
+    assert 6 <= len(r.failed) < 16
+    assert len({f["input"] for f in r.failed}) == len(r.failed)  # each item at most once
     assert len(r.calls) <= 1 + 2 * 16 - 2  # never more than the whole halving tree
 
 
