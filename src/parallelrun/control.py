@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+from .run_folder import RunFolder
 from .runs import RunStore, is_locked
 
 
@@ -13,7 +14,7 @@ def cancel_run(run_id: str, workspace: object = None, wait: float = 30.0) -> str
     """Ask a run's driver to stop (SIGTERM); it cancels its workers and leaves the run resumable."""
     store = RunStore(workspace)  # type: ignore[arg-type]
     rec = store.get(run_id)
-    lock = rec.path / "driver.lock"
+    lock = RunFolder(rec.path).driver_lock
     if not is_locked(lock) or not rec.driver_pid:
         return f"run {rec.id} is not running (status {rec.effective_status()})"
     try:

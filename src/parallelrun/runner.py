@@ -118,7 +118,7 @@ def _session_items(rec: RunRecord, counts: dict[str, int]) -> int:
     from .live import throughput_series
     from .runs import session_start
 
-    started = session_start(rec.path / "driver.lock")
+    started = session_start(RunFolder(rec.path).driver_lock)
     if started is None or not rec.resumes:
         return int(counts.get("items_succeeded", 0)) + int(counts.get("items_failed", 0))
     now = time.time()

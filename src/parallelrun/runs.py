@@ -129,13 +129,13 @@ class RunStore:
         return rec
 
     def save(self, rec: RunRecord) -> None:
-        path = rec.path / "run.json"
+        path = RunFolder(rec.path).record
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(_to_stored(rec.to_dict(), self.workspace), indent=2, default=str))
         os.replace(tmp, path)
 
     def get(self, run_id: str) -> RunRecord:
-        path = self.runs_dir / run_id / "run.json"
+        path = RunFolder(self.runs_dir / run_id).record
         if not path.is_file():
             hint = ""
             if self.runs_dir.is_dir():
@@ -151,7 +151,7 @@ class RunStore:
             return []
         recs = []
         for p in self.runs_dir.iterdir():
-            f = p / "run.json"
+            f = RunFolder(p).record
             if f.is_file():
                 try:
                     recs.append(load_record(f))
@@ -238,7 +238,7 @@ def current(rec: RunRecord, now: float | None = None) -> RunRecord:
     if counts is None:
         return rec
     now = time.time() if now is None else now
-    session = session_start(rec.path / "driver.lock") or rec.started
+    session = session_start(RunFolder(rec.path).driver_lock) or rec.started
     if status == "Running":
         last = now
     else:

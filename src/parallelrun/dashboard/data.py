@@ -20,6 +20,7 @@ from typing import Any
 
 from ..journal import Journal
 from ..live import run_progress
+from ..run_folder import RunFolder
 from ..runs import RunRecord, load_record
 
 #: a run id as RunStore makes them (``<name>_<date>_<time>_<hex>``), and nothing that could walk a path
@@ -46,7 +47,7 @@ def run_folder(workspace: Path, run_id: str) -> Path:
     folder = (runs / run_id).resolve()
     if folder.parent != runs:
         raise Rejected(f"run {run_id!r} lies outside the workspace")
-    if not (folder / "run.json").is_file():
+    if not (RunFolder(folder).record).is_file():
         raise NotFound(f"no run {run_id!r} in workspace {workspace}")
     return folder
 
@@ -54,7 +55,7 @@ def run_folder(workspace: Path, run_id: str) -> Path:
 def load_run(workspace: Path, run_id: str) -> tuple[RunRecord, Path]:
     folder = run_folder(workspace, run_id)
     try:
-        return load_record(folder / "run.json"), folder
+        return load_record(RunFolder(folder).record), folder
     except (OSError, ValueError, TypeError) as e:
         raise NotFound(f"run {run_id!r} has no readable record: {e}") from e
 
@@ -65,7 +66,7 @@ def _all_runs(workspace: Path) -> list[tuple[RunRecord, Path, dict[str, Any]]]:
         return []
     out = []
     for folder in runs.iterdir():
-        f = folder / "run.json"
+        f = RunFolder(folder).record
         try:
             raw = json.loads(f.read_text(encoding="utf-8"))
             rec = load_record(f)
@@ -163,7 +164,7 @@ def _with_steps(p: dict[str, Any], kids: list[dict[str, Any]]) -> dict[str, Any]
 
 # --- journal tables --------------------------------------------------------------------------------------
 def _journal(folder: Path) -> Journal | None:
-    path = folder / "journal.sqlite"
+    path = RunFolder(folder).journal
     return Journal(path, readonly=True) if path.is_file() else None
 
 

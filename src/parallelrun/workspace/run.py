@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from ..control import cancel_run
 from ..errors import JobFailedError, UsageError
+from ..run_folder import RunFolder
 from ..runs import TERMINAL, RunRecord, RunStore, is_locked
 from ._launch import CANCEL_MARKER, start_driver
 from .datastore import Datastore
@@ -112,7 +113,7 @@ class Run:
         rec = self._refresh()
         status = rec.effective_status()
         if status == "NotStarted" and rec.kind == "pipeline" and rec.driver_pid and not _alive(rec.driver_pid) \
-                and not is_locked(rec.path / "driver.lock"):
+                and not is_locked(RunFolder(rec.path).driver_lock):
             rec = self._refresh()  # the driver may have just finished between the two reads
             if rec.status == "NotStarted":
                 return "Failed"
@@ -184,7 +185,7 @@ def cancel_pipeline(store: RunStore, run_id: str, wait: float = 60.0) -> str:
     (rec.path / CANCEL_MARKER).touch()
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if is_locked(rec.path / "driver.lock"):
+        if is_locked(RunFolder(rec.path).driver_lock):
             cancel_run(rec.id, store.workspace, wait=max(1.0, deadline - time.monotonic()))
             break
         if not _alive(rec.driver_pid):
