@@ -17,7 +17,7 @@ of the output the worker wrote itself (never the bytes), or None when there was 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from ..data.batches import MiniBatch
@@ -83,8 +83,6 @@ class Outcome:
         return self.index < 0
 
     def with_worker(self, worker: str) -> Outcome:
-        from dataclasses import replace
-
         return replace(self, worker=worker)
 
 
