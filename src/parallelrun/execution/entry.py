@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..azureml_shim._hints import migration_hint
+from .migration_hints import migration_hint
 from ..errors import EntryScriptError, UserCodeError
 
 _OUR_DIR = str(Path(__file__).resolve().parent.parent)
