@@ -3,9 +3,10 @@ pool grows when a node joins during the run and shrinks when one leaves, and eve
 exactly once, a node that leaves costing only the mini-batch it was running.
 
 Nodes are added and removed with ``Cluster.add_node`` / ``remove_node`` during the run, which is what an
-autoscaler does to a job; ``ray.cluster_utils.AutoscalingCluster`` (fake autoscaler + node provider)
-would add a monitor process and several Ray processes per node to what already runs on this 2-core
-machine, for the same events. The head has no CPU, so workers only ever land on the worker nodes.
+autoscaler does to a job. ``ray.cluster_utils.AutoscalingCluster`` (Ray 2.60: a fake node provider) is
+not used: its ``start`` and ``shutdown`` run ``ray stop --force``, which kills every Ray process of the
+user on the machine (other test runs' clusters included), and it adds an autoscaler process for the
+same two events. The head has no CPU, so workers only ever land on the worker nodes.
 
 What happens when is not left to timing: the entry script below lets a test *hold* a worker inside a
 mini-batch (``hold-<agent>`` in the state folder, holding from the agent's ``K+1``-th batch on), so a
