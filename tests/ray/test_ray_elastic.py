@@ -178,6 +178,8 @@ def test_a_node_that_joins_gets_workers_and_one_that_leaves_costs_only_its_runni
     log = (run_dir / "logs" / "sys" / "driver.txt").read_text()
     assert "joined the cluster: it becomes node1" in log and "starting on 1 node(s) of node_count 2" in log, log
     assert "node1.process000" in log and "not replaced" in log, log
+    placed = next(line for line in log.splitlines() if "worker node1.process000 is Ray actor" in line)
+    assert joined.node_id in placed, placed  # the run's own record names the node that joined
 
 
 @pytest.mark.slow  # ~25 s: a node added, a wait past the join interval, a node removed and one joining

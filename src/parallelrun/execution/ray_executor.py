@@ -11,7 +11,7 @@ only that actor's head batch fails (reason ``lost``); the queued ones go back un
 Ray has no per-call timeout, so the executor keeps one: past ``run_invocation_timeout`` the actor is
 killed with ``ray.kill`` and replaced (the replacement runs ``init()`` again), as the local executor does
 with a process. Idle actors are pinged now and then so that one that died while idle (its node removed)
-is replaced before it is handed work, rather than costing a mini-batch an attempt.
+is noticed before it is handed work, rather than costing a mini-batch an attempt.
 
 Placement: actors are pinned to nodes with node-affinity scheduling (``process_count_per_node`` on each),
 the driver's own node first when it fits. Clusters are elastic: ``node_count`` is the most nodes in use at
