@@ -11,7 +11,7 @@ only that actor's head batch fails (reason ``lost``); the queued ones go back un
 Ray has no per-call timeout, so the executor keeps one: past ``run_invocation_timeout`` the actor is
 killed with ``ray.kill`` and replaced (the replacement runs ``init()`` again), as the local executor does
 with a process. Idle actors are pinged now and then so that one that died while idle (its node removed)
-is noticed before it is handed work, rather than costing a mini-batch an attempt.
+is replaced before it is handed work, rather than costing a mini-batch an attempt.
 
 Placement: actors are pinned to nodes with node-affinity scheduling (``process_count_per_node`` on each),
 the driver's own node first when it fits. Clusters are elastic: ``node_count`` is the most nodes in use at
@@ -45,6 +45,7 @@ from .base import WorkerState
 from .messages import Event, Outcome, WorkerLost, error_outcome
 from .pool import WorkerPool
 from .ray_cluster import RayCluster, import_ray
+from .ray_placement import JOIN_EVERY
 from .worker import WorkerConfig
 
 if TYPE_CHECKING:
@@ -56,8 +57,6 @@ PING_EVERY = 2.0
 #: so tiny mini-batches need a deeper queue to keep actors busy; slow ones keep the minimum of 2
 QUEUE_SECONDS = 0.05
 MAX_DEPTH = 16
-#: seconds between two looks for nodes that joined the cluster (an elastic cluster's new capacity)
-JOIN_EVERY = 5.0
 
 
 class _RayWorker:

@@ -20,6 +20,10 @@ from ..errors import JobSpecError
 if TYPE_CHECKING:
     from ..config import JobSpec
 
+#: seconds between two looks for nodes that joined the cluster (an elastic cluster's new capacity): a
+#: ``ray.nodes()`` call each time; an autoscaler takes tens of seconds to add a node anyway
+JOIN_EVERY = 5.0
+
 
 @dataclass(frozen=True)
 class Placement:
