@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JobSpecError, MissingExtraError, UsageError
 from .ray_instance import PrivateInstance
-from .ray_placement import Placement, alive_nodes, joinable_nodes, pick_nodes
+from .ray_placement import JOIN_EVERY, Placement, alive_nodes, joinable_nodes, pick_nodes
 
 if TYPE_CHECKING:
     from ..config import JobSpec
@@ -57,6 +57,8 @@ def import_ray() -> Any:
 class RayCluster:
     """The executor's connection to Ray: connect, placement, runtime_env, disconnect (and the private
     instance's life when ``compute: ray`` has no address)."""
+
+    join_every = JOIN_EVERY  # seconds between two looks for nodes that joined (elastic clusters)
 
     def __init__(self, ray: Any, cfg: WorkerConfig, spec: JobSpec) -> None:
         self.ray = ray

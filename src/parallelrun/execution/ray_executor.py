@@ -45,7 +45,6 @@ from .base import WorkerState
 from .messages import Event, Outcome, WorkerLost, error_outcome
 from .pool import WorkerPool
 from .ray_cluster import RayCluster, import_ray
-from .ray_placement import JOIN_EVERY
 from .worker import WorkerConfig
 
 if TYPE_CHECKING:
@@ -57,8 +56,6 @@ PING_EVERY = 2.0
 #: so tiny mini-batches need a deeper queue to keep actors busy; slow ones keep the minimum of 2
 QUEUE_SECONDS = 0.05
 MAX_DEPTH = 16
-
-
 class _RayWorker:
     """The actor body: one Ray worker process running one ``WorkerRuntime``.
 
@@ -189,7 +186,7 @@ class RayExecutor(WorkerPool[_Actor]):
             for node_id in nodes:
                 self._spawn(node_id)
         self.startup_seconds = time.monotonic() - t0
-        self._next_join = time.monotonic() + JOIN_EVERY
+        self._next_join = time.monotonic() + self.cluster.join_every
 
     def _connect(self) -> None:
         self.cluster.connect()
@@ -372,11 +369,11 @@ class RayExecutor(WorkerPool[_Actor]):
         return None
 
     def _grow(self, events: list[Event]) -> None:
-        """Elastic clusters: every ``JOIN_EVERY`` s, start workers on nodes that joined, up to node_count nodes."""
+        """Elastic clusters: every ``JOIN_EVERY`` s (5), start workers on nodes that joined, up to node_count nodes."""
         now = time.monotonic()
         if now < self._next_join or self._cls is None:
             return
-        self._next_join = now + JOIN_EVERY
+        self._next_join = now + self.cluster.join_every
         for node_id in self.cluster.joinable(self._nodes):
             self._nodes[node_id] = len(self._nodes)
             for _ in range(self.spec.process_count_per_node):
