@@ -150,9 +150,6 @@ class RayCluster:
     def alive_nodes(self) -> list[dict[str, Any]]:
         return alive_nodes(self.ray)
 
-    def fits(self, node: dict[str, Any], actors: int) -> bool:
-        return self.placement.fits(node, actors)
-
     def pick_nodes(self) -> list[str]:
         nodes = pick_nodes(self.ray, self.spec, self.placement, self.where)
         if len(nodes) < self.spec.node_count:
