@@ -12,8 +12,7 @@ everything about the cluster those actors run on:
 - **A private instance** (``ray_instance.py``) lives in its own folder, watched by a watchdog process
   that stops it when the driver dies without doing so.
 - **Placement** (``ray_placement.py``): each actor reserves ``cpus_per_process``, ``gpus_per_process``,
-  ``memory_per_process`` and the job's custom ``resources``; a job no node can ever host fails at once;
-  ``node_count`` is a maximum, and nodes that join while the job runs are added (elastic clusters).
+  ``memory_per_process`` and custom ``resources``; no node fitting fails at once; nodes that join are added.
 - **runtime_env**: the job-level runtime_env (``ray.init``) carries the user's ``ray.runtime_env``
   (RayCompute's option) and, for a remote cluster through Ray Client, the uploaded job folder and
   parallelrun itself; each actor's runtime_env adds the job's ``environment_variables`` (they win over
@@ -158,12 +157,11 @@ class RayCluster:
         return nodes
 
     def joinable(self, used: dict[str, int]) -> list[str]:
-        """Nodes that joined since (elastic clusters; ``used``: node id -> our index of every node used)."""
-        nodes = joinable_nodes(self.alive_nodes(), set(used), self.placement, self.spec.process_count_per_node,
+        """Nodes that joined to use now (elastic clusters; ``used``: node id -> our index, every node used)."""
+        nodes = joinable_nodes(self.alive_nodes(), used, self.placement, self.spec.process_count_per_node,
                                self.spec.node_count)
-        for k, node_id in enumerate(nodes):
-            self._log.info("node %s (%s) joined the cluster: it becomes node%d", self.node_address(node_id),
-                           node_id, len(used) + k)
+        for k, n in enumerate(nodes):
+            self._log.info("node %s (%s) joined the cluster: it becomes node%d", self.node_address(n), n, len(used) + k)
         return nodes
 
     def actor_options(self) -> dict[str, Any]:
