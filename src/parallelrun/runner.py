@@ -78,7 +78,7 @@ class RunResult:
         n = self.session_items or 0
         rate = n / self.wall_seconds if self.wall_seconds > 0 else 0.0
         resumed = self.record.resumes > 0
-        if resumed and n == 0:
+        if resumed and n == 0 and not c.get("batches_pending"):
             timing = f"{self.wall_seconds:.1f} s (nothing was left to run: every mini-batch was already settled)"
         elif resumed:
             timing = f"{self.wall_seconds:.1f} s for this resume ({n:,} items, {rate:,.1f} items/s)"
@@ -109,7 +109,7 @@ class RunResult:
             lines.append(f"  failed items: {self.record.logs_dir / 'user' / 'error' / 'failed_items.jsonl'}")
         if self.status != "Completed":
             lines.append(f"  resume with:  parallelrun resume {self.run_id}"
-                         + (" --retry-failed" if c.get("batches_failed") else ""))
+                         + (" --retry-failed" if c.get("batches_failed") or c.get("items_failed") else ""))
         return "\n".join(lines)
 
 

@@ -100,6 +100,8 @@ def test_stopped_while_splitting_counts_each_item_once_and_resumes(job_factory) 
     # Resumed as it is: the items already failed still exceed the threshold; nothing changes.
     again = job.cli("resume", run_dir.name, "--workspace", str(job.ws), "--quiet", timeout=120)
     assert again.returncode == 1, again.stdout + again.stderr
+    assert "nothing was left to run" not in again.stdout  # a batch is not done: the threshold stopped it
+    assert f"resume with:  parallelrun resume {run_dir.name} --retry-failed" in again.stdout, again.stdout
     assert _check_every_view_agrees(job, again.stdout + again.stderr) == (rows, failed)
 
     # The input fixed, --retry-failed runs the batch again (its failed items forgotten): every row once.
