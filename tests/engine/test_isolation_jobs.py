@@ -229,11 +229,12 @@ def test_driver_killed_while_pieces_run_then_resume(job_factory) -> None:
     failed = [json.loads(x) for x in (run_dir / "logs" / "user" / "error" / "failed_items.jsonl").read_text()
               .splitlines()]
     assert sorted(f["input"].rsplit("/", 1)[1] for f in failed) == ["f005.txt", "f033.txt"]
+    c = job.record()["counts"]  # the counts agree with the output and failed_items.jsonl
+    assert (c["items_succeeded"], c["items_failed"], c["batches_failed"], c["batches_pending"]) == (38, 2, 2, 0)
 
 
 def _pieces_done(job: JobFolder) -> int:
     return journal_count(job.ws, "pieces WHERE state != 'pending'")
-    return 0
 
 
 TABULAR = """
