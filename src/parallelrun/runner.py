@@ -95,7 +95,9 @@ class RunResult:
         if self.isolation:
             items = [os.path.basename(i) for _, found in self.isolation.values() for i in found]
             shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
-            lines.append(f"  isolation:    {len(self.isolation)} mini-batch(es) split, "
+            split = sorted(self.isolation)
+            which = ", ".join(map(str, split[:5])) + (f" +{len(split) - 5} more" if len(split) > 5 else "")
+            lines.append(f"  isolation:    {len(split)} mini-batch(es) split ({which}), "
                          f"{sum(n for n, _ in self.isolation.values())} pieces run; "
                          f"{len(items)} item(s) failed alone{': ' + shown if items else ''}")
         if self.output_file and c.get("items_succeeded", 0) > 0:

@@ -95,7 +95,7 @@ def test_stopped_while_splitting_counts_each_item_once_and_resumes(job_factory) 
     (row,) = _report(run_dir)
     assert row["state"] == "pending" and int(row["pieces"]) >= 6, row  # split, not settled, and says so
     assert [Path(p).name for p in row["isolated"].split("; ")] == ["f001.txt", "f002.txt"]
-    assert "isolation:    1 mini-batch(es) split" in res.stdout + res.stderr
+    assert "isolation:    1 mini-batch(es) split (0), " in res.stdout + res.stderr
 
     # Resumed as it is: the items already failed still exceed the threshold; nothing changes.
     again = job.cli("resume", run_dir.name, "--workspace", str(job.ws), "--quiet", timeout=120)

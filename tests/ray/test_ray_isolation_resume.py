@@ -105,7 +105,7 @@ def test_driver_sigkill_while_pieces_run_then_resume_on_ray(ray_head: RayHead, t
     assert all("ValueError: poison item" in f["traceback"] for f in failed), failed
     c = res.counts
     assert (c["items_succeeded"], c["items_failed"], c["batches_failed"]) == (N - len(POISON), len(POISON), 2)
-    assert "isolation:    2 mini-batch(es) split" in res.summary()
+    assert "isolation:    2 mini-batch(es) split (0, 1), " in res.summary()
     # The resume ran only what was left: no whole batch again, only pieces (smaller than a batch).
     calls = (state / "calls.txt").read_text().splitlines()
     assert max(len(c.split(",")) for c in calls[-len(todo):]) < SIZE
