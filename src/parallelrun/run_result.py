@@ -50,7 +50,7 @@ class RunResult:
         n = self.session_items or 0
         rate = n / self.wall_seconds if self.wall_seconds > 0 else 0.0
         resumed = self.record.resumes > 0
-        if resumed and n == 0:
+        if resumed and n == 0 and not c.get("batches_pending"):
             timing = f"{self.wall_seconds:.1f} s (nothing was left to run: every mini-batch was already settled)"
         elif resumed:
             timing = f"{self.wall_seconds:.1f} s for this resume ({n:,} items, {rate:,.1f} items/s)"
@@ -67,7 +67,9 @@ class RunResult:
         if self.isolation:
             items = [os.path.basename(i) for _, found in self.isolation.values() for i in found]
             shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
-            lines.append(f"  isolation:    {len(self.isolation)} mini-batch(es) split, "
+            split = sorted(self.isolation)
+            which = ", ".join(map(str, split[:5])) + (f" +{len(split) - 5} more" if len(split) > 5 else "")
+            lines.append(f"  isolation:    {len(split)} mini-batch(es) split ({which}), "
                          f"{sum(n for n, _ in self.isolation.values())} pieces run; "
                          f"{len(items)} item(s) failed alone{': ' + shown if items else ''}")
         if self.output_file and c.get("items_succeeded", 0) > 0:
@@ -81,7 +83,7 @@ class RunResult:
             lines.append(f"  failed items: {self.record.logs_dir / 'user' / 'error' / 'failed_items.jsonl'}")
         if self.status != "Completed":
             lines.append(f"  resume with:  parallelrun resume {self.run_id}"
-                         + (" --retry-failed" if c.get("batches_failed") else ""))
+                         + (" --retry-failed" if c.get("batches_failed") or c.get("items_failed") else ""))
         return "\n".join(lines)
 
 
