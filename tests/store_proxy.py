@@ -1,8 +1,8 @@
 """A counting TCP proxy in front of a storage server (Azurite, moto): which process moved how many bytes.
 
 Tests point a job at the proxy instead of the server. Each connection is attributed, when it is accepted,
-to the process that opened it (its socket's inode looked up in ``/proc/net/tcp`` and that process's
-``/proc/<pid>/fd``), so a test can assert that the driver process received (and sent) only a few bytes
+to the processes that hold its client socket (the socket's inode looked up in ``/proc/net/tcp``, then in
+every ``/proc/<pid>/fd``), so a test can assert that the driver process received (and sent) only a few bytes
 while its workers moved the whole output: the output was composed without passing through the driver.
 
 Loopback only, one thread per direction of each connection; everything stops with ``close()``.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -32,27 +32,36 @@ def _inode_of_client(client_port: int, server_port: int) -> str | None:
     return None
 
 
-def _holds(pid: int, inode: str) -> bool:
+def _holders(inode: str) -> set[int]:
+    """Every process with the socket open (a forked child may share its parent's)."""
     target = f"socket:[{inode}]"
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                return True
+            fds = os.listdir(f"/proc/{entry}/fd")
         except OSError:
             continue
-    return False
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") == target:
+                    found.add(int(entry))
+                    break
+            except OSError:
+                continue
+    return found
+
+
+@dataclass
+class Connection:
+    holders: set[int]  # the processes that had the client socket open when it connected; empty: not found
+    up: int = 0  # bytes client -> store
+    down: int = 0  # bytes store -> client
 
 
 class CountingProxy:
-    """Forwards 127.0.0.1:<port> to ``upstream_port``; counts bytes per (who, direction).
-
-    ``who`` is ``"watched"`` for connections opened by the process ``watch(pid)`` names, else ``"other"``
-    (``"unknown"`` when the socket could not be found; a test should count that against the driver).
-    """
+    """Forwards 127.0.0.1:<port> to ``upstream_port``, counting the bytes of each connection."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -61,29 +70,28 @@ class CountingProxy:
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(64)
         self.port = int(self.listener.getsockname()[1])
-        self.watched_pid: int | None = None
-        self.bytes: Counter[tuple[str, str]] = Counter()  # (who, "down" | "up") -> bytes
-        self.connections: Counter[str] = Counter()
+        self.connections: list[Connection] = []
         self._lock = threading.Lock()
         self._closed = False
         self._socks: list[socket.socket] = []
         self._accepter = threading.Thread(target=self._accept, daemon=True)
         self._accepter.start()
 
-    def watch(self, pid: int) -> None:
+    def moved_by(self, pid: int) -> tuple[int, int]:
+        """(bytes received, bytes sent) over the connections ``pid`` opened, or that no process could be
+        found for (counted against it: a check that cannot see must not pass)."""
         with self._lock:
-            self.watched_pid = pid
-            self.bytes.clear()
-            self.connections.clear()
+            mine = [c for c in self.connections if pid in c.holders or not c.holders]
+            return sum(c.down for c in mine), sum(c.up for c in mine)
 
-    def _who(self, client_port: int) -> str:
-        pid = self.watched_pid
-        if pid is None:
-            return "other"
-        inode = _inode_of_client(client_port, self.port)
-        if inode is None:
-            return "unknown"
-        return "watched" if _holds(pid, inode) else "other"
+    def moved_by_others(self, pid: int) -> tuple[int, int]:
+        with self._lock:
+            others = [c for c in self.connections if c.holders and pid not in c.holders]
+            return sum(c.down for c in others), sum(c.up for c in others)
+
+    def opened_by(self, pid: int) -> int:
+        with self._lock:
+            return sum(pid in c.holders for c in self.connections)
 
     def _accept(self) -> None:
         while not self._closed:
@@ -91,7 +99,8 @@ class CountingProxy:
                 client, (_, client_port) = self.listener.accept()
             except OSError:
                 return
-            who = self._who(client_port)
+            inode = _inode_of_client(client_port, self.port)
+            conn = Connection(_holders(inode) if inode else set())
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
                 upstream.settimeout(None)
@@ -99,19 +108,19 @@ class CountingProxy:
                 client.close()
                 continue
             with self._lock:
-                self.connections[who] += 1
+                self.connections.append(conn)
                 self._socks += [client, upstream]
             for src, dst, way in ((client, upstream, "up"), (upstream, client, "down")):
-                threading.Thread(target=self._pipe, args=(src, dst, who, way), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(src, dst, conn, way), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, who: str, way: str) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, conn: Connection, way: str) -> None:
         try:
             while True:
                 data = src.recv(256 * 1024)
                 if not data:
                     break
                 with self._lock:
-                    self.bytes[(who, way)] += len(data)
+                    setattr(conn, way, getattr(conn, way) + len(data))
                 dst.sendall(data)
         except OSError:
             pass

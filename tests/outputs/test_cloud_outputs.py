@@ -120,7 +120,6 @@ def test_cli_output_to_an_object_store_is_composed_there_not_in_the_driver(
     ws = tmp_path / "ws"
     driver = subprocess.Popen([sys.executable, "-m", "parallelrun", "run", str(job), "--workspace", str(ws), "--quiet"],
                               cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proxy.watch(driver.pid)  # before the interpreter has even imported parallelrun
     try:
         out, err = driver.communicate(timeout=200)
     finally:
@@ -139,12 +138,11 @@ def test_cli_output_to_an_object_store_is_composed_there_not_in_the_driver(
     # Composed without passing through the driver: the workers uploaded the ~18 MB, the driver moved a few
     # KB (the probe, listings, the block list or the multipart calls). "unknown" counts against it.
     size = len(data)
-    driver_down = proxy.bytes[("watched", "down")] + proxy.bytes[("unknown", "down")]
-    driver_up = proxy.bytes[("watched", "up")] + proxy.bytes[("unknown", "up")]
-    workers_up = proxy.bytes[("other", "up")]
-    print(f"\noutput {size} bytes; driver received {driver_down}, sent {driver_up}; workers sent {workers_up}; "
-          f"connections {dict(proxy.connections)}")
-    assert proxy.connections["watched"] >= 1, "the driver's own connections were not seen: the check is blind"
+    driver_down, driver_up = proxy.moved_by(driver.pid)
+    _, workers_up = proxy.moved_by_others(driver.pid)
+    print(f"\noutput {size} bytes; driver received {driver_down}, sent {driver_up} over "
+          f"{proxy.opened_by(driver.pid)} connections; workers sent {workers_up}")
+    assert proxy.opened_by(driver.pid) >= 1, "the driver's own connections were not seen: the check is blind"
     assert workers_up >= size
     assert driver_down < 256 * 1024 and driver_up < 256 * 1024, (driver_down, driver_up)
 
