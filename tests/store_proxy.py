@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -56,8 +58,18 @@ def _holders(inode: str) -> set[int]:
 @dataclass
 class Connection:
     holders: set[int]  # the processes that had the client socket open when it connected; empty: not found
-    up: int = 0  # bytes client -> store
-    down: int = 0  # bytes store -> client
+    chunks: list[tuple[float, str, int]] = field(default_factory=list)  # (time.time(), "up" | "down", bytes)
+
+    def moved(self, until: float | None) -> tuple[int, int]:
+        """(bytes store -> client, bytes client -> store) forwarded before ``until`` (None: all)."""
+        down = up = 0
+        for t, way, n in self.chunks:
+            if until is None or t < until:
+                if way == "down":
+                    down += n
+                else:
+                    up += n
+        return down, up
 
 
 class CountingProxy:
@@ -77,17 +89,16 @@ class CountingProxy:
         self._accepter = threading.Thread(target=self._accept, daemon=True)
         self._accepter.start()
 
-    def moved_by(self, pid: int) -> tuple[int, int]:
-        """(bytes received, bytes sent) over the connections ``pid`` opened, or that no process could be
-        found for (counted against it: a check that cannot see must not pass)."""
+    def moved_by(self, pid: int, until: float | None = None) -> tuple[int, int]:
+        """(bytes received, bytes sent) before ``until`` over the connections ``pid`` held, or that no
+        process could be found for (counted against it: a check that cannot see must not pass)."""
         with self._lock:
-            mine = [c for c in self.connections if pid in c.holders or not c.holders]
-            return sum(c.down for c in mine), sum(c.up for c in mine)
+            return _sum(c.moved(until) for c in self.connections if pid in c.holders or not c.holders)
 
-    def moved_by_others(self, pid: int) -> tuple[int, int]:
+    def moved_by_others(self, pid: int, until: float | None = None) -> tuple[int, int]:
+        """(bytes received, bytes sent) before ``until`` over connections of processes other than ``pid``."""
         with self._lock:
-            others = [c for c in self.connections if c.holders and pid not in c.holders]
-            return sum(c.down for c in others), sum(c.up for c in others)
+            return _sum(c.moved(until) for c in self.connections if c.holders and pid not in c.holders)
 
     def opened_by(self, pid: int) -> int:
         with self._lock:
@@ -120,7 +131,7 @@ class CountingProxy:
                 if not data:
                     break
                 with self._lock:
-                    setattr(conn, way, getattr(conn, way) + len(data))
+                    conn.chunks.append((time.time(), way, len(data)))
                 dst.sendall(data)
         except OSError:
             pass
@@ -137,3 +148,10 @@ class CountingProxy:
         with self._lock:
             for s in self._socks:
                 s.close()
+
+
+def _sum(pairs: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    down = up = 0
+    for d, u in pairs:
+        down, up = down + d, up + u
+    return down, up
