@@ -20,6 +20,7 @@ PythonScriptStep inputs, arguments, side inputs).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from ..config import InputSpec, validate_spec
 from ..data.files import GLOB_CHARS, iter_files
 from ..data.storage import is_url, url_to_fs
 from ..errors import ParallelRunError, ResumeError
+from ..journal import Journal
 from ..runner import resume_run, run_job
 from ..runs import DriverLock, RunRecord, RunStore
 from ._compiled import CompiledStep
@@ -270,15 +272,34 @@ class PipelineDriver:
             url = self._direct_url(inp["name"])
             content: Any
             if url:
-                # Not the content (that would bring every byte to this process): what decided it, the producing
-                # step's reuse key, and what is there, each object's name and size.
-                producer = self._latest_child(self.doc["data"][inp["name"]]["step"])
-                content = {"producer": producer.reuse_key if producer else None,
+                # Not read back (that would bring every byte to this process): the checksums its producer's
+                # journal committed, batch by batch, and the names and sizes of the objects there.
+                content = {"parts": self._parts_fingerprint(self.doc["data"][inp["name"]]["step"]),
                            "objects": _remote_fingerprint(url, self._datastore_options(inp["name"]))}
             else:
                 content = folder_fingerprint(self.doc["data"][inp["name"]]["local"])
             return {"data": inp["name"], "type": inp["type"], "options": inp.get("options"), "content": content}
         return {"name": inp["name"], "type": inp["type"], "dataset": inp["fingerprint"]}
+
+    def _parts_fingerprint(self, producer_step: str) -> str | None:
+        """A hash of the part records (rows, bytes, CRC-32 per batch, in order) the producing step's run
+        committed (for a reused step: the run it reused); its reuse key when that journal is gone."""
+        rec = self._latest_child(producer_step)
+        if rec is None:
+            return None
+        origin = rec
+        if rec.reused_from:
+            try:
+                origin = self.store.get(rec.reused_from)
+            except ParallelRunError:
+                return rec.reuse_key
+        if not origin.journal_path.is_file():
+            return rec.reuse_key
+        h = hashlib.sha256()
+        with Journal(origin.journal_path, readonly=True) as journal:
+            for part in journal.iter_parts():
+                h.update(f"{part.batch}\0{part.rows}\0{part.length}\0{part.checksum}\n".encode())
+        return h.hexdigest()[:16]
 
     def _key(self, step: CompiledStep) -> str:
         source = step.source_directory
@@ -645,8 +666,6 @@ def _basename(path: str) -> str:
 
 def _remote_fingerprint(url: str, options: dict[str, Any]) -> str:
     """A hash of the names and sizes of the objects under ``url`` (no byte of them is read)."""
-    import hashlib
-
     fs, inner = url_to_fs(url, options)
     fs.invalidate_cache()
     try:
