@@ -1,7 +1,8 @@
 """A ParallelRunStep whose PipelineData lives on a remote datastore (Azurite, moto's S3): its workers
-write the rows there themselves. Nothing is written locally and nothing is uploaded after the step (the pipeline driver,
-which runs the step, moves a few KB while the workers send the whole output), a PythonScriptStep after it
-reads the rows (downloaded for it), and a second submit reuses the step by a server-side copy."""
+write the rows there themselves. Nothing is written locally and nothing is uploaded after the step (the
+pipeline driver, which runs the step, moves a few KB while the workers send the whole output), a
+PythonScriptStep after it reads the rows (downloaded for it), and a second submit reuses both steps, the
+rows copied server-side."""
 
 from __future__ import annotations
 
