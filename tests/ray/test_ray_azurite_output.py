@@ -10,6 +10,7 @@ driver process moved a few KB while the output is ~2 MB.
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 import textwrap
@@ -47,6 +48,24 @@ def run(mini_batch):
 '''
 
 
+def _job_folder(tmp_path: Path, output: str, *, items: int, storage_options: dict[str, Any] | None) -> Path:
+    root = tmp_path / "job"
+    (root / "data").mkdir(parents=True)
+    for i in range(items):
+        (root / "data" / f"f{i:03d}.txt").write_text(f"{i}\n")
+    (root / "scripts").mkdir()
+    (root / "scripts" / "score.py").write_text(textwrap.dedent(SCRIPT))
+    spec: dict[str, Any] = {
+        "name": "rayblob", "entry_script": "score.py", "source_directory": "scripts",
+        "inputs": [{"type": "file", "path": "data"}], "output": output, "mini_batch_size": 2, "node_count": 2,
+        "process_count_per_node": 1, "run_invocation_timeout": 60,
+        "environment_variables": {"STATE_DIR": str(root / "state"), "OMP_NUM_THREADS": "1"}}
+    if storage_options:
+        spec["storage_options"] = storage_options
+    (root / "job.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return root
+
+
 @pytest.fixture(scope="module")
 def two_nodes(short_tmp: Path) -> Iterator[Any]:
     from ray.cluster_utils import Cluster
@@ -79,19 +98,9 @@ def test_two_ray_nodes_write_their_parts_to_azurite_and_the_driver_only_commits(
         service.create_container(container)
         conn = azurite.connection_string.replace(azurite.endpoint,
                                                  f"http://127.0.0.1:{proxy.port}/{azurite.account_name}")
-        root = tmp_path / "job"
-        (root / "data").mkdir(parents=True)
-        for i in range(ITEMS):
-            (root / "data" / f"f{i:03d}.txt").write_text(f"{i}\n")
-        (root / "scripts").mkdir()
-        (root / "scripts" / "score.py").write_text(textwrap.dedent(SCRIPT))
+        root = _job_folder(tmp_path, f"az://{container}/scores", items=ITEMS,
+                           storage_options={"az": {"connection_string": conn}})  # travels to every actor
         state = root / "state"
-        spec = {"name": "rayblob", "entry_script": "score.py", "source_directory": "scripts",
-                "inputs": [{"type": "file", "path": "data"}], "output": f"az://{container}/scores",
-                "storage_options": {"az": {"connection_string": conn}},  # travels to every actor
-                "mini_batch_size": 2, "node_count": 2, "process_count_per_node": 1, "run_invocation_timeout": 60,
-                "environment_variables": {"STATE_DIR": str(state), "OMP_NUM_THREADS": "1"}}
-        (root / "job.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
         t0 = time.monotonic()
         driver = subprocess.Popen([sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace",
                                    str(tmp_path / "ws"), "--quiet", "--compute", two_nodes.address],
@@ -129,3 +138,27 @@ def test_two_ray_nodes_write_their_parts_to_azurite_and_the_driver_only_commits(
         assert down < len(data) // 20 and up < len(data) // 20, (down, up, len(data))
     finally:
         proxy.close()
+
+
+@pytest.mark.slow  # shares the cluster above (its start-up alone is ~20 s)
+@pytest.mark.timeout(240)
+def test_credentials_only_in_the_drivers_environment_stop_the_run_with_what_to_fix(
+        two_nodes: Any, azurite: Any, tmp_path: Path) -> None:
+    """The driver's probe passes with its own environment, the actors on the other nodes have none: the run
+    stops at the first batch (exit 1, no item counted as failed) saying which credentials to set where."""
+    from azure.storage.blob import BlobServiceClient
+
+    container = f"ray{uuid.uuid4().hex[:10]}"
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    service.create_container(container)
+    root = _job_folder(tmp_path, f"az://{container}/scores", items=4, storage_options=None)
+    done = subprocess.run([sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace",
+                           str(tmp_path / "ws"), "--compute", two_nodes.address],
+                          cwd=root, capture_output=True, text=True, timeout=200,
+                          env={**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "writing the output of mini-batch" in done.stderr, done.stderr
+    assert "credentials the workers see" in done.stderr and "AZURE_STORAGE_CONNECTION_STRING" in done.stderr
+    assert "Free space" not in done.stderr
+    assert "0 failed" in done.stderr  # the store's failure, not the items'
+    assert list(service.get_container_client(container).list_blobs()) == []
