@@ -1,8 +1,8 @@
 """A ParallelRunStep whose PipelineData lives on a remote datastore (Azurite, moto's S3): its workers
 write the rows there themselves. Nothing is written locally and nothing is uploaded after the step (the
-pipeline driver, which runs the step, moves a few KB while the workers send the whole output), a
-PythonScriptStep after it reads the rows (downloaded for it), and a second submit reuses both steps, the
-rows copied server-side."""
+pipeline driver, which runs the step, moves a few KB while the workers send the whole output). A
+PythonScriptStep after it reads the rows from a downloaded copy, a ParallelRunStep reads them by URL, and
+a second submit reuses all three steps, the rows copied server-side."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from pipeline_helpers import make_project, score_step
+from pipeline_helpers import make_project, output_rows, score_step
 
 from parallelrun.errors import JobFailedError
 from parallelrun.runs import RunStore
@@ -51,6 +51,17 @@ os.makedirs(args.output, exist_ok=True)
 rows = open(os.path.join(args.scores, "parallel_run_step.txt")).read().splitlines()
 with open(os.path.join(args.output, "names.txt"), "w") as f:
     f.write("\\n".join(r.split(" ", 1)[0] for r in rows) + "\\n")
+'''
+
+# A ParallelRunStep reading the scores where they are (its input is the datastore URL, not a local copy).
+LINES = '''
+import os
+
+def init():
+    pass
+
+def run(mini_batch):
+    return [f"{os.path.basename(p)}: {sum(1 for _ in open(p))}" for p in mini_batch]
 '''
 
 
@@ -104,6 +115,7 @@ def test_parallel_step_writes_its_pipeline_data_on_the_remote_datastore_directly
     project = make_project(tmp_path, files=items)
     project.write_script("big.py", BIG_ROWS)
     project.write_script("count.py", COUNT)
+    project.write_script("lines.py", LINES)
     store = _azure(request.getfixturevalue("azurite"), project.ws) if kind == "azure" else _s3(
         request.getfixturevalue("moto_s3"), project.ws)
     proxy = store.proxy
@@ -114,10 +126,11 @@ def test_parallel_step_writes_its_pipeline_data_on_the_remote_datastore_directly
         names = PipelineData("names")  # on the workspace's default (local) datastore
         count = PythonScriptStep("count.py", source_directory=str(project.scripts), name="count",
                                  inputs=[scores], outputs=[names], arguments=["--scores", scores, "--output", names])
-        run = Experiment(project.ws, "direct").submit(Pipeline(project.ws, [score, count]))
+        lines = score_step(project, inputs=[scores], name="lines", script="lines.py")
+        run = Experiment(project.ws, "direct").submit(Pipeline(project.ws, [score, count, lines]))
         assert run.wait_for_completion(show_output=False, timeout_seconds=180) == "Completed"
 
-        score_run, count_run = run.get_steps()
+        score_run, count_run, lines_run = run.get_steps()
         prefix = f"azureml/{run.id}/score/scores"
         want = [f"item{i:03d}.txt" for i in range(items)]
         # Every row once, in input order, on the datastore; no part left beside it.
@@ -142,16 +155,17 @@ def test_parallel_step_writes_its_pipeline_data_on_the_remote_datastore_directly
         _, workers_up = proxy.moved_by_others(driver_pid, until=next_started)
         assert workers_up >= len(data) and up < len(data) // 10 and down < len(data) // 10, (up, down, workers_up)
 
-        # The step after it read the rows.
+        # The steps after it read the rows: the script from a downloaded copy, the ParallelRunStep by URL.
         out = Path(count_run.get_output_data("names").local_path) / "names.txt"
         assert out.read_text().split() == want
+        assert output_rows(lines_run, "lines_out") == [f"parallel_run_step.txt: {items}"]
+        assert lines_run.record.spec["inputs"][0]["path"] == store.datastore.url(prefix)
 
         # Submitted again: the step is reused, its rows copied on the store into the new run's folder, and
         # the step after it too (the rows' fingerprint is the same).
-        again = Experiment(project.ws, "direct").submit(Pipeline(project.ws, [score, count]))
+        again = Experiment(project.ws, "direct").submit(Pipeline(project.ws, [score, count, lines]))
         assert again.wait_for_completion(show_output=False, timeout_seconds=120) == "Completed"
-        score2, count2 = again.get_steps()
-        assert score2.is_reused and count2.is_reused
+        assert [s.is_reused for s in again.get_steps()] == [True, True, True]
         assert store.read(f"azureml/{again.id}/score/scores/parallel_run_step.txt") == data
     finally:
         proxy.close()
