@@ -34,15 +34,14 @@ from typing import Any
 
 from ..azureml_shim import shim_sys_path
 from ..config import InputSpec, validate_spec
-from ..data.files import GLOB_CHARS, iter_files
-from ..data.storage import is_url, url_to_fs
+from ..data.storage import url_to_fs
 from ..errors import ParallelRunError, ResumeError
 from ..journal import Journal
 from ..runner import resume_run, run_job
 from ..runs import DriverLock, RunRecord, RunStore
 from ._compiled import CompiledStep
 from ._launch import CANCEL_MARKER
-from .dataset import _relative
+from ._pipeline_data import basename, copy_remote, join, link_or_copy, materialize, remote_fingerprint
 from .datastore import Datastore
 from .reuse import ReuseIndex, folder_fingerprint, source_fingerprint, step_key
 from .workspace import Workspace
@@ -52,15 +51,6 @@ _ENTRY_KEYS = set(InputSpec.model_fields)
 
 class _Canceled(Exception):
     pass
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    """Hard-link when possible (reused outputs cost no space); the engine replaces files atomically, so a
-    later run never writes through the link."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _shim_pythonpath(env: dict[str, str]) -> None:
@@ -275,7 +265,7 @@ class PipelineDriver:
                 # Not read back (that would bring every byte to this process): the checksums its producer's
                 # journal committed, batch by batch, and the names and sizes of the objects there.
                 content = {"parts": self._parts_fingerprint(self.doc["data"][inp["name"]]["step"]),
-                           "objects": _remote_fingerprint(url, self._datastore_options(inp["name"]))}
+                           "objects": remote_fingerprint(url, self._datastore_options(inp["name"]))}
             else:
                 content = folder_fingerprint(self.doc["data"][inp["name"]]["local"])
             return {"data": inp["name"], "type": inp["type"], "options": inp.get("options"), "content": content}
@@ -335,20 +325,20 @@ class PipelineDriver:
         for out in step.outputs:
             if out.get("direct"):
                 # The earlier run's rows were written on the datastore: copied there, server-side.
-                _copy_remote(prev.outputs[out["name"]], out["url"], self._datastore_options(out["name"]))
+                copy_remote(prev.outputs[out["name"]], out["url"], self._datastore_options(out["name"]))
                 outputs[out["name"]] = out["url"]
                 continue
             src, dst = Path(prev.outputs[out["name"]]), Path(out["local"])
             if src.resolve() != dst.resolve():
                 shutil.rmtree(dst, ignore_errors=True)
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(src, dst, copy_function=_link_or_copy)
+                shutil.copytree(src, dst, copy_function=link_or_copy)
             outputs[out["name"]] = str(dst)
             self._upload(out)
         first = outputs[step.outputs[0]["name"]] if step.outputs else str(self.rec.path)
         origin = prev.reused_from or prev.id
         now = time.time()
-        out_file = _join(first, _basename(prev.output_file)) if prev.output_file else None
+        out_file = join(first, basename(prev.output_file)) if prev.output_file else None
         rec = self.store.new(step.name, job_file=None, job_dir=step.source_directory, output_dir=first,
                              output_file=out_file, kind="step", step_type=step.type, parent=self.rec.id,
                              experiment=self.rec.experiment, outputs=outputs, reuse_key=key, reused_from=origin,
@@ -425,14 +415,14 @@ class PipelineDriver:
         if name in self.doc["data"] and (url is None or name in {o["name"] for o in step.outputs}):
             return str(self.doc["data"][name]["local"])
         if url is not None:  # written on a datastore by a ParallelRunStep's workers: downloaded once
-            path = _materialize([{"path": url}], self.rec.path / "inputs" / step.name / name, options,
+            path = materialize([{"path": url}], self.rec.path / "inputs" / step.name / name, options,
                                 Path(self.doc.get("cwd") or "."))
             self._local_inputs[cache_key] = path
             return path
         inp = next((i for i in [*step.side_inputs, *step.inputs] if i["name"] == name), None)
         if inp is None:
             raise ParallelRunError(f"step {step.name}: no input named {name!r}")
-        path = _materialize(self._entries(inp), self.rec.path / "inputs" / step.name / name, options,
+        path = materialize(self._entries(inp), self.rec.path / "inputs" / step.name / name, options,
                             Path(self.doc.get("cwd") or "."))
         self._local_inputs[cache_key] = path
         return path
@@ -621,77 +611,6 @@ class PipelineDriver:
                 except subprocess.TimeoutExpired:
                     continue
             return None
-
-
-def _materialize(entries: list[dict[str, Any]], dest: Path, options: dict[str, Any], base: Path) -> str:
-    """Make a dataset's files available locally: a single local folder or file is used where it is;
-    anything else is copied or downloaded under ``dest`` (once), keeping paths below each entry's root."""
-
-    paths = [p for e in entries for p in (e["path"] if isinstance(e["path"], list) else [e["path"]])]
-    if len(paths) == 1 and not is_url(paths[0]) and not (GLOB_CHARS & set(paths[0])):
-        p = Path(paths[0]) if Path(paths[0]).is_absolute() else base / paths[0]
-        if p.exists():
-            return str(p)
-    done = dest / ".complete"
-    files: list[tuple[str, str]] = []
-    patterns = [p if is_url(p) or Path(p).is_absolute() else str(base / p) for p in paths]
-    for p, pattern in zip(paths, patterns, strict=True):
-        for f, _, _ in iter_files(p, base, options):
-            # Below a folder or a glob's fixed part, paths are kept; a single file keeps its name.
-            files.append((f, _relative(f, pattern)))
-    if not done.exists():
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        for f, rel in files:
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if is_url(f):
-                fs, inner = url_to_fs(f, options)
-                fs.get(inner, str(target))
-            else:
-                _link_or_copy(f, str(target))
-        done.touch()
-    if len(files) == 1 and len(paths) == 1 and files[0][0] == patterns[0]:
-        return str(dest / files[0][1])  # a single-file dataset: its path, as Azure's download gives
-    return str(dest)
-
-
-def _join(folder: str, name: str) -> str:
-    return f"{folder.rstrip('/')}/{name}" if "://" in folder else str(Path(folder) / name)
-
-
-def _basename(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _remote_fingerprint(url: str, options: dict[str, Any]) -> str:
-    """A hash of the names and sizes of the objects under ``url`` (no byte of them is read)."""
-    fs, inner = url_to_fs(url, options)
-    fs.invalidate_cache()
-    try:
-        found = fs.find(inner, detail=True)
-    except FileNotFoundError:
-        return "missing"
-    if not found:
-        return "missing"
-    h = hashlib.sha256()
-    for path in sorted(found):
-        h.update(f"{path[len(inner):]}\0{found[path].get('size')}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def _copy_remote(src: str, dst: str, options: dict[str, Any]) -> None:
-    """Copy every object under ``src`` to ``dst`` on the same store (server-side copies), replacing ``dst``."""
-    fs, src_inner = url_to_fs(src, options)
-    _, dst_inner = url_to_fs(dst, options)
-    fs.invalidate_cache()
-    if src_inner.rstrip("/") == dst_inner.rstrip("/"):
-        return
-    for old in fs.find(dst_inner) if fs.exists(dst_inner) else []:
-        fs.rm_file(old)
-    for path in fs.find(src_inner):
-        fs.copy(path, dst_inner.rstrip("/") + path[len(src_inner.rstrip("/")):])
-    fs.invalidate_cache()
 
 
 def main(argv: list[str] | None = None) -> int:
