@@ -317,8 +317,14 @@ def _system_reason(rec: RunRecord, loc: OutputLocation, e: BaseException) -> str
     elif isinstance(e, sqlite3.Error):
         text = (f"the run's journal {rec.journal_path} could not be written ({e}). Free space on that disk (or "
                 "make the workspace writable)")
-    elif isinstance(e, SystemFailure):
+    elif isinstance(e, SystemFailure) and loc.is_local:
         text = f"{e}. Free space at {loc.url} (or make it writable)"
+    elif isinstance(e, SystemFailure):
+        # A store refused a worker (the driver's own probe had passed): most often credentials that the
+        # driver has and the workers do not (environment variables on a Ray cluster's other nodes).
+        text = (f"{e}. Check that every worker can write to {loc.url}: the container or bucket, and the "
+                "credentials the workers see (storage_options in the job spec reach every worker; environment "
+                "variables such as AZURE_STORAGE_CONNECTION_STRING must be set where each worker runs)")
     else:
         text = f"{type(e).__name__}: {e}"
     if "resume" not in text:

@@ -6,7 +6,8 @@ environments to an interpreter, PipelineData to output locations) into a ``Compi
 ``pipeline.json`` (``to_json``/``from_json``) and the driver reads its fields by name.
 
 The nested parts stay JSON objects (they are the engine's input entries and the reuse index's data):
-``outputs``: ``{name, step, datastore, path_on_datastore, local, remote}``; ``inputs``/``side_inputs``:
+``outputs``: ``{name, step, datastore, path_on_datastore, local, remote, direct, url}`` (``direct``: the
+workers write the rows at ``url`` themselves); ``inputs``/``side_inputs``:
 ``{kind: dataset|pipeline_data, name, type, entries?, fingerprint?, ...}``; ``arguments``:
 ``{value}|{data}|{input}``; ``models``: ``{name, version, path}``; ``environment``:
 ``{variables, fingerprint}``.

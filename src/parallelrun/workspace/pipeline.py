@@ -159,8 +159,13 @@ def _output_location(out: PipelineData, step: _Step, ws: Any, run_id: str, run_d
         rel = out.destination_path.replace("{run-id}", run_id).replace("{output-name}", out.name).strip("/")
     root = _refs.local_root(store)
     local = str(Path(root) / rel) if root else str(run_dir / "outputs" / step.name / out.name)
+    # A ParallelRunStep's rows on remote storage are written there by its workers ("direct"): no local copy,
+    # no upload after the step. ``local`` is then only where a consumer that needs a local path gets a copy.
+    direct = root is None and isinstance(step, ParallelRunStep) and \
+        step.parallel_run_config.output_action == "append_row"
     return {"name": out.name, "step": step.name, "datastore": store.name, "path_on_datastore": rel,
-            "local": local, "remote": root is None}
+            "local": local, "remote": root is None, "direct": direct,
+            "url": store.url(rel) if root is None else None}
 
 
 def _argument(a: Any) -> dict[str, Any]:

@@ -10,10 +10,17 @@ cancel) stops them and leaves the step run resumable. Each PythonScriptStep runs
 
 Credentials for remote inputs come from the workspace's registered datastores (matched by URL) and, for
 anything else, from a JSON document on standard input; they are never written to disk.
+
+A ParallelRunStep whose PipelineData lives on a remote datastore (``direct`` in ``pipeline.json``) is run
+with that datastore's URL as its output: the workers write the rows there themselves and nothing is
+uploaded after the step (files the entry script itself left in its local output folder still are). A
+step that reads such data gets its URL as an input (ParallelRunStep) or a downloaded copy (a local path:
+PythonScriptStep inputs, arguments, side inputs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,14 +34,14 @@ from typing import Any
 
 from ..azureml_shim import shim_sys_path
 from ..config import InputSpec, validate_spec
-from ..data.files import GLOB_CHARS, iter_files
-from ..data.storage import is_url, url_to_fs
+from ..data.storage import url_to_fs
 from ..errors import ParallelRunError, ResumeError
+from ..journal import Journal
 from ..runner import resume_run, run_job
 from ..runs import DriverLock, RunRecord, RunStore
 from ._compiled import CompiledStep
 from ._launch import CANCEL_MARKER
-from .dataset import _relative
+from ._pipeline_data import basename, copy_remote, join, link_or_copy, materialize, remote_fingerprint
 from .datastore import Datastore
 from .reuse import ReuseIndex, folder_fingerprint, source_fingerprint, step_key
 from .workspace import Workspace
@@ -44,15 +51,6 @@ _ENTRY_KEYS = set(InputSpec.model_fields)
 
 class _Canceled(Exception):
     pass
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    """Hard-link when possible (reused outputs cost no space); the engine replaces files atomically, so a
-    later run never writes through the link."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _shim_pythonpath(env: dict[str, str]) -> None:
@@ -125,13 +123,22 @@ class PipelineDriver:
                 return r
         return None
 
+    def _direct_url(self, name: str) -> str | None:
+        """The URL of a PipelineData its ParallelRunStep's workers write at themselves; None otherwise."""
+        d = self.doc["data"].get(name) or {}
+        return str(d["url"]) if d.get("direct") and d.get("url") else None
+
     def _storage_options(self, step: CompiledStep) -> dict[str, Any]:
         """Credentials for the step's remote inputs and outputs: registered datastores whose URL the
-        input paths start with, then what the submitting process passed for this step."""
+        input paths (or the PipelineData it reads or writes directly) start with, then what the submitting
+        process passed for this step."""
         urls: list[str] = []
         for inp in [*step.inputs, *step.side_inputs]:
             for e in inp.get("entries", []):
                 urls.extend(e["path"] if isinstance(e["path"], list) else [e["path"]])
+        names = [o["name"] for o in step.outputs] + [a["data"] for a in step.arguments if "data" in a] + [
+            i["name"] for i in [*step.inputs, *step.side_inputs] if i["kind"] == "pipeline_data"]
+        urls.extend(u for u in map(self._direct_url, names) if u)
         options: dict[str, Any] = {}
         remote = [u for u in urls if "://" in u and not u.startswith("file://")]
         if remote:
@@ -252,9 +259,37 @@ class PipelineDriver:
 
     def _input_fingerprint(self, inp: dict[str, Any]) -> Any:
         if inp["kind"] == "pipeline_data":
-            return {"data": inp["name"], "type": inp["type"], "options": inp.get("options"),
-                    "content": folder_fingerprint(self.doc["data"][inp["name"]]["local"])}
+            url = self._direct_url(inp["name"])
+            content: Any
+            if url:
+                # Not read back (that would bring every byte to this process): the checksums its producer's
+                # journal committed, batch by batch, and the names and sizes of the objects there.
+                content = {"parts": self._parts_fingerprint(self.doc["data"][inp["name"]]["step"]),
+                           "objects": remote_fingerprint(url, self._datastore_options(inp["name"]))}
+            else:
+                content = folder_fingerprint(self.doc["data"][inp["name"]]["local"])
+            return {"data": inp["name"], "type": inp["type"], "options": inp.get("options"), "content": content}
         return {"name": inp["name"], "type": inp["type"], "dataset": inp["fingerprint"]}
+
+    def _parts_fingerprint(self, producer_step: str) -> str | None:
+        """A hash of the part records (rows, bytes, CRC-32 per batch, in order) the producing step's run
+        committed (for a reused step: the run it reused); its reuse key when that journal is gone."""
+        rec = self._latest_child(producer_step)
+        if rec is None:
+            return None
+        origin = rec
+        if rec.reused_from:
+            try:
+                origin = self.store.get(rec.reused_from)
+            except ParallelRunError:
+                return rec.reuse_key
+        if not origin.journal_path.is_file():
+            return rec.reuse_key
+        h = hashlib.sha256()
+        with Journal(origin.journal_path, readonly=True) as journal:
+            for part in journal.iter_parts():
+                h.update(f"{part.batch}\0{part.rows}\0{part.length}\0{part.checksum}\n".encode())
+        return h.hexdigest()[:16]
 
     def _key(self, step: CompiledStep) -> str:
         source = step.source_directory
@@ -284,21 +319,26 @@ class PipelineDriver:
             return False
         names = [o["name"] for o in step.outputs]
         if prev.effective_status() != "Completed" or sorted(prev.outputs) != sorted(names) or not all(
-                Path(p).is_dir() for p in prev.outputs.values()):
+                self._output_exists(o, prev.outputs[o["name"]]) for o in step.outputs):
             return False
         outputs = {}
         for out in step.outputs:
+            if out.get("direct"):
+                # The earlier run's rows were written on the datastore: copied there, server-side.
+                copy_remote(prev.outputs[out["name"]], out["url"], self._datastore_options(out["name"]))
+                outputs[out["name"]] = out["url"]
+                continue
             src, dst = Path(prev.outputs[out["name"]]), Path(out["local"])
             if src.resolve() != dst.resolve():
                 shutil.rmtree(dst, ignore_errors=True)
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(src, dst, copy_function=_link_or_copy)
+                shutil.copytree(src, dst, copy_function=link_or_copy)
             outputs[out["name"]] = str(dst)
             self._upload(out)
-        first = step.outputs[0]["local"] if step.outputs else str(self.rec.path)
+        first = outputs[step.outputs[0]["name"]] if step.outputs else str(self.rec.path)
         origin = prev.reused_from or prev.id
         now = time.time()
-        out_file = str(Path(first) / Path(prev.output_file).name) if prev.output_file else None
+        out_file = join(first, basename(prev.output_file)) if prev.output_file else None
         rec = self.store.new(step.name, job_file=None, job_dir=step.source_directory, output_dir=first,
                              output_file=out_file, kind="step", step_type=step.type, parent=self.rec.id,
                              experiment=self.rec.experiment, outputs=outputs, reuse_key=key, reused_from=origin,
@@ -313,10 +353,24 @@ class PipelineDriver:
         self.line(f"step {step.name}: reused the output of step run {origin} as run {rec.id}")
         return True
 
+    def _output_exists(self, out: dict[str, Any], where: str) -> bool:
+        if out.get("direct"):
+            if "://" not in where:
+                return False  # an earlier run that wrote locally and uploaded: run again, written directly
+            fs, inner = url_to_fs(where, self._datastore_options(out["name"]))
+            fs.invalidate_cache()
+            return bool(fs.exists(inner))
+        return Path(where).is_dir()
+
+    def _datastore_options(self, name: str) -> dict[str, Any]:
+        """The storage options of the datastore a PipelineData lives on."""
+        return Datastore.get(self.ws, self.doc["data"][name]["datastore"]).storage_options()
+
     def _upload(self, out: dict[str, Any]) -> None:
         if not out.get("remote"):
             return
-
+        if out.get("direct") and not (Path(out["local"]).is_dir() and any(Path(out["local"]).iterdir())):
+            return  # the workers wrote the rows on the datastore; the script left no file of its own
         store = Datastore.get(self.ws, out["datastore"])
         store.upload(out["local"], target_path=out["path_on_datastore"], overwrite=True, show_progress=False)
         self.line(f"output {out['name']}: uploaded to {out['datastore']}/{out['path_on_datastore']}")
@@ -343,8 +397,8 @@ class PipelineDriver:
     # --- inputs ---------------------------------------------------------------------------------------
     def _entries(self, inp: dict[str, Any]) -> list[dict[str, Any]]:
         if inp["kind"] == "pipeline_data":
-            e: dict[str, Any] = {"type": inp["type"], "path": self.doc["data"][inp["name"]]["local"],
-                                 "name": inp["name"]}
+            e: dict[str, Any] = {"type": inp["type"], "name": inp["name"],
+                                 "path": self._direct_url(inp["name"]) or self.doc["data"][inp["name"]]["local"]}
             for k, v in (inp.get("options") or {}).items():
                 if v is not None and k in _ENTRY_KEYS:
                     e[k] = v
@@ -357,12 +411,18 @@ class PipelineDriver:
         cache_key = (step.name, name)
         if cache_key in self._local_inputs:
             return self._local_inputs[cache_key]
-        if name in self.doc["data"]:
+        url = self._direct_url(name)
+        if name in self.doc["data"] and (url is None or name in {o["name"] for o in step.outputs}):
             return str(self.doc["data"][name]["local"])
+        if url is not None:  # written on a datastore by a ParallelRunStep's workers: downloaded once
+            path = materialize([{"path": url}], self.rec.path / "inputs" / step.name / name, options,
+                                Path(self.doc.get("cwd") or "."))
+            self._local_inputs[cache_key] = path
+            return path
         inp = next((i for i in [*step.side_inputs, *step.inputs] if i["name"] == name), None)
         if inp is None:
             raise ParallelRunError(f"step {step.name}: no input named {name!r}")
-        path = _materialize(self._entries(inp), self.rec.path / "inputs" / step.name / name, options,
+        path = materialize(self._entries(inp), self.rec.path / "inputs" / step.name / name, options,
                             Path(self.doc.get("cwd") or "."))
         self._local_inputs[cache_key] = path
         return path
@@ -373,7 +433,7 @@ class PipelineDriver:
             if "value" in a:
                 args.append(a["value"])
             elif "data" in a:
-                args.append(str(self.doc["data"][a["data"]]["local"]))
+                args.append(self._local_path(step, a["data"], options))
             else:
                 args.append(self._local_path(step, a["input"], options))
         return args
@@ -384,7 +444,9 @@ class PipelineDriver:
         for inp in step.side_inputs:
             datasets[inp["name"]] = self._local_path(step, inp["name"], options)
         for inp in step.inputs:
-            if inp["kind"] == "pipeline_data" or step.type == "PythonScriptStep":
+            if inp["kind"] == "pipeline_data" and self._direct_url(inp["name"]) and step.is_parallel:
+                datasets[inp["name"]] = str(self._direct_url(inp["name"]))  # read where it is, not downloaded
+            elif inp["kind"] == "pipeline_data" or step.type == "PythonScriptStep":
                 datasets[inp["name"]] = self._local_path(step, inp["name"], options)
         for out in step.outputs:
             datasets[out["name"]] = out["local"]
@@ -403,9 +465,10 @@ class PipelineDriver:
 
         options = self._storage_options(step)
         out = step.outputs[0]
+        target = out["url"] if out.get("direct") else out["local"]  # direct: the workers write on the datastore
         spec_data = dict(step.config)
         spec_data.update(
-            name=step.name, source_directory=step.source_directory, output=out["local"],
+            name=step.name, source_directory=step.source_directory, output=target,
             inputs=[e for inp in step.inputs for e in self._entries(inp)],
             arguments=self._arguments(step, options),
             environment_variables={**self._worker_env(step, options), **spec_data.get("environment_variables", {})},
@@ -424,7 +487,7 @@ class PipelineDriver:
 
         fields = {"python": step.python, "models": models, "experiment": self.rec.experiment,
                   "parent": self.rec.id, "kind": "step", "step_type": "ParallelRunStep",
-                  "outputs": {out["name"]: out["local"]}, "reuse_key": key}
+                  "outputs": {out["name"]: target}, "reuse_key": key}
         self._raise_on_term = True
         try:
             if self.cancel_requested:
@@ -548,39 +611,6 @@ class PipelineDriver:
                 except subprocess.TimeoutExpired:
                     continue
             return None
-
-
-def _materialize(entries: list[dict[str, Any]], dest: Path, options: dict[str, Any], base: Path) -> str:
-    """Make a dataset's files available locally: a single local folder or file is used where it is;
-    anything else is copied or downloaded under ``dest`` (once), keeping paths below each entry's root."""
-
-    paths = [p for e in entries for p in (e["path"] if isinstance(e["path"], list) else [e["path"]])]
-    if len(paths) == 1 and not is_url(paths[0]) and not (GLOB_CHARS & set(paths[0])):
-        p = Path(paths[0]) if Path(paths[0]).is_absolute() else base / paths[0]
-        if p.exists():
-            return str(p)
-    done = dest / ".complete"
-    files: list[tuple[str, str]] = []
-    patterns = [p if is_url(p) or Path(p).is_absolute() else str(base / p) for p in paths]
-    for p, pattern in zip(paths, patterns, strict=True):
-        for f, _, _ in iter_files(p, base, options):
-            # Below a folder or a glob's fixed part, paths are kept; a single file keeps its name.
-            files.append((f, _relative(f, pattern)))
-    if not done.exists():
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        for f, rel in files:
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if is_url(f):
-                fs, inner = url_to_fs(f, options)
-                fs.get(inner, str(target))
-            else:
-                _link_or_copy(f, str(target))
-        done.touch()
-    if len(files) == 1 and len(paths) == 1 and files[0][0] == patterns[0]:
-        return str(dest / files[0][1])  # a single-file dataset: its path, as Azure's download gives
-    return str(dest)
 
 
 def main(argv: list[str] | None = None) -> int:
