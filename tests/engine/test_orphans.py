@@ -132,3 +132,62 @@ def test_a_completed_run_leaves_no_process_behind(job_factory, tmp_path: Path) -
     left = [p for p in psutil.Process().children()
             if p.pid not in before and "resource_tracker" not in " ".join(p.cmdline())]
     assert not left, f"children of the driver left after a completed run: {[p.cmdline() for p in left]}"
+
+
+def _group_of_sleeps() -> subprocess.Popen[bytes]:
+    """A process group of two: a shell (its leader) and a sleep it started."""
+    return subprocess.Popen(["sh", "-c", "sleep 600 & wait"], process_group=0)
+
+
+def _members(pgid: int) -> list[int]:
+    return [p.pid for p in psutil.process_iter() if _alive(p.pid) and _pgid(p.pid) == pgid]
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+@pytest.mark.timeout(30)
+def test_reaper_kills_the_groups_still_watched_when_its_pipe_ends() -> None:
+    from parallelrun.execution.reaper import Reaper
+
+    reaper = Reaper.start()
+    assert reaper is not None
+    watched, forgotten = _group_of_sleeps(), _group_of_sleeps()
+    try:
+        _wait_for(lambda: len(_members(watched.pid)) == 2 and len(_members(forgotten.pid)) == 2, 10, "the sleeps")
+        reaper.watch(watched.pid)
+        reaper.watch(forgotten.pid)
+        reaper.forget(forgotten.pid)  # as the driver does once it has killed a group itself
+        reaper.close()  # the end of the pipe, as when the driver dies
+        assert watched.wait(5) == -signal.SIGKILL
+        assert not _wait_gone({str(p): p for p in _members(watched.pid)}, 5)
+        assert forgotten.poll() is None and len(_members(forgotten.pid)) == 2  # not killed
+        assert not _alive(reaper.pid)
+    finally:
+        for p in (watched, forgotten):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            p.wait(5)
+
+
+@pytest.mark.timeout(30)
+def test_an_idle_reaper_is_ended_at_once() -> None:
+    """Nothing left to watch: ``close`` does not wait for a reaper that is still starting."""
+    from parallelrun.execution.reaper import Reaper
+
+    reaper = Reaper.start()
+    assert reaper is not None
+    reaper.watch(12345678)
+    reaper.forget(12345678)
+    t0 = time.monotonic()
+    reaper.close()
+    assert time.monotonic() - t0 < 0.5
+    assert not _alive(reaper.pid)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(reaper.pid, os.WNOHANG)  # reaped: no zombie either
