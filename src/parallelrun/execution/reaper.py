@@ -128,6 +128,7 @@ def serve(fd: int) -> None:
     """The reaper's loop: track ``+PGID``/``-PGID`` lines from ``fd``; at its end, kill what is left."""
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
+    os.chdir("/")  # hold no folder of the job (it may be a mount to unmount, a temp folder to delete)
     groups: set[int] = set()
     pending = b""
     while True:
