@@ -24,7 +24,7 @@ its parent, as with any process manager that works by process groups. POSIX only
 groups; there the workers still die with the driver).
 
 The reaper runs this file as a script (``python -I -S reaper.py FD``), so it must import nothing but
-``os``, ``sys`` and ``signal``: it starts in about 20 ms, uses no CPU after that and holds about 10 MB.
+modules built into the interpreter (``os``, ``sys``, ``signal``, ``time``): it starts in about 20 ms, uses no CPU after that and holds about 10 MB.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 #: how long ``close`` waits for the reaper to exit before it kills it (seconds)
 _EXIT_WAIT = 5.0
@@ -105,19 +106,15 @@ class Reaper:
             return
         os.close(self._fd)
         self._fd = None
-        if not self._watched:
-            os.kill(self.pid, signal.SIGKILL)
-        import time
-
-        deadline = time.monotonic() + _EXIT_WAIT
+        deadline = time.monotonic() + (0 if not self._watched else _EXIT_WAIT)
         while True:
             try:
                 done, _ = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:
-                return  # reaped already (someone waited on every child)
+                return  # reaped already (SIGCHLD ignored, or someone waited on every child)
             if done:
                 return
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:  # still our unreaped child: its pid cannot have been reused
                 os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)
                 return
