@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from .errors import JobSpecError
 
@@ -338,25 +340,39 @@ def _cross_checks(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _format_pydantic(err: ValidationError, data: dict[str, Any]) -> list[str]:
+def validation_problems(err: ValidationError, *, skip: int = 0,
+                        word: Callable[[ErrorDetails, str], str | None] = lambda e, loc: None,
+                        example: Callable[[tuple[int | str, ...]], str] = lambda loc: "") -> list[str]:
+    """One line per error of ``err``, as a JobSpecError lists them: ``<dotted path>: <what is wrong>.``
+    (the job spec's problems and the Azure ML YAML's alike).
+
+    The path leaves out its first ``skip`` parts (a wrapper model's field) and union tags (``~name``).
+    ``word`` may word an error itself (None: the default wording below); ``example`` appends a hint for
+    a path (`` Example: ...``).
+    """
     problems = []
-    fields = list(JobSpec.model_fields)
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        last = str(e["loc"][-1]) if e["loc"] else ""
-        if e["type"] == "extra_forbidden":
-            known = list(InputSpec.model_fields) if len(e["loc"]) > 1 else fields
-            close = difflib.get_close_matches(last, known, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else f" Valid fields: {', '.join(known)}."
-            problems.append(f"{loc}: unknown field.{hint}")
-            continue
-        key = last if last in EXAMPLES else next((str(p) for p in reversed(e["loc"]) if str(p) in EXAMPLES), "")
-        example = f" Example: {EXAMPLES[key]}" if key else ""
-        if e["type"] == "missing":
-            problems.append(f"{loc}: required field is missing.{example}")
-        else:
-            problems.append(f"{loc}: {e.get('input')!r} is invalid ({e['msg']}).{example}")
+        loc = ".".join(str(p) for p in e["loc"][skip:] if not str(p).startswith("~"))
+        text = word(e, loc)
+        if text is None:
+            what = "required field is missing." if e["type"] == "missing" else f"{e.get('input')!r} is invalid ({e['msg']})."
+            text = f"{loc + ': ' if loc else ''}{what}{example(e['loc'])}"
+        problems.append(text)
     return problems
+
+
+def _unknown_field(e: ErrorDetails, loc: str) -> str | None:
+    if e["type"] != "extra_forbidden":
+        return None
+    known = list(InputSpec.model_fields) if len(e["loc"]) > 1 else list(JobSpec.model_fields)
+    close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else f" Valid fields: {', '.join(known)}."
+    return f"{loc}: unknown field.{hint}"
+
+
+def _example(loc: tuple[int | str, ...]) -> str:
+    key = next((str(p) for p in reversed(loc) if str(p) in EXAMPLES), "")
+    return f" Example: {EXAMPLES[key]}" if key else ""
 
 
 def validate_spec(data: Any, source: str = "job spec") -> JobSpec:
@@ -368,7 +384,7 @@ def validate_spec(data: Any, source: str = "job spec") -> JobSpec:
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
-        problems = _format_pydantic(e, data)
+        problems = validation_problems(e, word=_unknown_field, example=_example)
     reported = {p.split(":", 1)[0].split(".", 1)[0] for p in problems}
     problems += [p for p in _cross_checks(data) if p.split(":", 1)[0] not in reported]
     if problems or spec is None:

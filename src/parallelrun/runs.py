@@ -268,16 +268,9 @@ class DriverLock:
         """Take the lock; False if another driver holds it. Readers that probe the lock (``is_locked``)
         hold it for microseconds, so a busy lock is retried for ``patience`` seconds before giving up."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + patience
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.02)
+        if not flock_within(fd, patience):
+            os.close(fd)
+            return False
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {time.time():.3f}".encode())  # who holds it, since when (see current)
         self._fd = fd
@@ -288,6 +281,21 @@ class DriverLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def flock_within(fd: int, patience: float, poll: float = 0.02) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, retrying every ``poll`` seconds for ``patience`` seconds;
+    False if it stayed busy (a blocking ``flock`` cannot time out, and a signal handler must not be used
+    for that outside the main thread)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
 
 
 def is_locked(path: Path) -> bool:

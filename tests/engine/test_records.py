@@ -254,3 +254,23 @@ def test_a_running_step_shows_journal_totals_and_marks_an_unfinished_plan(tmp_pa
     finally:
         journal.close()
         lock.release()
+
+
+def test_a_held_driver_lock_is_waited_for_then_refused(tmp_path: Path) -> None:
+    """``flock_within`` (shared by the driver lock and the Environment builds) retries for its patience."""
+    from parallelrun.runs import DriverLock, flock_within
+
+    (tmp_path / "r").mkdir()
+    holder = DriverLock(tmp_path / "r")
+    assert holder.acquire()
+    try:
+        t0 = time.monotonic()
+        assert not DriverLock(tmp_path / "r").acquire(patience=0.2)  # another open file: flock conflicts
+        assert time.monotonic() - t0 >= 0.2
+    finally:
+        holder.release()
+    fd = os.open(holder.path, os.O_RDWR)
+    try:
+        assert flock_within(fd, 0.0)  # free: taken at once
+    finally:
+        os.close(fd)

@@ -233,3 +233,24 @@ def test_spark_settings_warn_exactly_once() -> None:
         "Environment 'spark': spark settings are ignored because parallelrun does not run Spark; the "
         "environment's pip packages are installed into a virtual environment instead."]
     assert env.spark.precache_packages is False
+
+
+def test_a_build_held_by_another_process_times_out_with_a_message(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+    import os
+
+    from parallelrun.workspace import _venv
+
+    monkeypatch.setattr(_venv, "BUILD_TIMEOUT", 0.3)
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    fd = os.open(envs / "abc.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another build holds it
+    try:
+        with pytest.raises(EnvironmentBuildError, match=r"waited 0 s for another build holding .*abc\.lock; "
+                                                        "if no build is running, delete that file"):
+            _venv.build(envs, "abc", [PACKAGE], [])
+    finally:
+        os.close(fd)
+    assert not (envs / "abc").exists()

@@ -23,7 +23,9 @@ from pydantic import (
     Tag,
     ValidationError,
 )
+from pydantic_core import ErrorDetails
 
+from ..config import validation_problems
 from ..errors import JobSpecError
 from ._strict import Strict
 from .components import expand
@@ -235,23 +237,17 @@ def is_azure_v2_file(path: str | Path) -> bool:
         return False
 
 
-def _format(err: ValidationError) -> list[str]:
-    problems = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"][1:] if not str(p).startswith("~"))  # [0] is "job"
-        where = f"{loc}: " if loc else ""
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        if msg.startswith(_UNKNOWN):  # as the job spec says it: "jobs.score.task.entry_scrpt: unknown field."
-            _, key, rest = msg.split(_UNKNOWN, 2)
-            problems.append(f"{loc + '.' if loc else ''}{key}: {rest}")
-            continue
-        if e["type"] == "missing":
-            problems.append(f"{loc}: required key is missing.")
-        elif e["type"] in ("value_error", "job_type"):
-            problems.append(f"{where}{msg}")
-        else:
-            problems.append(f"{where}{e.get('input')!r} is invalid ({msg}).")
-    return problems
+def _word(e: ErrorDetails, loc: str) -> str | None:
+    """What differs from the job spec's wording: unknown keys, "key" for "field", validators' messages."""
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    if msg.startswith(_UNKNOWN):  # as the job spec says it: "jobs.score.task.entry_scrpt: unknown field."
+        _, key, rest = msg.split(_UNKNOWN, 2)
+        return f"{loc + '.' if loc else ''}{key}: {rest}"
+    if e["type"] == "missing":
+        return f"{loc}: required key is missing."
+    if e["type"] in ("value_error", "job_type"):
+        return f"{loc + ': ' if loc else ''}{msg}"
+    return None
 
 
 def parse(data: Any, source: str = "Azure ML job") -> AnyJob:
@@ -261,7 +257,7 @@ def parse(data: Any, source: str = "Azure ML job") -> AnyJob:
     try:
         return _Document.model_validate({"job": data}).job
     except ValidationError as e:
-        raise JobSpecError(_format(e), source) from None
+        raise JobSpecError(validation_problems(e, skip=1, word=_word), source) from None  # [0] is "job"
 
 
 def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> AnyJob:

@@ -9,7 +9,8 @@ and only its own batch fails.
 A worker's exit is watched through a pidfd (Linux), not through a pipe: ``run()`` may fork or spawn
 children that inherit the worker's pipes (and multiprocessing's own sentinel, which is a pipe too), and
 those would keep a dead worker looking alive until ``run_invocation_timeout``. Each worker also leads its
-own process group, and the group is killed when the worker ends, so no grandchild outlives the job.
+own process group, and the group is killed when the worker ends, so no grandchild outlives the job; a
+``reaper`` kills the groups if the driver itself is killed (SIGKILL) before it could.
 
 Throughput with tiny mini-batches comes from amortising the per-message cost:
 
@@ -42,6 +43,7 @@ from ..data.batches import MiniBatch
 from .base import WorkerState
 from .messages import Event, InitFailed, Outcome, Ready, Stop, Work
 from .pool import WorkerPool
+from .reaper import Reaper
 from .worker import WorkerConfig, worker_main
 
 _CAUSES = {
@@ -225,9 +227,11 @@ class LocalExecutor(WorkerPool[_Proc]):
         # One selector for every worker's pipe and exit, kept across polls (building one per poll, as
         # multiprocessing.connection.wait does, costs more than a tiny mini-batch).
         self._selector = selectors.DefaultSelector()
+        self._reaper: Reaper | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
+        self._reaper = Reaper.start()
         for _ in range(self.processes):
             self._spawn()
 
@@ -246,6 +250,8 @@ class LocalExecutor(WorkerPool[_Proc]):
         with _main_module_hidden():
             p.start()
         child.close()
+        if self._reaper is not None:
+            self._reaper.watch(p.pid)  # the worker makes its pid its process group's id (worker_main)
         pr = _Proc(p, parent, _pidfd(p.pid))
         name = cfg.agent_name
         self._add(name, pr, WorkerState(name, pid=p.pid))
@@ -271,6 +277,8 @@ class LocalExecutor(WorkerPool[_Proc]):
         if pr.process.exitcode is None:
             pr.process.kill()
         _kill_group(pr.process.pid)
+        if self._reaper is not None:
+            self._reaper.forget(pr.process.pid)
         _await_exit(pr, 5.0)
         pr.conn.close()
         if pr.exit_fd is not None:
@@ -282,6 +290,12 @@ class LocalExecutor(WorkerPool[_Proc]):
         for name in list(self._handles):
             self._forget(name)
             self._remove(name)
+        self._close_reaper()
+
+    def _close_reaper(self) -> None:
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
 
     def shutdown(self, grace: float = 10.0) -> None:
         self._closing = True
@@ -295,6 +309,7 @@ class LocalExecutor(WorkerPool[_Proc]):
             _await_exit(pr, max(0.0, deadline - time.monotonic()))
             self._forget(name)  # kills it if it is still running, and its group either way
             self._remove(name)
+        self._close_reaper()
 
     # --- transport ------------------------------------------------------------------------------------
     def _send(self, name: str, batch: MiniBatch, attempt: int) -> None:

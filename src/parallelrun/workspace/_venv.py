@@ -30,6 +30,7 @@ from pathlib import Path
 import parallelrun
 
 from ..errors import ParallelRunError
+from ..runs import flock_within
 
 READY_FILE = ".parallelrun-ready"
 BUILD_TIMEOUT = float(os.environ.get("PARALLELRUN_ENV_BUILD_TIMEOUT", "1800"))
@@ -108,7 +109,9 @@ def build(envs: Path, digest: str, packages: list[str], options: list[str]) -> P
     envs.mkdir(parents=True, exist_ok=True)
     fd = os.open(envs / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        _lock(fd, envs / f"{digest}.lock")
+        if not flock_within(fd, BUILD_TIMEOUT, poll=0.5):
+            raise EnvironmentBuildError(f"waited {BUILD_TIMEOUT:.0f} s for another build holding "
+                                        f"{envs / f'{digest}.lock'}; if no build is running, delete that file")
         if (env_dir / READY_FILE).is_file():  # another process built it while we waited
             return python
         if env_dir.exists():
@@ -131,19 +134,6 @@ def build(envs: Path, digest: str, packages: list[str], options: list[str]) -> P
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
     return python
-
-
-def _lock(fd: int, path: Path) -> None:
-    deadline = time.monotonic() + BUILD_TIMEOUT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise EnvironmentBuildError(f"waited {BUILD_TIMEOUT:.0f} s for another build holding {path}; "
-                                            "if no build is running, delete that file") from None
-            time.sleep(0.5)
 
 
 def _run(cmd: list[str], what: str, tool: str) -> None:
