@@ -23,15 +23,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OutputError
 from ._format import dictionary_columns
-from ._records import MANIFEST, PARTS_DIR, PartRecord, checksum, checksum_text, dataset_name
+from ._parquet_concat import NotConcatenable, assemble_local
+from ._records import (
+    MANIFEST,
+    PARTS_DIR,
+    PartCorruptedError,
+    PartRecord,
+    checksum,
+    checksum_text,
+    dataset_name,
+    load_state,
+    records_digest,
+    save_state,
+)
 from ._store import FsspecStore, LocalStore
 
 if TYPE_CHECKING:
@@ -41,49 +53,19 @@ CHUNK = 4 * 1024 * 1024
 SAVE_EVERY = 64 * 1024 * 1024  # bytes between progress saves when no segment was finished
 
 
-class PartCorruptedError(OutputError):
-    """A committed part is missing or its bytes changed since it was written (checksum mismatch)."""
-
-    def __init__(self, rec: PartRecord, what: str) -> None:
-        self.record = rec
-        super().__init__(
-            f"the committed output of mini-batch {rec.batch} ({rec.name}, {rec.length} bytes at offset "
-            f"{rec.offset}) {what}; something outside parallelrun changed the output folder while the job "
-            f"ran. Run the job again into a fresh output location.")
-
-
 def assemble(loc: OutputLocation, records: list[PartRecord], *, file_name: str, fmt: str, layout: str,
-             state_dir: Path, keep_parts: bool = False) -> str:
+             state_dir: Path, keep_parts: bool = False, log: logging.Logger | None = None) -> str:
     store = loc.store
     if layout == "dataset":
         return _assemble_dataset(loc, records, fmt, keep_parts)
     if fmt == "parquet":
-        return _assemble_parquet(loc, records, file_name, state_dir, keep_parts)
+        return _assemble_parquet(loc, records, file_name, state_dir, keep_parts,
+                                 log or logging.getLogger("parallelrun.outputs"))
     if isinstance(store, LocalStore):
         return _assemble_local_concat(store, records, file_name, fmt, state_dir, keep_parts)
     from ._compose import compose
 
     return compose(loc, records, file_name=file_name, fmt=fmt, state_dir=state_dir, keep_parts=keep_parts)
-
-
-def records_digest(records: list[PartRecord]) -> str:
-    h = hashlib.sha256()
-    for r in records:
-        h.update(r.to_json().encode())
-    return h.hexdigest()
-
-
-def _load_state(path: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return None
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
 
 
 def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_name: str, fmt: str,
@@ -102,7 +84,7 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
         finally:
             tmp.unlink(missing_ok=True)
         return str(final)
-    st = _load_state(state_path)
+    st = load_state(state_path)
     if st and st.get("renamed") and st.get("digest") == records_digest(records) and (final.exists() or tmp.exists()):
         if tmp.exists():  # killed between recording "renamed" and the rename itself
             os.replace(tmp, final)
@@ -138,7 +120,7 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
                     pending_delete.append(rec.name)
                 if pending_delete or since_save >= SAVE_EVERY:
                     out.flush()
-                    _save_state(state_path, {"done": i + 1, "size": size, "header": header,
+                    save_state(state_path, {"done": i + 1, "size": size, "header": header,
                                              "digest": running.copy().hexdigest()})
                     saved, saved_size, since_save = i + 1, size, 0
                     for name in pending_delete:
@@ -157,7 +139,7 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
             except OSError:
                 pass
         raise
-    _save_state(state_path, {"done": len(records), "size": size, "header": header, "renamed": True,
+    save_state(state_path, {"done": len(records), "size": size, "header": header, "renamed": True,
                              "digest": records_digest(records)})
     os.replace(tmp, final)
     _remove_parts(store, records)
@@ -199,13 +181,33 @@ def _remove_parts(store: LocalStore | FsspecStore, records: list[PartRecord]) ->
 
 
 def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name: str, state_dir: Path,
+                      keep_parts: bool, log: logging.Logger) -> str:
+    """Byte concatenation with a merged footer when the parts allow it (``_parquet_concat``), else
+    re-encoding; which one, and why, goes to ``log``."""
+    store = loc.store
+    if records:
+        try:
+            if isinstance(store, LocalStore):
+                return assemble_local(store, records, file_name, state_dir, keep_parts,
+                                      lambda: _remove_parts(store, records))
+            from ._compose import compose_parquet
+
+            return compose_parquet(loc, records, file_name=file_name, state_dir=state_dir, keep_parts=keep_parts)
+        except NotConcatenable as e:
+            log.warning("assembling %s by re-encoding every row group (slower, and locally the parts are kept "
+                        "until the file is complete), because the parts cannot be joined as bytes: %s",
+                        file_name, e)
+    return _reencode_parquet(loc, records, file_name, state_dir, keep_parts)
+
+
+def _reencode_parquet(loc: OutputLocation, records: list[PartRecord], file_name: str, state_dir: Path,
                       keep_parts: bool) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     store = loc.store
     state_path = state_dir / f"assembly-{file_name}.json"
-    st = _load_state(state_path)
+    st = load_state(state_path)
     digest = records_digest(records)
     if st and st.get("renamed") and st.get("digest") == digest and store.size(file_name) is not None:
         _remove_parts(store, records)
@@ -250,7 +252,7 @@ def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
         if isinstance(store, LocalStore):
             store.rename(target, file_name)
         return loc.join(file_name)
-    _save_state(state_path, {"renamed": True, "digest": digest})
+    save_state(state_path, {"renamed": True, "digest": digest})
     if isinstance(store, LocalStore):
         store.rename(target, file_name)
     _remove_parts(store, records)

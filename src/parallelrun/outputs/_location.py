@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,8 +201,9 @@ class OutputLocation:
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
         try:
+            log = logging.getLogger(f"parallelrun.driver.{run_id}" if run_id else "parallelrun.outputs")
             return assemble(self, records, file_name=file_name, fmt=fmt, layout=layout, state_dir=state,
-                            keep_parts=keep_parts)
+                            keep_parts=keep_parts, log=log)
         except OutputError:
             raise
         except Exception as e:  # noqa: BLE001 - translated at the boundary, chained

@@ -14,10 +14,15 @@ Only parts whose record the journal committed count; everything else under ``.pa
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import zlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+from ..errors import OutputError
 
 PARTS_DIR = ".parts"
 MANIFEST = "_manifest.json"
@@ -78,3 +83,38 @@ def dataset_name(batch: int, fmt: str, piece: int | None = None) -> str:
     if piece is not None:
         return f"part-{batch:08d}.p{piece:05d}.{EXTENSIONS[fmt]}"
     return f"part-{batch:08d}.{EXTENSIONS[fmt]}"
+
+
+class PartCorruptedError(OutputError):
+    """A committed part is missing or its bytes changed since it was written (checksum mismatch)."""
+
+    def __init__(self, rec: PartRecord, what: str) -> None:
+        self.record = rec
+        super().__init__(
+            f"the committed output of mini-batch {rec.batch} ({rec.name}, {rec.length} bytes at offset "
+            f"{rec.offset}) {what}; something outside parallelrun changed the output folder while the job "
+            f"ran. Run the job again into a fresh output location.")
+
+
+def records_digest(records: list[PartRecord]) -> str:
+    """A fingerprint of the records (which parts, in which order): a saved assembly state is only resumed
+    for the very records it was started with."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(r.to_json().encode())
+    return h.hexdigest()
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    """An assembly's saved progress (JSON), or None when there is none or it is unreadable."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace the saved progress atomically (a kill leaves the old state or the new one, never half)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
