@@ -192,7 +192,8 @@ def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
                                       lambda: _remove_parts(store, records))
             from ._compose import compose_parquet
 
-            return compose_parquet(loc, records, file_name=file_name, state_dir=state_dir, keep_parts=keep_parts)
+            return compose_parquet(loc, records, file_name=file_name, state_dir=state_dir, keep_parts=keep_parts,
+                                   log=log)
         except NotConcatenable as e:
             log.warning("assembling %s by re-encoding every row group (slower, and locally the parts are kept "
                         "until the file is complete), because the parts cannot be joined as bytes: %s",
