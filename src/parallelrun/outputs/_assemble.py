@@ -6,10 +6,13 @@
   bytes written, a hash of the records done) is saved in ``state_dir`` before any part is deleted, so a
   kill at any moment resumes where it stopped: the file is truncated to the saved length and copying
   continues. Memory: one 4 MB buffer.
-- One Parquet file (any store): the parts' row groups are streamed into one ``ParquetWriter`` (memory:
-  one row group). A Parquet file cannot be appended to after a kill (its footer comes last), so the parts
-  are kept until the file is complete and a kill restarts this step: peak disk is twice the output. Choose
-  the dataset layout for large Parquet outputs.
+- One Parquet file (any store): the parts' bytes concatenated under one rewritten footer
+  (``_parquet_concat``; server-side on object stores, ``_compose.compose_parquet``), consumed and
+  resumable like the text path. When the parts cannot be joined as bytes (schemas differ: a column all
+  null in one batch; a page index; encryption) the driver log says why and the parts' row groups are
+  re-encoded through one ``ParquetWriter`` instead (memory: one row group). That file cannot be continued
+  after a kill (its footer comes last), so its parts are kept until it is complete and a kill restarts
+  that step: peak disk twice the output.
 - One file on an object store, text/csv/jsonl: composed server-side (``_compose``).
 - The dataset layout (any store, any format): each committed part is renamed ``part-<batch>.<ext>`` (a
   server-side copy on object stores) and ``_manifest.json`` lists them in batch order.
