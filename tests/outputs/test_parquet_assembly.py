@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from output_backends import Backend
 from test_assembly import _kill_during_assembly
 
@@ -23,6 +27,7 @@ from parallelrun.outputs import (
     default_file_name,
 )
 from parallelrun.outputs import _parquet_footer as footer
+from parallelrun.outputs._records import checksum, checksum_text
 
 FILE = default_file_name("parquet")
 
@@ -125,8 +130,6 @@ def test_parts_that_cannot_be_joined_are_re_encoded_and_the_log_says_why(
     else:
         data = _parquet(t, write_page_index=True)
     loc.store.put(records[2].name, data)
-    from parallelrun.outputs._records import checksum, checksum_text
-
     records[2] = PartRecord(batch=2, name=records[2].name, offset=0, length=len(data), rows=10,
                             checksum=checksum_text(checksum(data)))
     with caplog.at_level(logging.INFO):
@@ -224,8 +227,20 @@ def test_azure_parquet_is_a_block_list_of_the_parts_bodies(tmp_path: Path, azure
     loc = azure_backend.location()
     records = _put_parts(loc, "dictionary", {}, batches=5, rows=50)
     tables = [pq.read_table(io.BytesIO(azure_backend.read(loc, r.name))) for r in records]
-    with caplog.at_level(logging.INFO):
-        final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "s")
+    store: Any = loc.store
+    real_remove, removed = store.remove, []
+
+    def remove_then_die(name: str) -> None:  # the driver dies while removing the parts, after the commit
+        if removed:
+            raise KeyboardInterrupt
+        removed.append(name)
+        real_remove(name)
+
+    store.remove = remove_then_die
+    with caplog.at_level(logging.INFO), pytest.raises(KeyboardInterrupt):
+        loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "s")
+    store.remove = real_remove
+    final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "s")  # finishes
     assert final == loc.join(FILE)
     # Azurite has no "Put Block From URL": the driver stages the bodies itself, and says so (Azure copies them).
     assert "cannot copy blocks from a URL" in caplog.text and "re-encoding" not in caplog.text
@@ -233,3 +248,41 @@ def test_azure_parquet_is_a_block_list_of_the_parts_bodies(tmp_path: Path, azure
     assert len(committed) == 5 + 1  # each part's body (the first with its PAR1), then the merged footer
     assert pq.read_table(io.BytesIO(azure_backend.read(loc, FILE))).equals(pa.concat_tables(tables))
     assert azure_backend.names(loc) == [FILE]
+
+
+NOTE_SCRIPT = """
+import os
+import pandas as pd
+def run(mini_batch):
+    names = [os.path.basename(p) for p in mini_batch]
+    # The mini-batch holding f004.txt has no note at all: pandas gives an all-None column, typed null.
+    notes = [None if "f004.txt" in names or "f005.txt" in names else f"note {n}" for n in names]
+    return pd.DataFrame({"file": names, "note": notes if {NULLS} else [f"note {n}" for n in names]})
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("nulls", [False, True])
+def test_a_job_writes_one_parquet_file_and_the_driver_log_says_how(tmp_path: Path, nulls: bool) -> None:
+    (tmp_path / "data").mkdir()
+    for i in range(12):
+        (tmp_path / "data" / f"f{i:03d}.txt").write_text(f"{i}\n")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "entry.py").write_text(NOTE_SCRIPT.replace("{NULLS}", str(nulls)))
+    (tmp_path / "job.yml").write_text(yaml.safe_dump({
+        "name": "pq-job", "entry_script": "entry.py", "source_directory": "scripts",
+        "inputs": [{"type": "file", "path": "data"}], "output": "out", "mini_batch_size": 2,
+        "process_count_per_node": 2, "append_row_format": "parquet"}))
+    res = subprocess.run([sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace", "ws", "--quiet"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=100, env=dict(os.environ))
+    assert res.returncode == 0, res.stderr
+    table = pq.read_table(tmp_path / "out" / FILE)
+    assert table.column("file").to_pylist() == [f"f{i:03d}.txt" for i in range(12)]
+    (run,) = (tmp_path / "ws" / "runs").iterdir()
+    log = (run / "logs" / "sys" / "driver.txt").read_text()
+    if nulls:
+        assert "re-encoding" in log and "schema differs" in log, log
+        assert table.column("note").to_pylist()[4:6] == [None, None]
+    else:
+        assert "re-encoding" not in log, log
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [FILE]

@@ -20,14 +20,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputError
 from ._parquet_concat import MAGIC, plan
-from ._records import PartRecord, records_digest
+from ._records import PartRecord, load_state, records_digest, save_state
 from ._store import FsspecStore
 
 if TYPE_CHECKING:
@@ -218,7 +217,7 @@ def _compose_s3(loc: OutputLocation, ranges: list[Range], file_name: str, digest
     if not st:
         upload_id = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
         st = {"digest": digest, "upload_id": upload_id, "etags": {}}
-        _save(state_path, st)
+        save_state(state_path, st)
     etags: dict[str, str] = st["etags"]
     for number, piece in enumerate(pieces, start=1):
         if str(number) in etags:
@@ -236,7 +235,7 @@ def _compose_s3(loc: OutputLocation, ranges: list[Range], file_name: str, digest
                             else src[off:off + ln] for src, off, ln in piece.ranges)
             etag = fs.call_s3("upload_part", Body=body, **common)["ETag"]
         etags[str(number)] = etag
-        _save(state_path, st)
+        save_state(state_path, st)
     fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=st["upload_id"],
                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[str(n)]}
                                           for n in range(1, len(pieces) + 1)]})
@@ -255,12 +254,6 @@ def _abort(fs: Any, bucket: str, key: str, upload_id: str | None) -> None:
             pass
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
-
-
 # --- Parquet: the parts' bodies between a new header and a merged footer ---------------------------------
 # Bytes per block copied from a part: 50,000 blocks of 32 MB make 1.6 TB; and the memory of one block when
 # the driver must stage the bytes itself.
@@ -270,29 +263,48 @@ AZURE_COPY_BLOCK = 32 * 1024 * 1024
 def compose_parquet(loc: OutputLocation, records: list[PartRecord], *, file_name: str, state_dir: Path,
                     keep_parts: bool = False, log: logging.Logger) -> str:
     """One Parquet file from the parts, composed server-side (see ``_parquet_concat``): the first part's
-    ``PAR1`` and each part's body as server-side copies, then the merged footer. Raises ``NotConcatenable`` before writing anything
-    when the parts cannot be joined as bytes (the caller re-encodes them)."""
+    ``PAR1`` and each part's body as server-side copies, then the merged footer. Raises ``NotConcatenable``
+    before writing anything when the parts cannot be joined as bytes (the caller re-encodes them).
+
+    Resumable: S3 keeps its upload's progress, Azure finds the blocks it staged. A marker saved once the file
+    is committed lets a call killed while removing the parts finish without reading them again."""
     store = loc.store
     assert isinstance(store, FsspecStore)
-    p = plan(store, records)
     digest = records_digest(records)
-    parts = None if keep_parts else {r.name for r in records}
-    # The first part's own leading PAR1 is the file's: copied with its body, as one range (S3 wants parts of
-    # 5 MB: a 4-byte header of its own would pull the first body's 5 MB through the driver).
-    name0, off0, len0 = p.bodies[0]
-    bodies = [(name0, off0 - len(MAGIC), len0 + len(MAGIC)), *p.bodies[1:]]
-    if loc.protocol not in AZURE_PROTOCOLS:
-        ranges: list[Range] = [(store.path(name), off, ln) for name, off, ln in bodies if ln]
-        ranges.append((p.tail, 0, len(p.tail)))
-        return _compose_s3(loc, ranges, file_name, digest, state_dir, parts)
+    marker = state_dir / f"composed-{file_name}.json"
+    done = load_state(marker)
+    if not (done and done.get("digest") == digest and store.size(file_name) is not None):
+        p = plan(store, records)
+        # The first part's own leading PAR1 is the file's: copied with its body as one range (S3 wants parts of
+        # 5 MB: a 4-byte header of its own would pull the first body's 5 MB through the driver).
+        name0, off0, len0 = p.bodies[0]
+        bodies = [(name0, off0 - len(MAGIC), len0 + len(MAGIC)), *p.bodies[1:]]
+        if loc.protocol in AZURE_PROTOCOLS:
+            _stage_parquet_azure(store, file_name, bodies, p.tail, digest, log)
+        else:
+            ranges: list[Range] = [(store.path(name), off, ln) for name, off, ln in bodies if ln]
+            ranges.append((p.tail, 0, len(p.tail)))
+            _compose_s3(loc, ranges, file_name, digest, state_dir, None)
+        if keep_parts:
+            return loc.join(file_name)
+        save_state(marker, {"digest": digest})
+    for name in set() if keep_parts else {r.name for r in records}:
+        store.remove(name)
+    marker.unlink(missing_ok=True)
+    return loc.join(file_name)
+
+
+def _stage_parquet_azure(store: FsspecStore, file_name: str, bodies: list[tuple[str, int, int]], tail: bytes,
+                         digest: str, log: logging.Logger) -> None:
+    """Stage the bodies (copied by the service from the parts) and the footer as blocks; commit them."""
     blocks = AzureBlocks(store, file_name)
     steps: list[tuple[str | bytes, int, int]] = []
     for name, off, ln in bodies:
         steps += [(name, o, min(AZURE_COPY_BLOCK, off + ln - o)) for o in range(off, off + ln, AZURE_COPY_BLOCK)]
-    steps.append((p.tail, 0, len(p.tail)))
+    steps.append((tail, 0, len(tail)))
     if len(steps) > AZURE_MAX_BLOCKS:
         raise OutputError(
-            f"{len(records)} Parquet parts make {len(steps)} blocks, more than Azure's {AZURE_MAX_BLOCKS} "
+            f"{len(bodies)} Parquet parts make {len(steps)} blocks, more than Azure's {AZURE_MAX_BLOCKS} "
             f"committed blocks per blob. Use output_layout: dataset, or a larger mini_batch_size.")
     # Ids name the records assembled (a resumed assembly of the same records finds its staged blocks).
     ids = [_block_id(f"pq-{digest[:8]}-{i:010d}", "p") for i in range(len(steps))]
@@ -320,9 +332,6 @@ def compose_parquet(loc: OutputLocation, records: list[PartRecord], *, file_name
         blocks._run("stage_block", bid, store.read(src, off, ln))
     blocks.commit_ids(ids)
     store.fs.invalidate_cache()
-    for name in parts or ():
-        store.remove(name)
-    return loc.join(file_name)
 
 
 # --- entry point ------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def checksum_text(value: int) -> str:
     return f"crc32:{value:08x}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a run of a million batches holds a million of them
 class PartRecord:
     """Where one committed attempt of one mini-batch lies. Small, JSON-able, stored by the journal."""
 
