@@ -286,3 +286,33 @@ def test_a_job_writes_one_parquet_file_and_the_driver_log_says_how(tmp_path: Pat
     else:
         assert "re-encoding" not in log, log
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [FILE]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("layout", ["file", "dataset"])
+def test_records_are_read_per_pass_from_a_source_never_held(tmp_path: Path, layout: str) -> None:
+    """What the runner passes (``Journal.iter_parts``): a function called once per pass. Batch 1 was split to
+    isolate a failure (two pieces, two records) and batch 3 wrote no rows (a record of length 0)."""
+    loc = OutputLocation.parse(str(tmp_path / "out"))
+    w = loc.part_writer(worker="w", fmt="parquet", layout=layout)
+    records = []
+    for b, attempt in [(0, 1), (1, 1), (1, 2), (2, 1), (3, 1), (4, 1)]:
+        t = _table(b * 10 + attempt, 0 if b == 3 else 5, "dictionary")
+        fr = FormattedResult(5, _parquet(t) if t.num_rows else None, [], t.num_rows)
+        records.append(w.write(batch=b, attempt=attempt, result=fr))
+    calls = {"n": 0}
+
+    def source() -> Any:
+        calls["n"] += 1
+        return iter(records)
+
+    out = loc.assemble(source, file_name=FILE, fmt="parquet", layout=layout, state_dir=tmp_path / "state")
+    assert calls["n"] > 1
+    want = [f"{b * 10 + a:05d}-{i:04d}" for b, a in [(0, 1), (1, 1), (1, 2), (2, 1), (4, 1)] for i in range(5)]
+    if layout == "file":
+        assert pq.read_table(out).column("id").to_pylist() == want
+    else:
+        assert sorted(p.name for p in Path(out).glob("part-*")) == [
+            "part-00000000.parquet", "part-00000001.p00000.parquet", "part-00000001.p00001.parquet",
+            "part-00000002.parquet", "part-00000004.parquet"]
+        assert pq.read_table(out, ignore_prefixes=["_", "."]).column("id").to_pylist() == want

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import re
-from collections import Counter
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from ._records import (
     PARTS_DIR,
     PartCorruptedError,
     PartRecord,
+    Records,
     checksum,
     checksum_text,
     dataset_name,
@@ -56,7 +57,7 @@ CHUNK = 4 * 1024 * 1024
 SAVE_EVERY = 64 * 1024 * 1024  # bytes between progress saves when no segment was finished
 
 
-def assemble(loc: OutputLocation, records: list[PartRecord], *, file_name: str, fmt: str, layout: str,
+def assemble(loc: OutputLocation, records: Records, *, file_name: str, fmt: str, layout: str,
              state_dir: Path, keep_parts: bool = False, log: logging.Logger | None = None) -> str:
     store = loc.store
     if layout == "dataset":
@@ -71,7 +72,7 @@ def assemble(loc: OutputLocation, records: list[PartRecord], *, file_name: str, 
     return compose(loc, records, file_name=file_name, fmt=fmt, state_dir=state_dir, keep_parts=keep_parts)
 
 
-def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_name: str, fmt: str,
+def _assemble_local_concat(store: LocalStore, records: Records, file_name: str, fmt: str,
                            state_dir: Path, keep_parts: bool) -> str:
     final = store.path(file_name)
     tmp = store.path(f".{file_name}.assembling")
@@ -95,25 +96,25 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
         state_path.unlink(missing_ok=True)
         return str(final)
     done, size, header = 0, 0, False
+    first = records.first()
     if st and tmp.exists() and not st.get("renamed") and 0 < st["done"] <= len(records) and \
-            st["digest"] == records_digest(records[:st["done"]]) and tmp.stat().st_size >= st["size"]:
+            st["digest"] == records_digest(records.prefix(st["done"])) and tmp.stat().st_size >= st["size"]:
         done, size, header = int(st["done"]), int(st["size"]), bool(st["header"])
-    elif done == 0 and any(store.size(r.name) is None for r in records[:1]):
-        raise PartCorruptedError(records[0], "is missing")
-    last_use = {r.name: i for i, r in enumerate(records)}
+    elif first is not None and store.size(first.name) is None:
+        raise PartCorruptedError(first, "is missing")
+    last_use = {r.name: i for i, r in enumerate(records)}  # local text parts are segments: a few names
     pending_delete: list[str] = []
     final.parent.mkdir(parents=True, exist_ok=True)
     saved, saved_size = done, size  # the progress recorded in state_dir
     running = hashlib.sha256()
-    for r in records[:done]:
+    for r in records.prefix(done):
         running.update(r.to_json().encode())
     try:
         with open(tmp, "r+b" if done else "wb") as out:
             out.truncate(size)
             out.seek(size)
             since_save = 0
-            for i in range(done, len(records)):
-                rec = records[i]
+            for i, rec in enumerate(islice(records, done, None), start=done):
                 n = _copy_record(store, rec, out, skip_header=(fmt == "csv" and header))
                 running.update(rec.to_json().encode())
                 header = header or n > 0
@@ -178,17 +179,17 @@ def _copy_record(store: LocalStore, rec: PartRecord, out: Any, *, skip_header: b
     return written
 
 
-def _remove_parts(store: LocalStore | FsspecStore, records: list[PartRecord]) -> None:
-    for name in {r.name for r in records}:
+def _remove_parts(store: LocalStore | FsspecStore, records: Records) -> None:
+    for name in records.names():  # a name seen again is already gone: removing it again is a no-op
         store.remove(name)
 
 
-def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name: str, state_dir: Path,
+def _assemble_parquet(loc: OutputLocation, records: Records, file_name: str, state_dir: Path,
                       keep_parts: bool, log: logging.Logger) -> str:
     """Byte concatenation with a merged footer when the parts allow it (``_parquet_concat``), else
     re-encoding; which one, and why, goes to ``log``."""
     store = loc.store
-    if records:
+    if records.first() is not None:
         try:
             if isinstance(store, LocalStore):
                 return assemble_local(store, records, file_name, state_dir, keep_parts,
@@ -204,7 +205,7 @@ def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
     return _reencode_parquet(loc, records, file_name, state_dir, keep_parts)
 
 
-def _reencode_parquet(loc: OutputLocation, records: list[PartRecord], file_name: str, state_dir: Path,
+def _reencode_parquet(loc: OutputLocation, records: Records, file_name: str, state_dir: Path,
                       keep_parts: bool) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -267,15 +268,18 @@ def _reencode_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
 _DATASET_PART = re.compile(r"^part-\d{8}(\.p\d{5})?\.[a-z]+$")
 
 
-def _assemble_dataset(loc: OutputLocation, records: list[PartRecord], fmt: str, keep_parts: bool) -> str:
+def _assemble_dataset(loc: OutputLocation, records: Records, fmt: str, keep_parts: bool) -> str:
     store = loc.store
     entries = []
-    per_batch = Counter(rec.batch for rec in records)  # more than one: the pieces of an isolated batch
-    seen: Counter[int] = Counter()
+    # More than one record of a batch: the pieces of an isolated batch, numbered in order. Records come
+    # sorted by batch, so one record of look-ahead tells (the records are not all held).
+    piece = 0
+    ahead = islice(records, 1, None)
     for rec in records:
-        piece = seen[rec.batch] if per_batch[rec.batch] > 1 else None
-        seen[rec.batch] += 1
-        dst = dataset_name(rec.batch, fmt, piece)
+        nxt = next(ahead, None)
+        more = nxt is not None and nxt.batch == rec.batch
+        dst = dataset_name(rec.batch, fmt, None if piece == 0 and not more else piece)
+        piece = piece + 1 if more else 0
         if store.size(rec.name) is not None:
             if rec.offset == 0 and store.size(rec.name) == rec.length:
                 if keep_parts:
@@ -296,5 +300,7 @@ def _assemble_dataset(loc: OutputLocation, records: list[PartRecord], fmt: str, 
         if _DATASET_PART.match(name) and name not in keep:  # a part of an earlier run into this folder
             store.remove(name)
     if not keep_parts:
-        _remove_parts(store, [r for r in records if r.name.startswith(PARTS_DIR + "/")])
+        for name in records.names():
+            if name.startswith(PARTS_DIR + "/"):
+                store.remove(name)
     return loc.url

@@ -20,13 +20,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputError
 from ._parquet_concat import MAGIC, plan
-from ._records import PartRecord, load_state, records_digest, save_state
+from ._records import PartRecord, Records, load_state, records_digest, save_state
 from ._store import FsspecStore
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class AzureBlocks:
 
         self._run("commit_block_list", [BlobBlock(block_id=i) for i in ids])
 
-    def commit(self, records: list[PartRecord]) -> None:
+    def commit(self, records: Iterable[PartRecord]) -> None:
         from azure.storage.blob import BlobBlock
 
         blocks: list[Any] = []
@@ -181,7 +182,7 @@ def _s3_pieces(ranges: list[Range]) -> list[Piece]:
     return pieces
 
 
-def _ranges(store: FsspecStore, records: list[PartRecord], fmt: str) -> list[Range]:
+def _ranges(store: FsspecStore, records: Records, fmt: str) -> list[Range]:
     out: list[Range] = []
     for i, rec in enumerate(records):
         off, ln = rec.offset, rec.length
@@ -196,7 +197,7 @@ def _ranges(store: FsspecStore, records: list[PartRecord], fmt: str) -> list[Ran
 
 
 def _compose_s3(loc: OutputLocation, ranges: list[Range], file_name: str, digest: str, state_dir: Path,
-                parts: set[str] | None) -> str:
+                parts: Iterable[str] | None) -> str:
     """One multipart upload of ``ranges`` in order; then the ``parts`` named are removed (None: kept)."""
     store = loc.store
     assert isinstance(store, FsspecStore)
@@ -260,7 +261,7 @@ def _abort(fs: Any, bucket: str, key: str, upload_id: str | None) -> None:
 AZURE_COPY_BLOCK = 32 * 1024 * 1024
 
 
-def compose_parquet(loc: OutputLocation, records: list[PartRecord], *, file_name: str, state_dir: Path,
+def compose_parquet(loc: OutputLocation, records: Records, *, file_name: str, state_dir: Path,
                     keep_parts: bool = False, log: logging.Logger) -> str:
     """One Parquet file from the parts, composed server-side (see ``_parquet_concat``): the first part's
     ``PAR1`` and each part's body as server-side copies, then the merged footer. Raises ``NotConcatenable``
@@ -288,7 +289,7 @@ def compose_parquet(loc: OutputLocation, records: list[PartRecord], *, file_name
         if keep_parts:
             return loc.join(file_name)
         save_state(marker, {"digest": digest})
-    for name in set() if keep_parts else {r.name for r in records}:
+    for name in () if keep_parts else records.names():
         store.remove(name)
     marker.unlink(missing_ok=True)
     return loc.join(file_name)
@@ -335,7 +336,7 @@ def _stage_parquet_azure(store: FsspecStore, file_name: str, bodies: list[tuple[
 
 
 # --- entry point ------------------------------------------------------------------------------------------
-def compose(loc: OutputLocation, records: list[PartRecord], *, file_name: str, fmt: str, state_dir: Path,
+def compose(loc: OutputLocation, records: Records, *, file_name: str, fmt: str, state_dir: Path,
             keep_parts: bool = False) -> str:
     store = loc.store
     assert isinstance(store, FsspecStore)
@@ -354,4 +355,4 @@ def compose(loc: OutputLocation, records: list[PartRecord], *, file_name: str, f
         store.fs.invalidate_cache()
         return loc.join(file_name)
     return _compose_s3(loc, _ranges(store, records, fmt), file_name, records_digest(records), state_dir,
-                       None if keep_parts else {r.name for r in records})
+                       None if keep_parts else records.names())

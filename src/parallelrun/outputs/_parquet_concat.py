@@ -22,6 +22,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import IO
 
@@ -48,6 +49,7 @@ from ._parquet_footer import (
 from ._records import (
     PartCorruptedError,
     PartRecord,
+    Records,
     checksum,
     checksum_text,
     load_state,
@@ -96,13 +98,13 @@ def read_footer(store: LocalStore | FsspecStore, rec: PartRecord) -> tuple[Struc
         raise PartCorruptedError(rec, f"has a Parquet footer that cannot be read ({e})") from None
 
 
-def plan(store: LocalStore | FsspecStore, records: list[PartRecord]) -> Plan:
+def plan(store: LocalStore | FsspecStore, records: Records) -> Plan:
     """Read every part's footer and build the merged one. Raises :class:`NotConcatenable` (why) when the
     parts cannot be joined byte for byte, :class:`PartCorruptedError` when a part is missing or damaged."""
-    if not records:
+    first = records.first()
+    if first is None:
         raise NotConcatenable("there are no rows")
     template: Struct | None = None
-    first = records[0]
     schema = key_values = b""
     groups = bytearray()
     n_groups = rows = 0
@@ -167,7 +169,7 @@ def copy_body(store: LocalStore, rec: PartRecord, out: IO[bytes]) -> int:
     return written
 
 
-def assemble_local(store: LocalStore, records: list[PartRecord], file_name: str, state_dir: Path,
+def assemble_local(store: LocalStore, records: Records, file_name: str, state_dir: Path,
                    keep_parts: bool, remove_parts: Callable[[], None]) -> str:
     """Concatenate the parts into ``file_name`` (see the module docstring). Raises :class:`NotConcatenable`
     before writing anything when the parts cannot be joined; the caller then re-encodes them."""
@@ -194,7 +196,6 @@ def assemble_local(store: LocalStore, records: list[PartRecord], file_name: str,
             tmp_footer = footer_path.with_name(footer_path.name + ".tmp")
             tmp_footer.write_bytes(tail)
             os.replace(tmp_footer, footer_path)
-    last_use = {r.name: i for i, r in enumerate(records)}
     saved_size = size if done else 0  # the length the saved state vouches for (0: nothing consumed yet)
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -204,10 +205,15 @@ def assemble_local(store: LocalStore, records: list[PartRecord], file_name: str,
                 out.seek(size)
             else:
                 out.write(MAGIC)
-            for i in range(done, len(records)):
-                rec = records[i]
+            ahead = islice(records, done + 1, None)
+            last = None
+            for i, rec in enumerate(islice(records, done, None), start=done):
                 size += copy_body(store, rec, out)
-                if keep_parts or last_use[rec.name] != i:
+                last, nxt = rec, next(ahead, None)
+                # A Parquet part is a whole file, one per record (parts are never appended to a segment):
+                # its bytes are all copied once its record is. (Were a name ever to come back later,
+                # copy_body would stop on "is missing", never write a wrong file.)
+                if keep_parts or (nxt is not None and nxt.name == rec.name):
                     continue
                 out.flush()  # the state below vouches for these bytes: the kernel must have them first
                 save_state(state_path, {"mode": "concat", "done": i + 1, "size": size, "body": body_size,
@@ -215,7 +221,8 @@ def assemble_local(store: LocalStore, records: list[PartRecord], file_name: str,
                 saved_size = size
                 store.remove(rec.name)
             if size != body_size:
-                raise PartCorruptedError(records[-1], f"left the output at {size} bytes where the parts' footers "
+                assert last is not None
+                raise PartCorruptedError(last, f"left the output at {size} bytes where the parts' footers "
                                          f"promised {body_size} (a part changed after its footer was read)")
             out.write(tail)
     except BaseException:

@@ -18,7 +18,9 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,7 +98,47 @@ class PartCorruptedError(OutputError):
             f"ran. Run the job again into a fresh output location.")
 
 
-def records_digest(records: list[PartRecord]) -> str:
+class Records:
+    """The committed records in batch order, empty ones (batches that wrote no rows) left out, read afresh
+    for each pass: the assembly of a million-batch job does not hold a million records at once.
+
+    ``source``: a function returning a new iterator at each call (``Journal.iter_parts``, which pages
+    through the journal), or records already in a list.
+    """
+
+    def __init__(self, source: Iterable[PartRecord] | Callable[[], Iterable[PartRecord]]) -> None:
+        if callable(source):
+            self._open: Callable[[], Iterable[PartRecord]] = source
+        else:
+            held = source if isinstance(source, (list, tuple)) else list(source)
+            self._open = lambda: held
+        self._len: int | None = None
+
+    def __iter__(self) -> Iterator[PartRecord]:
+        return (r for r in self._open() if r.length > 0)
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(1 for _ in self)
+        return self._len
+
+    def first(self) -> PartRecord | None:
+        return next(iter(self), None)
+
+    def prefix(self, n: int) -> Iterator[PartRecord]:
+        return islice(self, n)
+
+    def names(self) -> Iterator[str]:
+        """Each part's name, once for each run of records in the same part (a segment's records may recur
+        later: callers that must not see a name twice dedupe, as removal does not need to)."""
+        last = None
+        for r in self:
+            if r.name != last:
+                yield r.name
+                last = r.name
+
+
+def records_digest(records: Iterable[PartRecord]) -> str:
     """A fingerprint of the records (which parts, in which order): a saved assembly state is only resumed
     for the very records it was started with."""
     h = hashlib.sha256()
