@@ -13,7 +13,8 @@ Local disk (:func:`assemble_local`): the merged footer is computed from the part
 ``state_dir`` before any part is touched. Then the bodies are appended to ``.<file>.assembling`` and each
 part is deleted once copied, after the progress (parts done, bytes written) is saved. A kill at any moment
 resumes: the file is cut back to the saved length and copying goes on; the footer is appended last and the
-file renamed. Peak disk: the output plus one part. Memory: one 4 MB buffer and the footer.
+file renamed. Peak disk: the output plus one part (and up to ``SAVE_BYTES`` of parts copied since the last
+save). Memory: one 4 MB buffer and the footer.
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ from ._parquet_footer import (
     FooterError,
     Raw,
     Struct,
-    TList,
     decode,
     encode,
-    encode_value,
     get,
     list_header,
     not_concatenable,
@@ -60,6 +59,11 @@ from ._store import FsspecStore, LocalStore
 
 MAGIC = b"PAR1"
 CHUNK = 4 * 1024 * 1024
+# Copied parts are removed after a progress save, which is a file write and a rename (~1 ms): one per part
+# would cost more than copying a small part. Saved once this many bytes or parts are waiting, so the disk
+# holds at most the output, 16 MB of copied parts and the part being copied.
+SAVE_BYTES = 16 * 1024 * 1024
+SAVE_PARTS = 64
 
 
 class NotConcatenable(Exception):
@@ -70,16 +74,15 @@ class NotConcatenable(Exception):
 class Plan:
     """The output as a sequence: ``PAR1``, the bodies (part name, offset, length) in order, then ``tail``."""
 
-    bodies: list[tuple[str, int, int]]
+    bodies: list[tuple[str, int, int]]  # empty unless asked for (a million parts make a long list)
+    body_size: int  # PAR1 and every body: where the tail starts
     tail: bytes  # the merged footer, its length (4 bytes, little-endian), PAR1
 
-    @property
-    def size(self) -> int:
-        return len(MAGIC) + sum(b[2] for b in self.bodies) + len(self.tail)
 
-
-def read_footer(store: LocalStore | FsspecStore, rec: PartRecord) -> tuple[Struct, int]:
-    """A part's ``FileMetaData`` and its body's length (the body starts 4 bytes into the part)."""
+def read_footer(store: LocalStore | FsspecStore, rec: PartRecord,
+                spans: dict[int, bytes] | None = None) -> tuple[Struct, int]:
+    """A part's ``FileMetaData`` and its body's length (the body starts 4 bytes into the part); ``spans``
+    receives the footer's top-level fields as bytes (see ``_parquet_footer.decode``)."""
     if rec.length < 12:
         raise PartCorruptedError(rec, "is too short to be a Parquet file")
     try:
@@ -93,13 +96,13 @@ def read_footer(store: LocalStore | FsspecStore, rec: PartRecord) -> tuple[Struc
     except FileNotFoundError:
         raise PartCorruptedError(rec, "is missing") from None
     try:
-        return decode(footer), rec.length - 12 - n
+        return decode(footer, spans), rec.length - 12 - n
     except FooterError as e:
         raise PartCorruptedError(rec, f"has a Parquet footer that cannot be read ({e})") from None
 
 
-def plan(store: LocalStore | FsspecStore, records: Records) -> Plan:
-    """Read every part's footer and build the merged one. Raises :class:`NotConcatenable` (why) when the
+def plan(store: LocalStore | FsspecStore, records: Records, *, bodies: bool = True) -> Plan:
+    """Read every part's footer and build the merged one (``bodies``: also list where each body lies). Raises :class:`NotConcatenable` (why) when the
     parts cannot be joined byte for byte, :class:`PartCorruptedError` when a part is missing or damaged."""
     first = records.first()
     if first is None:
@@ -109,14 +112,14 @@ def plan(store: LocalStore | FsspecStore, records: Records) -> Plan:
     groups = bytearray()
     n_groups = rows = 0
     pos = len(MAGIC)  # where the next body starts in the output
-    bodies = []
+    where = []
     for rec in records:
-        meta, body = read_footer(store, rec)
+        spans: dict[int, bytes] = {}
+        meta, body = read_footer(store, rec, spans)
         why = not_concatenable(meta)
         if why:
             raise NotConcatenable(f"the part of mini-batch {rec.batch} cannot be moved as bytes: {why}")
-        s = encode_value(LIST, get(meta, FMD_SCHEMA))
-        kv = encode_value(LIST, get(meta, FMD_KEY_VALUE, TList(STRUCT)))
+        s, kv = spans.get(FMD_SCHEMA, b""), spans.get(FMD_KEY_VALUE, b"")
         if template is None:
             template, schema, key_values = meta, s, kv
         elif s != schema:
@@ -131,13 +134,14 @@ def plan(store: LocalStore | FsspecStore, records: Records) -> Plan:
             groups += encode(rg)
             n_groups += 1
         rows += get(meta, FMD_NUM_ROWS)
-        bodies.append((rec.name, rec.offset + len(MAGIC), body))
+        if bodies:
+            where.append((rec.name, rec.offset + len(MAGIC), body))
         pos += body
     assert template is not None
     template[FMD_ROW_GROUPS] = (LIST, Raw(list_header(STRUCT, n_groups) + bytes(groups)))
     set_int(template, FMD_NUM_ROWS, rows)
     footer = encode(template)
-    return Plan(bodies, footer + len(footer).to_bytes(4, "little") + MAGIC)
+    return Plan(where, pos, footer + len(footer).to_bytes(4, "little") + MAGIC)
 
 
 def copy_body(store: LocalStore, rec: PartRecord, out: IO[bytes]) -> int:
@@ -190,8 +194,8 @@ def assemble_local(store: LocalStore, records: Records, file_name: str, state_di
             tmp.stat().st_size >= st["size"] and 0 < st["done"] <= len(records):
         done, size, tail, body_size = int(st["done"]), int(st["size"]), footer_path.read_bytes(), st["body"]
     else:
-        p = plan(store, records)  # NotConcatenable here: nothing written yet
-        tail, body_size = p.tail, p.size - len(p.tail)
+        p = plan(store, records, bodies=False)  # NotConcatenable here: nothing written yet
+        tail, body_size = p.tail, p.body_size
         if not keep_parts:
             tmp_footer = footer_path.with_name(footer_path.name + ".tmp")
             tmp_footer.write_bytes(tail)
@@ -207,6 +211,8 @@ def assemble_local(store: LocalStore, records: Records, file_name: str, state_di
                 out.write(MAGIC)
             ahead = islice(records, done + 1, None)
             last = None
+            pending: list[str] = []  # parts copied, removed at the next save
+            pending_bytes = 0
             for i, rec in enumerate(islice(records, done, None), start=done):
                 size += copy_body(store, rec, out)
                 last, nxt = rec, next(ahead, None)
@@ -215,11 +221,17 @@ def assemble_local(store: LocalStore, records: Records, file_name: str, state_di
                 # copy_body would stop on "is missing", never write a wrong file.)
                 if keep_parts or (nxt is not None and nxt.name == rec.name):
                     continue
+                pending.append(rec.name)
+                pending_bytes += rec.length
+                if pending_bytes < SAVE_BYTES and len(pending) < SAVE_PARTS:
+                    continue
                 out.flush()  # the state below vouches for these bytes: the kernel must have them first
                 save_state(state_path, {"mode": "concat", "done": i + 1, "size": size, "body": body_size,
                                         "digest": digest})
                 saved_size = size
-                store.remove(rec.name)
+                for name in pending:
+                    store.remove(name)
+                pending, pending_bytes = [], 0
             if size != body_size:
                 assert last is not None
                 raise PartCorruptedError(last, f"left the output at {size} bytes where the parts' footers "

@@ -59,23 +59,26 @@ class TMap:
 
 # --- reading ----------------------------------------------------------------------------------------------
 class _Reader:
-    def __init__(self, data: bytes | memoryview, pos: int = 0) -> None:
-        self.data = memoryview(data)
+    """Reads values from ``data`` at ``pos``. Past the end, ``bytes`` indexing raises IndexError, which
+    ``decode`` reports as a truncated footer (no bounds test per byte: a 256-column footer is ~40 KB)."""
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
         self.pos = pos
 
-    def byte(self) -> int:
-        if self.pos >= len(self.data):
-            raise FooterError("the footer ends in the middle of a value")
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
-
     def varint(self) -> int:
-        shift = result = 0
+        data, pos = self.data, self.pos
+        b = data[pos]
+        if b < 0x80:  # most varints are one byte
+            self.pos = pos + 1
+            return b
+        result, shift = b & 0x7F, 7
         while True:
-            b = self.byte()
+            pos += 1
+            b = data[pos]
             result |= (b & 0x7F) << shift
-            if not b & 0x80:
+            if b < 0x80:
+                self.pos = pos + 1
                 return result
             shift += 7
             if shift > 70:
@@ -86,62 +89,78 @@ class _Reader:
         return (n >> 1) ^ -(n & 1)
 
     def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
             raise FooterError("the footer ends in the middle of a binary value")
-        out = bytes(self.data[self.pos:self.pos + n])
-        self.pos += n
+        out = self.data[self.pos:end]
+        self.pos = end
         return out
 
     def value(self, t: int) -> Any:
-        if t in (TRUE, FALSE):  # inside a container: one byte (1 = true)
-            return self.byte() == TRUE
-        if t == I8:
-            b = self.byte()
-            return b - 256 if b > 127 else b
-        if t in (I16, I32, I64):
-            return self.zigzag()
-        if t == DOUBLE:
-            return _struct.unpack("<d", self.take(8))[0]
+        if t == STRUCT:
+            return self.struct()
+        if t == I32 or t == I64 or t == I16:
+            n = self.varint()
+            return (n >> 1) ^ -(n & 1)
         if t == BINARY:
             return self.take(self.varint())
-        if t in (LIST, SET):
-            head = self.byte()
+        if t == LIST or t == SET:
+            head = self.data[self.pos]
+            self.pos += 1
             size, etype = head >> 4, head & 0x0F
             if size == 15:
                 size = self.varint()
             return TList(etype, [self.value(etype) for _ in range(size)])
+        if t == TRUE or t == FALSE:  # inside a container: one byte (1 = true)
+            self.pos += 1
+            return self.data[self.pos - 1] == TRUE
+        if t == I8:
+            self.pos += 1
+            b = self.data[self.pos - 1]
+            return b - 256 if b > 127 else b
+        if t == DOUBLE:
+            return _struct.unpack("<d", self.take(8))[0]
         if t == MAP:
             size = self.varint()
             if not size:
                 return TMap(0, 0)
-            kv = self.byte()
+            kv = self.data[self.pos]
+            self.pos += 1
             kt, vt = kv >> 4, kv & 0x0F
             return TMap(kt, vt, [(self.value(kt), self.value(vt)) for _ in range(size)])
-        if t == STRUCT:
-            return self.struct()
         raise FooterError(f"unknown compact-protocol type {t}")
 
-    def struct(self) -> Struct:
+    def struct(self, spans: dict[int, bytes] | None = None) -> Struct:
+        """A struct; ``spans``, when given, receives each field's value as the bytes it was read from."""
         out: Struct = {}
         last = 0
+        data = self.data
         while True:
-            head = self.byte()
+            head = data[self.pos]
+            self.pos += 1
             t = head & 0x0F
             if t == STOP:
                 return out
             delta = head >> 4
             fid = last + delta if delta else self.zigzag()
-            if t in (TRUE, FALSE):
+            if t == TRUE or t == FALSE:
                 out[fid] = (TRUE, t == TRUE)
             else:
+                start = self.pos
                 out[fid] = (t, self.value(t))
+                if spans is not None:
+                    spans[fid] = data[start:self.pos]
             last = fid
 
 
-def decode(data: bytes | memoryview) -> Struct:
-    """The struct encoded in ``data`` (all of it)."""
-    r = _Reader(data)
-    s = r.struct()
+def decode(data: bytes | memoryview, spans: dict[int, bytes] | None = None) -> Struct:
+    """The struct encoded in ``data`` (all of it). ``spans``, when given, receives each top-level field's
+    value as its encoded bytes (to compare fields without encoding them again)."""
+    r = _Reader(bytes(data))
+    try:
+        s = r.struct(spans)
+    except IndexError:
+        raise FooterError("the footer ends in the middle of a value") from None
     if r.pos != len(r.data):
         raise FooterError(f"{len(r.data) - r.pos} bytes after the end of the struct")
     return s
@@ -149,10 +168,13 @@ def decode(data: bytes | memoryview) -> Struct:
 
 def decode_many(data: bytes | memoryview) -> list[Struct]:
     """Structs written one after another (``encode`` of each, concatenated)."""
-    r = _Reader(data)
+    r = _Reader(bytes(data))
     out = []
-    while r.pos < len(r.data):
-        out.append(r.struct())
+    try:
+        while r.pos < len(r.data):
+            out.append(r.struct())
+    except IndexError:
+        raise FooterError("the footer ends in the middle of a value") from None
     return out
 
 
