@@ -101,6 +101,10 @@ def test_concatenated_file_reads_as_the_parts_in_order(tmp_path: Path, kind: str
     paths = [loc.store.path(r.name) for r in records]  # type: ignore[union-attr]
     parts = [pq.read_table(p) for p in paths]
     groups = sum(pq.ParquetFile(p).num_row_groups for p in paths)
+    groups_before = [(pf.read_row_group(g), [(md.column(c).statistics, md.column(c).num_values)
+                                             for c in range(md.num_columns)])
+                     for pf in map(pq.ParquetFile, paths) for g in range(pf.num_row_groups)
+                     for md in [pf.metadata.row_group(g)]]
     with caplog.at_level(logging.INFO):
         out = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
     assert "re-encoding" not in caplog.text  # joined as bytes, not the fallback
@@ -108,6 +112,11 @@ def test_concatenated_file_reads_as_the_parts_in_order(tmp_path: Path, kind: str
     assert whole.metadata.num_rows == 9 * 23
     assert whole.metadata.num_row_groups == groups
     assert pq.read_table(out).equals(pa.concat_tables(parts))
+    # Each row group on its own (its offsets, not a neighbour's), with the part's statistics.
+    for i, (table, stats) in enumerate(groups_before):
+        assert whole.read_row_group(i).equals(table)
+        got = whole.metadata.row_group(i)
+        assert [(got.column(c).statistics, got.column(c).num_values) for c in range(got.num_columns)] == stats
     # Statistics were moved with their row groups: a filtered read finds exactly the matching rows.
     wanted = [f"{b:05d}-{i:04d}" for b in range(9) for i in range(23)]
     assert pq.read_table(out, filters=[("id", ">=", "00004-0000")]).column("id").to_pylist() == wanted[4 * 23:]
