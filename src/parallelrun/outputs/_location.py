@@ -185,12 +185,13 @@ class OutputLocation:
             return False
         return checksum_text(crc) == rec.checksum
 
-    def assemble(self, records: Iterable[PartRecord] | Callable[[], Iterable[PartRecord]], *, file_name: str, fmt: str, layout: str = "file",
-                 state_dir: str | os.PathLike[str], run_id: str | None = None, keep_parts: bool = False) -> str:
+    def assemble(self, records: Iterable[PartRecord] | Callable[[], Iterable[PartRecord]], *, file_name: str,
+                 fmt: str, layout: str = "file", state_dir: str | os.PathLike[str], run_id: str | None = None,
+                 keep_parts: bool = False) -> str:
         """Build the result from committed records (given in batch order); returns the file or folder.
 
-        ``records``: a list, or a function giving a new iterator over them at each call (``Journal.iter_parts``):
-        then they are read once per pass and never all held in memory.
+        ``records``: a list, or a function giving a new iterator over them at each call
+        (``Journal.iter_parts``): then they are read once per pass and never all held in memory.
 
         ``layout="file"``: one file ``file_name``; ``layout="dataset"``: the parts themselves, renamed
         ``part-<batch>.<ext>``, plus ``_manifest.json`` listing them in batch order. Resumable: progress is

@@ -19,7 +19,6 @@ save). Memory: one 4 MB buffer and the footer.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from ._parquet_footer import (
     FooterError,
     Raw,
     Struct,
+    TList,
     decode,
     encode,
     get,
@@ -102,8 +102,10 @@ def read_footer(store: LocalStore | FsspecStore, rec: PartRecord,
 
 
 def plan(store: LocalStore | FsspecStore, records: Records, *, bodies: bool = True) -> Plan:
-    """Read every part's footer and build the merged one (``bodies``: also list where each body lies). Raises :class:`NotConcatenable` (why) when the
-    parts cannot be joined byte for byte, :class:`PartCorruptedError` when a part is missing or damaged."""
+    """Read every part's footer and build the merged one (``bodies``: also list where each body lies).
+
+    Raises :class:`NotConcatenable` (why) when the parts cannot be joined byte for byte, and
+    :class:`PartCorruptedError` when a part is missing or damaged."""
     first = records.first()
     if first is None:
         raise NotConcatenable("there are no rows")
@@ -129,7 +131,7 @@ def plan(store: LocalStore | FsspecStore, records: Records, *, bodies: bool = Tr
         elif kv != key_values:
             raise NotConcatenable(
                 f"mini-batch {rec.batch}'s Arrow/pandas schema metadata differs from mini-batch {first.batch}'s")
-        for rg in get(meta, FMD_ROW_GROUPS).items:
+        for rg in get(meta, FMD_ROW_GROUPS, TList(STRUCT)).items:
             shift_row_group(rg, pos - len(MAGIC), n_groups)  # part offsets count from its own PAR1
             groups += encode(rg)
             n_groups += 1
@@ -264,7 +266,3 @@ def _finish(state_path: Path, footer_path: Path, remove_parts: Callable[[], None
     footer_path.unlink(missing_ok=True)
     return out
 
-
-def fingerprint(records: list[PartRecord]) -> str:
-    """A short id of the records, for names that must differ between assemblies of different records."""
-    return hashlib.sha256(records_digest(records).encode()).hexdigest()[:8]

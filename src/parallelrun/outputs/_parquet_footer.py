@@ -166,18 +166,6 @@ def decode(data: bytes | memoryview, spans: dict[int, bytes] | None = None) -> S
     return s
 
 
-def decode_many(data: bytes | memoryview) -> list[Struct]:
-    """Structs written one after another (``encode`` of each, concatenated)."""
-    r = _Reader(bytes(data))
-    out = []
-    try:
-        while r.pos < len(r.data):
-            out.append(r.struct())
-    except IndexError:
-        raise FooterError("the footer ends in the middle of a value") from None
-    return out
-
-
 # --- writing ----------------------------------------------------------------------------------------------
 def _varint(n: int, out: bytearray) -> None:
     while n > 0x7F:
@@ -248,13 +236,6 @@ def _write_struct(s: Struct, out: bytearray) -> None:
 def encode(s: Struct) -> bytes:
     out = bytearray()
     _write_struct(s, out)
-    return bytes(out)
-
-
-def encode_value(t: int, v: Any) -> bytes:
-    """One value of type ``t`` (a list of row groups, a schema list), for comparing or storing it."""
-    out = bytearray()
-    _write_value(t, v, out)
     return bytes(out)
 
 
