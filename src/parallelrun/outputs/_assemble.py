@@ -33,6 +33,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._compose import compose, compose_parquet
 from ._format import dictionary_columns
 from ._parquet_concat import NotConcatenable, assemble_local
 from ._records import (
@@ -59,6 +60,7 @@ SAVE_EVERY = 64 * 1024 * 1024  # bytes between progress saves when no segment wa
 
 def assemble(loc: OutputLocation, records: Records, *, file_name: str, fmt: str, layout: str,
              state_dir: Path, keep_parts: bool = False, log: logging.Logger | None = None) -> str:
+    """The result from ``records`` (see the module docstring for each case); ``log``: the driver's log."""
     store = loc.store
     if layout == "dataset":
         return _assemble_dataset(loc, records, fmt, keep_parts)
@@ -67,8 +69,6 @@ def assemble(loc: OutputLocation, records: Records, *, file_name: str, fmt: str,
                                  log or logging.getLogger("parallelrun.outputs"))
     if isinstance(store, LocalStore):
         return _assemble_local_concat(store, records, file_name, fmt, state_dir, keep_parts)
-    from ._compose import compose
-
     return compose(loc, records, file_name=file_name, fmt=fmt, state_dir=state_dir, keep_parts=keep_parts)
 
 
@@ -194,8 +194,6 @@ def _assemble_parquet(loc: OutputLocation, records: Records, file_name: str, sta
             if isinstance(store, LocalStore):
                 return assemble_local(store, records, file_name, state_dir, keep_parts,
                                       lambda: _remove_parts(store, records))
-            from ._compose import compose_parquet
-
             return compose_parquet(loc, records, file_name=file_name, state_dir=state_dir, keep_parts=keep_parts,
                                    log=log)
         except NotConcatenable as e:
