@@ -355,17 +355,19 @@ def _assemble(spec: JobSpec, journal: Journal, loc: OutputLocation, folder: RunF
               final: bool) -> str | None:
     """The output from the committed parts, in batch order. ``final``: nothing is left that a resume could
     add (Completed, no failed item), so the parts may be consumed; otherwise they are kept."""
-    records = list(journal.iter_parts())
+    # The records are paged from the journal at each pass of the assembly (``iter_parts``, called again for
+    # each): a million-batch run never holds them all.
+    n_records = sum(1 for _ in journal.iter_parts())
     done = journal.meta().get("assembled")
-    if final and done and done.get("records") == len(records):
+    if final and done and done.get("records") == n_records:
         # Assembled by a driver killed before it recorded the run's end: the parts are consumed already.
         return str(done["output"])
-    out = loc.assemble(records, file_name=spec.append_row_file_name, fmt=spec.append_row_format,
+    out = loc.assemble(journal.iter_parts, file_name=spec.append_row_file_name, fmt=spec.append_row_format,
                        layout=spec.output_layout, state_dir=folder.assembly, run_id=run_id, keep_parts=not final)
     if final:
         # TODO(outputs): keep the assembly's state file once complete (so that assemble() called again with
         # the same records returns at once); this marker closes all but the instant between the two.
-        journal.set_meta(assembled={"output": out, "records": len(records)})
+        journal.set_meta(assembled={"output": out, "records": n_records})
         loc.cleanup(journal.part_names())
     return out
 

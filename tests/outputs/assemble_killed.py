@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import Any
 
-from parallelrun.outputs import OutputLocation, PartRecord, _assemble
+from parallelrun.outputs import OutputLocation, PartRecord, _assemble, _parquet_concat
 
 spec = json.loads(open(sys.argv[1]).read())
 loc = OutputLocation.parse(spec["url"], storage_options=spec["storage_options"])
@@ -25,15 +25,7 @@ def _count() -> None:
     calls["n"] += 1
 
 
-if loc.is_local and spec["fmt"] != "parquet":
-    real_copy = _assemble._copy_record
-
-    def copy(*a: Any, **k: Any) -> int:
-        _count()
-        return real_copy(*a, **k)
-
-    _assemble._copy_record = copy  # type: ignore[assignment]
-elif spec["fmt"] == "parquet":
+if spec["fmt"] == "parquet" and spec.get("reencode"):
     import pyarrow.parquet as pq
 
     real_write = pq.ParquetWriter.write_table
@@ -43,6 +35,16 @@ elif spec["fmt"] == "parquet":
         real_write(self, *a, **k)
 
     pq.ParquetWriter.write_table = write_table  # type: ignore[method-assign]
+elif loc.is_local:
+    # Text formats: each record's copy; Parquet concatenation: each part's body copy.
+    module, name = (_parquet_concat, "copy_body") if spec["fmt"] == "parquet" else (_assemble, "_copy_record")
+    real = getattr(module, name)
+
+    def copy(*a: Any, **k: Any) -> int:
+        _count()
+        return int(real(*a, **k))
+
+    setattr(module, name, copy)
 else:
     fs = loc.store.fs  # type: ignore[union-attr]
     real_call = fs.call_s3

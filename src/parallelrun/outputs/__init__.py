@@ -12,7 +12,8 @@
 
 Modules: ``_format`` (results to bytes), ``_records`` (names, records), ``_store`` (local / fsspec bytes),
 ``_writer`` (worker side), ``_location`` (the API above), ``_assemble`` (local and dataset assembly),
-``_compose`` (server-side composition on Azure Blob and S3).
+``_compose`` (server-side composition on Azure Blob and S3), ``_parquet_concat`` (one Parquet file from the
+parts' bytes and a merged footer), ``_parquet_footer`` (the footer's Thrift compact protocol).
 """
 
 from __future__ import annotations

@@ -6,10 +6,13 @@
   bytes written, a hash of the records done) is saved in ``state_dir`` before any part is deleted, so a
   kill at any moment resumes where it stopped: the file is truncated to the saved length and copying
   continues. Memory: one 4 MB buffer.
-- One Parquet file (any store): the parts' row groups are streamed into one ``ParquetWriter`` (memory:
-  one row group). A Parquet file cannot be appended to after a kill (its footer comes last), so the parts
-  are kept until the file is complete and a kill restarts this step: peak disk is twice the output. Choose
-  the dataset layout for large Parquet outputs.
+- One Parquet file (any store): the parts' bytes concatenated under one rewritten footer
+  (``_parquet_concat``; server-side on object stores, ``_compose.compose_parquet``), consumed and
+  resumable like the text path. When the parts cannot be joined as bytes (schemas differ: a column all
+  null in one batch; a page index; encryption) the driver log says why and the parts' row groups are
+  re-encoded through one ``ParquetWriter`` instead (memory: one row group). That file cannot be continued
+  after a kill (its footer comes last), so its parts are kept until it is complete and a kill restarts
+  that step: peak disk twice the output.
 - One file on an object store, text/csv/jsonl: composed server-side (``_compose``).
 - The dataset layout (any store, any format): each committed part is renamed ``part-<batch>.<ext>`` (a
   server-side copy on object stores) and ``_manifest.json`` lists them in batch order.
@@ -23,15 +26,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
-from collections import Counter
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OutputError
+from ._compose import compose, compose_parquet
 from ._format import dictionary_columns
-from ._records import MANIFEST, PARTS_DIR, PartRecord, checksum, checksum_text, dataset_name
+from ._parquet_concat import NotConcatenable, assemble_local
+from ._records import (
+    MANIFEST,
+    PARTS_DIR,
+    PartCorruptedError,
+    PartRecord,
+    Records,
+    checksum,
+    checksum_text,
+    dataset_name,
+    load_state,
+    records_digest,
+    save_state,
+)
 from ._store import FsspecStore, LocalStore
 
 if TYPE_CHECKING:
@@ -41,52 +58,21 @@ CHUNK = 4 * 1024 * 1024
 SAVE_EVERY = 64 * 1024 * 1024  # bytes between progress saves when no segment was finished
 
 
-class PartCorruptedError(OutputError):
-    """A committed part is missing or its bytes changed since it was written (checksum mismatch)."""
-
-    def __init__(self, rec: PartRecord, what: str) -> None:
-        self.record = rec
-        super().__init__(
-            f"the committed output of mini-batch {rec.batch} ({rec.name}, {rec.length} bytes at offset "
-            f"{rec.offset}) {what}; something outside parallelrun changed the output folder while the job "
-            f"ran. Run the job again into a fresh output location.")
-
-
-def assemble(loc: OutputLocation, records: list[PartRecord], *, file_name: str, fmt: str, layout: str,
-             state_dir: Path, keep_parts: bool = False) -> str:
+def assemble(loc: OutputLocation, records: Records, *, file_name: str, fmt: str, layout: str,
+             state_dir: Path, keep_parts: bool = False, log: logging.Logger | None = None) -> str:
+    """The result from ``records`` (see the module docstring for each case); ``log``: the driver's log."""
     store = loc.store
     if layout == "dataset":
         return _assemble_dataset(loc, records, fmt, keep_parts)
     if fmt == "parquet":
-        return _assemble_parquet(loc, records, file_name, state_dir, keep_parts)
+        return _assemble_parquet(loc, records, file_name, state_dir, keep_parts,
+                                 log or logging.getLogger("parallelrun.outputs"))
     if isinstance(store, LocalStore):
         return _assemble_local_concat(store, records, file_name, fmt, state_dir, keep_parts)
-    from ._compose import compose
-
     return compose(loc, records, file_name=file_name, fmt=fmt, state_dir=state_dir, keep_parts=keep_parts)
 
 
-def records_digest(records: list[PartRecord]) -> str:
-    h = hashlib.sha256()
-    for r in records:
-        h.update(r.to_json().encode())
-    return h.hexdigest()
-
-
-def _load_state(path: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return None
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
-
-
-def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_name: str, fmt: str,
+def _assemble_local_concat(store: LocalStore, records: Records, file_name: str, fmt: str,
                            state_dir: Path, keep_parts: bool) -> str:
     final = store.path(file_name)
     tmp = store.path(f".{file_name}.assembling")
@@ -102,7 +88,7 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
         finally:
             tmp.unlink(missing_ok=True)
         return str(final)
-    st = _load_state(state_path)
+    st = load_state(state_path)
     if st and st.get("renamed") and st.get("digest") == records_digest(records) and (final.exists() or tmp.exists()):
         if tmp.exists():  # killed between recording "renamed" and the rename itself
             os.replace(tmp, final)
@@ -110,25 +96,25 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
         state_path.unlink(missing_ok=True)
         return str(final)
     done, size, header = 0, 0, False
+    first = records.first()
     if st and tmp.exists() and not st.get("renamed") and 0 < st["done"] <= len(records) and \
-            st["digest"] == records_digest(records[:st["done"]]) and tmp.stat().st_size >= st["size"]:
+            st["digest"] == records_digest(records.prefix(st["done"])) and tmp.stat().st_size >= st["size"]:
         done, size, header = int(st["done"]), int(st["size"]), bool(st["header"])
-    elif done == 0 and any(store.size(r.name) is None for r in records[:1]):
-        raise PartCorruptedError(records[0], "is missing")
-    last_use = {r.name: i for i, r in enumerate(records)}
+    elif first is not None and store.size(first.name) is None:
+        raise PartCorruptedError(first, "is missing")
+    last_use = {r.name: i for i, r in enumerate(records)}  # local text parts are segments: a few names
     pending_delete: list[str] = []
     final.parent.mkdir(parents=True, exist_ok=True)
     saved, saved_size = done, size  # the progress recorded in state_dir
     running = hashlib.sha256()
-    for r in records[:done]:
+    for r in records.prefix(done):
         running.update(r.to_json().encode())
     try:
         with open(tmp, "r+b" if done else "wb") as out:
             out.truncate(size)
             out.seek(size)
             since_save = 0
-            for i in range(done, len(records)):
-                rec = records[i]
+            for i, rec in enumerate(islice(records, done, None), start=done):
                 n = _copy_record(store, rec, out, skip_header=(fmt == "csv" and header))
                 running.update(rec.to_json().encode())
                 header = header or n > 0
@@ -138,7 +124,7 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
                     pending_delete.append(rec.name)
                 if pending_delete or since_save >= SAVE_EVERY:
                     out.flush()
-                    _save_state(state_path, {"done": i + 1, "size": size, "header": header,
+                    save_state(state_path, {"done": i + 1, "size": size, "header": header,
                                              "digest": running.copy().hexdigest()})
                     saved, saved_size, since_save = i + 1, size, 0
                     for name in pending_delete:
@@ -157,7 +143,7 @@ def _assemble_local_concat(store: LocalStore, records: list[PartRecord], file_na
             except OSError:
                 pass
         raise
-    _save_state(state_path, {"done": len(records), "size": size, "header": header, "renamed": True,
+    save_state(state_path, {"done": len(records), "size": size, "header": header, "renamed": True,
                              "digest": records_digest(records)})
     os.replace(tmp, final)
     _remove_parts(store, records)
@@ -193,19 +179,38 @@ def _copy_record(store: LocalStore, rec: PartRecord, out: Any, *, skip_header: b
     return written
 
 
-def _remove_parts(store: LocalStore | FsspecStore, records: list[PartRecord]) -> None:
-    for name in {r.name for r in records}:
+def _remove_parts(store: LocalStore | FsspecStore, records: Records) -> None:
+    for name in records.names():  # a name seen again is already gone: removing it again is a no-op
         store.remove(name)
 
 
-def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name: str, state_dir: Path,
+def _assemble_parquet(loc: OutputLocation, records: Records, file_name: str, state_dir: Path,
+                      keep_parts: bool, log: logging.Logger) -> str:
+    """Byte concatenation with a merged footer when the parts allow it (``_parquet_concat``), else
+    re-encoding; which one, and why, goes to ``log``."""
+    store = loc.store
+    if records.first() is not None:
+        try:
+            if isinstance(store, LocalStore):
+                return assemble_local(store, records, file_name, state_dir, keep_parts,
+                                      lambda: _remove_parts(store, records))
+            return compose_parquet(loc, records, file_name=file_name, state_dir=state_dir, keep_parts=keep_parts,
+                                   log=log)
+        except NotConcatenable as e:
+            log.warning("assembling %s by re-encoding every row group (slower, and locally the parts are kept "
+                        "until the file is complete), because the parts cannot be joined as bytes: %s",
+                        file_name, e)
+    return _reencode_parquet(loc, records, file_name, state_dir, keep_parts)
+
+
+def _reencode_parquet(loc: OutputLocation, records: Records, file_name: str, state_dir: Path,
                       keep_parts: bool) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     store = loc.store
     state_path = state_dir / f"assembly-{file_name}.json"
-    st = _load_state(state_path)
+    st = load_state(state_path)
     digest = records_digest(records)
     if st and st.get("renamed") and st.get("digest") == digest and store.size(file_name) is not None:
         _remove_parts(store, records)
@@ -250,7 +255,7 @@ def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
         if isinstance(store, LocalStore):
             store.rename(target, file_name)
         return loc.join(file_name)
-    _save_state(state_path, {"renamed": True, "digest": digest})
+    save_state(state_path, {"renamed": True, "digest": digest})
     if isinstance(store, LocalStore):
         store.rename(target, file_name)
     _remove_parts(store, records)
@@ -261,15 +266,18 @@ def _assemble_parquet(loc: OutputLocation, records: list[PartRecord], file_name:
 _DATASET_PART = re.compile(r"^part-\d{8}(\.p\d{5})?\.[a-z]+$")
 
 
-def _assemble_dataset(loc: OutputLocation, records: list[PartRecord], fmt: str, keep_parts: bool) -> str:
+def _assemble_dataset(loc: OutputLocation, records: Records, fmt: str, keep_parts: bool) -> str:
     store = loc.store
     entries = []
-    per_batch = Counter(rec.batch for rec in records)  # more than one: the pieces of an isolated batch
-    seen: Counter[int] = Counter()
+    # More than one record of a batch: the pieces of an isolated batch, numbered in order. Records come
+    # sorted by batch, so one record of look-ahead tells (the records are not all held).
+    piece = 0
+    ahead = islice(records, 1, None)
     for rec in records:
-        piece = seen[rec.batch] if per_batch[rec.batch] > 1 else None
-        seen[rec.batch] += 1
-        dst = dataset_name(rec.batch, fmt, piece)
+        nxt = next(ahead, None)
+        more = nxt is not None and nxt.batch == rec.batch
+        dst = dataset_name(rec.batch, fmt, None if piece == 0 and not more else piece)
+        piece = piece + 1 if more else 0
         if store.size(rec.name) is not None:
             if rec.offset == 0 and store.size(rec.name) == rec.length:
                 if keep_parts:
@@ -290,5 +298,7 @@ def _assemble_dataset(loc: OutputLocation, records: list[PartRecord], fmt: str, 
         if _DATASET_PART.match(name) and name not in keep:  # a part of an earlier run into this folder
             store.remove(name)
     if not keep_parts:
-        _remove_parts(store, [r for r in records if r.name.startswith(PARTS_DIR + "/")])
+        for name in records.names():
+            if name.startswith(PARTS_DIR + "/"):
+                store.remove(name)
     return loc.url

@@ -159,6 +159,8 @@ def _encode(result: Any, fmt: str) -> bytes:
 
         table = pa.Table.from_pandas(df, preserve_index=False)
         sink = io.BytesIO()
-        pq.write_table(table, sink, use_dictionary=dictionary_columns(table.schema))
+        # No page index or bloom filter: their offsets live inside the body, where the one-file assembly,
+        # which moves parts as bytes and rewrites only the footer, could not update them.
+        pq.write_table(table, sink, use_dictionary=dictionary_columns(table.schema), write_page_index=False)
         return sink.getvalue()
     raise ValueError(f"unknown append_row_format {fmt!r}")

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from urllib.parse import unquote, urlparse
 
 from ..errors import MissingExtraError, OutputError, UsageError
 from ._compose import AZURE_PROTOCOLS, AzureBlocks, is_block_record
-from ._records import LAYOUTS, PARTS_DIR, PartRecord, checksum, checksum_text, default_file_name
+from ._records import LAYOUTS, PARTS_DIR, PartRecord, Records, checksum, checksum_text, default_file_name
 from ._store import FsspecStore, LocalStore
 from ._writer import PartWriter
 
@@ -183,9 +185,13 @@ class OutputLocation:
             return False
         return checksum_text(crc) == rec.checksum
 
-    def assemble(self, records: list[PartRecord], *, file_name: str, fmt: str, layout: str = "file",
-                 state_dir: str | os.PathLike[str], run_id: str | None = None, keep_parts: bool = False) -> str:
+    def assemble(self, records: Iterable[PartRecord] | Callable[[], Iterable[PartRecord]], *, file_name: str,
+                 fmt: str, layout: str = "file", state_dir: str | os.PathLike[str], run_id: str | None = None,
+                 keep_parts: bool = False) -> str:
         """Build the result from committed records (given in batch order); returns the file or folder.
+
+        ``records``: a list, or a function giving a new iterator over them at each call
+        (``Journal.iter_parts``): then they are read once per pass and never all held in memory.
 
         ``layout="file"``: one file ``file_name``; ``layout="dataset"``: the parts themselves, renamed
         ``part-<batch>.<ext>``, plus ``_manifest.json`` listing them in batch order. Resumable: progress is
@@ -196,12 +202,13 @@ class OutputLocation:
         from ._assemble import assemble
 
         _check_layout(layout)
-        records = [r for r in records if r.length > 0]
+        recs = Records(records)
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
         try:
-            return assemble(self, records, file_name=file_name, fmt=fmt, layout=layout, state_dir=state,
-                            keep_parts=keep_parts)
+            log = logging.getLogger(f"parallelrun.driver.{run_id}" if run_id else "parallelrun.outputs")
+            return assemble(self, recs, file_name=file_name, fmt=fmt, layout=layout, state_dir=state,
+                            keep_parts=keep_parts, log=log)
         except OutputError:
             raise
         except Exception as e:  # noqa: BLE001 - translated at the boundary, chained

@@ -14,10 +14,17 @@ Only parts whose record the journal committed count; everything else under ``.pa
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
 from typing import Any, Literal
+
+from ..errors import OutputError
 
 PARTS_DIR = ".parts"
 MANIFEST = "_manifest.json"
@@ -41,7 +48,7 @@ def checksum_text(value: int) -> str:
     return f"crc32:{value:08x}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a run of a million batches holds a million of them
 class PartRecord:
     """Where one committed attempt of one mini-batch lies. Small, JSON-able, stored by the journal."""
 
@@ -81,3 +88,78 @@ def dataset_name(batch: int, fmt: str, piece: int | None = None) -> str:
     if piece is not None:
         return f"part-{batch:08d}.p{piece:05d}.{EXTENSIONS[fmt]}"
     return f"part-{batch:08d}.{EXTENSIONS[fmt]}"
+
+
+class PartCorruptedError(OutputError):
+    """A committed part is missing or its bytes changed since it was written (checksum mismatch)."""
+
+    def __init__(self, rec: PartRecord, what: str) -> None:
+        self.record = rec
+        super().__init__(
+            f"the committed output of mini-batch {rec.batch} ({rec.name}, {rec.length} bytes at offset "
+            f"{rec.offset}) {what}; something outside parallelrun changed the output folder while the job "
+            f"ran. Run the job again into a fresh output location.")
+
+
+class Records:
+    """The committed records in batch order, empty ones (batches that wrote no rows) left out, read afresh
+    for each pass: the assembly of a million-batch job does not hold a million records at once.
+
+    ``source``: a function returning a new iterator at each call (``Journal.iter_parts``, which pages
+    through the journal), or records already in a list.
+    """
+
+    def __init__(self, source: Iterable[PartRecord] | Callable[[], Iterable[PartRecord]]) -> None:
+        if callable(source):
+            self._open: Callable[[], Iterable[PartRecord]] = source
+        else:
+            held = source if isinstance(source, (list, tuple)) else list(source)
+            self._open = lambda: held
+        self._len: int | None = None
+
+    def __iter__(self) -> Iterator[PartRecord]:
+        return (r for r in self._open() if r.length > 0)
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(1 for _ in self)
+        return self._len
+
+    def first(self) -> PartRecord | None:
+        return next(iter(self), None)
+
+    def prefix(self, n: int) -> Iterator[PartRecord]:
+        return islice(self, n)
+
+    def names(self) -> Iterator[str]:
+        """Each part's name, once for each run of records in the same part (a segment's records may recur
+        later: callers that must not see a name twice dedupe, as removal does not need to)."""
+        last = None
+        for r in self:
+            if r.name != last:
+                yield r.name
+                last = r.name
+
+
+def records_digest(records: Iterable[PartRecord]) -> str:
+    """A fingerprint of the records (which parts, in which order): a saved assembly state is only resumed
+    for the very records it was started with."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(r.to_json().encode())
+    return h.hexdigest()
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    """An assembly's saved progress (JSON), or None when there is none or it is unreadable."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace the saved progress atomically (a kill leaves the old state or the new one, never half)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)

@@ -1,0 +1,268 @@
+"""One Parquet file from the parts by byte concatenation and a rewritten footer: no row is decoded.
+
+Every committed Parquet part is a whole Parquet file: ``PAR1``, its column chunks (its *body*), its footer
+(``FileMetaData``), the footer's length, ``PAR1``. The output is ``PAR1``, every part's body in batch
+order, then one footer: the first part's, holding every part's row groups with their absolute offsets
+moved to where the part's body now lies (``_parquet_footer.shift_row_group``), and the rows summed.
+
+That is only right when every part has the same schema and the same key-value metadata (which carries
+Arrow's schema), and none has a page index, a bloom filter or encryption: :func:`plan` raises
+:class:`NotConcatenable` saying why, before anything is written, and the caller re-encodes instead.
+
+Local disk (:func:`assemble_local`): the merged footer is computed from the parts' footers and saved in
+``state_dir`` before any part is touched. Then the bodies are appended to ``.<file>.assembling`` and each
+part is deleted once copied, after the progress (parts done, bytes written) is saved. A kill at any moment
+resumes: the file is cut back to the saved length and copying goes on; the footer is appended last and the
+file renamed. Peak disk: the output plus one part (and up to ``SAVE_BYTES`` of parts copied since the last
+save). Memory: one 4 MB buffer and the footer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import IO
+
+from ._parquet_footer import (
+    FMD_KEY_VALUE,
+    FMD_NUM_ROWS,
+    FMD_ROW_GROUPS,
+    FMD_SCHEMA,
+    LIST,
+    STRUCT,
+    FooterError,
+    Raw,
+    Struct,
+    TList,
+    decode,
+    encode,
+    get,
+    list_header,
+    not_concatenable,
+    set_int,
+    shift_row_group,
+)
+from ._records import (
+    PartCorruptedError,
+    PartRecord,
+    Records,
+    checksum,
+    checksum_text,
+    load_state,
+    records_digest,
+    save_state,
+)
+from ._store import FsspecStore, LocalStore
+
+MAGIC = b"PAR1"
+CHUNK = 4 * 1024 * 1024
+# Copied parts are removed after a progress save, which is a file write and a rename (~1 ms): one per part
+# would cost more than copying a small part. Saved once this many bytes or parts are waiting, so the disk
+# holds at most the output, 16 MB of copied parts and the part being copied.
+SAVE_BYTES = 16 * 1024 * 1024
+SAVE_PARTS = 64
+
+
+class NotConcatenable(Exception):
+    """The parts cannot be joined byte for byte (the reason is the message); nothing was written."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The output as a sequence: ``PAR1``, the bodies (part name, offset, length) in order, then ``tail``."""
+
+    bodies: list[tuple[str, int, int]]  # empty unless asked for (a million parts make a long list)
+    body_size: int  # PAR1 and every body: where the tail starts
+    tail: bytes  # the merged footer, its length (4 bytes, little-endian), PAR1
+
+
+def read_footer(store: LocalStore | FsspecStore, rec: PartRecord,
+                spans: dict[int, bytes] | None = None) -> tuple[Struct, int]:
+    """A part's ``FileMetaData`` and its body's length (the body starts 4 bytes into the part); ``spans``
+    receives the footer's top-level fields as bytes (see ``_parquet_footer.decode``)."""
+    if rec.length < 12:
+        raise PartCorruptedError(rec, "is too short to be a Parquet file")
+    try:
+        tail = store.read(rec.name, rec.offset + rec.length - 8, 8)
+        if len(tail) != 8 or tail[4:] != MAGIC:
+            raise PartCorruptedError(rec, "does not end as a Parquet file does")
+        n = int.from_bytes(tail[:4], "little")
+        if n > rec.length - 12:
+            raise PartCorruptedError(rec, "has a footer longer than the part")
+        footer = store.read(rec.name, rec.offset + rec.length - 8 - n, n)
+    except FileNotFoundError:
+        raise PartCorruptedError(rec, "is missing") from None
+    try:
+        return decode(footer, spans), rec.length - 12 - n
+    except FooterError as e:
+        raise PartCorruptedError(rec, f"has a Parquet footer that cannot be read ({e})") from None
+
+
+def plan(store: LocalStore | FsspecStore, records: Records, *, bodies: bool = True) -> Plan:
+    """Read every part's footer and build the merged one (``bodies``: also list where each body lies).
+
+    Raises :class:`NotConcatenable` (why) when the parts cannot be joined byte for byte, and
+    :class:`PartCorruptedError` when a part is missing or damaged."""
+    first = records.first()
+    if first is None:
+        raise NotConcatenable("there are no rows")
+    template: Struct | None = None
+    schema = key_values = b""
+    groups = bytearray()
+    n_groups = rows = 0
+    pos = len(MAGIC)  # where the next body starts in the output
+    where = []
+    for rec in records:
+        spans: dict[int, bytes] = {}
+        meta, body = read_footer(store, rec, spans)
+        why = not_concatenable(meta)
+        if why:
+            raise NotConcatenable(f"the part of mini-batch {rec.batch} cannot be moved as bytes: {why}")
+        s, kv = spans.get(FMD_SCHEMA, b""), spans.get(FMD_KEY_VALUE, b"")
+        if template is None:
+            template, schema, key_values = meta, s, kv
+        elif s != schema:
+            raise NotConcatenable(
+                f"mini-batch {rec.batch}'s Parquet schema differs from mini-batch {first.batch}'s (a column of "
+                f"another type, or all null in one batch and so typed 'null')")
+        elif kv != key_values:
+            raise NotConcatenable(
+                f"mini-batch {rec.batch}'s Arrow/pandas schema metadata differs from mini-batch {first.batch}'s")
+        for rg in get(meta, FMD_ROW_GROUPS, TList(STRUCT)).items:
+            shift_row_group(rg, pos - len(MAGIC), n_groups)  # part offsets count from its own PAR1
+            groups += encode(rg)
+            n_groups += 1
+        rows += get(meta, FMD_NUM_ROWS)
+        if bodies:
+            where.append((rec.name, rec.offset + len(MAGIC), body))
+        pos += body
+    assert template is not None
+    template[FMD_ROW_GROUPS] = (LIST, Raw(list_header(STRUCT, n_groups) + bytes(groups)))
+    set_int(template, FMD_NUM_ROWS, rows)
+    footer = encode(template)
+    return Plan(where, pos, footer + len(footer).to_bytes(4, "little") + MAGIC)
+
+
+def copy_body(store: LocalStore, rec: PartRecord, out: IO[bytes]) -> int:
+    """Append the body of ``rec``'s part to ``out``, checking the whole part's checksum. Returns bytes written."""
+    try:
+        f = store.open_read(rec.name)
+    except FileNotFoundError:
+        raise PartCorruptedError(rec, "is missing") from None
+    with f:
+        f.seek(rec.offset + rec.length - 8)
+        tail = f.read(8)
+        if len(tail) != 8 or tail[4:] != MAGIC:
+            raise PartCorruptedError(rec, "does not end as a Parquet file does")
+        start, end = len(MAGIC), rec.length - 8 - int.from_bytes(tail[:4], "little")
+        f.seek(rec.offset)
+        crc, pos, written = 0, 0, 0
+        while pos < rec.length:
+            data = f.read(min(CHUNK, rec.length - pos))
+            if not data:
+                raise PartCorruptedError(rec, "is shorter than its record says")
+            crc = checksum(data, crc)
+            lo, hi = max(start - pos, 0), min(end - pos, len(data))
+            if lo < hi:
+                out.write(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
+                written += hi - lo
+            pos += len(data)
+    if checksum_text(crc) != rec.checksum:
+        raise PartCorruptedError(rec, "does not match its checksum")
+    return written
+
+
+def assemble_local(store: LocalStore, records: Records, file_name: str, state_dir: Path,
+                   keep_parts: bool, remove_parts: Callable[[], None]) -> str:
+    """Concatenate the parts into ``file_name`` (see the module docstring). Raises :class:`NotConcatenable`
+    before writing anything when the parts cannot be joined; the caller then re-encodes them."""
+    final = store.path(file_name)
+    tmp = store.path(f".{file_name}.assembling")
+    state_path = state_dir / f"assembly-{file_name}.json"
+    footer_path = state_dir / f"assembly-{file_name}.footer"
+    digest = records_digest(records)
+    st = None if keep_parts else load_state(state_path)
+    if st and st.get("mode") != "concat":
+        st = None
+    if st and st.get("renamed") and st.get("digest") == digest and (final.exists() or tmp.exists()):
+        if tmp.exists():  # killed between recording "renamed" and the rename itself
+            os.replace(tmp, final)
+        return _finish(state_path, footer_path, remove_parts, str(final))
+    done, size = 0, len(MAGIC)
+    if st and st.get("digest") == digest and footer_path.exists() and tmp.exists() and \
+            tmp.stat().st_size >= st["size"] and 0 < st["done"] <= len(records):
+        done, size, tail, body_size = int(st["done"]), int(st["size"]), footer_path.read_bytes(), st["body"]
+    else:
+        p = plan(store, records, bodies=False)  # NotConcatenable here: nothing written yet
+        tail, body_size = p.tail, p.body_size
+        if not keep_parts:
+            tmp_footer = footer_path.with_name(footer_path.name + ".tmp")
+            tmp_footer.write_bytes(tail)
+            os.replace(tmp_footer, footer_path)
+    saved_size = size if done else 0  # the length the saved state vouches for (0: nothing consumed yet)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "r+b" if done else "wb") as out:
+            if done:
+                out.truncate(size)
+                out.seek(size)
+            else:
+                out.write(MAGIC)
+            ahead = islice(records, done + 1, None)
+            last = None
+            pending: list[str] = []  # parts copied, removed at the next save
+            pending_bytes = 0
+            for i, rec in enumerate(islice(records, done, None), start=done):
+                size += copy_body(store, rec, out)
+                last, nxt = rec, next(ahead, None)
+                # A Parquet part is a whole file, one per record (parts are never appended to a segment):
+                # its bytes are all copied once its record is. (Were a name ever to come back later,
+                # copy_body would stop on "is missing", never write a wrong file.)
+                if keep_parts or (nxt is not None and nxt.name == rec.name):
+                    continue
+                pending.append(rec.name)
+                pending_bytes += rec.length
+                if pending_bytes < SAVE_BYTES and len(pending) < SAVE_PARTS:
+                    continue
+                out.flush()  # the state below vouches for these bytes: the kernel must have them first
+                save_state(state_path, {"mode": "concat", "done": i + 1, "size": size, "body": body_size,
+                                        "digest": digest})
+                saved_size = size
+                for name in pending:
+                    store.remove(name)
+                pending, pending_bytes = [], 0
+            if size != body_size:
+                assert last is not None
+                raise PartCorruptedError(last, f"left the output at {size} bytes where the parts' footers "
+                                         f"promised {body_size} (a part changed after its footer was read)")
+            out.write(tail)
+    except BaseException:
+        # Nothing consumed: the file is only a temporary. Parts consumed: it holds their rows (they are gone),
+        # so it stays, cut back to the saved length; the next assembly continues it.
+        if not saved_size:
+            tmp.unlink(missing_ok=True)
+            state_path.unlink(missing_ok=True)
+            footer_path.unlink(missing_ok=True)
+        else:
+            try:
+                os.truncate(tmp, saved_size)
+            except OSError:
+                pass
+        raise
+    if keep_parts:
+        os.replace(tmp, final)
+        return str(final)
+    save_state(state_path, {"mode": "concat", "renamed": True, "digest": digest})
+    os.replace(tmp, final)
+    return _finish(state_path, footer_path, remove_parts, str(final))
+
+
+def _finish(state_path: Path, footer_path: Path, remove_parts: Callable[[], None], out: str) -> str:
+    remove_parts()
+    state_path.unlink(missing_ok=True)
+    footer_path.unlink(missing_ok=True)
+    return out
+
