@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,14 @@ class BenchHead:
 RAY_PEERS = ("ray_data", "parallelrun_ray")
 
 
-def run_ray_group(work: Work, peers: list[str], runs: int) -> dict[str, Any]:
+def run_ray_group(work: Work, peers: list[str], runs: int,
+                  on_run: Callable[[int, str, float], None] | None = None) -> dict[str, Any]:
     """Run the Ray contenders ``runs`` times each (rotating the order) on one Ray head of their own.
 
     The head is started (not timed) after the other contenders ran, because Ray's daemons keep using CPU
     while they are up and would slow every contender measured meanwhile; it is stopped at the end, also on
-    an error. Returns {peer: [seconds]} and {"errors": {peer: message}}.
+    an error. ``on_run(r, peer, seconds)`` hears of each run as it ends. Returns {peer: [seconds]} and
+    {"errors": {peer: message}}.
     """
     out: dict[str, Any] = {p: [] for p in peers}
     errors: dict[str, str] = {}
@@ -129,6 +132,8 @@ def run_ray_group(work: Work, peers: list[str], runs: int) -> dict[str, Any]:
                     errors[peer] = f"wrote {o.lines} rows for {work.items} items"
                     continue
                 out[peer].append(o.seconds)
+                if on_run is not None:
+                    on_run(r, peer, o.seconds)
     finally:
         head.stop()
     return {**out, "errors": errors}

@@ -96,12 +96,11 @@ class Bench:
                 self._logged(work, r, peer, out.seconds)
         ray_peers = [p for p in peers if p in RAY_PEERS]
         if ray_peers:
-            got = run_ray_group(work, ray_peers, self.sizes.runs)
+            got = run_ray_group(work, ray_peers, self.sizes.runs,
+                                on_run=lambda r, peer, s: self._logged(work, r, peer, s))
             errors.update(got.pop("errors", {}))
             for peer in ray_peers:
                 seconds[peer] = list(got.get(peer, []))
-                for r, s in enumerate(seconds[peer]):
-                    self._logged(work, r, peer, s)
                 if peer in errors:
                     self.log(f"  {work.name} {peer}: FAILED {errors[peer]}")
         mine = seconds["parallelrun"]
