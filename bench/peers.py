@@ -10,7 +10,7 @@ parallelrun's default ``append_row`` text format does, and write every row to on
 - ``ray_data``: Ray Data ``map_batches`` with an actor pool of the same size (see ``run_ray_data``);
 - ``parallelrun``: the whole ``parallelrun run job.yml`` command (local executor);
 - ``parallelrun_ray``: the whole ``parallelrun run job.yml --compute <head>`` command, on the Ray head
-  Ray Data uses (``run_ray_group``).
+  Ray Data uses (``ray_group.run_ray_group``).
 
 File workloads list their folder inside the timed region (a user has to); tabular workloads hand the
 peers the mini-batches parallelrun's planner makes, computed outside the timed region, while parallelrun's
