@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=None, help="repeats per contender (default: 3; smoke: 1)")
     ap.add_argument("--peers", default="", help=f"contenders for W1-W3 (default: {','.join(ALL_PEERS)})")
     ap.add_argument("--ray-backend", action="store_true",
-                    help="also run parallelrun's Ray backend (compute: ray): on W1-W3 on the same Ray instance as "
-                         "Ray Data, on W7 as a whole `parallelrun run` with its own private Ray instance")
+                    help="also run parallelrun's Ray backend: on W1-W3 `parallelrun run --compute <head>` on the "
+                         "Ray head Ray Data uses; on W7 a whole `parallelrun run` with its own private Ray instance")
     ap.add_argument("--data-dir", type=Path, default=HERE / ".data", help="cache of generated inputs")
     ap.add_argument("--out", type=Path, default=None, help="JSON result file (default: bench/results/<time>.json)")
     args = ap.parse_args(argv)

@@ -8,7 +8,9 @@ parallelrun's default ``append_row`` text format does, and write every row to on
 - ``pool``: a bare ``multiprocessing.Pool`` (spawn, an initializer that runs ``init()``,
   ``imap_unordered`` over the mini-batches, chunksize 1) - the "no framework" bound;
 - ``ray_data``: Ray Data ``map_batches`` with an actor pool of the same size (see ``run_ray_data``);
-- ``parallelrun``: ``parallelrun.run_job`` in this process (local executor, or ``compute: ray``).
+- ``parallelrun``: the whole ``parallelrun run job.yml`` command (local executor);
+- ``parallelrun_ray``: the whole ``parallelrun run job.yml --compute <head>`` command, on the Ray head
+  Ray Data uses (``ray_group.run_ray_group``).
 
 File workloads list their folder inside the timed region (a user has to); tabular workloads hand the
 peers the mini-batches parallelrun's planner makes, computed outside the timed region, while parallelrun's
@@ -225,13 +227,17 @@ class _RayUDF:
         return self.mod.run(batch)
 
 
-def ray_init(processes: int) -> None:
-    """One Ray instance for the whole benchmark (its start-up is not timed), sized like the machine."""
+def ray_init(processes: int, address: str | None = None) -> None:
+    """Connect this process to Ray (its start-up is not timed): to the head at ``address``, or to a new
+    instance sized like the machine."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=processes, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 object_store_memory=2 * 1024**3, configure_logging=False)
+        quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": False}
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=processes, include_dashboard=False, object_store_memory=2 * 1024**3, **quiet)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -295,45 +301,31 @@ def job_spec(work: Work, compute: str = "local") -> dict[str, Any]:
 
 def run_parallelrun(work: Work, compute: str = "local") -> Outcome:
     """parallelrun as a user meets it: the whole ``parallelrun run job.yml`` command in a process of its
-    own (interpreter start-up, imports, planning and the final assembly included).
-
-    The Ray backend is the exception: it runs in the process that holds the Ray instance Ray Data uses
-    (``run_ray_group``), so both Ray contenders share one instance; it is timed from ``run_job``'s call.
+    own (interpreter start-up, imports, planning and the final assembly included); with ``compute`` other
+    than ``local`` (a Ray address), ``parallelrun run job.yml --compute <compute>``.
     """
-    who = "parallelrun" if compute == "local" else f"parallelrun_{compute}"
+    import subprocess
+
+    import yaml
+
+    who = "parallelrun" if compute == "local" else "parallelrun_ray"
     out_dir = work.scratch / who
     shutil.rmtree(out_dir, ignore_errors=True)
-    spec = {**job_spec(work, compute), "output": str(out_dir)}
-    if compute == "local":
-        import subprocess
-
-        import yaml
-
-        job = work.scratch / f"{who}.yml"
-        job.write_text(yaml.safe_dump(spec))
-        cli = Path(sys.executable).with_name("parallelrun")
-        t0 = time.perf_counter()
-        done = subprocess.run([str(cli), "run", str(job), "--workspace", str(work.scratch / "ws"), "--quiet"],
-                              cwd=work.scratch, capture_output=True, text=True, timeout=3600)
-        seconds = time.perf_counter() - t0
-        if done.returncode != 0:
-            raise RuntimeError(f"parallelrun run exited {done.returncode}:\n{done.stderr[-2000:]}")
-        out = _result_file(out_dir)
-        extra: dict[str, Any] = {}
-    else:
-        from parallelrun.config import validate_spec
-        from parallelrun.runner import run_job
-
-        t0 = time.perf_counter()
-        result = run_job(validate_spec(spec), job_dir=work.scratch, workspace=work.scratch / "ws", progress="quiet")
-        seconds = time.perf_counter() - t0
-        if not result.ok:
-            raise RuntimeError(f"parallelrun run {result.run_id} did not complete: {result.reason}")
-        out = Path(result.output_file or _result_file(out_dir))
-        extra = {"run_id": result.run_id}
+    job = work.scratch / f"{who}.yml"
+    job.write_text(yaml.safe_dump({**job_spec(work), "output": str(out_dir)}))
+    cmd = [str(Path(sys.executable).with_name("parallelrun")), "run", str(job), "--workspace",
+           str(work.scratch / "ws"), "--quiet"]
+    if compute != "local":
+        cmd += ["--compute", compute]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=work.scratch, capture_output=True, text=True, timeout=3600)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[1:])} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    out = _result_file(out_dir)
     with open(out, "rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return Outcome(seconds, lines, out, extra=extra)
+    return Outcome(seconds, lines, out)
 
 
 def _result_file(out_dir: Path) -> Path:
@@ -344,64 +336,8 @@ def _result_file(out_dir: Path) -> Path:
     return found[0]
 
 
-RAY_PEERS = ("ray_data", "parallelrun_ray")
-
-
-def run_ray_group(work: Work, peers: list[str], runs: int) -> dict[str, Any]:
-    """Run the Ray contenders ``runs`` times each in a fresh process holding one Ray instance.
-
-    Ray's daemons (GCS, raylet, idle workers) keep using CPU while Ray is up; on 2 cores that would slow
-    every other contender measured in the same process. So Ray lives only in this child: started (not
-    timed), both Ray contenders measured on the same instance, shut down. Returns {peer: [seconds]} and
-    {"errors": {peer: message}}.
-    """
-    import json
-    import pickle
-    import subprocess
-
-    spec = work.scratch / "ray-work.pkl"
-    spec.write_bytes(pickle.dumps((work, peers, runs)))
-    done = subprocess.run([sys.executable, "-c", "import bench.peers as p; p._ray_main()", str(spec)],
-                          capture_output=True, text=True, timeout=3600, cwd=work.scratch)
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith("BENCH-RAY "):
-            return dict(json.loads(line[len("BENCH-RAY "):]))
-    return {"errors": {p: f"the Ray process exited {done.returncode}: {done.stderr[-1500:]}" for p in peers}}
-
-
-def _ray_main() -> None:
-    import json
-    import pickle
-
-    work, peers, runs = pickle.loads(Path(sys.argv[1]).read_bytes())
-    out: dict[str, Any] = {p: [] for p in peers}
-    errors: dict[str, str] = {}
-    ray_init(work.processes)
-    import parallelrun.runner  # noqa: F401 - a library import is a one-off, not part of any run
-
-    for r in range(runs):
-        for peer in peers[r % len(peers):] + peers[:r % len(peers)]:
-            if peer in errors:
-                continue
-            try:
-                o = RUNNERS[peer](work)
-            except Exception as e:  # noqa: BLE001 - reported, not fatal
-                errors[peer] = f"{type(e).__name__}: {e}"
-                continue
-            if o.lines != work.items:
-                errors[peer] = f"wrote {o.lines} rows for {work.items} items"
-                continue
-            out[peer].append(o.seconds)
-    import ray
-
-    ray.shutdown()
-    print("BENCH-RAY " + json.dumps({**out, "errors": errors}), flush=True)
-
-
 RUNNERS: dict[str, Callable[[Work], Outcome]] = {
     "parallelrun": run_parallelrun,
     "pool": run_pool,
-    "ray_data": run_ray_data,
     "serial": run_serial,
-    "parallelrun_ray": lambda w: run_parallelrun(w, compute="ray"),
 }

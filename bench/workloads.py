@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from . import data
-from .peers import RAY_PEERS, RUNNERS, Work, job_spec, run_ray_group
+from .peers import RUNNERS, Work, job_spec
+from .ray_group import RAY_PEERS, run_ray_group
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 PROCESSES = 2
@@ -69,7 +70,7 @@ class Bench:
     def compare(self, work: Work, peers: list[str]) -> dict[str, Any]:
         """Run every contender ``runs`` times (rotating the order) and summarise.
 
-        Ray contenders run in a child process of their own (see ``run_ray_group``), after the others;
+        Ray contenders run after the others, on a Ray head of their own (see ``run_ray_group``);
         their r-th run is paired with parallelrun's r-th run for the per-repeat ratio.
         """
         import parallelrun.runner  # noqa: F401 - a library import is a one-off, not part of any run
@@ -95,12 +96,11 @@ class Bench:
                 self._logged(work, r, peer, out.seconds)
         ray_peers = [p for p in peers if p in RAY_PEERS]
         if ray_peers:
-            got = run_ray_group(work, ray_peers, self.sizes.runs)
+            got = run_ray_group(work, ray_peers, self.sizes.runs,
+                                on_run=lambda r, peer, s: self._logged(work, r, peer, s))
             errors.update(got.pop("errors", {}))
             for peer in ray_peers:
                 seconds[peer] = list(got.get(peer, []))
-                for r, s in enumerate(seconds[peer]):
-                    self._logged(work, r, peer, s)
                 if peer in errors:
                     self.log(f"  {work.name} {peer}: FAILED {errors[peer]}")
         mine = seconds["parallelrun"]

@@ -62,6 +62,7 @@ class DriverLoop:
         self.progress.start(counts.items, counts.items_done, counts.items_failed, planning=not feed.done)
         self.live = WorkersFile(rec.path)  # workers.json for the dashboard, at most once a second
         self.init_errors: list[tuple[str, UserCodeError]] = []
+        self.lost: list[str] = []  # workers lost and not replaced (their node left a Ray cluster)
         self.ever_ready = False
         self.t0 = time.monotonic()
         self._first_dispatch = True
@@ -132,9 +133,7 @@ class DriverLoop:
         if sched.stop_reason or (sched.finished() and self.feed.done):
             return True
         if not self.executor.workers() and self.executor.starting() == 0:
-            who, err = self.init_errors[0] if self.init_errors else ("", UserCodeError("", "", ""))
-            what = "init() failed in every worker" if not self.ever_ready else "no worker is left"
-            sched.stop(f"{what}; the first error ({who}):\n{err.traceback or err.one_line()}")
+            sched.stop(no_worker_reason(self.ever_ready, self.init_errors, self.lost, self.rec.id))
             return True
         return False
 
@@ -151,6 +150,8 @@ class DriverLoop:
             elif isinstance(ev, WorkerLost):
                 self.log.warning("%s%s", ev.message,
                                  f"; its replacement is {ev.replaced_by}" if ev.replaced_by else "; not replaced")
+                if ev.replaced_by is None:
+                    self.lost.append(ev.message)
                 if self.feed.calibrator is not None:
                     self.feed.calibrator.lost(ev.worker)
 
@@ -176,3 +177,27 @@ class DriverLoop:
     def close(self) -> None:
         self.progress.finish()
         self.live.close()
+
+
+def no_worker_reason(ever_ready: bool, init_errors: list[tuple[str, UserCodeError]], lost: list[str],
+                     run_id: str) -> str:
+    """Why a run stops with no worker left (or none ever ready), and what to do.
+
+    ``lost`` are the messages of workers lost and not replaced: only the Ray executor leaves one
+    unreplaced, when its node left the cluster and no node can take its place. Those are not the entry
+    script's failure, and the run can be resumed once the cluster has nodes again.
+    """
+    if not lost:
+        who, err = init_errors[0] if init_errors else ("", UserCodeError("", "", ""))
+        what = "init() failed in every worker" if not ever_ready else "no worker is left"
+        return f"{what}; the first error ({who}):\n{err.traceback or err.one_line()}"
+    when = "" if ever_ready else " before any of them was ready (during start-up or init())"
+    text = (f"no worker is left: the workers were lost{when} because their node left the Ray cluster, and no "
+            f"node of the cluster can take their place (the last: {lost[-1]}). Add nodes that can host a worker "
+            f"(or let the autoscaler bring them back), then `parallelrun resume {run_id}` carries on where the "
+            "job stopped; nothing committed runs again.")
+    if init_errors:
+        who, err = init_errors[0]
+        text += f"\ninit() also failed in {len(init_errors)} worker(s); the first error ({who}):\n" \
+                f"{err.traceback or err.one_line()}"
+    return text

@@ -213,3 +213,51 @@ def test_node_count_is_a_maximum_and_a_node_that_leaves_frees_its_place(cluster:
     held = max(i for i, _ in _runs_of(job, "node0.process000"))
     assert _lost_attempts(run_dir) == [(held, "node0.process000")]
     assert [i for i, k in Counter(i for i, *_ in started(job.parent)).items() if k > 1] == [held]
+
+
+HOLD_IN_INIT = '''\
+import os
+import time
+from pathlib import Path
+
+STATE = Path(os.environ["STATE_DIR"])
+
+
+def init():
+    (STATE / "in-init").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 100
+    while (STATE / "hold-init").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def run(mini_batch, context):
+    return [str(p) for p in mini_batch]
+'''
+
+
+@pytest.mark.timeout(180)
+def test_losing_every_worker_during_start_up_says_their_node_left(cluster: Any, tmp_path: Path) -> None:
+    """The only node that can host the job leaves while its worker is in init(): the job stops with a
+    message that says the node left, what to do and that resume carries on - not "init() failed"."""
+    doomed = cluster.add_node(num_cpus=1, resources={"doomed": 1})  # the fixture's node lacks "doomed"
+    job = _job(tmp_path, 4, resources={"doomed": 1})
+    (job.parent / "scripts" / "score.py").write_text(HOLD_IN_INIT)
+    (job.parent / "state" / "hold-init").write_text("")
+    ws = tmp_path / "ws"
+    driver = start_driver(job, ws, "--compute", cluster.address)
+    try:
+        wait_until(lambda: (job.parent / "state" / "in-init").exists(), 90, "the worker to be in init()", driver)
+        cluster.remove_node(doomed)
+        out = _finish(driver)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(10)
+
+    assert driver.returncode == 1, out
+    assert "init() failed" not in out and "the first error ()" not in out, out
+    assert "no worker is left: the workers were lost before any of them was ready" in out, out
+    assert "their node left the Ray cluster" in out and "its node died" in out, out
+    run_dir = only_run_dir(ws)
+    assert f"parallelrun resume {run_dir.name}" in out, out
+    assert committed(run_dir / "journal.sqlite") == 0  # nothing ran: every mini-batch waits for the resume
