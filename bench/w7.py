@@ -7,7 +7,9 @@ Contenders, on the same input and mini-batches, one after the other in each repe
 - ``pool``: a bare ``multiprocessing.Pool`` whose workers write one Parquet part per mini-batch (timed
   in-process, like the W1-W3 peers);
 - ``ray_data``: Ray Data ``read_csv`` -> ``map_batches`` (2 actors) -> ``write_parquet``, in a process of
-  its own holding one Ray instance (start-up not timed).
+  its own connected to the bench's ``ray start --head`` (connecting not timed);
+- ``parallelrun_ray`` (with ``--ray-backend``): the whole ``parallelrun run --compute <head>`` command on
+  that same head.
 
 For parallelrun it also records the driver's peak RSS, the peak disk used (output folder + run folder,
 sampled every 0.1 s), the final output's size and the journal's size after the run.
@@ -30,6 +32,7 @@ from typing import Any
 import yaml
 
 from .peers import RAY_ACTOR_CPUS, load_script, ray_init, read_tabular
+from .ray_group import BenchHead
 
 SCRIPT = Path(__file__).resolve().parent / "scripts" / "embed.py"
 PROCESSES = 2
@@ -73,7 +76,9 @@ def _parquet_rows(path: Path) -> int:
     return sum(int(pq.ParquetFile(p).metadata.num_rows) for p in sorted(path.glob("*.parquet")))
 
 
-def run_parallelrun_cli(inputs: Path, batch: str, scratch: Path, layout: str, compute: str = "local") -> dict[str, Any]:
+def run_parallelrun_cli(inputs: Path, batch: str, scratch: Path, layout: str, compute: str = "local",
+                        address: str | None = None) -> dict[str, Any]:
+    """The whole ``parallelrun run`` command; with ``address``, ``--compute <address>`` (the bench's Ray head)."""
     d = scratch / f"parallelrun-{layout}-{compute}"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
@@ -96,7 +101,7 @@ def run_parallelrun_cli(inputs: Path, batch: str, scratch: Path, layout: str, co
     t0 = time.perf_counter()
     sampler.start()
     done = subprocess.run([sys.executable, "-m", "bench._driver", str(rss), "run", str(d / "job.yml"),
-                           "--workspace", str(d / "ws"), "--quiet"], cwd=d, capture_output=True, text=True,
+                           "--workspace", str(d / "ws"), "--quiet", *(["--compute", address] if address else [])], cwd=d, capture_output=True, text=True,
                           timeout=3600)
     seconds = time.perf_counter() - t0
     stop.set()
@@ -157,8 +162,8 @@ def _ray_main() -> None:
     """In a process of its own: Ray Data read_csv -> map_batches -> write_parquet, ``runs`` times."""
     import ray
 
-    inputs, scratch, runs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-    ray_init(PROCESSES)
+    inputs, scratch, runs, address = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    ray_init(PROCESSES, address)
     got: list[dict[str, Any]] = []
     for _ in range(runs):
         out = scratch / "ray_data"
@@ -175,9 +180,10 @@ def _ray_main() -> None:
     print("BENCH-W7-RAY " + json.dumps(got), flush=True)
 
 
-def run_ray_data(inputs: Path, scratch: Path, runs: int) -> list[dict[str, Any]]:
+def run_ray_data(inputs: Path, scratch: Path, runs: int, head: BenchHead) -> list[dict[str, Any]]:
     done = subprocess.run([sys.executable, "-c", "import bench.w7 as w; w._ray_main()", str(inputs), str(scratch),
-                           str(runs)], capture_output=True, text=True, timeout=3600, cwd=scratch)
+                           str(runs), head.address], capture_output=True, text=True, timeout=3600, cwd=scratch,
+                          env=head.driver_env())
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("BENCH-W7-RAY "):
             return list(json.loads(line[len("BENCH-W7-RAY "):]))
@@ -201,6 +207,20 @@ def w7(bench: Any) -> dict[str, Any]:
         peers.append("parallelrun_ray")
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in peers}
     errors: dict[str, str] = {}
+    # The Ray contenders share one `ray start --head` (as W1-W3's do): parallelrun_ray is the whole
+    # `parallelrun run --compute <head>` command, Ray Data a driver connected to the same head.
+    head = BenchHead.start(PROCESSES) if "parallelrun_ray" in peers or "ray_data" in bench.peers else None
+    try:
+        _w7_runs(bench, peers, runs, errors, inputs, batch, batches, scratch, head)
+    finally:
+        if head is not None:
+            head.stop()
+    return _summary(rows, batches, batch, runs, errors)
+
+
+def _w7_runs(bench: Any, peers: list[str], runs: dict[str, list[dict[str, Any]]], errors: dict[str, str],
+             inputs: Path, batch: str, batches: list[Any], scratch: Path, head: BenchHead | None) -> None:
+    rows = bench.sizes.w7_rows
     for r in range(bench.sizes.runs):
         for peer in peers[r % len(peers):] + peers[:r % len(peers)]:
             try:
@@ -208,7 +228,9 @@ def w7(bench: Any) -> dict[str, Any]:
                     m = run_pool(batches, scratch)
                 else:
                     layout = "dataset" if peer == "parallelrun_dataset" else "file"
-                    m = run_parallelrun_cli(inputs, batch, scratch, layout, "ray" if peer == "parallelrun_ray" else "local")
+                    ray_peer = peer == "parallelrun_ray" and head is not None
+                    m = run_parallelrun_cli(inputs, batch, scratch, layout, "ray" if ray_peer else "local",
+                                            head.address if ray_peer and head else None)
             except Exception as e:  # noqa: BLE001 - a failing contender is reported, not fatal
                 errors[peer] = f"{type(e).__name__}: {e}"
                 bench.log(f"  W7 {peer}: FAILED {errors[peer][:300]}")
@@ -218,14 +240,18 @@ def w7(bench: Any) -> dict[str, Any]:
             runs[peer].append(m)
             bench.log(f"  W7 run {r + 1} {peer:20s} {m['seconds']:7.2f} s  " + ", ".join(
                 f"{k} {v:.0f}" for k, v in m.items() if k.endswith("_mb")))
-    if "ray_data" in bench.peers:
+    if "ray_data" in bench.peers and head is not None:
         try:
-            runs["ray_data"] = run_ray_data(inputs, scratch, bench.sizes.runs)
+            runs["ray_data"] = run_ray_data(inputs, scratch, bench.sizes.runs, head)
             for m in runs["ray_data"]:
                 bench.log(f"  W7 ray_data {m['seconds']:7.2f} s  output {m['output_mb']:.0f} MB")
         except Exception as e:  # noqa: BLE001
             errors["ray_data"] = f"{type(e).__name__}: {e}"
             bench.log(f"  W7 ray_data: FAILED {errors['ray_data'][:300]}")
+
+
+def _summary(rows: int, batches: list[Any], batch: str, runs: dict[str, list[dict[str, Any]]],
+             errors: dict[str, str]) -> dict[str, Any]:
     summary: dict[str, Any] = {"rows": rows, "batches": len(batches), "mini_batch_size": batch,
                                "processes": PROCESSES, "runs": runs, "errors": errors, "median": {}}
     for peer, ms in runs.items():
