@@ -94,7 +94,7 @@ def check_interpreter(runtime_env: Mapping[str, Any], python: str | None) -> Non
             f"this job runs in an Environment's virtual environment ({python}) and its Ray runtime_env sets "
             f"{', '.join(chosen)}: both choose the Python the Ray actors run, and Ray would use only one. Keep "
             "one: list the packages in runtime_env pip (Ray installs them on every node) and drop the "
-            "Environment's packages (or run with --environment current), or drop "
+            "Environment's packages (or set PARALLELRUN_ENVIRONMENT=current), or drop "
             f"{', '.join(chosen)} from runtime_env."
         )
 
@@ -115,7 +115,7 @@ def job_runtime_env(user: Mapping[str, Any], *, python: str | None, upload: bool
             f"this job's Environment runs in the virtual environment {python}, which exists only on this "
             f"machine, but compute: {compute} is a remote Ray cluster. List the Environment's pip packages in "
             "the job's Ray runtime_env instead (ray: {runtime_env: {pip: [...]}}, or RayCompute(..., "
-            "runtime_env={'pip': [...]})) and run without them (--environment current), install them on the "
+            "runtime_env={'pip': [...]})) and run without them (PARALLELRUN_ENVIRONMENT=current), install them on the "
             "cluster's nodes, or use a Ray address on this machine."
         )
     if "working_dir" in env:
