@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,31 @@ def test_an_environment_and_runtime_env_pip_together_are_refused_before_anything
     assert f"Environment's virtual environment ({sys.executable})" in message
     assert "runtime_env sets pip" in message and "Ray would use only one" in message
     assert not (tmp_path / "job" / "out").exists() or not any((tmp_path / "job" / "out").iterdir())
+
+
+
+@pytest.fixture
+def one_try_head(short_tmp: Path) -> Iterator[RayHead]:
+    """A head whose runtime_env agent tries a failing set-up once (Ray's default is 3 tries, each copying
+    the virtual environment again: over 5 minutes on a busy 2-core machine)."""
+    head = RayHead(short_tmp / "ray-one-try", num_cpus=2, env={"RUNTIME_ENV_RETRY_TIMES": "1"})
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.mark.slow  # Ray copies the cluster's virtual environment before pip fails
+@pytest.mark.timeout(600)
+def test_a_pip_package_that_cannot_be_installed_fails_the_job_with_pips_message(one_try_head: RayHead,
+                                                                                 tmp_path: Path) -> None:
+    pip = {"packages": ["prmissing==9.9"], "pip_install_options": ["--no-index", "--disable-pip-version-check"]}
+    job = _probe_job(tmp_path / "job", ray={"runtime_env": {"pip": pip}})
+
+    res = run_job(job, overrides=[f"compute={one_try_head.address}"], workspace=tmp_path / "ws", progress="quiet")
+
+    assert res.status == "Failed", res.summary()
+    summary = res.summary()
+    assert "init() failed in every worker" in summary and "Failed to set up runtime environment" in summary
+    assert "No matching distribution found for prmissing==9.9" in summary  # pip's own words
+    assert "0 succeeded" in summary and (res.output_file is None or not Path(res.output_file).is_file())

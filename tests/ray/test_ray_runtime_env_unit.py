@@ -111,3 +111,28 @@ def test_in_the_callers_own_ray_session_each_actor_carries_the_runtime_env() -> 
 
 def test_on_a_remote_cluster_the_actors_path_is_left_to_the_upload() -> None:
     assert rte.env_vars({"env_vars": {"A": 1}}, {"B": "2"}, upload=True) == {"A": "1", "B": "2"}
+
+
+def test_the_documented_runtime_env_is_valid_and_its_paths_are_the_job_folders(tmp_path: Path) -> None:
+    import re
+
+    import yaml
+
+    from parallelrun.config import validate_spec
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ray.md").read_text()
+    section = doc[doc.index("## runtime_env: packages, files and variables for the actors"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block, "the runtime_env section of docs/ray.md has no yaml block"
+    spec = validate_spec({"name": "digits", "entry_script": "s.py", "inputs": [{"type": "file", "path": "d"}],
+                          "compute": "ray", **yaml.safe_load(block.group(1))})
+    assert spec.ray is not None and spec.ray.namespace == "team-a"
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "mytool-1.2.3-py3-none-any.whl").write_text("")
+
+    env = rte.resolve_paths(spec.ray.runtime_env, str(tmp_path))
+
+    assert env["working_dir"] == str(tmp_path / "lib")
+    assert env["pip"]["packages"] == ["rapidfuzz>=3", str(tmp_path / "wheels" / "mytool-1.2.3-py3-none-any.whl")]
+    assert rte.env_vars(env, spec.environment_variables, upload=True) == {
+        "HF_HOME": "/mnt/cache", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
