@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ray_jobs import RayHead, make_job, output_lines
+from ray_jobs import RayHead, make_job, only_run_dir, output_lines
 
 from parallelrun import UsageError, run_job
 
@@ -146,6 +146,8 @@ def test_an_environment_and_runtime_env_pip_together_are_refused_before_anything
     assert f"Environment's virtual environment ({sys.executable})" in message
     assert "runtime_env sets pip" in message and "Ray would use only one" in message
     assert not (tmp_path / "job" / "out").exists() or not any((tmp_path / "job" / "out").iterdir())
+    rec = json.loads((only_run_dir(tmp_path / "ws") / "run.json").read_text())
+    assert rec["status"] == "Failed" and "the workers could not start" in rec["reason"]
 
 
 
@@ -173,4 +175,6 @@ def test_a_pip_package_that_cannot_be_installed_fails_the_job_with_pips_message(
     summary = res.summary()
     assert "init() failed in every worker" in summary and "Failed to set up runtime environment" in summary
     assert "No matching distribution found for prmissing==9.9" in summary  # pip's own words
-    assert "0 succeeded" in summary and (res.output_file is None or not Path(res.output_file).is_file())
+    assert "0 succeeded" in summary
+    out = Path(res.output_file) if res.output_file else None
+    assert out is None or not out.is_file() or out.read_text() == ""  # no row written
