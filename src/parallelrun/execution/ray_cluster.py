@@ -13,10 +13,11 @@ everything about the cluster those actors run on:
   that stops it when the driver dies without doing so.
 - **Placement** (``ray_placement.py``): each actor reserves ``cpus_per_process``, ``gpus_per_process``,
   ``memory_per_process`` and custom ``resources``; no node fitting fails at once; nodes that join are added.
-- **runtime_env**: the job-level runtime_env (``ray.init``) carries the user's ``ray.runtime_env``
-  (RayCompute's option) and, for a remote cluster through Ray Client, the uploaded job folder and
-  parallelrun itself; each actor's runtime_env adds the job's ``environment_variables`` (they win over
-  ``runtime_env.env_vars``), parallelrun's source folder on ``PYTHONPATH`` and an Environment's interpreter.
+- **runtime_env** (``ray_runtime_env.py``): the job-level runtime_env (``ray.init``) carries the user's
+  ``ray.runtime_env`` (RayCompute's option, its relative paths taken from the job folder) and, for a
+  remote cluster through Ray Client, the uploaded job folder and parallelrun itself; each actor's
+  runtime_env adds the job's ``environment_variables`` (they win over ``runtime_env.env_vars``),
+  parallelrun's source folder on ``PYTHONPATH`` and an Environment's interpreter.
 """
 
 from __future__ import annotations
@@ -31,17 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JobSpecError, MissingExtraError, UsageError
+from . import ray_runtime_env as rte
 from .ray_instance import PrivateInstance
 from .ray_placement import JOIN_EVERY, Placement, alive_nodes, joinable_nodes, pick_nodes
+from .ray_runtime_env import UPLOAD_ENV
 
 if TYPE_CHECKING:
     from ..config import JobSpec
     from .worker import WorkerConfig
 
-#: set to 1 (or 0) to force (or forbid) shipping the job folder and parallelrun through runtime_env
-UPLOAD_ENV = "PARALLELRUN_RAY_UPLOAD"
-#: runtime_env keys that name local folders Ray uploads; only the job-level runtime_env uploads them
-_UPLOADED_KEYS = ("working_dir", "py_modules", "excludes")
 
 
 def import_ray() -> Any:
@@ -67,6 +66,8 @@ class RayCluster:
         self.upload = wants_upload(self.address)
         self.placement = Placement.of(spec)
         self.options = spec.ray.model_dump() if spec.ray is not None else {"namespace": None, "runtime_env": {}}
+        # relative local paths in it are the job folder's, like every path of the job spec
+        self.runtime_env = rte.resolve_paths(self.options.get("runtime_env") or {}, cfg.working_dir)
         self.shipped_root: str | None = None
         self.dashboard_url: str | None = None
         self.private: PrivateInstance | None = None
@@ -180,71 +181,23 @@ class RayCluster:
             self._hosts = {n["NodeID"]: str(n.get("NodeManagerAddress") or "") for n in self.ray.nodes()}
         return self._hosts.get(node_id) or node_id[:12]
 
-    # --- runtime_env --------------------------------------------------------------------------------------
+    # --- runtime_env (rules and merging in ray_runtime_env.py) --------------------------------------------
     def job_runtime_env(self) -> dict[str, Any]:
         """The user's runtime_env, plus the job folder and parallelrun for a remote cluster (Ray Client)."""
-        user = dict(self.options.get("runtime_env") or {})
-        user.pop("env_vars", None)  # per actor, merged with the job's variables
-        if not self.upload:
-            return user
-        if self.cfg.python:
-            raise UsageError(
-                f"this job's Environment runs in the virtual environment {self.cfg.python}, which exists only on "
-                f"this machine, but compute: {self.spec.compute} is a remote Ray cluster. Install the packages "
-                "on the cluster's nodes (or in its image) and run without the Environment, or use a Ray address "
-                "on this machine."
-            )
-        if "working_dir" in user:
-            raise UsageError(
-                f"runtime_env working_dir {user['working_dir']!r} and the job folder parallelrun uploads to "
-                f"the remote cluster {self.spec.compute} would both be the workers' working_dir. Drop "
-                f"working_dir from runtime_env (the job folder is shipped), or set {UPLOAD_ENV}=0."
-            )
-        import parallelrun
-
-        source, job_dir = Path(self.cfg.source_directory), Path(self.cfg.working_dir)
-        root = job_dir if _inside(source, job_dir) else source
-        self.shipped_root = str(root)
-        excludes = [".git", "__pycache__", ".parallelrun", ".venv", *user.pop("excludes", [])]
-        for p in (self.cfg.output_dir, str(Path(self.cfg.log_dir).parent)):
-            if _inside(Path(p), root):
-                excludes.append("/" + str(Path(p).relative_to(root)))
-        return {**user, "working_dir": str(root), "excludes": excludes,
-                "py_modules": [*user.get("py_modules", []), str(Path(parallelrun.__file__).parent)]}
+        env, self.shipped_root = rte.job_runtime_env(
+            self.runtime_env, python=self.cfg.python, upload=self.upload, compute=self.spec.compute,
+            source_directory=self.cfg.source_directory, working_dir=self.cfg.working_dir,
+            excluded=[self.cfg.output_dir, str(Path(self.cfg.log_dir).parent)])
+        return env
 
     def actor_runtime_env(self) -> dict[str, Any]:
-        env: dict[str, Any] = {"env_vars": self.env_vars()}
-        if self._joined_session:
-            # The caller's Ray session was initialised without our job-level runtime_env: what Ray can
-            # apply per actor goes here; local folders to upload cannot.
-            user = dict(self.options.get("runtime_env") or {})
-            uploads = [k for k in _UPLOADED_KEYS if k in user]
-            if uploads:
-                raise UsageError(
-                    f"runtime_env {', '.join(uploads)} needs Ray to upload local folders when it connects, but Ray "
-                    "was already initialised by this process. Call ray.shutdown() first, or pass them to your "
-                    "own ray.init(runtime_env=...)."
-                )
-            user.pop("env_vars", None)
-            env.update(user)
-        if self.cfg.python and not self.upload:
-            # An Environment's venv (built on this machine, on the driver's interpreter, so it sees the
-            # same Ray): the actor's worker process runs that interpreter, as local workers do.
-            env["py_executable"] = self.cfg.python
-        return env
+        return rte.actor_runtime_env(self.runtime_env, python=self.cfg.python, upload=self.upload,
+                                     joined_session=self._joined_session,
+                                     environment_variables=self.cfg.environment_variables)
 
     def env_vars(self) -> dict[str, str]:
-        """runtime_env env_vars, then the job's environment_variables (which win), from process start
-        (OMP_NUM_THREADS must precede imports); and this parallelrun on the path so that actors run the
-        driver's version of it."""
-        user = (self.options.get("runtime_env") or {}).get("env_vars") or {}
-        env = {**{str(k): str(v) for k, v in user.items()}, **self.cfg.environment_variables}
-        if not self.upload:
-            import parallelrun
-
-            src = str(Path(parallelrun.__file__).resolve().parent.parent)
-            env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "${PYTHONPATH}")])
-        return env
+        """runtime_env env_vars, then the job's environment_variables (which win); see ray_runtime_env."""
+        return rte.env_vars(self.runtime_env, self.cfg.environment_variables, upload=self.upload)
 
 
 def actor_id(handle: Any) -> str | None:
@@ -392,12 +345,4 @@ def _is_this_machine(host: str) -> bool:
         mine = set(socket.gethostbyname_ex(socket.gethostname())[2])
         return bool(mine & set(socket.gethostbyname_ex(host)[2]))
     except OSError:
-        return False
-
-
-def _inside(p: Path, root: Path) -> bool:
-    try:
-        p.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
         return False
