@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,9 +39,6 @@ def run(mini_batch, context):
         "SHARED": os.environ.get("SHARED"),
         "resources": ctx.get_assigned_resources(),
     }
-    if os.environ.get("IMPORT_TINY"):
-        import prtiny
-        seen["prtiny"] = prtiny.hello()
     out = Path(os.environ["STATE_DIR"]) / f"seen-{context.minibatch_index}.json"
     out.write_text(json.dumps(seen))
     return [Path(p).name for p in mini_batch]
@@ -123,34 +119,6 @@ def test_more_of_a_custom_resource_than_a_node_has_is_refused(widget_head: RayHe
     assert out.returncode == 2, out.stdout + out.stderr
     message = " ".join(out.stderr.split())
     assert "room for CPU 1, 'widget' 6" in message and "has 0 such node(s)" in message
-
-
-def _tiny_wheel(folder: Path) -> Path:
-    """A pure-Python wheel built by hand (no network, no build backend): prtiny 0.1 with hello()."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / "prtiny-0.1-py3-none-any.whl"
-    files = {
-        "prtiny/__init__.py": "def hello():\n    return 'hello from prtiny'\n",
-        "prtiny-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: prtiny\nVersion: 0.1\n",
-        "prtiny-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    with zipfile.ZipFile(wheel, "w") as z:
-        for name, text in files.items():
-            z.writestr(name, text)
-        z.writestr("prtiny-0.1.dist-info/RECORD", "".join(f"{n},,\n" for n in files) + "prtiny-0.1.dist-info/RECORD,,\n")
-    return wheel
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_a_runtime_env_pip_package_reaches_the_actors(widget_head: RayHead, tmp_path: Path) -> None:
-    wheel = _tiny_wheel(tmp_path / "wheels")
-    job = _probe_job(tmp_path / "job", env={"IMPORT_TINY": "1"}, ray={"runtime_env": {"pip": [str(wheel)]}})
-
-    res = run_job(job, overrides=[f"compute={widget_head.address}"], workspace=tmp_path / "ws", progress="quiet")
-
-    assert res.status == "Completed", res.summary()
-    assert [s["prtiny"] for s in _seen(job.parent)] == ["hello from prtiny"] * 2
 
 
 def test_raycompute_options_become_the_job_specs_ray_field(tmp_path: Path) -> None:
