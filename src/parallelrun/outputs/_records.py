@@ -52,6 +52,10 @@ class PartRecord:
     rows: int
     checksum: str  # "crc32:<hex>" of the ``length`` bytes at ``offset``
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by value: one travels with every mini-batch's outcome (pipe and outcome log).
+        return (PartRecord, (self.batch, self.name, self.offset, self.length, self.rows, self.checksum))
+
     def to_json(self) -> str:
         # A plain dict, not dataclasses.asdict (its deep copy made this 10x slower: 20,000 calls cost
         # 0.5 s at the assembly of a 10,000-batch job).
