@@ -30,6 +30,9 @@ from ..errors import DatasetError
 
 #: a directory entry this large (bytes; ~30 per name on ext4/xfs) is worth a child: ~4,000 names or more
 MIN_DIR_BYTES = 128 * 1024
+#: files per message: the driver blocks on the pipe only until the next few hundred stats are done (~1 ms),
+#: never for a whole list of thousands, so it goes back to its workers quickly when the child is behind
+_PIECE = 512
 _PIPE_BYTES = 4 * 1024 * 1024  # lets the child run a few lists ahead of the driver (Linux F_SETPIPE_SZ)
 
 
@@ -98,8 +101,9 @@ def _child(root: str, walk: Callable[[str], Iterator[list[Any]]], r: int, w: int
         with open(w, "wb") as pipe:
             try:
                 for chunk in walk(root):
-                    pickle.dump(("chunk", chunk), pipe, protocol=pickle.HIGHEST_PROTOCOL)
-                    pipe.flush()
+                    for i in range(0, len(chunk), _PIECE):
+                        pickle.dump(("chunk", chunk[i:i + _PIECE]), pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                        pipe.flush()
                 pickle.dump(("end", None), pipe)
             except Exception as e:  # noqa: BLE001 - the driver raises it where the walk would have
                 pickle.dump(("error", e), pipe)
