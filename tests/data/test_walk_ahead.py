@@ -3,6 +3,7 @@ process left behind, whether the walk ends, fails or is abandoned."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -99,3 +100,42 @@ def test_a_small_folder_is_walked_in_place(tmp_path: Path, monkeypatch: pytest.M
     folder = _folder(tmp_path, 10)
     monkeypatch.setattr(wa.os, "fork", lambda: pytest.fail("forked for a small folder"))
     assert len(_walk(folder)) == 11
+
+
+def test_the_child_dies_with_a_driver_killed_by_sigkill(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import sys, time\n"
+        "from parallelrun.data import walk_ahead as wa\n"
+        "wa.MIN_DIR_BYTES = 0\n"
+        "def slow(root):\n"  # one list, then a long stat: only the driver's death can end the child
+        "    yield [(root, 1, 1)]\n"
+        "    time.sleep(60)\n"
+        "    yield [(root, 1, 1)]\n"
+        "it = wa.walk_ahead(sys.argv[1], slow)\n"
+        "next(it)\n"
+        "print('walking', flush=True)\n"
+        "time.sleep(60)\n")
+    driver = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    children: list[psutil.Process] = []
+    try:
+        assert driver.stdout is not None and driver.stdout.readline().strip() == "walking"
+        children = psutil.Process(driver.pid).children()
+        [child] = children
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while child.is_running() and child.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE  # PR_SET_PDEATHSIG
+    finally:
+        driver.kill()
+        for c in children:  # nothing left behind, even when the assertion failed
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c.kill()
