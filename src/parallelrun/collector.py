@@ -91,25 +91,36 @@ class Collector:
     # --- outcomes -------------------------------------------------------------------------------------
     def collect(self, outcomes: Iterable[Outcome]) -> Collected:
         done = Collected()
-        outcomes = list(outcomes)
-        for o in outcomes:
-            if o.is_probe:
+        real: list[Outcome] = []
+        whole: list[Outcome] = []  # succeeded batches, committed together
+        pieces: list[Outcome] = []  # succeeded pieces of batches being isolated
+        incomplete: set[int] = set()  # (ids of) results that left items out without saying which
+        for o in outcomes:  # each outcome classified once: this runs for every mini-batch
+            if o.index < 0:
                 self._probe(o)
-        real = [o for o in outcomes if not o.is_probe]
-        ok = [o for o in real if o.ok and not self._incomplete(o)]
-        if ok:  # sorted before committing: a committed batch's descriptor is let go
-            pieces = [o for o in ok if isinstance(self._key(o)[0], PieceId)]
-            done.succeeded = self._commit_successes([o for o in ok if (o.index, o.attempt) not in self._pieces])
-            self._commit_pieces(pieces)
+                continue
+            real.append(o)
+            if o.status != "ok":
+                continue
+            if self._incomplete(o):
+                incomplete.add(id(o))
+            elif self._pieces and (o.index, o.attempt) in self._pieces:
+                pieces.append(o)
+            else:
+                whole.append(o)
+        # Committed before anything else is decided: a committed batch's descriptor is let go.
+        done.succeeded = self._commit_successes(whole)
+        self._commit_pieces(pieces)
         for o in real:
-            if o.status == "returned":
+            if o.status == "ok":
+                if id(o) in incomplete:
+                    self._split_incomplete(o)
+            elif o.status == "returned":
                 self.sched.returned(self._key(o)[0])
             elif o.status == "system":
                 self.sched.returned(self._key(o)[0])  # not the items' failure: no attempt used, nothing failed
                 self.system_error = self.system_error or o.message
-            elif o.ok and self._incomplete(o):
-                self._split_incomplete(o)
-            elif not o.ok and self._failed(o):
+            elif self._failed(o):
                 done.failed_for_good.append(o.index)
         return done
 
@@ -126,7 +137,8 @@ class Collector:
     # --- isolation ------------------------------------------------------------------------------------
     def _incomplete(self, o: Outcome) -> bool:
         """A result that left items out without saying which, which isolation splits rather than keeps."""
-        return self.sched.isolate and any(f.item is None for f in o.failed_items) and self._key(o)[1].n_items > 1
+        return (bool(o.failed_items) and self.sched.isolate and any(f.item is None for f in o.failed_items)
+                and self._key(o)[1].n_items > 1)
 
     def _split_incomplete(self, o: Outcome) -> None:
         key, b = self._key(o)

@@ -149,3 +149,29 @@ def test_non_tty_progress_of_an_auto_job_says_planning_first(job_factory) -> Non
     assert progress and progress[0].startswith("progress: planning…"), res.stderr
     assert not any("0/0 items" in line for line in progress), progress
     assert any("/12 items" in line for line in progress[1:]), progress  # the real total, once known
+
+
+def test_a_job_spec_is_told_from_an_azure_v2_job_without_loading_the_v2_front_end(tmp_path) -> None:
+    """``parallelrun run`` peeks at the text first: a file without "azureml", "pipeline" or "parallel"
+    cannot be a v2 job (is_azure_v2), so the v2 modules are not imported for it."""
+    import subprocess
+    import sys
+
+    from parallelrun.cli.app import _is_azure_v2
+
+    cases = {
+        "spec.yml": ("name: x\nentry_script: s.py\ninputs:\n- {type: file, path: data}\n", False),
+        "parallel.yml": ("type: parallel\ntask: {type: run_function}\n", True),
+        "pipeline.yml": ("type: pipeline\njobs: {}\n", True),
+        "schema.yml": ("$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json\n", True),
+        "named.yml": ("name: my-parallel-job\nentry_script: s.py\ninputs: []\n", False),  # the full check says no
+    }
+    for name, (text, v2) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert _is_azure_v2(tmp_path / name) is v2, name
+    assert _is_azure_v2(tmp_path / "missing.yml") is False
+    probe = ("import sys; from pathlib import Path; from parallelrun.cli.app import _is_azure_v2; "
+             f"assert not _is_azure_v2(Path({str(tmp_path / 'spec.yml')!r})); "
+             "print('parallelrun.azure_v2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

@@ -46,6 +46,17 @@ def test_file_batch_halves_cover_its_files_once_in_order(n: int) -> None:
     assert [piece_id(s) for s in singles] == [PieceId(4, i, i + 1) for i in range(n)]
 
 
+@pytest.mark.parametrize("paths", [("a",), ('/x/"q"/b\\c', "\u00e9\u2603\U0001F600", "tab\there\nnl\x01\x7f"), ()])
+def test_a_file_batch_json_is_exactly_what_json_dumps_writes(paths: tuple[str, ...]) -> None:
+    """The journal's descriptor text is written out by hand on the planning hot path: it must stay the text
+    json.dumps gave (resume's rebase_pending edits it as text; old journals hold it)."""
+    import json
+
+    b = FileBatch(7, paths, 123)
+    assert to_json(b) == json.dumps({"index": 7, "paths": paths, "nbytes": 123, "kind": "file"}, separators=(",", ":"))
+    assert from_json(to_json(b)) == b
+
+
 def test_piece_identity_round_trips_through_json_pickle_and_text() -> None:
     b = FileBatch(9, ("a", "b", "c", "d", "e"), 50)
     p = piece(b, PieceId(9, 1, 3))

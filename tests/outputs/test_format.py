@@ -41,6 +41,18 @@ def test_results_within_the_contract_pass_and_report_what_is_missing() -> None:
     assert fr.succeeded == 2
 
 
+def test_results_that_are_the_input_names_are_matched_as_by_substring() -> None:
+    """Elements equal to an input's file name take a one-lookup path; the outcome is what the substring
+    rule gives: the name twice is refused, the missing one named, "1.txt" told from "11.txt"."""
+    names = ["/d/1.txt", "/d/11.txt", "/d/b.txt"]
+    fr = format_result(["11.txt", "1.txt"], action="append_row", fmt="text", batch_inputs=names)
+    assert fr.succeeded == 2 and fr.missing == [2]
+    fr = format_result(["b.txt", "1.txt: ok", "11.txt"], action="append_row", fmt="text", batch_inputs=names)
+    assert fr.succeeded == 3 and fr.missing == []
+    with pytest.raises(ResultMismatchError, match="'1.txt' more than once"):
+        format_result(["1.txt", "1.txt: again"], action="append_row", fmt="text", batch_inputs=names)
+
+
 def test_tabular_result_with_its_index_kept_reports_missing_rows() -> None:
     inputs = pd.DataFrame({"x": [0, 1, 2]}, index=[10, 11, 12])
     fr = format_result(inputs.loc[[10, 12]], action="append_row", fmt="csv", batch_inputs=inputs)

@@ -126,3 +126,17 @@ def test_a_full_disk_at_assembly_says_what_to_free_and_resume_finishes(small_dis
         import pyarrow.parquet as pq
 
         assert pq.read_table(final).num_rows == 9000
+
+
+@pytest.mark.parametrize("name", [".parts/seg-node0.process000-00000.txt", 'odd "name"\\with\né\U0001F600'])
+def test_a_part_record_json_is_exactly_what_json_dumps_writes(name: str) -> None:
+    """The record's text is written out by hand (the assembly hashes it into its resumable state): it must
+    stay json.dumps' text, so a state saved before this change still matches after it."""
+    import json
+    import pickle
+
+    rec = PartRecord(batch=3, name=name, offset=10, length=20, rows=5, checksum="crc32:0000abcd")
+    ref = {"batch": 3, "name": name, "offset": 10, "length": 20, "rows": 5, "checksum": "crc32:0000abcd"}
+    assert rec.to_json() == json.dumps(ref, separators=(",", ":"))
+    assert PartRecord.from_json(rec.to_json()) == rec
+    assert pickle.loads(pickle.dumps(rec)) == rec

@@ -70,6 +70,14 @@ def run(
 
 
 def _is_azure_v2(job: Path) -> bool:
+    try:
+        text = job.read_text().lower()
+    except (OSError, UnicodeDecodeError):
+        return False  # as is_azure_v2_file says of a file it cannot read
+    if "azureml" not in text and "pipeline" not in text and "parallel" not in text:
+        # A v2 job has an azureml $schema or type pipeline/parallel (azure_v2.yaml_job.is_azure_v2): this
+        # file is not one, and the v2 front end (~20 ms of imports) stays unloaded.
+        return False
     from ..azure_v2 import is_azure_v2_file
 
     return is_azure_v2_file(job)

@@ -17,6 +17,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps quotes a str with (ensure_ascii)
+
 Span = tuple[int, int, int]  # (lo, hi, n): items lo..hi-1 of an original mini-batch of n items
 
 
@@ -158,7 +160,12 @@ def split(batch: MiniBatch) -> tuple[MiniBatch, MiniBatch]:
 
 def to_json(batch: MiniBatch) -> str:
     if isinstance(batch, FileBatch):
-        # The hot path of planning a million files: asdict() deep-copies and costs 4x as much.
+        if batch.piece is None and type(batch.index) is int and type(batch.nbytes) is int:
+            # The hot path of planning a million files, written out: the same text json.dumps gives (its
+            # own string escaper; ints print alike), at a third of the cost of building a dict to dump.
+            return (f'{{"index":{batch.index},"paths":[{",".join(map(_json_str, batch.paths))}],'
+                    f'"nbytes":{batch.nbytes},"kind":"file"}}')
+        # asdict() deep-copies and costs 4x as much as this dict.
         d: dict[str, Any] = {"index": batch.index, "paths": batch.paths, "nbytes": batch.nbytes, "kind": "file"}
         if batch.piece is not None:
             d["piece"] = batch.piece

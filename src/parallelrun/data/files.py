@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .storage import is_url, url_to_fs
+from .walk_ahead import walk_ahead
 
 GLOB_CHARS = set("*?[")
 FileInfo = tuple[str, int, "int | str"]  # (path or URL, size, version: mtime_ns or an etag)
@@ -148,7 +149,7 @@ def _chunks(path: str, base_dir: Path, storage_options: dict | None) -> Iterator
         yield [(s, st.st_size, st.st_mtime_ns)]
         return
     if p.is_dir():
-        yield from _walk_chunks(s)
+        yield from walk_ahead(s, _walk_chunks)  # a big folder is walked by a forked child (walk_ahead.py)
         return
     try:
         os.stat(p)

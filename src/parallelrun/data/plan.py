@@ -122,12 +122,10 @@ class Plan:
         # Files under the job folder are hashed by their path relative to it, so a job folder that was
         # moved or copied (with its workspace) still has the same inputs (issue 13.7).
         prefix = str(self.base_dir.resolve()).rstrip("/") + "/"
-        cut = len(prefix)
         for entry in inp.paths():
             for chunk in iter_file_chunks(entry, self.base_dir, self.storage_options):
                 # Hashing the concatenation equals hashing file by file: fingerprints are unchanged.
-                self._hash.update("".join(f"{p[cut:] if p.startswith(prefix) else p}\0{s}\0{v}\n"
-                                          for p, s, v in chunk).encode())
+                self._hash.update("".join([f"{p.removeprefix(prefix)}\0{s}\0{v}\n" for p, s, v in chunk]).encode())
                 self.files += len(chunk)
                 yield chunk
 

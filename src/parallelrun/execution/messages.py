@@ -18,7 +18,7 @@ of the output the worker wrote itself (never the bytes), or None when there was 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..data.batches import MiniBatch
 from ..errors import UserCodeError
@@ -73,6 +73,12 @@ class Outcome:
     part: PartRecord | None = None  # the output the worker wrote (ok, append_row, non-empty result)
     error: UserCodeError | None = None  # the user's error (status error)
     message: str = ""  # one line for the log (error, timeout, lost)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by value, as FileBatch is: a slots dataclass pickles through fields() on both sides,
+        # and every mini-batch's outcome crosses the pipe (and goes into the outcome log) once.
+        return (Outcome, (self.worker, self.index, self.attempt, self.status, self.seconds, self.succeeded,
+                          self.failed_items, self.part, self.error, self.message))
 
     @property
     def ok(self) -> bool:

@@ -13,7 +13,6 @@ Where a user's exception is formatted (``execution/entry.py::to_user_error``), a
 from __future__ import annotations
 
 import os
-from importlib import metadata
 
 _PANDAS_DIR = os.sep + "pandas" + os.sep
 
@@ -28,6 +27,8 @@ PANDAS3_HINT = (
 
 
 def _pandas_major() -> tuple[int, str] | None:
+    from importlib import metadata  # ~10 ms to import: only once a user's error is being explained
+
     try:
         version = metadata.version("pandas")
     except metadata.PackageNotFoundError:

@@ -300,6 +300,9 @@ class WorkerRuntime:
 
 
 def _has_remote(batch: FileBatch) -> bool:
+    # Asked three times per mini-batch: a URL has "://", so local paths skip the regex and the import.
+    if not any("://" in p for p in batch.paths):
+        return False
     from ..data.storage import is_url
 
     return any(is_url(p) for p in batch.paths)

@@ -105,9 +105,16 @@ def _named_inputs(result: Any, batch_inputs: Any) -> list[Any] | None:
     if len(set(names)) != len(names):
         return None
     found: list[Any] = []
+    exact = set(names)
     items = result.itertuples(index=False) if _is_dataframe(result) else result
     for item in items:
         text = " ".join(map(str, item)) if _is_dataframe(result) else str(item)
+        if text in exact:
+            # The element is an input's file name (what scripts that return names do): any other name it
+            # contains is shorter and part of it, so the rule below would keep this one. One set lookup
+            # instead of one substring test per input.
+            found.append(text)
+            continue
         hits = [nm for nm in names if nm in text]
         if len(hits) > 1:  # "1.txt" inside "11.txt": keep the longest, which the shorter is part of
             longest = max(hits, key=len)
