@@ -11,7 +11,8 @@ blob: a one-file Azure output holds at most 49,999 mini-batches (use the dataset
 S3 (``s3://``): parts are whole objects under ``.parts/``; assembly is a multipart upload whose parts are
 server-side copies of byte ranges (``UploadPartCopy``). S3 wants every part but the last to be at least
 5 MB: runs of smaller parts are read by the driver and uploaded as one part (at most 5 MB in memory), so
-only small parts' bytes pass through the driver. Progress (upload id, finished parts) is kept in
+only small parts' bytes pass through the driver. A CSV part's header line is skipped by byte range, its
+length read from the part's name (``part_name``): the driver reads no part for it. Progress (upload id, finished parts) is kept in
 ``state_dir``: a killed assembly resumes the same upload.
 """
 
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputError
 from ._parquet_concat import MAGIC, plan
-from ._records import PartRecord, Records, load_state, records_digest, save_state
+from ._records import PartRecord, Records, header_length, load_state, records_digest, save_state
 from ._store import FsspecStore
 
 if TYPE_CHECKING:
@@ -187,9 +188,12 @@ def _ranges(store: FsspecStore, records: Records, fmt: str) -> list[Range]:
     for i, rec in enumerate(records):
         off, ln = rec.offset, rec.length
         if fmt == "csv" and i > 0:
-            head = store.read(rec.name, off, min(ln, 64 * 1024))
-            cut = head.find(b"\n")
-            skip = cut + 1 if cut >= 0 else ln  # a header longer than 64 KB: the whole part is header
+            skip = header_length(rec.name)  # recorded by the worker: no read
+            if skip is None:  # a part written before header lengths were recorded
+                head = store.read(rec.name, off, min(ln, 64 * 1024))
+                cut = head.find(b"\n")
+                skip = cut + 1 if cut >= 0 else ln  # a header longer than 64 KB: the whole part is header
+            skip = min(skip, ln)
             off, ln = off + skip, ln - skip
         if ln > 0:
             out.append((store.path(rec.name), off, ln))
