@@ -155,12 +155,18 @@ class Records:
                 last = r.name
 
 
+def digest_key(r: PartRecord) -> bytes:
+    """What ``records_digest`` hashes of one record: every field, one line (a tenth of ``to_json``'s cost)."""
+    return f"{r.batch}\x1f{r.name}\x1f{r.offset}\x1f{r.length}\x1f{r.rows}\x1f{r.checksum}\n".encode()
+
+
 def records_digest(records: Iterable[PartRecord]) -> str:
     """A fingerprint of the records (which parts, in which order): a saved assembly state is only resumed
-    for the very records it was started with."""
+    for the very records it was started with. A running ``hashlib.sha256`` fed ``digest_key`` of each
+    record in turn gives the same value."""
     h = hashlib.sha256()
     for r in records:
-        h.update(r.to_json().encode())
+        h.update(digest_key(r))
     return h.hexdigest()
 
 
