@@ -17,7 +17,8 @@
   that step: peak disk twice the output.
 - One file on an object store, text/csv/jsonl: composed server-side (``_compose``).
 - The dataset layout (any store, any format): each committed part is renamed ``part-<batch>.<ext>`` (a
-  server-side copy on object stores) and ``_manifest.json`` lists them in batch order.
+  server-side copy on object stores) and ``_manifest.json`` lists them in batch order, written as the parts
+  are renamed (to a temporary file, then renamed or uploaded whole): memory does not grow with the batches.
 
 ``keep_parts=True`` (a run that ended Failed or Canceled, which a resume may complete with more rows):
 the result is built the same way but no part is consumed or removed, so the next assembly, from more
@@ -31,6 +32,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +69,7 @@ def assemble(loc: OutputLocation, records: Records, *, file_name: str, fmt: str,
     """The result from ``records`` (see the module docstring for each case); ``log``: the driver's log."""
     store = loc.store
     if layout == "dataset":
-        return _assemble_dataset(loc, records, fmt, keep_parts)
+        return _assemble_dataset(loc, records, fmt, state_dir, keep_parts)
     if fmt == "parquet":
         return _assemble_parquet(loc, records, file_name, state_dir, keep_parts,
                                  log or logging.getLogger("parallelrun.outputs"))
@@ -314,36 +316,65 @@ def _reencode_parquet(loc: OutputLocation, records: Records, file_name: str, sta
 _DATASET_PART = re.compile(r"^part-\d{8}(\.p\d{5})?\.[a-z]+$")
 
 
-def _assemble_dataset(loc: OutputLocation, records: Records, fmt: str, keep_parts: bool) -> str:
-    store = loc.store
-    entries = []
-    # More than one record of a batch: the pieces of an isolated batch, numbered in order. Records come
-    # sorted by batch, so one record of look-ahead tells (the records are not all held).
+def _dataset_names(records: Records, fmt: str) -> Iterator[tuple[PartRecord, str]]:
+    """Each record with its name in the dataset layout, in batch order (which is also the names' sort order).
+    More than one record of a batch: the pieces of an isolated batch, numbered in order. Records come
+    sorted by batch, so one record of look-ahead tells (the records are not all held)."""
     piece = 0
     ahead = islice(records, 1, None)
     for rec in records:
         nxt = next(ahead, None)
         more = nxt is not None and nxt.batch == rec.batch
-        dst = dataset_name(rec.batch, fmt, None if piece == 0 and not more else piece)
+        yield rec, dataset_name(rec.batch, fmt, None if piece == 0 and not more else piece)
         piece = piece + 1 if more else 0
-        if store.size(rec.name) is not None:
-            if rec.offset == 0 and store.size(rec.name) == rec.length:
-                if keep_parts:
-                    store.copy(rec.name, dst)
-                else:
-                    store.rename(rec.name, dst)
-            else:  # a range of a segment: copied out (bounded by one part)
-                store.put(dst, store.read(rec.name, rec.offset, rec.length))
-        elif store.size(dst) != rec.length:
-            raise PartCorruptedError(rec, "is missing")
-        entries.append({"name": dst, "batch": rec.batch, "rows": rec.rows, "bytes": rec.length,
-                        "checksum": rec.checksum})
-    manifest = {"format": fmt, "layout": "dataset", "rows": sum(r.rows for r in records),
-                "parts": entries}
-    store.put(MANIFEST, json.dumps(manifest, indent=1).encode())
-    keep = {e["name"] for e in entries}
+
+
+def _assemble_dataset(loc: OutputLocation, records: Records, fmt: str, state_dir: Path, keep_parts: bool) -> str:
+    """Each part renamed (or copied) to its dataset name, then ``_manifest.json`` written as it is listed:
+    streamed to a temporary file and stored whole (a local rename, or one upload), so the driver holds
+    neither the records nor the manifest."""
+    store = loc.store
+    # A local output's temporary is beside it (a rename cannot cross file systems); an object store's is in
+    # the run's state folder, uploaded whole.
+    tmp = store.path(f".{MANIFEST}.writing") if isinstance(store, LocalStore) else state_dir / f"{MANIFEST}.writing"
+    rows = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as manifest:
+            manifest.write(f'{{"format": {json.dumps(fmt)}, "layout": "dataset", "parts": [')
+            sep = "\n "
+            for rec, dst in _dataset_names(records, fmt):
+                size = store.size(rec.name)
+                if size is not None:
+                    if rec.offset == 0 and size == rec.length:
+                        if keep_parts:
+                            store.copy(rec.name, dst)
+                        else:
+                            store.rename(rec.name, dst)
+                    else:  # a range of a segment: copied out (bounded by one part)
+                        store.put(dst, store.read(rec.name, rec.offset, rec.length))
+                elif store.size(dst) != rec.length:
+                    raise PartCorruptedError(rec, "is missing")
+                manifest.write(sep + json.dumps({"name": dst, "batch": rec.batch, "rows": rec.rows,
+                                                 "bytes": rec.length, "checksum": rec.checksum}))
+                sep = ",\n "
+                rows += rec.rows
+            manifest.write(f'\n], "rows": {rows}}}\n')
+        if isinstance(store, LocalStore):
+            os.replace(tmp, store.path(MANIFEST))
+        else:
+            store.fs.put_file(str(tmp), store.path(MANIFEST))
+            store.fs.invalidate_cache()
+    finally:
+        tmp.unlink(missing_ok=True)
+    # Parts of an earlier run into this folder that this one does not name: a merge of two sorted lists.
+    ours = (dst for _, dst in _dataset_names(records, fmt))
+    mine = next(ours, None)
     for name in store.list(""):
-        if _DATASET_PART.match(name) and name not in keep:  # a part of an earlier run into this folder
+        if not _DATASET_PART.match(name):
+            continue
+        while mine is not None and mine < name:
+            mine = next(ours, None)
+        if name != mine:
             store.remove(name)
     if not keep_parts:
         for name in records.names():
