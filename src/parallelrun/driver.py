@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from .collector import Collector
 from .config import JobSpec
 from .data.batches import MiniBatch
-from .errors import UserCodeError
+from .errors import OutputError, UserCodeError
 from .execution.base import Executor
 from .execution.feed import Feed
 from .execution.messages import Event, Outcome, WorkerInitFailed, WorkerLost, WorkerReady
@@ -45,7 +46,11 @@ class DriverLoop:
     """
 
     def __init__(self, spec: JobSpec, rec: RunRecord, journal: Journal, feed: Feed, executor: Executor,
-                 progress_mode: str, log: logging.Logger) -> None:
+                 progress_mode: str, log: logging.Logger,
+                 check_planned: Callable[[int], None] | None = None) -> None:
+        """``check_planned(batches)``: raises ``OutputError`` when the output cannot hold that many
+        mini-batches (``OutputLocation.check_batch_count``); called as planning grows."""
+        self.check_planned = check_planned
         self.spec, self.rec, self.journal, self.feed, self.executor, self.log = spec, rec, journal, feed, executor, log
         counts = journal.counts()
         pieces, isolating = journal.isolation_state()  # a resumed run carries on isolating where it was
@@ -70,6 +75,7 @@ class DriverLoop:
 
     def loop(self) -> None:
         """Until every batch is settled, or the run must stop."""
+        self._check_planned(self.journal.counts().batches)  # a resumed run's plan, before dispatching it
         while True:
             self.dispatch(self.select())
             planning = self.plan_more()
@@ -115,6 +121,7 @@ class DriverLoop:
             if new:
                 self.sched.add(b.index for b in new)
                 counts = self.journal.counts()
+                self._check_planned(counts.batches)
                 self.sched.total_batches = counts.batches
                 self.progress.set_total(counts.items)
         if feed.done and self.progress.planning:
@@ -125,6 +132,13 @@ class DriverLoop:
             self.log.info("planned %d mini-batches (%d items, %d files) in %.3f s", counts.batches, counts.items,
                           feed.plan.files, feed.plan_seconds)
         return planning
+
+    def _check_planned(self, batches: int) -> None:
+        if self.check_planned is not None:
+            try:
+                self.check_planned(batches)
+            except OutputError as e:
+                raise PlanningFailed(str(e)) from e
 
     def finished(self) -> bool:
         sched = self.sched

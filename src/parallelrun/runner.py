@@ -262,7 +262,11 @@ def _drive(
         raise
     old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
     try:
-        driver = DriverLoop(spec, rec, journal, feed, executor, progress_mode, log)
+        # An output that cannot hold the plan's mini-batches (an Azure one-file output) stops the run as
+        # planning grows, before the work is done.
+        check = (lambda n: loc.check_batch_count(n, layout=spec.output_layout, file_name=spec.append_row_file_name)) \
+            if spec.output_action == "append_row" else None
+        driver = DriverLoop(spec, rec, journal, feed, executor, progress_mode, log, check_planned=check)
         try:
             executor.start()
         except BaseException as e:

@@ -37,7 +37,7 @@ if spec["fmt"] == "parquet" and spec.get("reencode"):
     pq.ParquetWriter.write_table = write_table  # type: ignore[method-assign]
 elif loc.is_local:
     # Text formats: each record's copy; Parquet concatenation: each part's body copy.
-    module, name = (_parquet_concat, "copy_body") if spec["fmt"] == "parquet" else (_assemble, "_copy_record")
+    module, name = (_parquet_concat, "copy_body") if spec["fmt"] == "parquet" else (_assemble._Segments, "copy")
     real = getattr(module, name)
 
     def copy(*a: Any, **k: Any) -> int:

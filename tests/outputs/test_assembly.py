@@ -141,3 +141,23 @@ def test_azure_one_file_output_is_a_block_list_of_the_workers_staged_blocks(tmp_
     assert final == loc.join(default_file_name("csv"))
     rows = _rows(azure_backend.read(loc, default_file_name("csv")), "csv")
     assert rows == [f"{b:05d}-{i:03d}" for b in range(7) for i in range(5)]
+
+
+@pytest.mark.timeout(60)
+def test_a_dataset_assembly_replaces_an_earlier_runs_parts_and_streams_its_manifest(tmp_path: Path) -> None:
+    """Parts an earlier run left in the folder and this run does not name are removed (a merge of the sorted
+    listing with this run's sorted names); the manifest is written as it is listed, then renamed whole."""
+    loc = OutputLocation.parse(str(tmp_path / "out"))
+    out = Path(loc.url)
+    out.mkdir()
+    for stale in ("part-00000001.p00000.csv", "part-00000007.csv", "part-00099999.csv"):
+        (out / stale).write_text("old\n")
+    (out / "notes.txt").write_text("the user's")  # not a part: kept
+    records = [r for r in _write(loc, "csv", batches=6, rows=4) if r.batch != 3]  # batch 3 wrote nothing
+    loc.assemble(records, file_name="x.csv", fmt="csv", layout="dataset", state_dir=tmp_path / "state")
+    manifest = json.loads((out / "_manifest.json").read_text())
+    names = [f"part-{b:08d}.csv" for b in (0, 1, 2, 4, 5)]
+    assert [p["name"] for p in manifest["parts"]] == names and manifest["rows"] == 20
+    assert manifest["format"] == "csv" and manifest["layout"] == "dataset"
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(["_manifest.json", "notes.txt", *names])
+    assert [(out / n).read_text().splitlines()[1] for n in names] == [f"{b:05d}-000" for b in (0, 1, 2, 4, 5)]

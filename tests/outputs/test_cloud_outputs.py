@@ -151,3 +151,51 @@ def test_cli_output_to_an_object_store_is_composed_there_not_in_the_driver(
     assert not any(p.name.startswith(("az:", "s3:")) for p in tmp_path.rglob("*"))
     assert _tree_bytes(root) < 64 * 1024, sorted(str(p) for p in root.rglob("*"))
     assert _tree_bytes(ws) < 1024 * 1024, _tree_bytes(ws)
+
+
+@pytest.mark.s3
+@pytest.mark.timeout(120)
+def test_csv_headers_on_s3_are_skipped_by_byte_range_without_reading_the_parts(
+        moto_s3: Any, tmp_path: Path) -> None:
+    """Each CSV part's header length travels in its name: the driver's one-file assembly skips every header
+    but the first by byte range (server-side part copies) and reads no part's bytes."""
+    import boto3
+    import pandas as pd
+
+    from parallelrun.outputs import OutputLocation, format_result
+
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_s3.endpoint_url, region_name="us-east-1",
+                 aws_access_key_id=moto_s3.access_key_id,
+                 aws_secret_access_key=moto_s3.secret_access_key).create_bucket(Bucket=bucket)
+
+    def location(endpoint: str) -> OutputLocation:
+        opts = {"key": moto_s3.access_key_id, "secret": moto_s3.secret_access_key,
+                "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        return OutputLocation.parse(f"s3://{bucket}/out", storage_options=opts)
+
+    # The workers' side, straight to the store: three parts over S3's 5 MB minimum (server-side copies).
+    loc = location(moto_s3.endpoint_url)
+    records = []
+    with loc.part_writer(worker="w0", fmt="csv") as w:
+        for b in range(3):
+            frame = pd.DataFrame({"id": [f"b{b}-r{i}" for i in range(6)], "pad": ["x" * ROW_BYTES] * 6})
+            result = format_result(frame, action="append_row", fmt="csv", batch_inputs=list(range(6)))
+            records.append(w.write(batch=b, attempt=1, result=result))
+    assert all(".h7." in r.name for r in records), [r.name for r in records]  # "id,pad\n"
+
+    # The driver's side, through the counting proxy.
+    proxy = CountingProxy(int(urlparse(moto_s3.endpoint_url).port or 0))
+    try:
+        out = location(f"http://127.0.0.1:{proxy.port}").assemble(records, file_name="all.csv", fmt="csv",
+                                                                  state_dir=tmp_path / "state")
+        down, up = proxy.moved_by(os.getpid())
+    finally:
+        proxy.close()
+    assert out == f"s3://{bucket}/out/all.csv"
+    data = loc.store.read("all.csv", 0, loc.store.size("all.csv") or 0)
+    lines = data.decode().splitlines()
+    assert lines[0] == "id,pad" and [ln.split(",")[0] for ln in lines[1:]] == \
+        [f"b{b}-r{i}" for b in range(3) for i in range(6)]
+    print(f"\nassembly of {len(data)} bytes: the driver received {down} bytes, sent {up}")
+    assert down < 16 * 1024, down  # the multipart calls' answers only; reading a header was 64 KB per part

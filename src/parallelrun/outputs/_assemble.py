@@ -5,7 +5,9 @@
   has been copied, so the disk never holds the parts and the whole file at once. Progress (records done,
   bytes written, a hash of the records done) is saved in ``state_dir`` before any part is deleted, so a
   kill at any moment resumes where it stopped: the file is truncated to the saved length and copying
-  continues. Memory: one 4 MB buffer.
+  continues. Each segment stays open while records still use it, and a record is one ``pread`` into one
+  reused 4 MB buffer, checksummed, then written (its bytes must be read to be verified, so the kernel's
+  copy calls would not save the read). Memory: that buffer and the file's 1 MB write buffer.
 - One Parquet file (any store): the parts' bytes concatenated under one rewritten footer
   (``_parquet_concat``; server-side on object stores, ``_compose.compose_parquet``), consumed and
   resumable like the text path. When the parts cannot be joined as bytes (schemas differ: a column all
@@ -15,7 +17,8 @@
   that step: peak disk twice the output.
 - One file on an object store, text/csv/jsonl: composed server-side (``_compose``).
 - The dataset layout (any store, any format): each committed part is renamed ``part-<batch>.<ext>`` (a
-  server-side copy on object stores) and ``_manifest.json`` lists them in batch order.
+  server-side copy on object stores) and ``_manifest.json`` lists them in batch order, written as the parts
+  are renamed (to a temporary file, then renamed or uploaded whole): memory does not grow with the batches.
 
 ``keep_parts=True`` (a run that ended Failed or Canceled, which a resume may complete with more rows):
 the result is built the same way but no part is consumed or removed, so the next assembly, from more
@@ -29,6 +32,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +49,7 @@ from ._records import (
     checksum,
     checksum_text,
     dataset_name,
+    digest_key,
     load_state,
     records_digest,
     save_state,
@@ -56,6 +61,7 @@ if TYPE_CHECKING:
 
 CHUNK = 4 * 1024 * 1024
 SAVE_EVERY = 64 * 1024 * 1024  # bytes between progress saves when no segment was finished
+_OUT_BUFFER = 1024 * 1024  # the assembled file's write buffer: tiny records cost no write call each
 
 
 def assemble(loc: OutputLocation, records: Records, *, file_name: str, fmt: str, layout: str,
@@ -63,7 +69,7 @@ def assemble(loc: OutputLocation, records: Records, *, file_name: str, fmt: str,
     """The result from ``records`` (see the module docstring for each case); ``log``: the driver's log."""
     store = loc.store
     if layout == "dataset":
-        return _assemble_dataset(loc, records, fmt, keep_parts)
+        return _assemble_dataset(loc, records, fmt, state_dir, keep_parts)
     if fmt == "parquet":
         return _assemble_parquet(loc, records, file_name, state_dir, keep_parts,
                                  log or logging.getLogger("parallelrun.outputs"))
@@ -77,13 +83,14 @@ def _assemble_local_concat(store: LocalStore, records: Records, file_name: str, 
     final = store.path(file_name)
     tmp = store.path(f".{file_name}.assembling")
     state_path = state_dir / f"assembly-{file_name}.json"
+    csv = fmt == "csv"
     if keep_parts:  # a run that may be resumed: nothing consumed, nothing to resume, the file rebuilt whole
         state_path.unlink(missing_ok=True)
         try:
-            with open(tmp, "wb") as out:
+            with open(tmp, "wb", buffering=_OUT_BUFFER) as out, _Segments(store) as segs:
                 header = False
                 for rec in records:
-                    header = _copy_record(store, rec, out, skip_header=(fmt == "csv" and header)) > 0 or header
+                    header = segs.copy(rec, out, skip_header=csv and header) > 0 or header
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
@@ -95,37 +102,44 @@ def _assemble_local_concat(store: LocalStore, records: Records, file_name: str, 
         _remove_parts(store, records)
         state_path.unlink(missing_ok=True)
         return str(final)
+    # One pass for what the copy needs ahead: each segment's last record (local text parts are segments: a
+    # few names), and the count.
+    last_use: dict[str, int] = {}
+    n = 0
+    for n, r in enumerate(records, start=1):
+        last_use[r.name] = n - 1
     done, size, header = 0, 0, False
-    first = records.first()
-    if st and tmp.exists() and not st.get("renamed") and 0 < st["done"] <= len(records) and \
-            st["digest"] == records_digest(records.prefix(st["done"])) and tmp.stat().st_size >= st["size"]:
-        done, size, header = int(st["done"]), int(st["size"]), bool(st["header"])
-    elif first is not None and store.size(first.name) is None:
-        raise PartCorruptedError(first, "is missing")
-    last_use = {r.name: i for i, r in enumerate(records)}  # local text parts are segments: a few names
+    running = hashlib.sha256()  # records_digest of the records copied so far
+    if st and tmp.exists() and not st.get("renamed") and 0 < st["done"] <= n and tmp.stat().st_size >= st["size"]:
+        for r in records.prefix(st["done"]):
+            running.update(digest_key(r))
+        if running.hexdigest() == st["digest"]:
+            done, size, header = int(st["done"]), int(st["size"]), bool(st["header"])
+        else:
+            running = hashlib.sha256()
+    if not done and n and store.size(next(iter(last_use))) is None:
+        raise PartCorruptedError(next(iter(records)), "is missing")
     pending_delete: list[str] = []
     final.parent.mkdir(parents=True, exist_ok=True)
     saved, saved_size = done, size  # the progress recorded in state_dir
-    running = hashlib.sha256()
-    for r in records.prefix(done):
-        running.update(r.to_json().encode())
     try:
-        with open(tmp, "r+b" if done else "wb") as out:
+        with open(tmp, "r+b" if done else "wb", buffering=_OUT_BUFFER) as out, _Segments(store) as segs:
             out.truncate(size)
             out.seek(size)
             since_save = 0
             for i, rec in enumerate(islice(records, done, None), start=done):
-                n = _copy_record(store, rec, out, skip_header=(fmt == "csv" and header))
-                running.update(rec.to_json().encode())
-                header = header or n > 0
-                size += n
-                since_save += n
+                k = segs.copy(rec, out, skip_header=csv and header)
+                running.update(digest_key(rec))
+                header = header or k > 0
+                size += k
+                since_save += k
                 if last_use[rec.name] == i:
+                    segs.close(rec.name)
                     pending_delete.append(rec.name)
                 if pending_delete or since_save >= SAVE_EVERY:
                     out.flush()
                     save_state(state_path, {"done": i + 1, "size": size, "header": header,
-                                             "digest": running.copy().hexdigest()})
+                                             "digest": running.hexdigest()})
                     saved, saved_size, since_save = i + 1, size, 0
                     for name in pending_delete:
                         store.remove(name)
@@ -143,40 +157,76 @@ def _assemble_local_concat(store: LocalStore, records: Records, file_name: str, 
             except OSError:
                 pass
         raise
-    save_state(state_path, {"done": len(records), "size": size, "header": header, "renamed": True,
-                             "digest": records_digest(records)})
+    save_state(state_path, {"done": n, "size": size, "header": header, "renamed": True,
+                             "digest": running.hexdigest()})  # == records_digest(records), not recomputed
     os.replace(tmp, final)
-    _remove_parts(store, records)
+    for name in last_use:  # consumed already, but for a kill between a progress save and the removals
+        store.remove(name)
     state_path.unlink(missing_ok=True)
     return str(final)
 
 
-def _copy_record(store: LocalStore, rec: PartRecord, out: Any, *, skip_header: bool) -> int:
-    """Append rec's bytes to ``out`` (dropping the first line when ``skip_header``), checking its checksum."""
-    try:
-        f = store.open_read(rec.name)
-    except FileNotFoundError:
-        raise PartCorruptedError(rec, "is missing") from None
-    written, crc, left = 0, 0, rec.length
-    with f:
-        f.seek(rec.offset)
+class _Segments:
+    """Reads committed records out of the parts, keeping each part open while records still use it (two
+    workers' segments alternate: 10,000 records then cost a few opens, not 10,000). At most ``MAX_OPEN``
+    files are open; the least recently used is closed beyond that."""
+
+    MAX_OPEN = 64
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+        self.fds: dict[str, int] = {}  # insertion order = least recently used first
+        self.buf = bytearray(CHUNK)
+
+    def _fd(self, rec: PartRecord) -> int:
+        fd = self.fds.pop(rec.name, None)
+        if fd is None:
+            try:
+                fd = os.open(self.store.path(rec.name), os.O_RDONLY)
+            except FileNotFoundError:
+                raise PartCorruptedError(rec, "is missing") from None
+            if len(self.fds) >= self.MAX_OPEN:
+                os.close(self.fds.pop(next(iter(self.fds))))
+        self.fds[rec.name] = fd
+        return fd
+
+    def copy(self, rec: PartRecord, out: Any, *, skip_header: bool) -> int:
+        """Append rec's bytes to ``out`` (dropping the first line when ``skip_header``), checking its
+        checksum: one ``pread`` for a record up to 4 MB, read into one reused buffer."""
+        fd = self._fd(rec)
+        view = memoryview(self.buf)
+        written, crc, left, pos = 0, 0, rec.length, rec.offset
         while left:
-            data = f.read(min(CHUNK, left))
-            if not data:
+            got = os.preadv(fd, [view[:min(CHUNK, left)]], pos)
+            if got <= 0:
                 raise PartCorruptedError(rec, "is shorter than its record says")
-            left -= len(data)
-            crc = checksum(data, crc)
+            left -= got
+            pos += got
+            crc = checksum(view[:got], crc)
+            start = 0
             if skip_header:
-                cut = data.find(b"\n")
+                cut = self.buf.find(b"\n", 0, got)
                 if cut < 0:
                     continue  # still inside the header line
-                data = data[cut + 1:]
-                skip_header = False
-            out.write(data)
-            written += len(data)
-    if checksum_text(crc) != rec.checksum:
-        raise PartCorruptedError(rec, "does not match its checksum")
-    return written
+                start, skip_header = cut + 1, False
+            out.write(view[start:got])
+            written += got - start
+        if checksum_text(crc) != rec.checksum:
+            raise PartCorruptedError(rec, "does not match its checksum")
+        return written
+
+    def close(self, name: str) -> None:
+        fd = self.fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> _Segments:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def _remove_parts(store: LocalStore | FsspecStore, records: Records) -> None:
@@ -266,36 +316,65 @@ def _reencode_parquet(loc: OutputLocation, records: Records, file_name: str, sta
 _DATASET_PART = re.compile(r"^part-\d{8}(\.p\d{5})?\.[a-z]+$")
 
 
-def _assemble_dataset(loc: OutputLocation, records: Records, fmt: str, keep_parts: bool) -> str:
-    store = loc.store
-    entries = []
-    # More than one record of a batch: the pieces of an isolated batch, numbered in order. Records come
-    # sorted by batch, so one record of look-ahead tells (the records are not all held).
+def _dataset_names(records: Records, fmt: str) -> Iterator[tuple[PartRecord, str]]:
+    """Each record with its name in the dataset layout, in batch order (which is also the names' sort order).
+    More than one record of a batch: the pieces of an isolated batch, numbered in order. Records come
+    sorted by batch, so one record of look-ahead tells (the records are not all held)."""
     piece = 0
     ahead = islice(records, 1, None)
     for rec in records:
         nxt = next(ahead, None)
         more = nxt is not None and nxt.batch == rec.batch
-        dst = dataset_name(rec.batch, fmt, None if piece == 0 and not more else piece)
+        yield rec, dataset_name(rec.batch, fmt, None if piece == 0 and not more else piece)
         piece = piece + 1 if more else 0
-        if store.size(rec.name) is not None:
-            if rec.offset == 0 and store.size(rec.name) == rec.length:
-                if keep_parts:
-                    store.copy(rec.name, dst)
-                else:
-                    store.rename(rec.name, dst)
-            else:  # a range of a segment: copied out (bounded by one part)
-                store.put(dst, store.read(rec.name, rec.offset, rec.length))
-        elif store.size(dst) != rec.length:
-            raise PartCorruptedError(rec, "is missing")
-        entries.append({"name": dst, "batch": rec.batch, "rows": rec.rows, "bytes": rec.length,
-                        "checksum": rec.checksum})
-    manifest = {"format": fmt, "layout": "dataset", "rows": sum(r.rows for r in records),
-                "parts": entries}
-    store.put(MANIFEST, json.dumps(manifest, indent=1).encode())
-    keep = {e["name"] for e in entries}
+
+
+def _assemble_dataset(loc: OutputLocation, records: Records, fmt: str, state_dir: Path, keep_parts: bool) -> str:
+    """Each part renamed (or copied) to its dataset name, then ``_manifest.json`` written as it is listed:
+    streamed to a temporary file and stored whole (a local rename, or one upload), so the driver holds
+    neither the records nor the manifest."""
+    store = loc.store
+    # A local output's temporary is beside it (a rename cannot cross file systems); an object store's is in
+    # the run's state folder, uploaded whole.
+    tmp = store.path(f".{MANIFEST}.writing") if isinstance(store, LocalStore) else state_dir / f"{MANIFEST}.writing"
+    rows = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as manifest:
+            manifest.write(f'{{"format": {json.dumps(fmt)}, "layout": "dataset", "parts": [')
+            sep = "\n "
+            for rec, dst in _dataset_names(records, fmt):
+                size = store.size(rec.name)
+                if size is not None:
+                    if rec.offset == 0 and size == rec.length:
+                        if keep_parts:
+                            store.copy(rec.name, dst)
+                        else:
+                            store.rename(rec.name, dst)
+                    else:  # a range of a segment: copied out (bounded by one part)
+                        store.put(dst, store.read(rec.name, rec.offset, rec.length))
+                elif store.size(dst) != rec.length:
+                    raise PartCorruptedError(rec, "is missing")
+                manifest.write(sep + json.dumps({"name": dst, "batch": rec.batch, "rows": rec.rows,
+                                                 "bytes": rec.length, "checksum": rec.checksum}))
+                sep = ",\n "
+                rows += rec.rows
+            manifest.write(f'\n], "rows": {rows}}}\n')
+        if isinstance(store, LocalStore):
+            os.replace(tmp, store.path(MANIFEST))
+        else:
+            store.fs.put_file(str(tmp), store.path(MANIFEST))
+            store.fs.invalidate_cache()
+    finally:
+        tmp.unlink(missing_ok=True)
+    # Parts of an earlier run into this folder that this one does not name: a merge of two sorted lists.
+    ours = (dst for _, dst in _dataset_names(records, fmt))
+    mine = next(ours, None)
     for name in store.list(""):
-        if _DATASET_PART.match(name) and name not in keep:  # a part of an earlier run into this folder
+        if not _DATASET_PART.match(name):
+            continue
+        while mine is not None and mine < name:
+            mine = next(ours, None)
+        if name != mine:
             store.remove(name)
     if not keep_parts:
         for name in records.names():

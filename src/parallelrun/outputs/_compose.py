@@ -11,8 +11,10 @@ blob: a one-file Azure output holds at most 49,999 mini-batches (use the dataset
 S3 (``s3://``): parts are whole objects under ``.parts/``; assembly is a multipart upload whose parts are
 server-side copies of byte ranges (``UploadPartCopy``). S3 wants every part but the last to be at least
 5 MB: runs of smaller parts are read by the driver and uploaded as one part (at most 5 MB in memory), so
-only small parts' bytes pass through the driver. Progress (upload id, finished parts) is kept in
-``state_dir``: a killed assembly resumes the same upload.
+only small parts' bytes pass through the driver. A CSV part's header line is skipped by byte range, its
+length read from the part's name (``part_name``): the driver reads no part for it. Progress (upload id, finished parts) is kept in
+``state_dir``, saved at most once a second: a killed assembly resumes the same upload, redoing at most a
+second of parts. The ranges and the parts are generated in passes over the records, never all held.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputError
 from ._parquet_concat import MAGIC, plan
-from ._records import PartRecord, Records, load_state, records_digest, save_state
+from ._records import PartRecord, Records, header_length, load_state, records_digest, save_state
 from ._store import FsspecStore
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ S3_MIN_PART = 5 * 1024 * 1024
 S3_MAX_COPY = 5 * 1024 * 1024 * 1024
 S3_MAX_PARTS = 10_000
 AZURE_MAX_BLOCKS = 50_000
+_SAVE_SECONDS = 1.0  # the S3 upload's progress is saved at most this often
 _BLOCK_TAG = "?block="
 
 
@@ -145,60 +149,66 @@ class Piece:
 Range = tuple["str | bytes", int, int]
 
 
-def plan_pieces(ranges: list[Range], min_size: int = S3_MIN_PART,
-                max_copy: int = S3_MAX_COPY) -> list[Piece]:
+def plan_pieces(ranges: Iterable[Range], min_size: int = S3_MIN_PART,
+                max_copy: int = S3_MAX_COPY) -> Iterator[Piece]:
     """Cut the ranges into upload parts, each >= ``min_size`` except the last. A range big enough on its own
     is copied server-side; smaller ones are grouped (their bytes pass through the driver, < min_size each).
-    A source given as bytes (a Parquet header or footer made by the driver) is uploaded, never copied."""
-    pieces: list[Piece] = []
+    A source given as bytes (a Parquet header or footer made by the driver) is uploaded, never copied.
+    A generator: the ranges are consumed as the pieces are made, never all held."""
     pending: list[Range] = []
     pending_size = 0
     for name, off, ln in ranges:
         while ln > 0:
             if not pending and ln >= min_size and isinstance(name, str):
                 take = min(ln, max_copy)
-                pieces.append(Piece(True, ((name, off, take),)))
+                yield Piece(True, ((name, off, take),))
             else:
                 take = min(ln, min_size - pending_size)
                 pending.append((name, off, take))
                 pending_size += take
                 if pending_size >= min_size:
-                    pieces.append(Piece(False, tuple(pending)))
+                    yield Piece(False, tuple(pending))
                     pending, pending_size = [], 0
             off += take
             ln -= take
     if pending:
-        pieces.append(Piece(False, tuple(pending)))
-    return pieces
+        yield Piece(False, tuple(pending))
 
 
-def _s3_pieces(ranges: list[Range]) -> list[Piece]:
-    total = sum(r[2] for r in ranges)
+def _s3_pieces(ranges: Callable[[], Iterable[Range]]) -> tuple[int, Callable[[], Iterator[Piece]]]:
+    """How many parts the upload has, and a function that makes them anew (one pass over the ranges each):
+    at most ``S3_MAX_PARTS``, the minimum part size grown until they fit."""
     min_size = S3_MIN_PART
-    pieces = plan_pieces(ranges, min_size)
-    while len(pieces) > S3_MAX_PARTS:  # bounded: min_size grows each time, until parts fit
-        min_size = max(min_size * 2, -(-total // (S3_MAX_PARTS - 100)))
-        pieces = plan_pieces(ranges, min_size)
-    return pieces
+    count = sum(1 for _ in plan_pieces(ranges(), min_size))
+    if count > S3_MAX_PARTS:  # bounded: min_size grows each time, until parts fit
+        total = sum(r[2] for r in ranges())
+        while count > S3_MAX_PARTS:
+            min_size = max(min_size * 2, -(-total // (S3_MAX_PARTS - 100)))
+            count = sum(1 for _ in plan_pieces(ranges(), min_size))
+    size = min_size
+    return count, lambda: plan_pieces(ranges(), size)
 
 
-def _ranges(store: FsspecStore, records: Records, fmt: str) -> list[Range]:
-    out: list[Range] = []
+def _ranges(store: FsspecStore, records: Records, fmt: str) -> Iterator[Range]:
+    """The byte ranges of the records, in order (a CSV part's header cut off, but the first's)."""
     for i, rec in enumerate(records):
         off, ln = rec.offset, rec.length
         if fmt == "csv" and i > 0:
-            head = store.read(rec.name, off, min(ln, 64 * 1024))
-            cut = head.find(b"\n")
-            skip = cut + 1 if cut >= 0 else ln  # a header longer than 64 KB: the whole part is header
+            skip = header_length(rec.name)  # recorded by the worker: no read
+            if skip is None:  # a part written before header lengths were recorded
+                head = store.read(rec.name, off, min(ln, 64 * 1024))
+                cut = head.find(b"\n")
+                skip = cut + 1 if cut >= 0 else ln  # a header longer than 64 KB: the whole part is header
+            skip = min(skip, ln)
             off, ln = off + skip, ln - skip
         if ln > 0:
-            out.append((store.path(rec.name), off, ln))
-    return out
+            yield store.path(rec.name), off, ln
 
 
-def _compose_s3(loc: OutputLocation, ranges: list[Range], file_name: str, digest: str, state_dir: Path,
-                parts: Iterable[str] | None) -> str:
-    """One multipart upload of ``ranges`` in order; then the ``parts`` named are removed (None: kept)."""
+def _compose_s3(loc: OutputLocation, ranges: Callable[[], Iterable[Range]], file_name: str, digest: str,
+                state_dir: Path, parts: Iterable[str] | None) -> str:
+    """One multipart upload of ``ranges()`` in order; then the ``parts`` named are removed (None: kept).
+    The ranges are read afresh for each pass (counting the parts, then uploading them), never all held."""
     store = loc.store
     assert isinstance(store, FsspecStore)
     fs = store.fs
@@ -210,8 +220,8 @@ def _compose_s3(loc: OutputLocation, ranges: list[Range], file_name: str, digest
         if st.get("digest") != digest:
             _abort(fs, bucket, key, st.get("upload_id"))
             st = {}
-    pieces = _s3_pieces(ranges)
-    if not pieces:
+    count, pieces = _s3_pieces(ranges)
+    if not count:
         fs.pipe_file(store.path(file_name), b"")
         state_path.unlink(missing_ok=True)
         return loc.join(file_name)
@@ -220,7 +230,8 @@ def _compose_s3(loc: OutputLocation, ranges: list[Range], file_name: str, digest
         st = {"digest": digest, "upload_id": upload_id, "etags": {}}
         save_state(state_path, st)
     etags: dict[str, str] = st["etags"]
-    for number, piece in enumerate(pieces, start=1):
+    saved = time.monotonic()
+    for number, piece in enumerate(pieces(), start=1):
         if str(number) in etags:
             continue
         common = {"Bucket": bucket, "Key": key, "UploadId": st["upload_id"], "PartNumber": number}
@@ -236,10 +247,16 @@ def _compose_s3(loc: OutputLocation, ranges: list[Range], file_name: str, digest
                             else src[off:off + ln] for src, off, ln in piece.ranges)
             etag = fs.call_s3("upload_part", Body=body, **common)["ETag"]
         etags[str(number)] = etag
-        save_state(state_path, st)
+        # Progress saved at most once a second (the state grows with the parts: saving it after each would
+        # cost the square of their number). A kill loses at most a second of parts, uploaded again on resume
+        # (a part number uploaded again replaces the first).
+        if time.monotonic() - saved >= _SAVE_SECONDS:
+            save_state(state_path, st)
+            saved = time.monotonic()
+    save_state(state_path, st)
     fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=st["upload_id"],
                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[str(n)]}
-                                          for n in range(1, len(pieces) + 1)]})
+                                          for n in range(1, count + 1)]})
     fs.invalidate_cache()
     for name in parts or ():
         store.remove(name)
@@ -285,7 +302,7 @@ def compose_parquet(loc: OutputLocation, records: Records, *, file_name: str, st
         else:
             ranges: list[Range] = [(store.path(name), off, ln) for name, off, ln in bodies if ln]
             ranges.append((p.tail, 0, len(p.tail)))
-            _compose_s3(loc, ranges, file_name, digest, state_dir, None)
+            _compose_s3(loc, lambda: ranges, file_name, digest, state_dir, None)
         if keep_parts:
             return loc.join(file_name)
         save_state(marker, {"digest": digest})
@@ -354,5 +371,5 @@ def compose(loc: OutputLocation, records: Records, *, file_name: str, fmt: str, 
         AzureBlocks(store, file_name).commit(records)
         store.fs.invalidate_cache()
         return loc.join(file_name)
-    return _compose_s3(loc, _ranges(store, records, fmt), file_name, records_digest(records), state_dir,
+    return _compose_s3(loc, lambda: _ranges(store, records, fmt), file_name, records_digest(records), state_dir,
                        None if keep_parts else records.names())

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ..errors import MissingExtraError, OutputError, UsageError
+from . import _compose
 from ._compose import AZURE_PROTOCOLS, AzureBlocks, is_block_record
 from ._records import LAYOUTS, PARTS_DIR, PartRecord, Records, checksum, checksum_text, default_file_name
 from ._store import FsspecStore, LocalStore
@@ -144,6 +145,29 @@ class OutputLocation:
                     f"the output location {self.url} has {_size(free)} free, but this job's output is estimated "
                     f"at {_size(estimate_bytes)}. Nothing was run. Free at least "
                     f"{_size(estimate_bytes - free)} on that disk, or choose another output folder.")
+
+    def batch_limit(self, *, layout: str) -> int | None:
+        """The most mini-batches this output can be assembled from, or None (no limit). An Azure one-file
+        output is one blob of at most 50,000 committed blocks: one per mini-batch (a Parquet part may take
+        more), plus the CSV header or the Parquet footer."""
+        if self.protocol in AZURE_PROTOCOLS and layout == "file":
+            return _compose.AZURE_MAX_BLOCKS - 1
+        return None
+
+    def check_batch_count(self, batches: int, *, layout: str, file_name: str) -> None:
+        """Raise ``OutputError`` when ``batches`` planned mini-batches are more than this output can be
+        assembled from (``batch_limit``). The driver calls it as planning grows, so the run stops before the
+        work is done, not at the final assembly."""
+        limit = self.batch_limit(layout=layout)
+        if limit is None or batches <= limit:
+            return
+        raise OutputError(
+            f"the job has more mini-batches than its output can hold: {batches} planned so far, but the one-file "
+            f"output {self.join(file_name)} is one Azure blob, and Azure commits at most "
+            f"{_compose.AZURE_MAX_BLOCKS} blocks per blob (one per mini-batch, plus a CSV header or Parquet "
+            f"footer), so at most {limit} mini-batches. Stopped before running the rest. Set a larger "
+            f"mini_batch_size (fewer, bigger mini-batches), or output_layout: dataset (one blob per mini-batch, "
+            f"no limit), and run the job again.")
 
     # --- in the worker ----------------------------------------------------------------------------------
     def part_writer(self, *, worker: str, fmt: str, layout: str = "file",

@@ -6,7 +6,8 @@ of one mini-batch. ``name`` is relative to the output location, always under ``.
 - ``.parts/seg-<worker>-<seq:05d>.<ext>``: a worker's segment file, to which it appends the batches it
   runs (local disk, one-file layout, text/csv/jsonl: no file per tiny mini-batch);
 - ``.parts/part-<batch:08d>.a<attempt>.<ext>``: one attempt of one batch as a whole file (Parquet, the
-  dataset layout, and object stores, where an object is written whole and cannot be appended to).
+  dataset layout, and object stores, where an object is written whole and cannot be appended to); a CSV
+  part of a one-file output also names its header line's length, ``part-<batch>.a<attempt>.h<n>.csv``.
 
 Only parts whose record the journal committed count; everything else under ``.parts/`` is removed by
 ``OutputLocation.cleanup``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -82,8 +84,20 @@ class PartRecord:
                    length=int(d["length"]), rows=int(d["rows"]), checksum=str(d["checksum"]))
 
 
-def part_name(batch: int, attempt: int, fmt: str) -> str:
-    return f"{PARTS_DIR}/part-{batch:08d}.a{attempt}.{EXTENSIONS[fmt]}"
+def part_name(batch: int, attempt: int, fmt: str, header: int | None = None) -> str:
+    """``header``: the length of a CSV part's header line, carried in its name (``.h<length>``) so that the
+    one-file assembly on S3 can skip it by byte range, without reading the part."""
+    tag = "" if header is None else f".h{header}"
+    return f"{PARTS_DIR}/part-{batch:08d}.a{attempt}{tag}.{EXTENSIONS[fmt]}"
+
+
+_HEADER_TAG = re.compile(r"\.a\d+\.h(\d+)\.[a-z]+$")
+
+
+def header_length(name: str) -> int | None:
+    """The header length a part's name carries (see ``part_name``), or None (not recorded: read the part)."""
+    m = _HEADER_TAG.search(name)
+    return int(m.group(1)) if m else None
 
 
 def segment_name(worker: str, seq: int, fmt: str) -> str:
@@ -151,12 +165,18 @@ class Records:
                 last = r.name
 
 
+def digest_key(r: PartRecord) -> bytes:
+    """What ``records_digest`` hashes of one record: every field, one line (a tenth of ``to_json``'s cost)."""
+    return f"{r.batch}\x1f{r.name}\x1f{r.offset}\x1f{r.length}\x1f{r.rows}\x1f{r.checksum}\n".encode()
+
+
 def records_digest(records: Iterable[PartRecord]) -> str:
     """A fingerprint of the records (which parts, in which order): a saved assembly state is only resumed
-    for the very records it was started with."""
+    for the very records it was started with. A running ``hashlib.sha256`` fed ``digest_key`` of each
+    record in turn gives the same value."""
     h = hashlib.sha256()
     for r in records:
-        h.update(r.to_json().encode())
+        h.update(digest_key(r))
     return h.hexdigest()
 
 

@@ -14,7 +14,7 @@ Which shape a part takes:
 - Azure Blob, one-file layout, text/csv/jsonl: staged as uncommitted blocks of the final blob (see
   ``_compose``); the assembly commits them in batch order without moving a byte.
 - otherwise (Parquet, the dataset layout, object stores): one self-contained file per attempt,
-  ``.parts/part-<batch>.a<attempt>.<ext>``, written to a temporary name and renamed (local) or put whole
+  ``.parts/part-<batch>.a<attempt>.<ext>`` (``.h<header length>.csv`` for a CSV part of one file), written to a temporary name and renamed (local) or put whole
   (object stores). Bytes of a failed or abandoned attempt are never referenced by a committed record.
 """
 
@@ -65,7 +65,10 @@ class PartWriter:
         elif self.segmented:
             name, offset = self._append(data)
         else:
-            name, offset = part_name(batch, attempt, self.fmt), 0
+            header = None
+            if self.fmt == "csv" and self.layout == "file":  # dropped by the assembly of all but the first
+                header = data.index(b"\n") + 1 if b"\n" in data else len(data)
+            name, offset = part_name(batch, attempt, self.fmt, header), 0
             self.store.put(name, data)
         return PartRecord(batch=batch, name=name, offset=offset, length=len(data), rows=result.rows, checksum=crc)
 
