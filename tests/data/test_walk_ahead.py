@@ -18,6 +18,17 @@ from parallelrun.errors import DatasetError
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux only")
 
 
+_SINGLE_THREADED = wa._single_threaded
+
+
+@pytest.fixture(autouse=True)
+def _fork_despite_other_tests_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Earlier tests in the same pytest process leave daemon threads behind (fsspec's I/O loop, a store
+    # proxy), so the driver's "no other thread" rule would silently walk in place and these tests would
+    # test nothing. The child only lists and stats files: no lock those threads could hold.
+    monkeypatch.setattr(wa, "_single_threaded", lambda: True)
+
+
 def _children() -> set[int]:
     """This process's live children (zombies included: a child not reaped is a child left behind)."""
     with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
@@ -85,6 +96,7 @@ def test_a_walk_abandoned_early_kills_and_reaps_the_child(tmp_path: Path, monkey
 def test_a_driver_with_threads_walks_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = _folder(tmp_path, 10)
     monkeypatch.setattr(wa, "MIN_DIR_BYTES", 0)
+    monkeypatch.setattr(wa, "_single_threaded", _SINGLE_THREADED)  # the rule itself, this time
     monkeypatch.setattr(wa.os, "fork", lambda: pytest.fail("forked with another thread running"))
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)

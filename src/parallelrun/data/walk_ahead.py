@@ -75,8 +75,12 @@ def walk_ahead(root: str, walk: Callable[[str], Iterator[list[Any]]]) -> Iterato
             os.waitpid(pid, 0)
 
 
+def _single_threaded() -> bool:
+    return threading.active_count() == 1
+
+
 def _worth_a_child(root: str) -> bool:
-    if not sys.platform.startswith("linux") or threading.active_count() > 1:
+    if not sys.platform.startswith("linux") or not _single_threaded():
         return False  # fork without exec is safe only with no other thread (Ray's, gRPC's) holding a lock
     try:
         return os.stat(root).st_size >= MIN_DIR_BYTES
