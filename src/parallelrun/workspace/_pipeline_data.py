@@ -2,7 +2,8 @@
 ParallelRunStep's workers wrote on a remote datastore themselves ("direct", see ``pipeline_driver``).
 
 Nothing here reads a remote object's bytes except ``materialize`` (a step that needs a local path):
-a direct PipelineData is fingerprinted by its objects' names and sizes and copied server-side on reuse.
+a direct PipelineData is fingerprinted by its objects' names and sizes (the pipeline driver adds the part
+records its producer's journal committed) and copied server-side on reuse.
 """
 
 from __future__ import annotations
