@@ -76,7 +76,12 @@ def walk_ahead(root: str, walk: Callable[[str], Iterator[list[Any]]]) -> Iterato
 
 
 def _single_threaded() -> bool:
-    return threading.active_count() == 1
+    """No other thread in this process, native ones included (a library's C++ pool holding malloc's lock
+    would deadlock the forked child): ``/proc/self/task`` lists them all, ``threading`` only Python's."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return threading.active_count() == 1
 
 
 def _worth_a_child(root: str) -> bool:
