@@ -340,8 +340,10 @@ def _stage_parquet_azure(store: FsspecStore, file_name: str, bodies: list[tuple[
                 blocks._run("stage_block_from_url", bid, url, source_offset=off, source_length=ln)
                 continue
             except Exception as e:  # noqa: BLE001 - only "not implemented" (Azurite) is handled here
-                if "not implemented" not in str(e).lower():
+                # HTTP 501 from azure-core's HttpResponseError; the text for errors that lost their status.
+                if getattr(e, "status_code", None) != 501 and "not implemented" not in str(e).lower():
                     raise
+                log.info("stage_block_from_url refused (%s): %s", getattr(e, "status_code", None), _first(e))
         if not via_driver:
             via_driver = True
             log.warning("composing %s: the service cannot copy blocks from a URL (no account key or SAS "
@@ -373,3 +375,7 @@ def compose(loc: OutputLocation, records: Records, *, file_name: str, fmt: str, 
         return loc.join(file_name)
     return _compose_s3(loc, lambda: _ranges(store, records, fmt), file_name, records_digest(records), state_dir,
                        None if keep_parts else records.names())
+
+
+def _first(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
