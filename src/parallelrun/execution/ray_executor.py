@@ -1,17 +1,33 @@
 """The Ray executor: ``node_count × process_count_per_node`` Ray actors, each one worker process.
 
 Each actor wraps a ``WorkerRuntime`` (set-up, ``init()`` once, ``run()`` per mini-batch), exactly like a local
-worker process. The driver sends each mini-batch to a named actor as one actor call; a single-threaded
-actor runs its calls one at a time in submission order, so the driver knows which batch each actor is
-running (the head of its queue) and which are only queued behind it. An actor holds up to ``depth`` calls
-(2, more when mini-batches are tiny), so it never waits for the driver between two mini-batches. ``poll`` waits in one ``ray.wait`` on
-every outstanding call: a call that fails with ``RayActorError`` means the actor (or its node) died, and
-only that actor's head batch fails (reason ``lost``); the queued ones go back unstarted.
+worker process. The driver knows which batches each actor holds, in order: the head is running, the rest wait
+behind it.
 
-Ray has no per-call timeout, so the executor keeps one: past ``run_invocation_timeout`` the actor is
-killed with ``ray.kill`` and replaced (the replacement runs ``init()`` again), as the local executor does
-with a process. Idle actors are pinged now and then so that one that died while idle (its node removed)
-is replaced before it is handed work, rather than costing a mini-batch an attempt.
+Calls: an actor call costs about a millisecond of Ray overhead (more through Ray Client), so batches travel
+several to a call, as they travel several to a message to a local worker: the sizing is the pool's
+(``pool.WorkerPool.depth`` with ``refill_at_half``): an actor holds about ``QUEUE_SECONDS`` of work, measured
+from ``run()`` times as the run goes, and is refilled once half of it is done, with everything submitted to it
+in one turn of the driver loop going out as one ``run`` call - about ``QUEUE_SECONDS / 2`` of work per call.
+``run`` is a streaming generator: it yields each batch's outcome as that batch ends, so each batch still
+commits on its own, as soon as it is done, and the next batch's ``run_invocation_timeout`` counts from then.
+A call's batches run one after the other, and an actor runs its ``run`` calls one at a time, in order.
+
+Prefetch: an actor has a second thread (Ray concurrency group ``inbox``) on which the driver ``offer``s the
+batches of each call as it sends them (only for batches with remote inputs); ``WorkerRuntime.offer`` starts
+downloading the next batch while the current one runs, as in a local worker. The entry script's ``init()`` and
+``run()`` share the actor's call thread (which, in an actor with two threads, is not the process's main thread).
+
+Failures: ``poll`` waits in one ``ray.wait`` on every call in flight. A call whose stream ends in
+``RayActorError`` means the actor (or its node) died: only the batch it was running fails (reason ``lost``),
+the ones queued behind it go back unstarted, without using an attempt. The actor notes each batch it starts
+(``logs/sys/<worker>.running``), because an outcome yielded just before dying may die with it: the note says
+which batch was really running, and the ones before it go back unstarted too. Ray has no per-call timeout, so
+the executor keeps one per batch: past ``run_invocation_timeout`` the actor is killed with ``ray.kill`` and
+replaced (the replacement runs ``init()`` again), as the local executor does with a process; the batches that
+ended before the hung one in the same call were committed as they ended. Idle actors are pinged now and then
+so that one that died while idle (its node removed) is replaced before it is handed work, rather than
+costing a mini-batch an attempt.
 
 Placement: actors are pinned to ``node_count`` alive nodes with node-affinity scheduling
 (``process_count_per_node`` on each), the driver's own node first when it fits. A replacement goes back
@@ -34,26 +50,34 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ..data.batches import MiniBatch
+from ..data.batches import FileBatch, MiniBatch
 from ..errors import UsageError, UserCodeError
 from .base import WorkerState
 from .messages import Event, Outcome, WorkerLost, error_outcome
 from .pool import WorkerPool
 from .ray_cluster import RayCluster, import_ray
-from .worker import WorkerConfig
+from .worker import WorkerConfig, has_remote
 
 if TYPE_CHECKING:
     from ..config import JobSpec
 
 #: seconds between liveness pings of an actor that holds no mini-batch
 PING_EVERY = 2.0
-#: work queued in each actor: a call costs about a millisecond on one machine (more through Ray Client),
-#: so tiny mini-batches need a deeper queue to keep actors busy; slow ones keep the minimum of 2
-QUEUE_SECONDS = 0.05
-MAX_DEPTH = 16
+#: seconds of work queued in each actor; refilled at half, so a call carries about half of it. A call costs
+#: about a millisecond on one machine (more through Ray Client): a few hundred ms of work per call makes that
+#: negligible, and keeps the tail of a run (the last batches, unevenly spread) short.
+QUEUE_SECONDS = 0.6
+#: batches an actor may hold at most (tiny ones: about QUEUE_SECONDS of them is thousands)
+MAX_DEPTH = 512
+#: the actor's second thread, where ``offer`` runs while ``run`` works
+INBOX = "inbox"
+
+
 class _RayWorker:
     """The actor body: one Ray worker process running one ``WorkerRuntime``.
 
@@ -85,10 +109,25 @@ class _RayWorker:
             return os.getpid(), node_id, to_user_error(e)
         return os.getpid(), node_id, self.rt.init()
 
-    def process(self, batch: MiniBatch, attempt: int) -> Outcome:
-        _mark_running(self.marker, batch.index, attempt)
-        out: Outcome = self.rt.process(batch, attempt)
-        return out
+    def run(self, items: list[tuple[MiniBatch, int]]) -> Iterator[Outcome]:
+        """Run several batches, in order; a streaming generator: each outcome goes to the driver as its batch
+        ends (the driver commits it then, and counts the next batch's timeout from then)."""
+        for batch, attempt in items:
+            _mark_running(self.marker, batch.index, attempt)
+            try:
+                out: Outcome = self.rt.process(batch, attempt)
+            except Exception as e:  # noqa: BLE001 - our own code failed: this batch's error, not the call's
+                from .entry import to_user_error
+
+                out = error_outcome(self.rt.cfg.agent_name, batch.index, attempt, to_user_error(e))
+            yield out
+
+    def offer(self, items: list[tuple[MiniBatch, int]]) -> None:
+        """Batches a coming ``run`` call holds (called on the ``inbox`` thread while ``run`` works): start
+        fetching their remote inputs."""
+        if self.rt is not None:
+            for batch, attempt in items:
+                self.rt.offer(batch, attempt)
 
     def ping(self) -> int:
         return os.getpid()
@@ -136,12 +175,21 @@ def _relocate(cfg: WorkerConfig, shipped_root: str | None) -> WorkerConfig:
 
 
 @dataclass
+class _Call:
+    """One ``run`` call in flight: its stream of outcomes and how many are still to come."""
+
+    stream: Any  # ray.ObjectRefGenerator
+    left: int
+
+
+@dataclass
 class _Actor:
     handle: Any
     node_id: str
     node_index: int
     start_ref: Any = None
-    refs: list[Any] = field(default_factory=list)  # one per queued batch, same order as the state's queue
+    outbox: list[tuple[MiniBatch, int]] = field(default_factory=list)  # submitted, sent at the next poll
+    calls: deque[_Call] = field(default_factory=deque)  # in flight, oldest first (their batches: the queue's)
     ping_ref: Any = None
     last_seen: float = 0.0
 
@@ -151,7 +199,7 @@ class RayExecutor(WorkerPool[_Actor]):
 
     queue_seconds = QUEUE_SECONDS
     max_depth = MAX_DEPTH
-    refill_at_half = False  # one actor call per batch: nothing to gain from sending several at once
+    refill_at_half = True  # then everything submitted to an actor in one turn goes in one call
 
     def __init__(self, cfg: WorkerConfig, spec: JobSpec) -> None:
         super().__init__(spec.run_invocation_timeout)
@@ -177,7 +225,7 @@ class RayExecutor(WorkerPool[_Actor]):
         self._connect()
         nodes = self._pick_nodes()
         self._check_output_reachable(nodes)
-        self._cls = self.ray.remote(_RayWorker)
+        self._cls = self.ray.remote(concurrency_groups={INBOX: 1})(_RayWorker)
         for index, node_id in enumerate(nodes):
             self._nodes[node_id] = index
         for _ in range(self.spec.process_count_per_node):
@@ -217,6 +265,8 @@ class RayExecutor(WorkerPool[_Actor]):
         proc = self._next_proc.get(index, 0)
         self._next_proc[index] = proc + 1
         cfg = replace(self.cfg, node=index, process=proc, parent_pid=0)
+        # max_concurrency=1: the default group's calls (start, run, stop) run one at a time, in order; ``offer``
+        # runs on the inbox group's own thread.
         handle = self._cls.options(
             max_restarts=0, max_task_retries=0, max_concurrency=1,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
@@ -259,12 +309,26 @@ class RayExecutor(WorkerPool[_Actor]):
 
     # --- transport ------------------------------------------------------------------------------------
     def _send(self, name: str, batch: MiniBatch, attempt: int) -> None:
-        a = self._handles[name]
-        ref = a.handle.process.remote(batch, attempt)
-        a.refs.append(ref)
-        self._by_ref[ref] = name
+        self._handles[name].outbox.append((batch, attempt))
+
+    def _flush(self) -> None:
+        """One ``run`` call per actor for everything submitted to it since the last poll (and, when some of
+        those batches have remote inputs, an ``offer`` of them on its inbox thread, to fetch them ahead)."""
+        for name, a in self._handles.items():
+            if not a.outbox:
+                continue
+            items, a.outbox = a.outbox, []
+            try:
+                if any(isinstance(b, FileBatch) and has_remote(b) for b, _ in items):
+                    a.handle.offer.options(concurrency_group=INBOX).remote(items)
+                stream = a.handle.run.options(num_returns="streaming").remote(items)
+            except Exception:  # noqa: BLE001 - the actor is gone: its death reaches us through a call it had
+                continue
+            a.calls.append(_Call(stream, len(items)))
+            self._by_ref[stream] = name
 
     def _wait(self, timeout: float, events: list[Event]) -> None:
+        self._flush()
         self._ping_idle(time.monotonic())
         refs = list(self._by_ref)
         if not refs:
@@ -279,8 +343,8 @@ class RayExecutor(WorkerPool[_Actor]):
                 self._collect(name, done, events)
 
     def _collect(self, name: str, done: set[Any], events: list[Event]) -> None:
-        """Handle one actor's finished calls in its own order: start, then batches head first, then ping."""
-        ray, a, st = self.ray, self._handles[name], self._states[name]
+        """Handle one actor's news in its own order: start, then its calls oldest first, then a ping."""
+        ray, a = self.ray, self._handles[name]
         a.last_seen = time.monotonic()
         if a.start_ref is not None and a.start_ref in done:
             ref, a.start_ref = a.start_ref, None
@@ -295,22 +359,14 @@ class RayExecutor(WorkerPool[_Actor]):
                 return
             a.node_id = node_id
             self._ready(name, pid, events)
-        while a.refs and a.refs[0] in done:
-            ref = a.refs[0]
-            try:
-                out: Outcome = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:
-                # Our own code raised inside the actor (not the user's run(), which is caught there).
-                self._pop(a, ref)
-                index, attempt = st.queue[0] if st.queue else (-1, 0)
-                err = UserCodeError(type(e).__name__, _first_line(str(e)), str(e))
-                self._finished(name, error_outcome(name, index, attempt, err), events)
-                continue
-            except ray.exceptions.RayError as e:
-                self._lost(name, _cause(e), events)
-                return
-            self._pop(a, ref)
-            self._finished(name, out, events)
+        while a.calls and a.calls[0].stream in done:
+            call = a.calls[0]
+            if not self._drain(name, call, events):
+                return  # the actor is gone
+            if call.left:
+                break  # the rest of its outcomes are still to come; the later calls wait behind it
+            a.calls.popleft()
+            self._by_ref.pop(call.stream, None)
         if a.ping_ref is not None and a.ping_ref in done:
             ref, a.ping_ref = a.ping_ref, None
             self._by_ref.pop(ref, None)
@@ -318,6 +374,43 @@ class RayExecutor(WorkerPool[_Actor]):
                 ray.get(ref)
             except ray.exceptions.RayError as e:
                 self._lost(name, _cause(e), events)
+
+    def _drain(self, name: str, call: _Call, events: list[Event]) -> bool:
+        """Report every outcome of ``call`` that has arrived; False if the actor turned out to be dead."""
+        ray = self.ray
+        while call.left:
+            try:
+                if not call.stream.next_ready():
+                    if not call.stream.is_finished():
+                        return True  # the next outcome is not there yet
+                    break
+                ref = next(call.stream)
+            except StopIteration:
+                break
+            try:
+                out: Outcome = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                # Our own code raised inside the actor, outside a batch (the user's run() is caught there):
+                # the batch it was on fails, the rest of the call never ran.
+                st = self._states[name]
+                index, attempt = st.queue[0] if st.queue else (-1, 0)
+                err = UserCodeError(type(e).__name__, _first_line(str(e)), str(e))
+                call.left -= 1
+                self._finished(name, error_outcome(name, index, attempt, err), events)
+                break
+            except ray.exceptions.RayError as e:
+                self._lost(name, _cause(e), events)
+                return False
+            call.left -= 1
+            self._finished(name, out, events)
+        if call.left:
+            # The call ended early (see above): its batches that never ran go back, without an attempt.
+            st = self._states[name]
+            for index, attempt in st.queue[:call.left]:
+                events.append(Outcome(name, index, attempt, "returned"))
+            del st.queue[:call.left]
+            call.left = 0
+        return True
 
     def _running_position(self, name: str, st: WorkerState) -> int:
         """An actor runs its calls in order and replies to each as it ends; dying right after one ended (in
@@ -331,13 +424,9 @@ class RayExecutor(WorkerPool[_Actor]):
             return 0
         return next((pos for pos, entry in enumerate(st.queue) if entry == (index, attempt)), 0)
 
-    def _pop(self, a: _Actor, ref: Any) -> None:
-        a.refs.pop(0)
-        self._by_ref.pop(ref, None)
-
     def _ping_idle(self, now: float) -> None:
         for name, a in self._handles.items():
-            if self._states[name].ready and not a.refs and a.ping_ref is None and now - a.last_seen > PING_EVERY:
+            if self._states[name].ready and not a.calls and not a.outbox and a.ping_ref is None and now - a.last_seen > PING_EVERY:
                 a.ping_ref = a.handle.ping.remote()
                 self._by_ref[a.ping_ref] = name
                 a.last_seen = now
@@ -381,7 +470,7 @@ class RayExecutor(WorkerPool[_Actor]):
         if a is None:
             return
         self._last_forgotten = {name: a}  # where its replacement should go
-        for ref in [a.start_ref, a.ping_ref, *a.refs]:
+        for ref in [a.start_ref, a.ping_ref, *(c.stream for c in a.calls)]:
             if ref is not None:
                 self._by_ref.pop(ref, None)
         try:
