@@ -5,29 +5,34 @@ worker process. The driver knows which batches each actor holds, in order: the h
 behind it.
 
 Calls: an actor call costs about a millisecond of Ray overhead (more through Ray Client), so batches travel
-several to a call, as they travel several to a message to a local worker: the sizing is the pool's
-(``pool.WorkerPool.depth`` with ``refill_at_half``): an actor holds about ``QUEUE_SECONDS`` of work, measured
-from ``run()`` times as the run goes, and is refilled once half of it is done, with everything submitted to it
-in one turn of the driver loop going out as one ``run`` call - about ``QUEUE_SECONDS / 2`` of work per call.
-``run`` is a streaming generator: it yields each batch's outcome as that batch ends, so each batch still
-commits on its own, as soon as it is done, and the next batch's ``run_invocation_timeout`` counts from then.
-A call's batches run one after the other, and an actor runs its ``run`` calls one at a time, in order.
+several to a call, as they travel several to a message to a local worker, with the same sizing (the pool's
+``depth`` and ``refill_at_half``): an actor holds about ``QUEUE_SECONDS`` of work, measured from ``run()`` times
+as the run goes, and is refilled once half of it is done; everything submitted to it in one turn of the driver
+loop goes out as one ``run`` call, about ``QUEUE_SECONDS / 2`` of work. An actor runs its ``run`` calls one at a
+time, in order, and a call's batches one after the other.
 
-Prefetch: an actor has a second thread (Ray concurrency group ``inbox``) on which the driver ``offer``s the
-batches of each call as it sends them (only for batches with remote inputs); ``WorkerRuntime.offer`` starts
-downloading the next batch while the current one runs, as in a local worker. The entry script's ``init()`` and
-``run()`` share the actor's call thread (which, in an actor with two threads, is not the process's main thread).
+Outcomes: each batch still commits on its own, as soon as it ends. The actor puts each outcome in its outbox as
+its batch ends, and the driver keeps one ``take`` call in flight per busy actor, which returns whatever has
+ended (waiting for the first); so outcomes of quick batches travel together, a slow batch's alone, and none
+waits for the rest of its call. ``take`` and ``offer`` run on threads of their own in the actor (Ray
+concurrency groups ``outcomes`` and ``inbox``), so they answer while ``run()`` works, or hangs: the batches
+that ended before a hung one are committed, and ``run_invocation_timeout`` counts from the moment the batch
+before it ended, per batch, as with a local worker.
 
-Failures: ``poll`` waits in one ``ray.wait`` on every call in flight. A call whose stream ends in
-``RayActorError`` means the actor (or its node) died: only the batch it was running fails (reason ``lost``),
-the ones queued behind it go back unstarted, without using an attempt. The actor notes each batch it starts
-(``logs/sys/<worker>.running``), because an outcome yielded just before dying may die with it: the note says
-which batch was really running, and the ones before it go back unstarted too. Ray has no per-call timeout, so
-the executor keeps one per batch: past ``run_invocation_timeout`` the actor is killed with ``ray.kill`` and
-replaced (the replacement runs ``init()`` again), as the local executor does with a process; the batches that
-ended before the hung one in the same call were committed as they ended. Idle actors are pinged now and then
-so that one that died while idle (its node removed) is replaced before it is handed work, rather than
-costing a mini-batch an attempt.
+Prefetch: the driver ``offer``s a call's batches (only those with remote inputs) when it sends the call;
+``WorkerRuntime.offer`` starts downloading the next batch while the current one runs, as in a local worker.
+The entry script's ``init()`` and ``run()`` share the actor's call thread (in an actor with threads of its
+own, that is not the process's main thread).
+
+Failures: ``poll`` waits in one ``ray.wait`` on every call in flight. A call failing with ``RayActorError``
+means the actor (or its node) died: only the batch it was running fails (reason ``lost``), the ones queued
+behind it go back unstarted, without using an attempt. The actor notes each batch it starts
+(``logs/sys/<worker>.running``), because outcomes not yet taken die with it: the note says which batch was
+really running, and the ended ones before it go back unstarted too (their parts were never committed). Ray
+has no per-call timeout, so the executor keeps one: past ``run_invocation_timeout`` the actor is killed with
+``ray.kill`` and replaced (the replacement runs ``init()`` again), as the local executor does with a process.
+Idle actors are pinged now and then so that one that died while idle (its node removed) is replaced before it
+is handed work, rather than costing a mini-batch an attempt.
 
 Placement: actors are pinned to ``node_count`` alive nodes with node-affinity scheduling
 (``process_count_per_node`` on each), the driver's own node first when it fits. A replacement goes back
@@ -49,9 +54,9 @@ at the end only when this executor initialised it.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +79,10 @@ PING_EVERY = 2.0
 QUEUE_SECONDS = 0.6
 #: batches an actor may hold at most (tiny ones: about QUEUE_SECONDS of them is thousands)
 MAX_DEPTH = 512
-#: the actor's second thread, where ``offer`` runs while ``run`` works
-INBOX = "inbox"
+#: the actor's other threads (Ray concurrency groups): ``offer`` and ``take`` run there while ``run`` works
+INBOX, OUTCOMES = "inbox", "outcomes"
+#: seconds a ``take`` waits in the actor for an outcome before it returns empty (and is sent again)
+TAKE_WAIT = 10.0
 
 
 class _RayWorker:
@@ -88,6 +95,8 @@ class _RayWorker:
     def __init__(self) -> None:
         self.rt: Any = None
         self.marker: str | None = None
+        self.outcomes: list[Outcome] = []  # ended, not taken yet
+        self.ended = threading.Condition()
 
     def start(self, cfg: WorkerConfig, shipped_root: str | None) -> tuple[int, str, UserCodeError | None]:
         import ray
@@ -109,9 +118,8 @@ class _RayWorker:
             return os.getpid(), node_id, to_user_error(e)
         return os.getpid(), node_id, self.rt.init()
 
-    def run(self, items: list[tuple[MiniBatch, int]]) -> Iterator[Outcome]:
-        """Run several batches, in order; a streaming generator: each outcome goes to the driver as its batch
-        ends (the driver commits it then, and counts the next batch's timeout from then)."""
+    def run(self, items: list[tuple[MiniBatch, int]]) -> int:
+        """Run several batches, in order; each outcome waits for ``take`` as soon as its batch ends."""
         for batch, attempt in items:
             _mark_running(self.marker, batch.index, attempt)
             try:
@@ -120,11 +128,22 @@ class _RayWorker:
                 from .entry import to_user_error
 
                 out = error_outcome(self.rt.cfg.agent_name, batch.index, attempt, to_user_error(e))
-            yield out
+            with self.ended:
+                self.outcomes.append(out)
+                self.ended.notify()
+        return len(items)
+
+    def take(self, wait: float) -> list[Outcome]:
+        """The outcomes of the batches that ended since the last ``take``, in order (on the outcomes thread,
+        while ``run`` works); waits up to ``wait`` seconds for one."""
+        with self.ended:
+            if not self.outcomes:
+                self.ended.wait(wait)
+            out, self.outcomes = self.outcomes, []
+        return out
 
     def offer(self, items: list[tuple[MiniBatch, int]]) -> None:
-        """Batches a coming ``run`` call holds (called on the ``inbox`` thread while ``run`` works): start
-        fetching their remote inputs."""
+        """Batches a coming ``run`` call holds (on the inbox thread): start fetching their remote inputs."""
         if self.rt is not None:
             for batch, attempt in items:
                 self.rt.offer(batch, attempt)
@@ -175,21 +194,14 @@ def _relocate(cfg: WorkerConfig, shipped_root: str | None) -> WorkerConfig:
 
 
 @dataclass
-class _Call:
-    """One ``run`` call in flight: its stream of outcomes and how many are still to come."""
-
-    stream: Any  # ray.ObjectRefGenerator
-    left: int
-
-
-@dataclass
 class _Actor:
     handle: Any
     node_id: str
     node_index: int
     start_ref: Any = None
     outbox: list[tuple[MiniBatch, int]] = field(default_factory=list)  # submitted, sent at the next poll
-    calls: deque[_Call] = field(default_factory=deque)  # in flight, oldest first (their batches: the queue's)
+    calls: deque[Any] = field(default_factory=deque)  # ``run`` calls in flight, oldest first
+    take_ref: Any = None  # the ``take`` in flight (one while the actor holds batches)
     ping_ref: Any = None
     last_seen: float = 0.0
 
@@ -216,6 +228,7 @@ class RayExecutor(WorkerPool[_Actor]):
         self._respawns = 0  # replacements for actors that could not even start (bounded)
         self._cls: Any = None
         self._last_forgotten: dict[str, _Actor] = {}
+        self.calls_sent = 0  # ``run`` calls, each carrying several batches
         #: connect + place + create the actors (not their init()): Ray's start-up cost, for progress/logs
         self.startup_seconds = 0.0
 
@@ -225,7 +238,7 @@ class RayExecutor(WorkerPool[_Actor]):
         self._connect()
         nodes = self._pick_nodes()
         self._check_output_reachable(nodes)
-        self._cls = self.ray.remote(concurrency_groups={INBOX: 1})(_RayWorker)
+        self._cls = self.ray.remote(concurrency_groups={INBOX: 1, OUTCOMES: 1})(_RayWorker)
         for index, node_id in enumerate(nodes):
             self._nodes[node_id] = index
         for _ in range(self.spec.process_count_per_node):
@@ -265,8 +278,8 @@ class RayExecutor(WorkerPool[_Actor]):
         proc = self._next_proc.get(index, 0)
         self._next_proc[index] = proc + 1
         cfg = replace(self.cfg, node=index, process=proc, parent_pid=0)
-        # max_concurrency=1: the default group's calls (start, run, stop) run one at a time, in order; ``offer``
-        # runs on the inbox group's own thread.
+        # max_concurrency=1: the default group's calls (start, run, stop) run one at a time, in order, on one
+        # thread; ``offer`` and ``take`` run on their groups' own threads.
         handle = self._cls.options(
             max_restarts=0, max_task_retries=0, max_concurrency=1,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
@@ -315,17 +328,27 @@ class RayExecutor(WorkerPool[_Actor]):
         """One ``run`` call per actor for everything submitted to it since the last poll (and, when some of
         those batches have remote inputs, an ``offer`` of them on its inbox thread, to fetch them ahead)."""
         for name, a in self._handles.items():
-            if not a.outbox:
-                continue
-            items, a.outbox = a.outbox, []
+            if a.outbox:
+                items, a.outbox = a.outbox, []
+                try:
+                    if any(isinstance(b, FileBatch) and has_remote(b) for b, _ in items):
+                        a.handle.offer.options(concurrency_group=INBOX).remote(items)
+                    ref = a.handle.run.remote(items)
+                except Exception:  # noqa: BLE001 - the actor is gone: its death reaches us through a call it had
+                    continue
+                a.calls.append(ref)
+                self._by_ref[ref] = name
+                self.calls_sent += 1
+            self._take(name, a)
+
+    def _take(self, name: str, a: _Actor) -> None:
+        """Keep one ``take`` in flight while the actor holds batches: it brings their outcomes as they end."""
+        if a.take_ref is None and self._states[name].queue:
             try:
-                if any(isinstance(b, FileBatch) and has_remote(b) for b, _ in items):
-                    a.handle.offer.options(concurrency_group=INBOX).remote(items)
-                stream = a.handle.run.options(num_returns="streaming").remote(items)
-            except Exception:  # noqa: BLE001 - the actor is gone: its death reaches us through a call it had
-                continue
-            a.calls.append(_Call(stream, len(items)))
-            self._by_ref[stream] = name
+                a.take_ref = a.handle.take.options(concurrency_group=OUTCOMES).remote(TAKE_WAIT)
+            except Exception:  # noqa: BLE001 - as in _flush
+                return
+            self._by_ref[a.take_ref] = name
 
     def _wait(self, timeout: float, events: list[Event]) -> None:
         self._flush()
@@ -343,7 +366,7 @@ class RayExecutor(WorkerPool[_Actor]):
                 self._collect(name, done, events)
 
     def _collect(self, name: str, done: set[Any], events: list[Event]) -> None:
-        """Handle one actor's news in its own order: start, then its calls oldest first, then a ping."""
+        """Handle one actor's news in its own order: start, outcomes, ended calls, a ping."""
         ray, a = self.ray, self._handles[name]
         a.last_seen = time.monotonic()
         if a.start_ref is not None and a.start_ref in done:
@@ -359,14 +382,26 @@ class RayExecutor(WorkerPool[_Actor]):
                 return
             a.node_id = node_id
             self._ready(name, pid, events)
-        while a.calls and a.calls[0].stream in done:
-            call = a.calls[0]
-            if not self._drain(name, call, events):
-                return  # the actor is gone
-            if call.left:
-                break  # the rest of its outcomes are still to come; the later calls wait behind it
-            a.calls.popleft()
-            self._by_ref.pop(call.stream, None)
+        if a.take_ref is not None and a.take_ref in done:
+            ref, a.take_ref = a.take_ref, None
+            self._by_ref.pop(ref, None)
+            try:
+                outcomes: list[Outcome] = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                self._lost(name, _cause(e), events)
+                return
+            for out in outcomes:
+                self._finished(name, out, events)
+        while a.calls and a.calls[0] in done:
+            ref = a.calls.popleft()
+            self._by_ref.pop(ref, None)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as e:
+                # The actor died (or our own code failed outside a batch, which is caught per batch): its
+                # running batch fails, the rest go back.
+                self._lost(name, _cause(e), events)
+                return
         if a.ping_ref is not None and a.ping_ref in done:
             ref, a.ping_ref = a.ping_ref, None
             self._by_ref.pop(ref, None)
@@ -374,43 +409,8 @@ class RayExecutor(WorkerPool[_Actor]):
                 ray.get(ref)
             except ray.exceptions.RayError as e:
                 self._lost(name, _cause(e), events)
-
-    def _drain(self, name: str, call: _Call, events: list[Event]) -> bool:
-        """Report every outcome of ``call`` that has arrived; False if the actor turned out to be dead."""
-        ray = self.ray
-        while call.left:
-            try:
-                if not call.stream.next_ready():
-                    if not call.stream.is_finished():
-                        return True  # the next outcome is not there yet
-                    break
-                ref = next(call.stream)
-            except StopIteration:
-                break
-            try:
-                out: Outcome = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:
-                # Our own code raised inside the actor, outside a batch (the user's run() is caught there):
-                # the batch it was on fails, the rest of the call never ran.
-                st = self._states[name]
-                index, attempt = st.queue[0] if st.queue else (-1, 0)
-                err = UserCodeError(type(e).__name__, _first_line(str(e)), str(e))
-                call.left -= 1
-                self._finished(name, error_outcome(name, index, attempt, err), events)
-                break
-            except ray.exceptions.RayError as e:
-                self._lost(name, _cause(e), events)
-                return False
-            call.left -= 1
-            self._finished(name, out, events)
-        if call.left:
-            # The call ended early (see above): its batches that never ran go back, without an attempt.
-            st = self._states[name]
-            for index, attempt in st.queue[:call.left]:
-                events.append(Outcome(name, index, attempt, "returned"))
-            del st.queue[:call.left]
-            call.left = 0
-        return True
+                return
+        self._take(name, a)
 
     def _running_position(self, name: str, st: WorkerState) -> int:
         """An actor runs its calls in order and replies to each as it ends; dying right after one ended (in
@@ -426,7 +426,7 @@ class RayExecutor(WorkerPool[_Actor]):
 
     def _ping_idle(self, now: float) -> None:
         for name, a in self._handles.items():
-            if self._states[name].ready and not a.calls and not a.outbox and a.ping_ref is None and now - a.last_seen > PING_EVERY:
+            if self._states[name].ready and not self._states[name].queue and not a.outbox and a.ping_ref is None and now - a.last_seen > PING_EVERY:
                 a.ping_ref = a.handle.ping.remote()
                 self._by_ref[a.ping_ref] = name
                 a.last_seen = now
@@ -470,7 +470,7 @@ class RayExecutor(WorkerPool[_Actor]):
         if a is None:
             return
         self._last_forgotten = {name: a}  # where its replacement should go
-        for ref in [a.start_ref, a.ping_ref, *(c.stream for c in a.calls)]:
+        for ref in [a.start_ref, a.ping_ref, a.take_ref, *a.calls]:
             if ref is not None:
                 self._by_ref.pop(ref, None)
         try:
@@ -480,10 +480,6 @@ class RayExecutor(WorkerPool[_Actor]):
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)
-
-
 def _cause(e: BaseException) -> str:
     """Ray's death report condensed to what a user needs: node died, process exit, OOM, killed."""
     text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
