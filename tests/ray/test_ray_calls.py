@@ -147,3 +147,74 @@ def test_an_actor_exiting_mid_call_costs_an_attempt_only_to_the_running_batch(
     assert got[1:] == [(1, 1, "lost"), (2, 1, "returned"), (3, 1, "returned")]
     lost = next(e for e in events if isinstance(e, WorkerLost))
     assert "died while running mini-batch 1" in lost.message, lost.message
+
+
+PREFETCH_SCRIPT = '''\
+import os
+import time
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+EVENTS = os.path.join(os.environ["STATE_DIR"], "events.txt")
+
+
+def _event(what, name):
+    with open(EVENTS, "a") as f:
+        f.write(f"{what}|{name}|{time.time()}\\n")
+
+
+class SlowFile(LocalFileSystem):
+    """A remote store where every download takes 0.4 s."""
+
+    protocol = "slowfile"
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(path.removeprefix("slowfile://"))
+
+    def get_file(self, rpath, lpath, **kwargs):
+        name = os.path.basename(rpath)
+        _event("download start", name)
+        time.sleep(0.4)
+        super().get_file(rpath, lpath, **kwargs)
+        _event("download end", name)
+
+
+fsspec.register_implementation("slowfile", SlowFile, clobber=True)
+
+
+def run(mini_batch):
+    name = os.path.basename(mini_batch[0])
+    _event("run start", name)
+    time.sleep(0.4)
+    _event("run end", name)
+    return [name]
+'''
+
+
+@pytest.mark.timeout(120)
+def test_an_actor_fetches_the_next_batch_while_run_works_within_a_call_and_across_calls(
+        ray_head: RayHead, tmp_path: Path, running: list[RayExecutor]) -> None:
+    job = make_job(tmp_path / "job", files=4)
+    (job.parent / "scripts" / "score.py").write_text(PREFETCH_SCRIPT)
+    ex = _executor(job, tmp_path, ray_head.address)
+    running.append(ex)
+    worker = _ready(ex)
+    remote = [FileBatch(i, (f"slowfile://{job.parent / 'data' / f'f{i:03d}.txt'}",)) for i in range(4)]
+
+    ex.submit(worker, remote[0], 1)  # call 1: batch 0 alone
+    events = ex.poll(0.1)
+    for b in remote[1:]:  # call 2, sent while batch 0 runs (or downloads)
+        ex.submit(worker, b, 1)
+    events += _poll_until(ex, lambda ev: len(_outcomes(events + ev)) == 4, 60)
+
+    assert ex.calls_sent == 2
+    assert _outcomes(events) == [(i, 1, "ok") for i in range(4)]
+    log = [line.split("|") for line in (job.parent / "state" / "events.txt").read_text().splitlines()]
+    at = {(what, name): float(t) for what, name, t in log}
+    # Each batch downloads while the one before it runs: batch 1 across two calls, batches 2 and 3 in one.
+    for i in (1, 2, 3):
+        assert at[("download start", f"f{i:03d}.txt")] < at[("run end", f"f{i - 1:03d}.txt")], log
+    # One batch ahead, no more: batch 2's download waits until batch 1 has been taken to run.
+    assert at[("download start", "f002.txt")] >= at[("download end", "f001.txt")], log
