@@ -23,7 +23,8 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .notebook import RunDetails
-    from .runner import RunResult, resume_run, run_job
+    from .run_result import RunResult
+    from .runner import resume_run, run_job
     from .workspace import (
         ComputeTarget,
         CondaDependencies,
@@ -55,7 +56,7 @@ __version__ = "0.1.0"
 # Imported on first use: every worker process imports this package (for EntryScript), and the driver's
 # modules (pydantic models, the runner, the workspace catalog) would add to each worker's start-up.
 _LAZY = {
-    "RunResult": "runner", "resume_run": "runner", "run_job": "runner",
+    "RunResult": "run_result", "resume_run": "runner", "run_job": "runner",
     "Workspace": "workspace", "Datastore": "workspace", "DataPath": "workspace", "Dataset": "workspace",
     "FileDataset": "workspace", "TabularDataset": "workspace", "DatasetConsumptionConfig": "workspace",
     "Model": "workspace", "Environment": "workspace", "CondaDependencies": "workspace",

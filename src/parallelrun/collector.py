@@ -97,9 +97,10 @@ class Collector:
                 self._probe(o)
         real = [o for o in outcomes if not o.is_probe]
         ok = [o for o in real if o.ok and not self._incomplete(o)]
-        if ok:
-            done.succeeded = self._commit_successes([o for o in ok if not isinstance(self._key(o)[0], PieceId)])
-            self._commit_pieces([o for o in ok if isinstance(self._key(o)[0], PieceId)])
+        if ok:  # sorted before committing: a committed batch's descriptor is let go
+            pieces = [o for o in ok if isinstance(self._key(o)[0], PieceId)]
+            done.succeeded = self._commit_successes([o for o in ok if (o.index, o.attempt) not in self._pieces])
+            self._commit_pieces(pieces)
         for o in real:
             if o.status == "returned":
                 self.sched.returned(self._key(o)[0])

@@ -137,7 +137,8 @@ class JobSpec(BaseModel):
     process_count_per_node: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, le=512, description="Worker processes per node"
     )
-    node_count: int = Field(default=1, ge=1, le=1024)
+    node_count: int = Field(default=1, ge=1, le=1024, description="Nodes to use; on Ray the most used at once: "
+                            "the job starts on the nodes there are and adds nodes that join (docs/ray.md)")
     run_invocation_timeout: float = Field(default=60, gt=0, description="Seconds allowed per run() call")
     run_max_try: int = Field(default=3, ge=1, le=100, description="Attempts per mini-batch")
     logging_level: Literal["WARNING", "INFO", "DEBUG"] = "INFO"

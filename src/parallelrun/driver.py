@@ -52,7 +52,7 @@ class DriverLoop:
         self.sched = Scheduler(journal.pending(), run_max_try=spec.run_max_try, total_batches=counts.batches,
                                thresholds=Thresholds(spec.error_threshold, spec.allowed_failed_count,
                                                      spec.allowed_failed_percent),
-                               failed_items=counts.items_failed + sum(f for f, _, _ in isolating.values()),
+                               failed_items=counts.items_failed,  # pieces' failed items included
                                failed_batches=counts.batches_failed, isolate=spec.isolate_failures,
                                pieces=pieces, attempts={b: a for b, (_, _, a) in isolating.items()},
                                isolations={b: Isolation(journal.batch(b).n_items, failed=f, pieces_run=n)

@@ -324,13 +324,24 @@ class Journal:
             )
 
     def reset_failed(self) -> int:
-        """Make failed batches pending again (``resume --retry-failed``). Returns how many."""
+        """Make failed batches pending again (``resume --retry-failed``). Returns how many.
+
+        A batch still being isolated when the run stopped (pending, with pieces) that has failed items
+        already is reset too, whole: its pieces, parts and failed items are forgotten and it runs again
+        from its first attempt (else its failed items would still count, and a run stopped by
+        ``error_threshold`` could never be finished)."""
+        failed = ("SELECT idx FROM batches WHERE state='failed' OR (state='pending' AND idx IN"
+                  " (SELECT batch FROM pieces WHERE failed > 0))")
         with self._tx():
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS _reset (idx INTEGER PRIMARY KEY)")
+            self._db.execute(f"INSERT INTO _reset {failed}")  # fixed first: the deletes below change it
             for table, col in (("failed_items", "batch"), ("pieces", "batch"), ("parts", "idx")):
-                self._db.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT idx FROM batches WHERE state='failed')")
+                self._db.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT idx FROM _reset)")
             cur = self._db.execute(
-                "UPDATE batches SET state='pending', attempts=0, succeeded=0, failed=0, error=NULL WHERE state='failed'"
+                "UPDATE batches SET state='pending', attempts=0, succeeded=0, failed=0, error=NULL"
+                " WHERE idx IN (SELECT idx FROM _reset)"
             )
+            self._db.execute("DELETE FROM _reset")
             return cur.rowcount
 
     # --- isolation: the pieces of a batch that failed all its attempts --------------------------------
@@ -347,6 +358,8 @@ class Journal:
         """Commit ended pieces in one transaction, each with its part record (rows land at the piece's
         place in the batch) and its failed items. Returns, per result, whether it was new."""
         done = []
+        before = self._counts
+        ok = failed = 0
         with self._tx():
             for r in results:
                 p = r.piece
@@ -358,27 +371,37 @@ class Journal:
                 done.append(cur.rowcount == 1)
                 if not done[-1]:
                     continue
+                ok, failed = ok + r.succeeded, failed + p.n_items - r.succeeded
                 if r.part is not None and r.part.length > 0:
                     self._db.execute(
                         "INSERT OR REPLACE INTO parts(idx, lo, name, offset, length, rows, checksum)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (p.index, p.lo, r.part.name, r.part.offset, r.part.length, r.part.rows, r.part.checksum))
                 self._add_failed_items(p.index, r.attempt, r.failed_items)
+        if before is not None:  # the pieces' items count as soon as they end, not when their batch settles
+            self._counts = replace(before, items_succeeded=before.items_succeeded + ok,
+                                   items_failed=before.items_failed + failed)
         return done
 
     def settle_isolated(self, index: int) -> None:
-        """A batch whose pieces have all ended: its counts are theirs; it failed if any item did."""
+        """A batch whose pieces have all ended: its counts are theirs; it failed if any item did. Its items
+        were counted already, as its pieces ended (see :meth:`counts`): only the batch moves."""
+        before = self._counts
         with self._tx():
             ok, failed, n, attempts, secs = self._db.execute(
                 "SELECT SUM(succeeded), SUM(failed), COUNT(*), MAX(attempt), SUM(seconds) FROM pieces"
                 " WHERE batch=? AND state IN ('succeeded', 'failed')", (index,)).fetchone()
             (tries,) = self._db.execute("SELECT COUNT(*) FROM pieces WHERE batch=?", (index,)).fetchone()
             note = f"split into {tries} pieces; {failed or 0} item(s) failed alone"
-            self._db.execute(
+            cur = self._db.execute(
                 "UPDATE batches SET state=?, succeeded=?, failed=?, attempts=MAX(attempts, ?), seconds=?,"
                 " error=?, finished_at=? WHERE idx=? AND state='pending'",
                 ("failed" if failed else "succeeded", ok or 0, failed or 0, attempts or 0, secs, note, time.time(),
                  index))
+        if before is not None and cur.rowcount == 1:
+            self._counts = replace(before, batches_pending=before.batches_pending - 1,
+                                   batches_failed=before.batches_failed + bool(failed),
+                                   batches_succeeded=before.batches_succeeded + (not failed))
 
     def isolation_state(self) -> tuple[list[tuple[PieceId, int]], dict[int, tuple[int, int, int]]]:
         """For resume: the pieces still to run (with their attempts) and, per batch being isolated,
@@ -421,7 +444,12 @@ class Journal:
 
     def counts(self) -> Counts:
         """Batches and items by state. The writing connection keeps them current across its own commits
-        (the driver reads them every turn); otherwise one scan."""
+        (the driver reads them every turn); otherwise one scan.
+
+        Items count the moment they end, also in a batch still being isolated: the items of its ended
+        pieces are succeeded or failed (their rows are in the output, or they are in the failed items)
+        while the batch itself is pending. So ``items_succeeded + items_failed + items not run == items``
+        however the run stopped, and every report agrees with ``failed_items.jsonl``."""
         if self._counts is not None and not self.readonly:
             return self._counts
         r = self._db.execute(
@@ -429,7 +457,11 @@ class Journal:
             " COALESCE(SUM(state='succeeded'),0), COALESCE(SUM(state='failed'),0), COALESCE(SUM(state='pending'),0),"
             " COALESCE(SUM(succeeded),0), COALESCE(SUM(failed),0) FROM batches"
         ).fetchone()
-        counts = Counts(*[int(x) for x in r])
+        ok, failed = self._db.execute(
+            "SELECT COALESCE(SUM(p.succeeded),0), COALESCE(SUM(p.failed),0) FROM pieces p"
+            " JOIN batches b ON b.idx = p.batch WHERE b.state = 'pending'").fetchone()
+        batches, items, b_ok, b_failed, b_pending, i_ok, i_failed = (int(x) for x in r)
+        counts = Counts(batches, items, b_ok, b_failed, b_pending, i_ok + int(ok), i_failed + int(failed))
         if not self.readonly:
             self._counts = counts
         return counts
@@ -481,9 +513,18 @@ class Journal:
                    if p.exists())
 
     def iter_batches(self) -> Iterator[dict[str, Any]]:
+        """Every batch in order, with ``pieces`` (how many pieces isolation ran of it). A batch still being
+        isolated (pending, with pieces: a run stopped meanwhile) shows what its ended pieces did so far,
+        as :meth:`counts` does."""
         cur = self._db.execute(
-            "SELECT idx, state, attempts, n_items, succeeded, failed, worker, seconds, error, nbytes"
-            " FROM batches ORDER BY idx"
+            "SELECT b.idx, b.state, MAX(b.attempts, CASE WHEN b.state = 'pending' THEN COALESCE(p.attempt, 0)"
+            " ELSE 0 END) AS attempts, b.n_items,"
+            " b.succeeded + CASE WHEN b.state = 'pending' THEN COALESCE(p.ok, 0) ELSE 0 END AS succeeded,"
+            " b.failed + CASE WHEN b.state = 'pending' THEN COALESCE(p.bad, 0) ELSE 0 END AS failed,"
+            " b.worker, COALESCE(b.seconds, p.seconds) AS seconds, b.error, b.nbytes, COALESCE(p.run, 0) AS pieces"
+            " FROM batches b LEFT JOIN (SELECT batch, SUM(succeeded) AS ok, SUM(failed) AS bad, SUM(seconds) AS seconds,"
+            " MAX(CASE WHEN state != 'pending' THEN attempt END) AS attempt, SUM(state != 'pending') AS run"
+            " FROM pieces GROUP BY batch) p ON p.batch = b.idx ORDER BY b.idx"
         )
         cols = [c[0] for c in cur.description]
         while rows := cur.fetchmany(1000):

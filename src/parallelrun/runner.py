@@ -1,8 +1,8 @@
 """The driver: plan → journal → executor → commit → merged output, and resume.
 
-``run_job`` starts a run from a job file (or a validated spec), ``resume_run`` continues one,
-``plan_job`` is the dry run and ``debug_batch`` runs one mini-batch in this process. The scheduler
-decides, the executor runs, the journal records; this module wires them and writes the logs.
+``run_job`` starts a run from a job file (or a validated spec), ``resume_run`` continues one (the dry
+run and the one-batch debugger are in ``preview.py``). The scheduler decides, the executor runs, the
+journal records; this module wires them and writes the logs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,9 @@ from . import fingerprint
 from .azureml_shim import shim_sys_path
 from .collector import adopt_written_parts
 from .config import JobSpec, load_job, validate_spec
-from .data.batches import MiniBatch
 from .data.plan import Plan
 from .driver import DriverLoop, PlanningFailed, SystemFailure
-from .errors import DatasetError, JobFailedError, ResumeError, UsageError, UserCodeError
+from .errors import DatasetError, JobFailedError, ResumeError, UserCodeError
 from .execution import outcome_log
 from .execution.base import Executor
 from .execution.entry import check_entry_script
@@ -36,93 +34,8 @@ from .journal import Journal
 from .outputs import OutputError, OutputLocation
 from .run_folder import RunFolder
 from .run_logs import append_progress, driver_logger, write_error, write_reports, write_result
+from .run_result import RunResult
 from .runs import DriverLock, RunRecord, RunStore
-
-
-@dataclass
-class RunResult:
-    """What a finished (or stopped) run did.
-
-    ``counts`` are the run's (all sessions); ``session_items`` the items finished by this driver session
-    alone (a resume's own work), read from the journal when not given: the rate in ``summary()`` divides
-    those by this session's ``wall_seconds``.
-    """
-
-    record: RunRecord
-    status: str  # Completed | Failed | Canceled
-    reason: str | None
-    counts: dict[str, int]
-    wall_seconds: float
-    output_file: str | None
-    isolation: dict[int, tuple[int, list[str]]] = field(default_factory=dict)  # batch -> (pieces, items)
-    session_items: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.session_items is None:
-            self.session_items = _session_items(self.record, self.counts)
-
-    @property
-    def run_id(self) -> str:
-        return self.record.id
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "Completed"
-
-    @property
-    def exit_code(self) -> int:
-        return {"Completed": 0, "Failed": 1}.get(self.status, 130)
-
-    def summary(self) -> str:
-        c = self.counts
-        n = self.session_items or 0
-        rate = n / self.wall_seconds if self.wall_seconds > 0 else 0.0
-        resumed = self.record.resumes > 0
-        if resumed and n == 0:
-            timing = f"{self.wall_seconds:.1f} s (nothing was left to run: every mini-batch was already settled)"
-        elif resumed:
-            timing = f"{self.wall_seconds:.1f} s for this resume ({n:,} items, {rate:,.1f} items/s)"
-        else:
-            timing = f"{self.wall_seconds:.1f} s ({rate:,.1f} items/s)"
-        lines = [
-            f"run {self.run_id}: {self.status}" + (f" - {self.reason}" if self.reason else ""),
-            f"  items:        {c.get('items_succeeded', 0):,} succeeded, {c.get('items_failed', 0):,} failed, "
-            f"{c.get('items', 0):,} in all",
-            f"  mini-batches: {c.get('batches_succeeded', 0):,} succeeded, {c.get('batches_failed', 0):,} failed, "
-            f"{c.get('batches_pending', 0):,} not done, {c.get('batches', 0):,} in all",
-            f"  wall time:    {timing}",
-        ]
-        if self.isolation:
-            items = [os.path.basename(i) for _, found in self.isolation.values() for i in found]
-            shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
-            lines.append(f"  isolation:    {len(self.isolation)} mini-batch(es) split, "
-                         f"{sum(n for n, _ in self.isolation.values())} pieces run; "
-                         f"{len(items)} item(s) failed alone{': ' + shown if items else ''}")
-        if self.output_file and c.get("items_succeeded", 0) > 0:
-            lines.append(f"  output:       {self.output_file}")
-        elif self.output_file:
-            lines.append("  output:       none (no item succeeded)")
-        lines.append(f"  logs:         {self.record.logs_dir}")
-        if self.status != "Completed":
-            lines.append(f"  why:          {self.record.logs_dir / 'job_error.txt'}")
-        if c.get("items_failed"):
-            lines.append(f"  failed items: {self.record.logs_dir / 'user' / 'error' / 'failed_items.jsonl'}")
-        if self.status != "Completed":
-            lines.append(f"  resume with:  parallelrun resume {self.run_id}"
-                         + (" --retry-failed" if c.get("batches_failed") else ""))
-        return "\n".join(lines)
-
-
-def _session_items(rec: RunRecord, counts: dict[str, int]) -> int:
-    """Items the current (or last) driver session finished: committed since it took ``driver.lock``."""
-    from .live import throughput_series
-    from .runs import session_start
-
-    started = session_start(RunFolder(rec.path).driver_lock)
-    if started is None or not rec.resumes:
-        return int(counts.get("items_succeeded", 0)) + int(counts.get("items_failed", 0))
-    now = time.time()
-    return int(throughput_series(rec.journal_path, started, now, max_points=1, recent_since=started)["recent_items"])
 
 
 class _Interrupted(Exception):
@@ -131,7 +44,7 @@ class _Interrupted(Exception):
 
 
 
-def _paths(spec: JobSpec, job_dir: Path) -> tuple[Path, Path, Path]:
+def job_paths(spec: JobSpec, job_dir: Path) -> tuple[Path, Path, Path]:
     source = (job_dir / spec.source_directory).resolve() if spec.source_directory else job_dir
     script = source / spec.entry_script
     output = (job_dir / (spec.output or f"out/{spec.name}")).resolve()
@@ -168,7 +81,7 @@ def run_job(
     else:
         spec, base = load_job(job, overrides)
         job_file = str(Path(job).resolve())
-    _, script, _ = _paths(spec, base)
+    _, script, _ = job_paths(spec, base)
     check_entry_script(script)
     loc = output_location(spec, base, storage_options)  # a bad URL is a usage error, before any record
     store = RunStore(workspace)
@@ -295,7 +208,7 @@ def _drive(
 ) -> RunResult:
     """Check the output, adopt what the last driver left, start the executor, run the driver loop
     (``driver.DriverLoop``) until every batch is settled or the run stops, then finish (``_finish``)."""
-    source, script, _ = _paths(spec, base)
+    source, script, _ = job_paths(spec, base)
     folder = RunFolder(rec.path)
     logs = rec.logs_dir
     log = driver_logger(logs, spec.logging_level)
@@ -502,71 +415,3 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-# --- plan and debug ----------------------------------------------------------------------------------
-@dataclass
-class PlanSummary:
-    batches: int
-    items: int
-    nbytes: int
-    files: int
-    first: list[MiniBatch]
-    input_type: str
-    fingerprint: str
-    auto: bool = False  # mini_batch_size: auto: the real size is chosen at run time
-    seconds: float = 0.0  # listing and splitting the inputs, without loading Python modules
-
-
-def plan_job(job: str | os.PathLike[str], overrides: list[str] | None = None, show: int = 5) -> PlanSummary:
-    from .data.plan import is_auto
-
-    spec, base = load_job(job, overrides)
-    if spec.input_type == "tabular":  # "planned in" times the planning, not loading the modules
-        from .data import storage, tabular  # noqa: F401
-    t0 = time.perf_counter()
-    plan = Plan(spec, base)
-    first: list[MiniBatch] = []
-    for b in plan.batches():
-        if len(first) < show:
-            first.append(b)
-    return PlanSummary(plan.batch_count, plan.items, plan.nbytes, plan.files, first, spec.input_type,
-                       plan.fingerprint, is_auto(spec), time.perf_counter() - t0)
-
-
-def debug_batch(job: str | os.PathLike[str], index: int, overrides: list[str] | None = None) -> Any:
-    """Run init() and run() on one mini-batch in this process (breakpoints and pdb work) and return
-    run()'s result. User exceptions propagate unchanged."""
-    spec, base = load_job(job, overrides)
-    source, script, output = _paths(spec, base)
-    check_entry_script(script)
-    batch = None
-    for b in Plan(spec, base).batches():
-        if b.index == index:
-            batch = b
-            break
-    if batch is None:
-        raise UsageError(f"there is no mini-batch {index}; run 'parallelrun plan' to see how many there are")
-    from .execution.entry import MiniBatchContext, load_entry_script
-    from .execution.worker import WorkerRuntime
-
-    cfg = WorkerConfig(entry_script=str(script), source_directory=str(source), working_dir=str(base),
-                       arguments=spec.arguments, environment_variables=spec.environment_variables,
-                       logging_level=spec.logging_level, output_dir=str(output), log_dir=str(output),
-                       output_action=spec.output_action, output_format=spec.append_row_format,
-                       redirect_output=False)
-    rt = WorkerRuntime(cfg)
-    cwd, argv = os.getcwd(), list(sys.argv)
-    rt.setup()
-    try:
-        entry = load_entry_script(script)
-        if entry.init:
-            entry.init()
-        data, _ = rt._open(batch)
-        result = entry.run(data, MiniBatchContext(batch.index)) if entry.run_takes_context else entry.run(data)
-        if entry.shutdown:
-            entry.shutdown()
-        return batch, result
-    finally:
-        os.chdir(cwd)
-        sys.argv = argv

@@ -48,14 +48,58 @@ def run(mini_batch):
 """
 
 
-def make_job(root: Path, *, n_files: int, bad: tuple[int, ...] = (), sleep: float = 0.0, **spec: Any) -> Path:
+# Every run() call sleeps in sleep_in_run; a helper thread writes $MARKER once the main thread's innermost
+# frame is on the sleep line (a state that lasts: time.sleep pushes no Python frame), so a stack asked for
+# after that must show it.
+SLEEPER = """
+import os
+import sys
+import threading
+import time
+
+
+def sleep_in_run(seconds):
+    time.sleep(seconds)  # where the stack must point
+
+
+def _mark_once_sleeping(main):
+    line = sleep_in_run.__code__.co_firstlineno + 1
+    for _ in range(60000):  # bounded: 60 s
+        frame = sys._current_frames().get(main)
+        if frame is not None and frame.f_code is sleep_in_run.__code__ and frame.f_lineno == line:
+            with open(os.environ["MARKER"], "w") as f:
+                f.write(str(os.getpid()))
+            return
+        time.sleep(0.001)
+
+
+def run(mini_batch):
+    threading.Thread(target=_mark_once_sleeping, args=(threading.get_ident(),), daemon=True).start()
+    sleep_in_run(300)
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+#: what a stack of a worker of a SLEEPER job shows: run() calling sleep_in_run, sleeping on its line
+SLEEPING_FRAMES = ", in run\n    sleep_in_run(300)\n", ", in sleep_in_run\n    time.sleep(seconds)"
+
+
+def make_sleeping_job(root: Path) -> tuple[Path, Path]:
+    """One worker whose run() sleeps 300 s (SLEEPER); returns (job.yml, the marker it writes once asleep)."""
+    marker = root / "sleeping"
+    job = make_job(root, n_files=3, script=SLEEPER, mini_batch_size=1, run_invocation_timeout=600,
+                   environment_variables={"MARKER": str(marker)})
+    return job, marker
+
+
+def make_job(root: Path, *, n_files: int, bad: tuple[int, ...] = (), sleep: float = 0.0, script: str = SCRIPT,
+             **spec: Any) -> Path:
     """A file job in ``root``: data/f000.txt.. (``bad`` indices named f003_bad.txt); returns job.yml."""
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     for i in range(n_files):
         (data / (f"f{i:03d}_bad.txt" if i in bad else f"f{i:03d}.txt")).write_text(f"{i}\n")
     (root / "scripts").mkdir(exist_ok=True)
-    (root / "scripts" / "score.py").write_text(textwrap.dedent(SCRIPT))
+    (root / "scripts" / "score.py").write_text(textwrap.dedent(script))
     doc: dict[str, Any] = {
         "name": "dash-job",
         "entry_script": "score.py",
@@ -138,6 +182,15 @@ class RunningJob:
                 self.proc.wait(10)
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+def alive(pid: int) -> bool:
+    """Process ``pid`` exists and is not a zombie (a zombie burns nothing: it only waits to be reaped)."""
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
 
 
 def free_port() -> int:

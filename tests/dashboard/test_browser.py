@@ -7,16 +7,27 @@ browser is Debian's). Skipped, saying which is missing, when either is absent. T
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dashboard_helpers import REPO, RunningJob, free_port, make_job, wait_for
+from dashboard_helpers import (
+    REPO,
+    SLEEPING_FRAMES,
+    RunningJob,
+    alive,
+    free_port,
+    make_job,
+    make_sleeping_job,
+    wait_for,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -43,6 +54,26 @@ def dashboard(tmp_path: Path):
     sync_playwright = _playwright()
     job = make_job(tmp_path, n_files=200, bad=(2,), sleep=0.2, process_count_per_node=2)
     running = RunningJob(job, tmp_path / "ws")
+    with _serve(running) as base:
+        running.wait_running(min_batches_done=2)
+        yield sync_playwright, base, running
+
+
+@pytest.fixture
+def sleeping(tmp_path: Path):
+    """A job whose one worker sleeps in run() (dashboard_helpers.SLEEPER), served by the dashboard; yields
+    (playwright, base URL, the job, the worker's pid) once run() is asleep."""
+    sync_playwright = _playwright()
+    job, marker = make_sleeping_job(tmp_path)
+    running = RunningJob(job, tmp_path / "ws")
+    with _serve(running) as base:
+        wait_for("run() to be asleep in its worker", marker.exists, timeout=90)
+        yield sync_playwright, base, running, int(marker.read_text())
+
+
+@contextlib.contextmanager
+def _serve(running: RunningJob) -> Iterator[str]:
+    """`parallelrun dashboard` on a free port of 127.0.0.1 for the job's workspace; stops both after."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "parallelrun", "dashboard", "--workspace", str(running.ws), "--port", str(port),
@@ -61,8 +92,7 @@ def dashboard(tmp_path: Path):
 
     try:
         wait_for("the dashboard to listen", listening, timeout=60)
-        running.wait_running(min_batches_done=2)
-        yield sync_playwright, f"http://127.0.0.1:{port}", running
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -139,4 +169,36 @@ def test_watch_a_running_job_open_a_traceback_and_cancel_it(dashboard) -> None:
             browser.close()
     assert running.proc.wait(30) == 130
     assert running.record()["status"] == "Canceled"
+    assert not problems, problems
+
+
+def test_stack_button_shows_the_frame_where_run_sleeps(sleeping) -> None:
+    sync_playwright, base, running, pid = sleeping
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.set_default_timeout(30_000)
+            page.goto(f"{base}/runs/{running.run_id}?token={TOKEN}")
+            page.locator("#workers-table tbody tr", has_text="running").wait_for()  # busy in a mini-batch
+
+            out = page.locator("#stacks-text")
+            assert not out.is_visible()
+            page.click("#stacks")
+            page.wait_for_function("() => document.querySelector('#stacks-text').textContent.includes('=== ')")
+            text = out.inner_text()
+            assert text.startswith(f"=== node0.process000 (pid {pid})\nMain thread 0x"), text
+            main = text.split("\n\n")[0]  # the main thread first: the one running run()
+            assert all(frame in main for frame in SLEEPING_FRAMES), text
+            assert page.locator("#stacks").is_enabled()  # ready to ask again
+            page.screenshot(path=str(ARTIFACTS / "dashboard-stacks.png"), full_page=True)
+        finally:
+            browser.close()
+    running.close()
+    assert running.proc.returncode == 130
+    wait_for(f"worker {pid} to exit", lambda: not alive(pid), timeout=20)  # no worker left behind
     assert not problems, problems

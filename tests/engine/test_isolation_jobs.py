@@ -176,7 +176,7 @@ def test_two_poison_items_in_one_batch(job_factory) -> None:
     assert int(row["pieces"]) <= 2 * 12 and row["error"].startswith("split into")
     assert [p.rsplit("/", 1)[1] for p in row["isolated"].split("; ")] == ["f003.txt", "f041.txt"]
     summary = r.proc.stdout + r.proc.stderr
-    assert "isolation:    1 mini-batch(es) split" in summary and "2 item(s) failed alone: f003.txt, f041.txt" in summary
+    assert "isolation:    1 mini-batch(es) split (0), " in summary and "2 item(s) failed alone: f003.txt, f041.txt" in summary
 
 
 @pytest.mark.timeout(180)
@@ -229,11 +229,12 @@ def test_driver_killed_while_pieces_run_then_resume(job_factory) -> None:
     failed = [json.loads(x) for x in (run_dir / "logs" / "user" / "error" / "failed_items.jsonl").read_text()
               .splitlines()]
     assert sorted(f["input"].rsplit("/", 1)[1] for f in failed) == ["f005.txt", "f033.txt"]
+    c = job.record()["counts"]  # the counts agree with the output and failed_items.jsonl
+    assert (c["items_succeeded"], c["items_failed"], c["batches_failed"], c["batches_pending"]) == (38, 2, 2, 0)
 
 
 def _pieces_done(job: JobFolder) -> int:
     return journal_count(job.ws, "pieces WHERE state != 'pending'")
-    return 0
 
 
 TABULAR = """

@@ -38,3 +38,52 @@ def test_pieces_settle_resume_and_reset(tmp_path: Path) -> None:
     assert (c.batches_failed, c.items_succeeded, c.items_failed, c.batches_pending) == (0, 0, 0, 2)
     assert list(j.iter_parts()) == [] and j.pending() == [0, 1] and j.isolation_report() == {}
     j.close()
+
+
+def _views(j: Journal) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(items succeeded, failed, batches pending) as the writer keeps them and as a fresh scan finds them."""
+    kept = j.counts()
+    ro = Journal(j.path, readonly=True)
+    try:
+        scan = ro.counts()
+    finally:
+        ro.close()
+    return ((kept.items_succeeded, kept.items_failed, kept.batches_pending),
+            (scan.items_succeeded, scan.items_failed, scan.batches_pending))
+
+
+def test_items_of_ended_pieces_count_before_their_batch_settles(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite")
+    j.add_batches([FileBatch(0, tuple(f"f{i}" for i in range(4)))])
+    j.counts()  # the writer now keeps its counts without a scan
+    j.split(0, None, [(PieceId(0, 0, 2), 2), (PieceId(0, 2, 4), 3)])
+    j.commit_pieces([PieceResult(PieceId(0, 2, 4), 3, "w", 0.1, 2, [], _part(0, "a", 2))])
+    assert _views(j) == ((2, 0, 1), (2, 0, 1))
+    j.split(0, PieceId(0, 0, 2), [(PieceId(0, 0, 1), 4), (PieceId(0, 1, 2), 5)])
+    j.commit_pieces([PieceResult(PieceId(0, 0, 1), 4, "w", 0.1, 0, [FailedItem("f0", "ValueError", "bad")])])
+    # The run stops here: 2 items succeeded, 1 failed, 1 not run; the batch is still pending.
+    assert _views(j) == ((2, 1, 1), (2, 1, 1))
+    (row,) = j.iter_batches()
+    assert (row["state"], row["succeeded"], row["failed"], row["pieces"], row["attempts"]) == ("pending", 2, 1, 3, 4)
+    j.commit_pieces([PieceResult(PieceId(0, 1, 2), 5, "w", 0.1, 1, [], _part(0, "b", 1))])
+    j.settle_isolated(0)
+    assert _views(j) == ((3, 1, 0), (3, 1, 0))  # settling moves the batch, not its items
+    (row,) = j.iter_batches()
+    assert (row["state"], row["succeeded"], row["failed"], row["pieces"]) == ("failed", 3, 1, 4)
+    j.close()
+
+
+def test_retry_failed_resets_a_batch_stopped_while_being_isolated(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite")
+    j.add_batches([FileBatch(0, ("f0", "f1")), FileBatch(1, ("g0", "g1")), FileBatch(2, ("h0",))])
+    for b in (0, 1):
+        j.split(b, None, [(PieceId(b, 0, 1), 2), (PieceId(b, 1, 2), 3)])
+    j.commit_pieces([PieceResult(PieceId(0, 0, 1), 2, "w", 0.1, 1, [], _part(0, "a", 1)),
+                     PieceResult(PieceId(0, 1, 2), 3, "w", 0.1, 0, [FailedItem("f1", "ValueError", "bad")]),
+                     PieceResult(PieceId(1, 0, 1), 2, "w", 0.1, 1, [], _part(1, "b", 1))])
+    # Stopped: batch 0 has a failed item (reset whole), batch 1 none yet (its last piece runs on resume).
+    assert j.reset_failed() == 1
+    assert [p.name for p in j.iter_parts()] == ["b"] and list(j.iter_failed_items()) == []
+    assert j.pending() == [0, 2] and j.isolation_state() == ([(PieceId(1, 1, 2), 3)], {1: (0, 1, 3)})
+    assert _views(j)[1] == (1, 0, 3)
+    j.close()

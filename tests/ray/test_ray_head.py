@@ -31,7 +31,7 @@ from ray_jobs import (
     wait_until,
 )
 
-from parallelrun import JobSpecError, resume_run, run_job
+from parallelrun import resume_run, run_job
 
 pytestmark = pytest.mark.ray
 
@@ -226,13 +226,16 @@ def test_ray_client_ships_the_job_folder_through_runtime_env(ray_head: RayHead, 
 
 
 @pytest.mark.timeout(60)
-def test_more_nodes_than_the_cluster_has_is_refused(ray_head: RayHead, tmp_path: Path) -> None:
-    job = make_job(tmp_path / "job", files=4)
+def test_node_count_is_a_maximum_a_smaller_cluster_runs_the_job(ray_head: RayHead, tmp_path: Path) -> None:
+    """Elastic clusters (docs/ray.md): node_count 3 on a one-node cluster starts on that node."""
+    job = make_job(tmp_path / "job", files=4, storage_options={"file": {"shared": True}})
 
-    with pytest.raises(JobSpecError, match=r"node_count: 3 asks for 3 nodes .* has 1 alive node") as e:
-        _run(job, tmp_path / "ws", ray_head.address, "node_count=3", "process_count_per_node=1")
+    res = _run(job, tmp_path / "ws", ray_head.address, "node_count=3", "process_count_per_node=1")
 
-    assert e.value.exit_code == 2
+    assert res.status == "Completed", res.summary()
+    assert_each_once(output_lines(res), file_rows(4))
+    assert {agent for _, agent, _, _ in started(job.parent)} == {"node0.process000"}
+    assert "starting on 1 node(s) of node_count 3" in (res.record.logs_dir / "sys" / "driver.txt").read_text()
 
 
 @pytest.mark.timeout(60)

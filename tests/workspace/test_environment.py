@@ -212,6 +212,17 @@ def test_current_environment_skips_the_build(ws: Workspace, monkeypatch: pytest.
     assert not (ws.path / "envs").exists()
 
 
+def test_current_environment_changes_the_reuse_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A step run with its packages ignored must not be reused for one run in the built venv, nor back.
+    env = Environment("pins")
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["scikit-learn"])
+    built = env.fingerprint()
+    monkeypatch.setenv("PARALLELRUN_ENVIRONMENT", "current")
+    current = env.fingerprint()
+    monkeypatch.delenv("PARALLELRUN_ENVIRONMENT")
+    assert current != built and env.fingerprint() == built
+
+
 def test_spark_settings_warn_exactly_once() -> None:
     env = Environment("spark")
     with warnings.catch_warnings(record=True) as caught:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from parallelrun.azureml_shim._hints import migration_hint, raised_inside_pandas
+from parallelrun.execution.migration_hints import migration_hint, raised_inside_pandas
 from parallelrun.workspace import CondaDependencies, Dataset, Environment, Model, Workspace
 from parallelrun.workspace.experiment import Experiment
 from parallelrun.workspace.pipeline import Pipeline

@@ -133,3 +133,12 @@ open(out + "/scale.txt", "w").write(open(Model.get_model_path("scaler") + "/mode
     metrics = [json.loads(ln) for p in (prep_run.run_dir / "logs" / "user" / "metrics").glob("*.jsonl")
                for ln in p.read_text().splitlines()]
     assert [(m["name"], m["value"]) for m in metrics] == [("files", 2)]
+
+
+def test_shim_folder_adds_only_the_azure_packages_to_worker_paths() -> None:
+    # The folder goes first on workers' sys.path: any other module in it would shadow a user's module
+    # of the same name (a user's ``_hints.py`` once lost to ours).
+    importable = sorted(p.name for p in SHIM_DIR.iterdir()
+                        if p.name != "__init__.py" and not p.name.startswith("__pycache__")
+                        and (p.suffix == ".py" or (p / "__init__.py").exists()))
+    assert importable == ["azureml", "azureml_user"]

@@ -134,7 +134,7 @@ def plan(
 ) -> None:
     """Dry run: how the inputs split into mini-batches."""
     from ..data.batches import to_json
-    from ..runner import plan_job
+    from ..preview import plan_job
 
     _refuse_azure_v2(job, "plan")
     p = plan_job(job, list(set_ or []), show=show)
@@ -162,7 +162,7 @@ def debug(
     pdb: Annotated[bool, typer.Option("--pdb", help="Enter the debugger when the script raises")] = False,
 ) -> None:
     """Run init() and run() on one mini-batch in this process (breakpoints work) and print the result."""
-    from ..runner import debug_batch
+    from ..preview import debug_batch
 
     _refuse_azure_v2(job, "debug")
     try:

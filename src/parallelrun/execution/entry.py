@@ -18,8 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..azureml_shim._hints import migration_hint
 from ..errors import EntryScriptError, UserCodeError
+from .migration_hints import migration_hint
 
 _OUR_DIR = str(Path(__file__).resolve().parent.parent)
 

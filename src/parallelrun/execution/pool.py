@@ -7,9 +7,10 @@ return the rest unstarted), and turns a lost worker into outcomes and a replacem
 worker may hold adapts to how long batches take (``depth``), so about ``queue_seconds`` of work waits in
 each worker.
 
-A backend implements :meth:`WorkerPool._spawn` (start a worker, return its name), :meth:`_send` (hand it
-a batch), :meth:`_wait` (wait for and translate what arrived), :meth:`_kill` / :meth:`_forget` (end one
-worker and stop watching it), :meth:`cancel` and :meth:`shutdown`; it reports through
+A backend implements :meth:`WorkerPool._spawn_replacement` (start a worker in place of a lost one, or
+None when its place is gone), :meth:`_send` (hand it a batch), :meth:`_wait` (wait for and translate what
+arrived), :meth:`_forget` (end one worker and stop watching it), :meth:`cancel` and :meth:`shutdown`, and
+may implement :meth:`_grow` (add workers while running: Ray nodes joining); it reports through
 :meth:`_finished`, :meth:`_lost` and :meth:`_init_failed`.
 """
 
@@ -63,6 +64,11 @@ class WorkerPool(Executor, Generic[H]):
     def _forget(self, name: str) -> None:
         """Stop watching a worker and make sure it (and anything it started) is gone."""
 
+    def _grow(self, events: list[Event]) -> None:
+        """Called once per ``poll``: a backend whose capacity changes while the job runs (Ray nodes joining
+        an elastic cluster) starts workers here, with ``_add``; they report ready like the first ones.
+        A pool shrinks through ``_spawn_replacement`` returning None for a worker whose place is gone."""
+
     # --- registration (backends call these) ----------------------------------------------------------
     def _add(self, name: str, handle: H, state: WorkerState) -> None:
         self._handles[name] = handle
@@ -112,6 +118,8 @@ class WorkerPool(Executor, Generic[H]):
         events: list[Event] = []
         self._wait(wait_for, events)
         self._check_timeouts(events)
+        if not self._closing:
+            self._grow(events)
         return events
 
     # --- reports (backends call these) ---------------------------------------------------------------

@@ -12,7 +12,7 @@ everything about the cluster those actors run on:
 - **A private instance** (``ray_instance.py``) lives in its own folder, watched by a watchdog process
   that stops it when the driver dies without doing so.
 - **Placement** (``ray_placement.py``): each actor reserves ``cpus_per_process``, ``gpus_per_process``,
-  ``memory_per_process`` and the job's custom ``resources``; a job no node can ever host fails at once.
+  ``memory_per_process`` and custom ``resources``; no node fitting fails at once; nodes that join are added.
 - **runtime_env**: the job-level runtime_env (``ray.init``) carries the user's ``ray.runtime_env``
   (RayCompute's option) and, for a remote cluster through Ray Client, the uploaded job folder and
   parallelrun itself; each actor's runtime_env adds the job's ``environment_variables`` (they win over
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JobSpecError, MissingExtraError, UsageError
 from .ray_instance import PrivateInstance
-from .ray_placement import Placement, alive_nodes, pick_nodes
+from .ray_placement import JOIN_EVERY, Placement, alive_nodes, joinable_nodes, pick_nodes
 
 if TYPE_CHECKING:
     from ..config import JobSpec
@@ -56,6 +56,8 @@ def import_ray() -> Any:
 class RayCluster:
     """The executor's connection to Ray: connect, placement, runtime_env, disconnect (and the private
     instance's life when ``compute: ray`` has no address)."""
+
+    join_every = JOIN_EVERY  # seconds between two looks for nodes that joined (elastic clusters)
 
     def __init__(self, ray: Any, cfg: WorkerConfig, spec: JobSpec) -> None:
         self.ray = ray
@@ -147,11 +149,20 @@ class RayCluster:
     def alive_nodes(self) -> list[dict[str, Any]]:
         return alive_nodes(self.ray)
 
-    def fits(self, node: dict[str, Any], actors: int) -> bool:
-        return self.placement.fits(node, actors)
-
     def pick_nodes(self) -> list[str]:
-        return pick_nodes(self.ray, self.spec, self.placement, self.where)
+        nodes = pick_nodes(self.ray, self.spec, self.placement, self.where)
+        if len(nodes) < self.spec.node_count:
+            self._log.info("starting on %d node(s) of node_count %d: nodes that join the cluster are added as "
+                           "they come", len(nodes), self.spec.node_count)
+        return nodes
+
+    def joinable(self, used: dict[str, int]) -> list[str]:
+        """Nodes that joined to use now (elastic clusters; ``used``: node id -> our index, every node used)."""
+        nodes = joinable_nodes(self.alive_nodes(), used, self.placement, self.spec.process_count_per_node,
+                               self.spec.node_count)
+        for k, n in enumerate(nodes):
+            self._log.info("node %s (%s) joined the cluster: it becomes node%d", self.node_address(n), n, len(used) + k)
+        return nodes
 
     def actor_options(self) -> dict[str, Any]:
         """Keyword arguments for ``ActorClass.options``: resources and runtime_env."""

@@ -34,9 +34,11 @@ has no per-call timeout, so the executor keeps one: past ``run_invocation_timeou
 Idle actors are pinged now and then so that one that died while idle (its node removed) is replaced before it
 is handed work, rather than costing a mini-batch an attempt.
 
-Placement: actors are pinned to ``node_count`` alive nodes with node-affinity scheduling
-(``process_count_per_node`` on each), the driver's own node first when it fits. A replacement goes back
-to its node, or, when that node is gone, to the alive node holding the fewest of our actors. Actors are
+Placement: actors are pinned to nodes with node-affinity scheduling (``process_count_per_node`` on each),
+the driver's own node first when it fits. Clusters are elastic: ``node_count`` is the most nodes in use at
+once; the job starts on the nodes that fit now (at least one) and, every ``JOIN_EVERY`` seconds (at once
+after a node left), adds nodes that joined (``joinable_nodes``). A replacement goes back to its node; when
+that node is gone its workers are not replaced elsewhere: the pool shrinks until a node joins. Actors are
 named ``node{N}.process{NNN}`` and write their logs into the run's logs folder like local workers do: on
 one machine that just works; on a multi-machine cluster that folder must be on a path every node sees at
 the same place (otherwise each node keeps its actors' logs on its own disk, under the same path).
@@ -225,7 +227,7 @@ class RayExecutor(WorkerPool[_Actor]):
         self._by_ref: dict[Any, str] = {}
         self._nodes: dict[str, int] = {}  # Ray node id -> our node index
         self._next_proc: dict[int, int] = {}
-        self._respawns = 0  # replacements for actors that could not even start (bounded)
+        self._next_join = 0.0  # when to look for nodes that joined the cluster next
         self._cls: Any = None
         self._last_forgotten: dict[str, _Actor] = {}
         self.calls_sent = 0  # ``run`` calls, each carrying several batches
@@ -245,18 +247,20 @@ class RayExecutor(WorkerPool[_Actor]):
             for node_id in nodes:
                 self._spawn(node_id)
         self.startup_seconds = time.monotonic() - t0
+        self._next_join = time.monotonic() + self.cluster.join_every
 
     def _connect(self) -> None:
         self.cluster.connect()
     def _check_output_reachable(self, nodes: list[str]) -> None:
         """Actors write their parts themselves: a local-path output must be one every node sees."""
         out = self.cfg.output
-        if out is None or not out.is_local or len(nodes) < 2:
+        most = max(len(nodes), self.spec.node_count)  # nodes that join later write there too
+        if out is None or not out.is_local or most < 2:
             return
         if (self.spec.storage_options.get("file") or {}).get("shared"):
             return  # the user says the path is on storage every node mounts at the same place
         raise UsageError(
-            f"output {out.url} is a path on this machine's disk, but the job runs on {len(nodes)} Ray nodes, whose "
+            f"output {out.url} is a path on this machine's disk, but the job runs on up to {most} Ray nodes, whose "
             "workers write their output themselves and would each write to their own disk. Use an output every "
             "node can reach (az://container/folder, s3://bucket/folder), or, if the path is on shared storage "
             "mounted at the same place on every node (NFS...), say so in the job spec:\n"
@@ -264,9 +268,6 @@ class RayExecutor(WorkerPool[_Actor]):
 
     def _alive_nodes(self) -> list[dict[str, Any]]:
         return self.cluster.alive_nodes()
-
-    def _fits(self, node: dict[str, Any], actors: int) -> bool:
-        return self.cluster.fits(node, actors)
 
     def _pick_nodes(self) -> list[str]:
         return self.cluster.pick_nodes()
@@ -433,17 +434,13 @@ class RayExecutor(WorkerPool[_Actor]):
 
     def _start_failed(self, name: str, a: _Actor, e: Exception, events: list[Event]) -> None:
         """The actor could not start (its node died, runtime_env set-up failed, the process died in init)."""
-        node_gone = a.node_id not in {n["NodeID"] for n in self._alive_nodes()}
-        if node_gone and not self._closing and self._respawns < 2 * max(1, len(self._nodes)):
-            target = self._replacement_node(a)
-            if target is not None:
-                self._forget(name)
-                self._remove(name)
-                self._respawns += 1
-                replacement = self._spawn(target)
-                events.append(WorkerLost(name, f"worker {name} could not start: its node died ({_cause(e)})",
-                                         replacement))
-                return
+        if not self._closing and self._replacement_node(a) is None:
+            # Its node left the cluster: not the entry script's failure. The pool shrinks (nodes that
+            # joined are looked for at once).
+            self._forget(name)
+            self._remove(name)
+            events.append(WorkerLost(name, f"worker {name} could not start: its node died ({_cause(e)})", None))
+            return
         err = UserCodeError("WorkerDied", f"the worker died during start-up or init(): {_cause(e)}", str(e))
         self._init_failed(name, err, events)
 
@@ -453,17 +450,23 @@ class RayExecutor(WorkerPool[_Actor]):
         return self._spawn(target) if target is not None else None
 
     def _replacement_node(self, a: _Actor) -> str | None:
-        """The dead actor's node if it is alive, else the alive node (ours first) with fewest of our actors."""
-        alive = {n["NodeID"]: n for n in self._alive_nodes()}
-        if a.node_id in alive:
+        """The dead actor's node if it is alive; else None (no worker moves to another node: that would
+        exceed process_count_per_node there), and nodes that joined are looked for at the next poll."""
+        if a.node_id in {n["NodeID"] for n in self._alive_nodes()}:
             return a.node_id
-        load = {nid: 0 for nid in alive if self._fits(alive[nid], 1)}
-        for other in self._handles.values():
-            if other.node_id in load:
-                load[other.node_id] += 1
-        if not load:
-            return None
-        return min(load, key=lambda nid: (nid not in self._nodes, load[nid], self._nodes.get(nid, 0)))
+        self._next_join = 0.0
+        return None
+
+    def _grow(self, events: list[Event]) -> None:
+        """Elastic clusters: every ``JOIN_EVERY`` s (5), start workers on nodes that joined, up to node_count nodes."""
+        now = time.monotonic()
+        if now < self._next_join or self._cls is None:
+            return
+        self._next_join = now + self.cluster.join_every
+        for node_id in self.cluster.joinable(self._nodes):
+            self._nodes[node_id] = len(self._nodes)
+            for _ in range(self.spec.process_count_per_node):
+                self._spawn(node_id)
 
     def _forget(self, name: str) -> None:
         a = self._handles.get(name)

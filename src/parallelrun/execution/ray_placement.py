@@ -4,10 +4,14 @@ Pure functions of the job spec and of the nodes' totals as ``ray.nodes()`` repor
 tested without starting Ray. The check is made on totals, before any actor exists: a request no node can
 ever satisfy fails at once naming the missing resource (Ray alone would keep the actor pending forever);
 resources that exist but are held by other jobs are waited for, as Ray does.
+
+Elastic clusters: ``node_count`` is the most nodes a job uses at once. It starts on the nodes that fit
+(at least one), and :func:`joinable_nodes` says, while it runs, which nodes that joined it may add.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +19,10 @@ from ..errors import JobSpecError
 
 if TYPE_CHECKING:
     from ..config import JobSpec
+
+#: seconds between two looks for nodes that joined the cluster (an elastic cluster's new capacity): a
+#: ``ray.nodes()`` call each time; an autoscaler takes tens of seconds to add a node anyway
+JOIN_EVERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -84,22 +92,18 @@ def alive_nodes(ray: Any) -> list[dict[str, Any]]:
 
 
 def pick_nodes(ray: Any, spec: JobSpec, placement: Placement, where: str) -> list[str]:
-    """``node_count`` alive nodes with room for ``process_count_per_node`` workers, the driver's first.
+    """The nodes to start on: up to ``node_count`` alive nodes with room for ``process_count_per_node``
+    workers, the driver's first. ``node_count`` is a maximum: with fewer such nodes the job starts on those
+    and takes the others as they join (:func:`joinable_nodes`).
 
-    Raises JobSpecError (exit code 2) when the cluster has too few nodes, or too few that can ever host
-    the workers (judged on the nodes' totals: resources held by other jobs are waited for, as Ray does).
+    Raises JobSpecError (exit code 2) when no alive node can host ``process_count_per_node`` workers
+    (judged on the nodes' totals: resources held by other jobs are waited for, as Ray does), naming the
+    resource that is missing.
     """
     alive = alive_nodes(ray)
-    if len(alive) < spec.node_count:
-        raise JobSpecError([
-            f"node_count: {spec.node_count} asks for {spec.node_count} nodes "
-            f"({spec.node_count} x process_count_per_node {spec.process_count_per_node} workers), but "
-            f"the Ray cluster at {where} has {len(alive)} alive node(s). Add nodes or lower node_count."
-        ], source="job spec (Ray backend)")
     per_node = spec.process_count_per_node
-    fitting = [n for n in alive if placement.fits(n, per_node)]
-    if len(fitting) < spec.node_count:
-        sizes = "; ".join(node_summary(n) for n in alive)
+    if not any(placement.fits(n, per_node) for n in alive):
+        sizes = "; ".join(node_summary(n) for n in alive) or "none alive"
         if not any(placement.fits(n, 1) for n in alive):
             lacking = sorted({k for n in alive for k in placement.missing(n, 1)})
             absent = [k for k in lacking if not any(n.get("Resources", {}).get(k) for n in alive)]
@@ -111,15 +115,35 @@ def pick_nodes(ray: Any, spec: JobSpec, placement: Placement, where: str) -> lis
                 + f" (nodes: {sizes}). Lower cpus_per_process / gpus_per_process / memory_per_process, drop "
                 "the resources the cluster lacks, or add a node that has them."
             ], source="job spec (Ray backend)")
+        short = sorted({k for n in alive for k in placement.missing(n, per_node)})
         raise JobSpecError([
-            f"node_count: {spec.node_count} with process_count_per_node: {per_node} needs "
-            f"{spec.node_count} node(s) with room for {placement.describe(per_node)}; the Ray cluster at "
-            f"{where} has {len(fitting)} such node(s) (nodes: {sizes}). Lower process_count_per_node or "
-            "cpus_per_process (e.g. 0.5), or add nodes."
+            f"process_count_per_node: {per_node} needs a node with room for {placement.describe(per_node)}; "
+            f"the Ray cluster at {where} has 0 such node(s), short of {' and '.join(map(_name, short))} "
+            f"(nodes: {sizes}). Lower process_count_per_node or cpus_per_process (e.g. 0.5), or add a "
+            "bigger node."
         ], source="job spec (Ray backend)")
     try:
         mine = ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - Ray Client has no local node
         mine = None
-    fitting.sort(key=lambda n: (n["NodeID"] != mine, -n["Resources"].get("CPU", 0), n["NodeID"]))
-    return [n["NodeID"] for n in fitting[: spec.node_count]]
+    return joinable_nodes(alive, set(), placement, per_node, spec.node_count, prefer=mine)
+
+
+def joinable_nodes(alive: list[dict[str, Any]], used: Collection[str], placement: Placement, per_node: int,
+                   max_nodes: int, prefer: str | None = None) -> list[str]:
+    """The alive nodes a running job may start using now (elastic clusters), best first.
+
+    ``alive`` are ``ray.nodes()`` entries, ``used`` every node id the job has ever placed workers on. A
+    node qualifies when the job never used it (a node it used and still sees keeps its place; one whose
+    workers all failed is not tried again) and its totals have room for ``per_node`` workers. At most
+    ``max_nodes`` nodes are in use at once: the used ones still alive count against it, so a node that
+    left frees its place for a newcomer. Order: ``prefer`` (the driver's node) first, then the most CPUs,
+    then the node id, so the choice is the same on every call.
+    """
+    ids = {n["NodeID"] for n in alive}
+    room = max_nodes - len(ids & set(used))
+    if room <= 0:
+        return []
+    fresh = [n for n in alive if n["NodeID"] not in used and placement.fits(n, per_node)]
+    fresh.sort(key=lambda n: (n["NodeID"] != prefer, -n.get("Resources", {}).get("CPU", 0), n["NodeID"]))
+    return [n["NodeID"] for n in fresh[:room]]

@@ -268,6 +268,10 @@ class Environment:
         keep = {k: d[k] for k in ("python", "user_managed_dependencies", "interpreter_path",
                                   "environment_variables")}
         keep["packages"] = sorted(self.packages())
+        # ``PARALLELRUN_ENVIRONMENT=current`` runs the step in this interpreter without its packages: not
+        # the same workers as the built venv, so a run made one way is not reused for the other.
+        if os.environ.get(CURRENT_ENV_VAR, "").strip().lower() == "current":
+            keep["current_interpreter"] = sys.executable
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     def python_executable(self, ws: Workspace) -> str | None:
