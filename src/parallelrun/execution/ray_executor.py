@@ -83,8 +83,10 @@ QUEUE_SECONDS = 0.6
 MAX_DEPTH = 512
 #: the actor's other threads (Ray concurrency groups): ``offer`` and ``take`` run there while ``run`` works
 INBOX, OUTCOMES = "inbox", "outcomes"
-#: seconds a ``take`` waits in the actor for an outcome before it returns empty (and is sent again)
+#: seconds a ``take`` waits in the actor for an outcome before it returns empty (and is sent again), and then
+#: for more outcomes once it has one (what a commit may wait; negligible next to run_invocation_timeout)
 TAKE_WAIT = 10.0
+LINGER = 0.02
 
 
 class _RayWorker:
@@ -137,10 +139,15 @@ class _RayWorker:
 
     def take(self, wait: float) -> list[Outcome]:
         """The outcomes of the batches that ended since the last ``take``, in order (on the outcomes thread,
-        while ``run`` works); waits up to ``wait`` seconds for one."""
+        while ``run`` works); waits up to ``wait`` seconds for the first, then ``LINGER`` for more."""
         with self.ended:
             if not self.outcomes:
                 self.ended.wait(wait)
+        if self.outcomes:
+            # Quick batches: let a few more end, so that replies (each costs the run thread the GIL for a
+            # while) carry several outcomes. Run() hanging meanwhile keeps nothing back for longer.
+            time.sleep(LINGER)
+        with self.ended:
             out, self.outcomes = self.outcomes, []
         return out
 
