@@ -13,8 +13,8 @@ time, in order, and a call's batches one after the other.
 
 Outcomes: each batch still commits on its own, as soon as it ends. The actor puts each outcome in its outbox as
 its batch ends, and the driver keeps one ``take`` call in flight per busy actor, which returns whatever has
-ended (waiting for the first); so outcomes of quick batches travel together, a slow batch's alone, and none
-waits for the rest of its call. ``take`` and ``offer`` run on threads of their own in the actor (Ray
+ended ``LINGER`` (20 ms) after the first; so outcomes of quick batches travel together, and none waits for
+the rest of its call. ``take`` and ``offer`` run on threads of their own in the actor (Ray
 concurrency groups ``outcomes`` and ``inbox``), so they answer while ``run()`` works, or hangs: the batches
 that ended before a hung one are committed, and ``run_invocation_timeout`` counts from the moment the batch
 before it ended, per batch, as with a local worker.
