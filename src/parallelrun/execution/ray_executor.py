@@ -98,7 +98,7 @@ class _RayWorker:
 
     def __init__(self) -> None:
         self.rt: Any = None
-        self.marker: str | None = None
+        self.marker = RunningNote(None)
         self.outcomes: list[Outcome] = []  # ended, not taken yet
         self.ended = threading.Condition()
 
@@ -108,11 +108,8 @@ class _RayWorker:
         from .worker import WorkerRuntime
 
         node_id = ray.get_runtime_context().get_node_id()
-        self.marker = running_marker(cfg.log_dir, cfg.agent_name)
-        try:
-            os.remove(self.marker)  # an earlier driver's actor of the same name (resume)
-        except OSError:
-            pass
+        # Made afresh: an earlier driver's actor of the same name (resume) may have left one.
+        self.marker = RunningNote(running_marker(cfg.log_dir, cfg.agent_name))
         try:
             self.rt = WorkerRuntime(_relocate(cfg, shipped_root))
             self.rt.setup()
@@ -125,7 +122,7 @@ class _RayWorker:
     def run(self, items: list[tuple[MiniBatch, int]]) -> int:
         """Run several batches, in order; each outcome waits for ``take`` as soon as its batch ends."""
         for batch, attempt in items:
-            _mark_running(self.marker, batch.index, attempt)
+            self.marker.note(batch.index, attempt)
             try:
                 out: Outcome = self.rt.process(batch, attempt)
             except Exception as e:  # noqa: BLE001 - our own code failed: this batch's error, not the call's
@@ -163,6 +160,7 @@ class _RayWorker:
     def stop(self) -> bool:
         if self.rt is not None:
             self.rt.shutdown()
+        self.marker.close()
         return True
 
 
@@ -171,16 +169,34 @@ def running_marker(log_dir: str, agent: str) -> str:
     return os.path.join(log_dir, "sys", f"{agent}.running")
 
 
-def _mark_running(path: str | None, index: int, attempt: int) -> None:
-    """Best effort: without the note (a node whose logs folder the driver does not see) the driver takes
-    the head of the actor's queue for the running batch."""
-    if path is None:
-        return
-    try:
-        with open(path, "w", encoding="ascii") as f:
-            f.write(f"{index} {attempt}")
-    except OSError:
-        pass
+class RunningNote:
+    """The actor's note of the batch it is running, kept open and rewritten in place for each batch.
+
+    Opening, writing and closing a file per batch cost about a millisecond here (more than a quick batch's
+    run()); one ``pwrite`` of a fixed width costs microseconds. Best effort: without the note (a node whose
+    logs folder the driver does not see) the driver takes the head of the actor's queue for the running batch.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.fd: int | None = None
+        if path is not None:
+            try:
+                self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            except OSError:
+                pass
+
+    def note(self, index: int, attempt: int) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.pwrite(self.fd, f"{index:>20} {attempt:>6}".encode("ascii"), 0)  # same width: no truncation
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _relocate(cfg: WorkerConfig, shipped_root: str | None) -> WorkerConfig:
