@@ -11,7 +11,8 @@ import pytest
 from parallelrun.config import validate_spec
 from parallelrun.execution.base import WorkerState
 from parallelrun.execution.messages import Event, Outcome, WorkerLost
-from parallelrun.execution.ray_executor import RayExecutor, _mark_running, running_marker
+from parallelrun.execution.ray_actor import RunningNote, running_marker
+from parallelrun.execution.ray_executor import RayExecutor
 from parallelrun.execution.worker import WorkerConfig
 
 pytestmark = pytest.mark.ray
@@ -38,7 +39,10 @@ def _statuses(events: list[Event]) -> list[tuple[int, int, str]]:
 
 def test_the_batch_the_actor_noted_is_the_one_lost_the_ended_ones_go_back(tmp_path: Path) -> None:
     ex = _executor(tmp_path, [(1, 1), (2, 1), (3, 1)])
-    _mark_running(running_marker(str(tmp_path), NAME), 2, 1)  # batch 1 ended; its reply died with the actor
+    note = RunningNote(running_marker(str(tmp_path), NAME))
+    note.note(10, 1)
+    note.note(2, 1)  # batch 1 ended; its reply died with the actor (10: an earlier, longer note rewritten)
+    note.close()
     events: list[Event] = []
 
     ex._lost(NAME, "ActorDiedError: exit code 3", events)

@@ -1,17 +1,38 @@
 """The Ray executor: ``node_count × process_count_per_node`` Ray actors, each one worker process.
 
 Each actor wraps a ``WorkerRuntime`` (set-up, ``init()`` once, ``run()`` per mini-batch), exactly like a local
-worker process. The driver sends each mini-batch to a named actor as one actor call; a single-threaded
-actor runs its calls one at a time in submission order, so the driver knows which batch each actor is
-running (the head of its queue) and which are only queued behind it. An actor holds up to ``depth`` calls
-(2, more when mini-batches are tiny), so it never waits for the driver between two mini-batches. ``poll`` waits in one ``ray.wait`` on
-every outstanding call: a call that fails with ``RayActorError`` means the actor (or its node) died, and
-only that actor's head batch fails (reason ``lost``); the queued ones go back unstarted.
+worker process. The driver knows which batches each actor holds, in order: the head is running, the rest wait
+behind it.
 
-Ray has no per-call timeout, so the executor keeps one: past ``run_invocation_timeout`` the actor is
-killed with ``ray.kill`` and replaced (the replacement runs ``init()`` again), as the local executor does
-with a process. Idle actors are pinged now and then so that one that died while idle (its node removed)
-is replaced before it is handed work, rather than costing a mini-batch an attempt.
+Calls: an actor call costs about a millisecond of Ray overhead (more through Ray Client), so batches travel
+several to a call, as they travel several to a message to a local worker, with the same sizing (the pool's
+``depth`` and ``refill_at_half``): an actor holds about ``QUEUE_SECONDS`` of work, measured from ``run()`` times
+as the run goes, and is refilled once half of it is done; everything submitted to it in one turn of the driver
+loop goes out as one ``run`` call, about ``QUEUE_SECONDS / 2`` of work. An actor runs its ``run`` calls one at a
+time, in order, and a call's batches one after the other.
+
+Outcomes: each batch still commits on its own, as soon as it ends. The actor puts each outcome in its outbox as
+its batch ends, and the driver keeps one ``take`` call in flight per busy actor, which returns whatever has
+ended ``LINGER`` (20 ms) after the first; so outcomes of quick batches travel together, and none waits for
+the rest of its call. ``take`` and ``offer`` run on threads of their own in the actor (Ray
+concurrency groups ``outcomes`` and ``inbox``), so they answer while ``run()`` works, or hangs: the batches
+that ended before a hung one are committed, and ``run_invocation_timeout`` counts from the moment the batch
+before it ended, per batch, as with a local worker.
+
+Prefetch: the driver ``offer``s a call's batches (only those with remote inputs) when it sends the call;
+``WorkerRuntime.offer`` starts downloading the next batch while the current one runs, as in a local worker.
+The entry script's ``init()`` and ``run()`` share the actor's call thread (in an actor with threads of its
+own, that is not the process's main thread).
+
+Failures: ``poll`` waits in one ``ray.wait`` on every call in flight. A call failing with ``RayActorError``
+means the actor (or its node) died: only the batch it was running fails (reason ``lost``), the ones queued
+behind it go back unstarted, without using an attempt. The actor notes each batch it starts
+(``logs/sys/<worker>.running``), because outcomes not yet taken die with it: the note says which batch was
+really running, and the ended ones before it go back unstarted too (their parts were never committed). Ray
+has no per-call timeout, so the executor keeps one: past ``run_invocation_timeout`` the actor is killed with
+``ray.kill`` and replaced (the replacement runs ``init()`` again), as the local executor does with a process.
+Idle actors are pinged now and then so that one that died while idle (its node removed) is replaced before it
+is handed work, rather than costing a mini-batch an attempt.
 
 Placement: actors are pinned to nodes with node-affinity scheduling (``process_count_per_node`` on each),
 the driver's own node first when it fits. Clusters are elastic: ``node_count`` is the most nodes in use at
@@ -27,114 +48,43 @@ so the bytes never travel through the driver. A local-path output on a cluster o
 refused at start, unless the job spec marks it as shared storage mounted at the same path on every node:
 ``storage_options: {file: {shared: true}}``.
 
-Connection, the private instance of ``compute: ray``, placement checks and runtime_env live in
-``ray_cluster.py`` (:class:`RayCluster`); this module is the transport. Ray is shut down (disconnected)
-at the end only when this executor initialised it.
+Connection and the private instance of ``compute: ray`` live in ``ray_cluster.py`` (:class:`RayCluster`,
+which uses ``ray_placement.py`` for placement and ``ray_runtime_env.py`` for the runtime environment), the
+actor's body in ``ray_actor.py``; this module is the transport. Ray is shut down (disconnected) at the end
+only when this executor initialised it.
 """
 
 from __future__ import annotations
 
-import os
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ..data.batches import MiniBatch
+from ..data.batches import FileBatch, MiniBatch
 from ..errors import UsageError, UserCodeError
 from .base import WorkerState
-from .messages import Event, Outcome, WorkerLost, error_outcome
+from .messages import Event, Outcome, WorkerLost
 from .pool import WorkerPool
+from .ray_actor import RayWorker, running_marker
 from .ray_cluster import RayCluster, import_ray
-from .worker import WorkerConfig
+from .worker import WorkerConfig, has_remote
 
 if TYPE_CHECKING:
     from ..config import JobSpec
 
 #: seconds between liveness pings of an actor that holds no mini-batch
 PING_EVERY = 2.0
-#: work queued in each actor: a call costs about a millisecond on one machine (more through Ray Client),
-#: so tiny mini-batches need a deeper queue to keep actors busy; slow ones keep the minimum of 2
-QUEUE_SECONDS = 0.05
-MAX_DEPTH = 16
-class _RayWorker:
-    """The actor body: one Ray worker process running one ``WorkerRuntime``.
-
-    The constructor takes nothing: the ``WorkerConfig`` (which may carry storage credentials) arrives
-    with the ``start`` call, so it is never stored in the GCS as part of the actor's creation spec.
-    """
-
-    def __init__(self) -> None:
-        self.rt: Any = None
-        self.marker: str | None = None
-
-    def start(self, cfg: WorkerConfig, shipped_root: str | None) -> tuple[int, str, UserCodeError | None]:
-        import ray
-
-        from .worker import WorkerRuntime
-
-        node_id = ray.get_runtime_context().get_node_id()
-        self.marker = running_marker(cfg.log_dir, cfg.agent_name)
-        try:
-            os.remove(self.marker)  # an earlier driver's actor of the same name (resume)
-        except OSError:
-            pass
-        try:
-            self.rt = WorkerRuntime(_relocate(cfg, shipped_root))
-            self.rt.setup()
-        except BaseException as e:  # noqa: BLE001 - reported as this worker's start-up failure
-            from .entry import to_user_error
-
-            return os.getpid(), node_id, to_user_error(e)
-        return os.getpid(), node_id, self.rt.init()
-
-    def process(self, batch: MiniBatch, attempt: int) -> Outcome:
-        _mark_running(self.marker, batch.index, attempt)
-        out: Outcome = self.rt.process(batch, attempt)
-        return out
-
-    def ping(self) -> int:
-        return os.getpid()
-
-    def stop(self) -> bool:
-        if self.rt is not None:
-            self.rt.shutdown()
-        return True
-
-
-def running_marker(log_dir: str, agent: str) -> str:
-    """The file where an actor notes the batch it starts (``index attempt``), read by the driver when it dies."""
-    return os.path.join(log_dir, "sys", f"{agent}.running")
-
-
-def _mark_running(path: str | None, index: int, attempt: int) -> None:
-    """Best effort: without the note (a node whose logs folder the driver does not see) the driver takes
-    the head of the actor's queue for the running batch."""
-    if path is None:
-        return
-    try:
-        with open(path, "w", encoding="ascii") as f:
-            f.write(f"{index} {attempt}")
-    except OSError:
-        pass
-
-
-def _relocate(cfg: WorkerConfig, shipped_root: str | None) -> WorkerConfig:
-    """On a remote node the job folder arrives through runtime_env ``working_dir`` (the actor's cwd):
-    rewrite the paths that pointed into it on the driver's machine."""
-    if not shipped_root:
-        return cfg
-    here = os.getcwd()
-
-    def move(p: str) -> str:
-        rel = os.path.relpath(p, shipped_root)
-        return p if rel == ".." or rel.startswith(".." + os.sep) else os.path.normpath(os.path.join(here, rel))
-
-    working_dir = move(cfg.working_dir)
-    return replace(
-        cfg, entry_script=move(cfg.entry_script), source_directory=move(cfg.source_directory),
-        working_dir=working_dir if os.path.isdir(working_dir) else here,
-        extra_sys_path=[move(p) for p in cfg.extra_sys_path],
-    )
+#: seconds of work queued in each actor; refilled at half, so a call carries about half of it. A call costs
+#: about a millisecond on one machine (more through Ray Client): a few hundred ms of work per call makes that
+#: negligible, and keeps the tail of a run (the last batches, unevenly spread) short.
+QUEUE_SECONDS = 0.6
+#: batches an actor may hold at most (tiny ones: about QUEUE_SECONDS of them is thousands)
+MAX_DEPTH = 512
+#: the actor's other threads (Ray concurrency groups): ``offer`` and ``take`` run there while ``run`` works
+INBOX, OUTCOMES = "inbox", "outcomes"
+#: seconds a ``take`` waits in the actor for an outcome before it returns empty (and is sent again)
+TAKE_WAIT = 10.0
 
 
 @dataclass
@@ -143,7 +93,9 @@ class _Actor:
     node_id: str
     node_index: int
     start_ref: Any = None
-    refs: list[Any] = field(default_factory=list)  # one per queued batch, same order as the state's queue
+    outbox: list[tuple[MiniBatch, int]] = field(default_factory=list)  # submitted, sent at the next poll
+    calls: deque[Any] = field(default_factory=deque)  # ``run`` calls in flight, oldest first
+    take_ref: Any = None  # the ``take`` in flight (one while the actor holds batches)
     ping_ref: Any = None
     last_seen: float = 0.0
 
@@ -153,7 +105,7 @@ class RayExecutor(WorkerPool[_Actor]):
 
     queue_seconds = QUEUE_SECONDS
     max_depth = MAX_DEPTH
-    refill_at_half = False  # one actor call per batch: nothing to gain from sending several at once
+    refill_at_half = True  # then everything submitted to an actor in one turn goes in one call
 
     def __init__(self, cfg: WorkerConfig, spec: JobSpec) -> None:
         super().__init__(spec.run_invocation_timeout)
@@ -170,6 +122,7 @@ class RayExecutor(WorkerPool[_Actor]):
         self._next_join = 0.0  # when to look for nodes that joined the cluster next
         self._cls: Any = None
         self._last_forgotten: dict[str, _Actor] = {}
+        self.calls_sent = 0  # ``run`` calls, each carrying several batches
         #: connect + place + create the actors (not their init()): Ray's start-up cost, for progress/logs
         self.startup_seconds = 0.0
 
@@ -179,7 +132,7 @@ class RayExecutor(WorkerPool[_Actor]):
         self._connect()
         nodes = self._pick_nodes()
         self._check_output_reachable(nodes)
-        self._cls = self.ray.remote(_RayWorker)
+        self._cls = self.ray.remote(concurrency_groups={INBOX: 1, OUTCOMES: 1})(RayWorker)
         for index, node_id in enumerate(nodes):
             self._nodes[node_id] = index
         for _ in range(self.spec.process_count_per_node):
@@ -218,6 +171,8 @@ class RayExecutor(WorkerPool[_Actor]):
         proc = self._next_proc.get(index, 0)
         self._next_proc[index] = proc + 1
         cfg = replace(self.cfg, node=index, process=proc, parent_pid=0)
+        # max_concurrency=1: the default group's calls (start, run, stop) run one at a time, in order, on one
+        # thread; ``offer`` and ``take`` run on their groups' own threads.
         handle = self._cls.options(
             max_restarts=0, max_task_retries=0, max_concurrency=1,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
@@ -260,12 +215,36 @@ class RayExecutor(WorkerPool[_Actor]):
 
     # --- transport ------------------------------------------------------------------------------------
     def _send(self, name: str, batch: MiniBatch, attempt: int) -> None:
-        a = self._handles[name]
-        ref = a.handle.process.remote(batch, attempt)
-        a.refs.append(ref)
-        self._by_ref[ref] = name
+        self._handles[name].outbox.append((batch, attempt))
+
+    def _flush(self) -> None:
+        """One ``run`` call per actor for everything submitted to it since the last poll (and, when some of
+        those batches have remote inputs, an ``offer`` of them on its inbox thread, to fetch them ahead)."""
+        for name, a in self._handles.items():
+            if a.outbox:
+                items, a.outbox = a.outbox, []
+                try:
+                    if any(isinstance(b, FileBatch) and has_remote(b) for b, _ in items):
+                        a.handle.offer.options(concurrency_group=INBOX).remote(items)
+                    ref = a.handle.run.remote(items)
+                except Exception:  # noqa: BLE001 - the actor is gone: its death reaches us through a call it had
+                    continue
+                a.calls.append(ref)
+                self._by_ref[ref] = name
+                self.calls_sent += 1
+            self._take(name, a)
+
+    def _take(self, name: str, a: _Actor) -> None:
+        """Keep one ``take`` in flight while the actor holds batches: it brings their outcomes as they end."""
+        if a.take_ref is None and self._states[name].queue:
+            try:
+                a.take_ref = a.handle.take.options(concurrency_group=OUTCOMES).remote(TAKE_WAIT)
+            except Exception:  # noqa: BLE001 - as in _flush
+                return
+            self._by_ref[a.take_ref] = name
 
     def _wait(self, timeout: float, events: list[Event]) -> None:
+        self._flush()
         self._ping_idle(time.monotonic())
         refs = list(self._by_ref)
         if not refs:
@@ -280,8 +259,8 @@ class RayExecutor(WorkerPool[_Actor]):
                 self._collect(name, done, events)
 
     def _collect(self, name: str, done: set[Any], events: list[Event]) -> None:
-        """Handle one actor's finished calls in its own order: start, then batches head first, then ping."""
-        ray, a, st = self.ray, self._handles[name], self._states[name]
+        """Handle one actor's news in its own order: start, outcomes, ended calls, a ping."""
+        ray, a = self.ray, self._handles[name]
         a.last_seen = time.monotonic()
         if a.start_ref is not None and a.start_ref in done:
             ref, a.start_ref = a.start_ref, None
@@ -296,22 +275,26 @@ class RayExecutor(WorkerPool[_Actor]):
                 return
             a.node_id = node_id
             self._ready(name, pid, events)
-        while a.refs and a.refs[0] in done:
-            ref = a.refs[0]
+        if a.take_ref is not None and a.take_ref in done:
+            ref, a.take_ref = a.take_ref, None
+            self._by_ref.pop(ref, None)
             try:
-                out: Outcome = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:
-                # Our own code raised inside the actor (not the user's run(), which is caught there).
-                self._pop(a, ref)
-                index, attempt = st.queue[0] if st.queue else (-1, 0)
-                err = UserCodeError(type(e).__name__, _first_line(str(e)), str(e))
-                self._finished(name, error_outcome(name, index, attempt, err), events)
-                continue
+                outcomes: list[Outcome] = ray.get(ref)
             except ray.exceptions.RayError as e:
                 self._lost(name, _cause(e), events)
                 return
-            self._pop(a, ref)
-            self._finished(name, out, events)
+            for out in outcomes:
+                self._finished(name, out, events)
+        while a.calls and a.calls[0] in done:
+            ref = a.calls.popleft()
+            self._by_ref.pop(ref, None)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as e:
+                # The actor died (or our own code failed outside a batch, which is caught per batch): its
+                # running batch fails, the rest go back.
+                self._lost(name, _cause(e), events)
+                return
         if a.ping_ref is not None and a.ping_ref in done:
             ref, a.ping_ref = a.ping_ref, None
             self._by_ref.pop(ref, None)
@@ -319,6 +302,8 @@ class RayExecutor(WorkerPool[_Actor]):
                 ray.get(ref)
             except ray.exceptions.RayError as e:
                 self._lost(name, _cause(e), events)
+                return
+        self._take(name, a)
 
     def _running_position(self, name: str, st: WorkerState) -> int:
         """An actor runs its calls in order and replies to each as it ends; dying right after one ended (in
@@ -332,13 +317,9 @@ class RayExecutor(WorkerPool[_Actor]):
             return 0
         return next((pos for pos, entry in enumerate(st.queue) if entry == (index, attempt)), 0)
 
-    def _pop(self, a: _Actor, ref: Any) -> None:
-        a.refs.pop(0)
-        self._by_ref.pop(ref, None)
-
     def _ping_idle(self, now: float) -> None:
         for name, a in self._handles.items():
-            if self._states[name].ready and not a.refs and a.ping_ref is None and now - a.last_seen > PING_EVERY:
+            if self._states[name].ready and not self._states[name].queue and not a.outbox and a.ping_ref is None and now - a.last_seen > PING_EVERY:
                 a.ping_ref = a.handle.ping.remote()
                 self._by_ref[a.ping_ref] = name
                 a.last_seen = now
@@ -384,7 +365,7 @@ class RayExecutor(WorkerPool[_Actor]):
         if a is None:
             return
         self._last_forgotten = {name: a}  # where its replacement should go
-        for ref in [a.start_ref, a.ping_ref, *a.refs]:
+        for ref in [a.start_ref, a.ping_ref, a.take_ref, *a.calls]:
             if ref is not None:
                 self._by_ref.pop(ref, None)
         try:
@@ -394,10 +375,6 @@ class RayExecutor(WorkerPool[_Actor]):
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text)
-
-
 def _cause(e: BaseException) -> str:
     """Ray's death report condensed to what a user needs: node died, process exit, OOM, killed."""
     text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())

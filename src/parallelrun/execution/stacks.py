@@ -70,7 +70,7 @@ def fatal_file(log_dir: str | os.PathLike[str], agent: str, pid: int) -> Path:
 
 
 def install(log_dir: str | os.PathLike[str], agent: str) -> Path:
-    """In a worker, from its main thread: dump stacks on ``DUMP_SIGNAL`` and on a fatal signal.
+    """In a worker, from the thread that runs the entry script: dump stacks on ``DUMP_SIGNAL`` and on a fatal signal.
 
     Returns the dump file. Safe to call again (a later call replaces the earlier files).
     """
@@ -78,7 +78,9 @@ def install(log_dir: str | os.PathLike[str], agent: str) -> Path:
     path = dump_file(log_dir, agent, pid)
     path.parent.mkdir(parents=True, exist_ok=True)
     dump = open(path, "w", encoding="utf-8")  # noqa: SIM115 - kept open for faulthandler's C handler
-    main = threading.main_thread().ident or threading.get_ident()
+    # The calling thread is the one that runs init() and run(): a local worker's main thread, a Ray actor's
+    # call thread (which in an actor with a second thread is not the process's main thread).
+    main = threading.get_ident()
     dump.write(f"# parallelrun worker {agent} pid {pid} host {socket.gethostname()} main thread 0x{main:016x}\n")
     dump.flush()
     fatal = open(fatal_file(log_dir, agent, pid), "w", encoding="utf-8")  # noqa: SIM115

@@ -178,7 +178,7 @@ class WorkerRuntime:
 
     def offer(self, batch: MiniBatch, attempt: int) -> None:
         """A batch this worker will run soon: start fetching its remote inputs now."""
-        if isinstance(batch, FileBatch) and _has_remote(batch):
+        if isinstance(batch, FileBatch) and has_remote(batch):
             self._prefetch.offer(batch, attempt)
 
     def process(self, batch: MiniBatch, attempt: int) -> Outcome:
@@ -254,7 +254,7 @@ class WorkerRuntime:
     def _open(self, batch: MiniBatch, attempt: int = 0) -> tuple[Any, list[str]]:
         """Materialise a descriptor: local file paths, or a DataFrame for a tabular slice."""
         if isinstance(batch, FileBatch):
-            if not _has_remote(batch):
+            if not has_remote(batch):
                 return list(batch.paths), list(batch.paths)
             return self._prefetch.take(batch, attempt), list(batch.paths)
         from ..data.tabular import read_batch
@@ -284,7 +284,7 @@ class WorkerRuntime:
 
     def _cleanup(self, batch: MiniBatch, attempt: int) -> None:
         # Only this batch's downloads: the next batch's may already be arriving next to them.
-        if isinstance(batch, FileBatch) and _has_remote(batch):
+        if isinstance(batch, FileBatch) and has_remote(batch):
             shutil.rmtree(self._batch_dir(batch, attempt), ignore_errors=True)
 
     def _log_error(self, what: str, err: UserCodeError) -> None:
@@ -299,7 +299,7 @@ class WorkerRuntime:
             pass  # a full disk must not turn the user's error into a crash of the worker; the driver has it
 
 
-def _has_remote(batch: FileBatch) -> bool:
+def has_remote(batch: FileBatch) -> bool:
     # Asked three times per mini-batch: a URL has "://", so local paths skip the regex and the import.
     if not any("://" in p for p in batch.paths):
         return False
