@@ -132,6 +132,10 @@ class RayExecutor(WorkerPool[_Actor]):
         self._connect()
         nodes = self._pick_nodes()
         self._check_output_reachable(nodes)
+        # The groups are named on the methods (ray.method), not per call with .options(concurrency_group=):
+        # Ray Client (ray://) refuses that option on a call, which left every take unsent.
+        self.ray.method(concurrency_group=INBOX)(RayWorker.offer)
+        self.ray.method(concurrency_group=OUTCOMES)(RayWorker.take)
         self._cls = self.ray.remote(concurrency_groups={INBOX: 1, OUTCOMES: 1})(RayWorker)
         for index, node_id in enumerate(nodes):
             self._nodes[node_id] = index
@@ -217,34 +221,36 @@ class RayExecutor(WorkerPool[_Actor]):
     def _send(self, name: str, batch: MiniBatch, attempt: int) -> None:
         self._handles[name].outbox.append((batch, attempt))
 
-    def _flush(self) -> None:
+    def _flush(self, events: list[Event]) -> None:
         """One ``run`` call per actor for everything submitted to it since the last poll (and, when some of
         those batches have remote inputs, an ``offer`` of them on its inbox thread, to fetch them ahead)."""
-        for name, a in self._handles.items():
+        for name, a in list(self._handles.items()):
             if a.outbox:
                 items, a.outbox = a.outbox, []
                 try:
                     if any(isinstance(b, FileBatch) and has_remote(b) for b, _ in items):
-                        a.handle.offer.options(concurrency_group=INBOX).remote(items)
+                        a.handle.offer.remote(items)
                     ref = a.handle.run.remote(items)
-                except Exception:  # noqa: BLE001 - the actor is gone: its death reaches us through a call it had
+                except self.ray.exceptions.RayError as e:  # the actor is gone: its batches go back (pool._lost)
+                    self._lost(name, _cause(e), events)
                     continue
                 a.calls.append(ref)
                 self._by_ref[ref] = name
                 self.calls_sent += 1
-            self._take(name, a)
+            self._take(name, a, events)
 
-    def _take(self, name: str, a: _Actor) -> None:
+    def _take(self, name: str, a: _Actor, events: list[Event]) -> None:
         """Keep one ``take`` in flight while the actor holds batches: it brings their outcomes as they end."""
         if a.take_ref is None and self._states[name].queue:
             try:
-                a.take_ref = a.handle.take.options(concurrency_group=OUTCOMES).remote(TAKE_WAIT)
-            except Exception:  # noqa: BLE001 - as in _flush
+                a.take_ref = a.handle.take.remote(TAKE_WAIT)
+            except self.ray.exceptions.RayError as e:  # as in _flush
+                self._lost(name, _cause(e), events)
                 return
             self._by_ref[a.take_ref] = name
 
     def _wait(self, timeout: float, events: list[Event]) -> None:
-        self._flush()
+        self._flush(events)
         self._ping_idle(time.monotonic())
         refs = list(self._by_ref)
         if not refs:
@@ -303,7 +309,7 @@ class RayExecutor(WorkerPool[_Actor]):
             except ray.exceptions.RayError as e:
                 self._lost(name, _cause(e), events)
                 return
-        self._take(name, a)
+        self._take(name, a, events)
 
     def _running_position(self, name: str, st: WorkerState) -> int:
         """An actor runs its calls in order and replies to each as it ends; dying right after one ended (in
