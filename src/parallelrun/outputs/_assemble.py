@@ -46,6 +46,7 @@ from ._records import (
     PartCorruptedError,
     PartRecord,
     Records,
+    abandon_partial,
     checksum,
     checksum_text,
     dataset_name,
@@ -146,16 +147,7 @@ def _assemble_local_concat(store: LocalStore, records: Records, file_name: str, 
                     pending_delete.clear()
             out.flush()
     except BaseException:
-        # No part consumed yet: the file is only a temporary, removed. Parts consumed: it holds their rows
-        # (their segments are gone), so it stays, cut back to the recorded length; resume continues it.
-        if saved == 0:
-            tmp.unlink(missing_ok=True)
-            state_path.unlink(missing_ok=True)
-        else:
-            try:
-                os.truncate(tmp, saved_size)
-            except OSError:
-                pass
+        abandon_partial(tmp, saved_size if saved else 0, state_path)
         raise
     save_state(state_path, {"done": n, "size": size, "header": header, "renamed": True,
                              "digest": running.hexdigest()})  # == records_digest(records), not recomputed

@@ -49,6 +49,7 @@ from ._records import (
     PartCorruptedError,
     PartRecord,
     Records,
+    abandon_partial,
     checksum,
     checksum_text,
     load_state,
@@ -240,17 +241,7 @@ def assemble_local(store: LocalStore, records: Records, file_name: str, state_di
                                          f"promised {body_size} (a part changed after its footer was read)")
             out.write(tail)
     except BaseException:
-        # Nothing consumed: the file is only a temporary. Parts consumed: it holds their rows (they are gone),
-        # so it stays, cut back to the saved length; the next assembly continues it.
-        if not saved_size:
-            tmp.unlink(missing_ok=True)
-            state_path.unlink(missing_ok=True)
-            footer_path.unlink(missing_ok=True)
-        else:
-            try:
-                os.truncate(tmp, saved_size)
-            except OSError:
-                pass
+        abandon_partial(tmp, saved_size, state_path, footer_path)
         raise
     if keep_parts:
         os.replace(tmp, final)

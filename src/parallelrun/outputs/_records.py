@@ -193,3 +193,18 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, path)
+
+
+def abandon_partial(tmp: Path, saved_size: int, *state_files: Path) -> None:
+    """An assembly interrupted by an error. Nothing consumed yet (``saved_size`` 0): the file is only a
+    temporary, removed with its state files. Parts consumed: the file holds their rows (they are gone), so
+    it stays, cut back to the length the saved state vouches for; the next assembly continues it."""
+    if not saved_size:
+        tmp.unlink(missing_ok=True)
+        for f in state_files:
+            f.unlink(missing_ok=True)
+        return
+    try:
+        os.truncate(tmp, saved_size)
+    except OSError:
+        pass
