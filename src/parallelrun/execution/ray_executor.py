@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 from ..data.batches import FileBatch, MiniBatch
 from ..errors import UsageError, UserCodeError
 from .base import WorkerState
-from .messages import Event, Outcome, WorkerLost
+from .messages import Event, WorkerLost
 from .pool import WorkerPool
 from .ray_actor import RayWorker, running_marker
 from .ray_cluster import RayCluster, import_ray
@@ -85,6 +85,7 @@ MAX_DEPTH = 512
 INBOX, OUTCOMES = "inbox", "outcomes"
 #: seconds a ``take`` waits in the actor for an outcome before it returns empty (and is sent again)
 TAKE_WAIT = 10.0
+_LOST = object()  # what ``_result`` returns for a call that failed because its actor is gone
 
 
 @dataclass
@@ -283,33 +284,31 @@ class RayExecutor(WorkerPool[_Actor]):
             self._ready(name, pid, events)
         if a.take_ref is not None and a.take_ref in done:
             ref, a.take_ref = a.take_ref, None
-            self._by_ref.pop(ref, None)
-            try:
-                outcomes: list[Outcome] = ray.get(ref)
-            except ray.exceptions.RayError as e:
-                self._lost(name, _cause(e), events)
+            outcomes = self._result(name, ref, events)
+            if outcomes is _LOST:
                 return
             for out in outcomes:
                 self._finished(name, out, events)
         while a.calls and a.calls[0] in done:
-            ref = a.calls.popleft()
-            self._by_ref.pop(ref, None)
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayError as e:
-                # The actor died (or our own code failed outside a batch, which is caught per batch): its
-                # running batch fails, the rest go back.
-                self._lost(name, _cause(e), events)
+            # A failed call: the actor died (or our own code failed outside a batch, which is caught per
+            # batch): its running batch fails, the rest go back.
+            if self._result(name, a.calls.popleft(), events) is _LOST:
                 return
         if a.ping_ref is not None and a.ping_ref in done:
             ref, a.ping_ref = a.ping_ref, None
-            self._by_ref.pop(ref, None)
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayError as e:
-                self._lost(name, _cause(e), events)
+            if self._result(name, ref, events) is _LOST:
                 return
         self._take(name, a, events)
+
+    def _result(self, name: str, ref: Any, events: list[Event]) -> Any:
+        """The value of one of ``name``'s ended calls; when it failed with a Ray error the actor is gone:
+        it is reported lost (``pool._lost``) and ``_LOST`` returned."""
+        self._by_ref.pop(ref, None)
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:
+            self._lost(name, _cause(e), events)
+            return _LOST
 
     def _running_position(self, name: str, st: WorkerState) -> int:
         """An actor runs its calls in order and replies to each as it ends; dying right after one ended (in
