@@ -475,6 +475,10 @@ class Journal:
             for idx, name, offset, length, n, crc in rows:
                 yield PartRecord(batch=idx, name=name, offset=offset, length=length, rows=n, checksum=crc)
 
+    def part_count(self) -> int:
+        """How many part records are committed (what ``iter_parts`` yields, counted by SQLite)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM parts").fetchone()[0])
+
     def part_names(self) -> set[str]:
         """Names of every part a committed record points to (everything else under the parts is stray)."""
         return {r[0] for r in self._db.execute("SELECT DISTINCT name FROM parts")}

@@ -361,7 +361,7 @@ def _assemble(spec: JobSpec, journal: Journal, loc: OutputLocation, folder: RunF
     add (Completed, no failed item), so the parts may be consumed; otherwise they are kept."""
     # The records are paged from the journal at each pass of the assembly (``iter_parts``, called again for
     # each): a million-batch run never holds them all.
-    n_records = sum(1 for _ in journal.iter_parts())
+    n_records = journal.part_count()
     done = journal.meta().get("assembled")
     if final and done and done.get("records") == n_records:
         # Assembled by a driver killed before it recorded the run's end: the parts are consumed already.
