@@ -89,9 +89,16 @@ class _Prefetcher:
         self._offered: deque[tuple[FileBatch, int]] = deque()
         self._fetching: dict[tuple[int, int], Future[list[str]]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        # Taken before they were offered (on Ray, ``offer`` and ``run`` reach the actor on two threads, in
+        # either order): their offer comes late and must not download them again, nor hold the slot.
+        self._taken_early: set[tuple[int, int]] = set()
 
     def offer(self, batch: FileBatch, attempt: int) -> None:
         with self._lock:
+            key = (batch.index, attempt)
+            if key in self._taken_early:
+                self._taken_early.discard(key)
+                return
             self._offered.append((batch, attempt))
             self._pump()
 
@@ -101,7 +108,10 @@ class _Prefetcher:
         with self._lock:
             fut = self._fetching.pop(key, None)
             if fut is None:
+                before = len(self._offered)
                 self._offered = deque(x for x in self._offered if (x[0].index, x[1]) != key)
+                if len(self._offered) == before:
+                    self._taken_early.add(key)
             self._pump()  # this batch is taken: the next one may start downloading while it runs
         return fut.result() if fut is not None else self._fetch(batch, attempt)
 
