@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from parallelrun.outputs import ResultMismatchError, ResultTypeError, format_result
+from parallelrun.outputs._format import _numeric_text
 
 FILES = ["/data/a.txt", "/data/b.txt", "/data/c.txt"]
 
@@ -70,3 +71,55 @@ def test_formats_and_summary_only() -> None:
     assert fr.payload is None and fr.succeeded == 2 and fr.rows == 0
     with pytest.raises(ResultTypeError, match="returned dict"):
         format_result({"a": 1}, action="append_row", fmt="text", batch_inputs=[1])
+
+
+def _frames_for_text() -> list[pd.DataFrame]:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    # Doubles of every magnitude (both sides of repr's 1e-4 and 1e16 switches to exponents), integral ones,
+    # signed zeros, infinities, the extremes.
+    wide = rng.standard_normal(n) * 10.0 ** rng.integers(-30, 30, n)
+    edges = np.array([0.0, -0.0, 1.0, -1.0, 0.5, 1e-4, 9.999e-5, 1e-5, 1e15, 1e16, 9999999999999998.0, 0.1 + 0.2,
+                      np.inf, -np.inf, 5e-324, np.finfo(np.float64).max, 123456789.0, 2.0**53])
+    return [
+        pd.DataFrame({"label": rng.integers(0, 2, n), "p": np.round(rng.random(n), 4)}),  # W3's shape
+        pd.DataFrame({"x": np.concatenate([wide, edges]), "y": np.concatenate([edges, wide])}),
+        pd.DataFrame({"i8": rng.integers(-100, 100, 50).astype("int8"), "u64": np.full(50, 2**64 - 1, "uint64"),
+                      "b": rng.random(50) > 0.5, "f": rng.random(50)}, index=range(100, 150)),
+        pd.DataFrame({"a": [1.5, 2.5], "a2": [3, 4]}).rename(columns={"a2": "a"}),  # duplicate column names
+        # NaN is an empty field, or "" alone on its row; float32 has digits of its own (0.1, not 0.10000000149).
+        pd.DataFrame({"v": [1.0, float("nan")]}),
+        pd.DataFrame({"v": [1.0, float("nan")], "w": [float("nan")] * 2}),
+        pd.DataFrame({"x": np.concatenate([wide, edges[:-4]]).astype("float32"), "n": np.arange(n + len(edges) - 4)}),
+        # pandas writes these itself: float16, strings (quoting), nullable integers, dates.
+        pd.DataFrame({"h": np.array([0.1, 2.5], dtype="float16")}),
+        pd.DataFrame({"s": ["a b", 'q"q'], "v": [1, 2]}),
+        pd.DataFrame({"v": pd.array([1, None], dtype="Int64")}),
+        pd.DataFrame({"t": pd.to_datetime(["2026-01-01", "2026-01-02"])}),
+    ]
+
+
+@pytest.mark.parametrize("frame", range(11))
+def test_text_rows_of_a_dataframe_are_what_pandas_writes(frame: int) -> None:
+    df = _frames_for_text()[frame]
+    expected = df.to_csv(sep=" ", header=False, index=False, lineterminator="\n").encode()
+    fr = format_result(df, action="append_row", fmt="text", batch_inputs=df)
+    assert fr.payload == expected and fr.rows == len(df) and fr.missing == []
+    # The first seven are written by our own path, the rest by pandas.
+    assert (_numeric_text(df) is not None) == (frame < 7)
+
+
+def test_tabular_rows_checked_with_any_index() -> None:
+    inputs = pd.DataFrame({"x": range(6)}, index=pd.RangeIndex(10, 16))
+    # Reordered rows with the input's labels: every input accounted for.
+    fr = format_result(inputs.iloc[::-1], action="append_row", fmt="text", batch_inputs=inputs)
+    assert fr.succeeded == 6 and fr.missing == []
+    # Labels that are not the input's (run() reset the index): only the count tells, and it is short by one.
+    fr = format_result(pd.DataFrame({"v": range(5)}), action="append_row", fmt="text", batch_inputs=inputs)
+    assert fr.succeeded == 5 and fr.missing is None
+    # Two labels twice, named in the order they first appear.
+    twice = pd.DataFrame({"v": range(5)}, index=[13, 11, 13, 11, 12])
+    with pytest.raises(ResultMismatchError, match=r"'13', '11' more than once"):
+        format_result(twice, action="append_row", fmt="text", batch_inputs=inputs)

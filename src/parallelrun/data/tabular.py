@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import io
 import math
+import os
 import posixpath
 import re
 import warnings
@@ -421,14 +422,48 @@ def _read_text(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
 
 
 def _read_parquet(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
-
     import pyarrow.parquet as pq
 
-    with fs.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
-        meta = pf.metadata
-        first_row = sum(meta.row_group(g).num_rows for g in range(batch.row_groups[0]))
-        table = pf.read_row_groups(list(batch.row_groups))
-    # Whole groups slice to themselves; a part of a split group keeps only its rows.
-    table = table.slice(batch.row_start - first_row, batch.n_items)
+    local = _local_path(fs, path)
+    if local is not None:
+        # pyarrow's own reader on the path, not through fsspec's Python file object, and the footer parsed
+        # once per file and worker: W3's 122 mini-batches each re-parsed a footer of 122 row groups x 65
+        # columns (~8 ms) and read through Python (~5 ms more).
+        pf = pq.ParquetFile(local, metadata=_footer(local))
+        table = _row_groups(pf, batch)
+    else:
+        with fs.open(path, "rb") as f:
+            table = _row_groups(pq.ParquetFile(f), batch)
     return table.to_pandas()
+
+
+def _row_groups(pf: Any, batch: TabularBatch) -> Any:
+    meta = pf.metadata
+    first_row = sum(meta.row_group(g).num_rows for g in range(batch.row_groups[0]))
+    # One thread: a worker shares the machine with one worker per core; pyarrow's thread pool only adds
+    # CPU time (~20% on W3) there.
+    table = pf.read_row_groups(list(batch.row_groups), use_threads=False)
+    # Whole groups slice to themselves; a part of a split group keeps only its rows.
+    return table.slice(batch.row_start - first_row, batch.n_items)
+
+
+def _local_path(fs: Any, path: str) -> str | None:
+    """``path`` when ``fs`` is the local disk (pyarrow can read it natively), else None."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return path if protocol in ("file", "local") else None
+
+
+_FOOTERS: dict[tuple[str, int, int], Any] = {}
+
+
+def _footer(path: str) -> Any:
+    """The Parquet footer of a local file, parsed once per version of the file (size, mtime) in this process."""
+    import pyarrow.parquet as pq
+
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    meta = _FOOTERS.get(key)
+    if meta is None:
+        _FOOTERS.clear()  # one file at a time: batches come in file order
+        meta = _FOOTERS[key] = pq.read_metadata(path)
+    return meta

@@ -66,16 +66,18 @@ def format_result(result: Any, *, action: str, fmt: str, batch_inputs: list[str]
             f"element per input (one per succeeded item), so this attempt is failed and nothing of it is "
             f"written. Return one element per input (for example a list built with one append per input)."
         )
-    named = _named_inputs(result, batch_inputs)
-    if named is not None:
-        twice = [label for label, count in Counter(named).items() if count > 1]
-        if twice:
-            shown = ", ".join(repr(str(t)) for t in twice[:5]) + (" ..." if len(twice) > 5 else "")
-            raise ResultMismatchError(
-                f"run()'s result names the input(s) {shown} more than once ({n} elements for {n_inputs} "
-                f"input(s)); each input may have at most one element, so this attempt is failed and nothing of "
-                f"it is written. Return one element per input."
-            )
+    if _is_dataframe(batch_inputs):
+        twice, named = _check_rows(result, batch_inputs)
+    else:
+        named = _named_inputs(result, batch_inputs)
+        twice = [] if named is None else [label for label, count in Counter(named).items() if count > 1]
+    if twice:
+        shown = ", ".join(repr(str(t)) for t in twice[:5]) + (" ..." if len(twice) > 5 else "")
+        raise ResultMismatchError(
+            f"run()'s result names the input(s) {shown} more than once ({n} elements for {n_inputs} "
+            f"input(s)); each input may have at most one element, so this attempt is failed and nothing of "
+            f"it is written. Return one element per input."
+        )
     missing: list[int] | None = []
     if n < n_inputs:
         missing = _missing_positions(named, batch_inputs)
@@ -90,15 +92,9 @@ _MATCH_BUDGET = 1_000_000  # 1,000 files x 1,000 elements: well under 0.1 s
 def _named_inputs(result: Any, batch_inputs: Any) -> list[Any] | None:
     """The input each result element stands for, when that can be known; else None.
 
-    Tabular input: the result is a DataFrame that kept the input's index (its labels are all input labels).
-    File input: every element mentions exactly one input's file name (names unique in the batch).
+    File input: every element mentions exactly one input's file name (names unique in the batch). (Tabular
+    input: see ``_check_rows``.)
     """
-    if _is_dataframe(batch_inputs):
-        if _is_dataframe(result):
-            labels = list(result.index)
-            if set(labels) <= set(batch_inputs.index):
-                return labels
-        return None
     if len(batch_inputs) * len(result) > _MATCH_BUDGET:
         return None  # matching is (elements x inputs) substring tests: past this, the count is all we check
     names = [os.path.basename(str(p)) for p in batch_inputs]
@@ -125,12 +121,33 @@ def _named_inputs(result: Any, batch_inputs: Any) -> list[Any] | None:
     return found
 
 
-def _missing_positions(named: list[Any] | None, batch_inputs: Any) -> list[int] | None:
+def _check_rows(result: Any, batch_inputs: Any) -> tuple[list[Any], Any]:
+    """Tabular input: (labels the result names twice, what its rows stand for) - the latter is the result's
+    index when every label is an input's (run() kept the input's index), else None (cannot tell).
+
+    With pandas' own vectorised index operations: as Python lists and sets, these checks cost ~6 ms per
+    mini-batch of 23,000 rows (W3), a tenth of what the whole mini-batch costs.
+    """
+    if not _is_dataframe(result):
+        return [], None
+    labels, wanted = result.index, batch_inputs.index
+    if labels.equals(wanted) and wanted.is_unique:  # the common case: every row kept, in order
+        return [], labels
+    if not labels.isin(wanted).all():
+        return [], None
+    twice = list(dict.fromkeys(labels[labels.duplicated(keep=False)]))  # in order of first appearance
+    return twice, labels
+
+
+def _missing_positions(named: Any, batch_inputs: Any) -> list[int] | None:
     """Which inputs did run() leave out? Exact when it can be known, else None."""
     if named is None:
         return None
-    wanted = list(batch_inputs.index) if _is_dataframe(batch_inputs) else [
-        os.path.basename(str(p)) for p in batch_inputs]
+    if _is_dataframe(batch_inputs):
+        import numpy as np
+
+        return np.flatnonzero(~batch_inputs.index.isin(named)).tolist()  # type: ignore[no-any-return]
+    wanted = [os.path.basename(str(p)) for p in batch_inputs]
     returned = set(named)
     return [pos for pos, label in enumerate(wanted) if label not in returned]
 
@@ -147,9 +164,78 @@ def dictionary_columns(schema: Any) -> list[str]:
     return [f.name for f in schema if not pa.types.is_floating(f.type)]
 
 
+def _numeric_text(df: Any) -> bytes | None:
+    """The ``text`` rows of a DataFrame of numbers and booleans, byte for byte what ``to_csv(sep=" ",
+    header=False, index=False)`` writes, in pyarrow's C++ (~4x faster); None for any other frame.
+
+    pandas turns such a column into text with numpy's ``astype(str)`` (~0.4 us a float: most of its time on
+    W3) and writes NaN as an empty field; numbers need no quoting with a space separator. float16 and
+    extension dtypes (nullable integers, strings, dates) are left to pandas.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if df.shape[1] == 0 or len(df) == 0:
+        return None
+    columns = []
+    for i in range(df.shape[1]):
+        dtype = df.dtypes.iloc[i]
+        if not isinstance(dtype, np.dtype):  # nullable Int64 and the like: to_numpy() would make NaN of NA
+            return None
+        values, kind = df.iloc[:, i].to_numpy(), dtype.kind
+        if kind in ("i", "u"):
+            columns.append(pc.cast(pa.array(values), pa.string()))
+        elif kind == "b":
+            columns.append(pc.if_else(pa.array(values), "True", "False"))
+        elif kind == "f" and values.dtype.itemsize in (4, 8):
+            # The csv module quotes a row's only field when it is empty: a NaN alone on its row is "".
+            columns.append(_float_text(values, '""' if df.shape[1] == 1 else ""))
+        else:
+            return None
+    try:
+        rows = pc.binary_join_element_wise(*columns, " ") if len(columns) > 1 else columns[0]
+        rows = pc.binary_join_element_wise(rows, "", "\n")  # each row, then the terminator
+    except pa.ArrowException:  # e.g. more than 2 GB of text in one mini-batch: pandas writes it
+        return None
+    offsets = np.frombuffer(rows.buffers()[1], np.int32, len(rows) + 1, rows.offset * 4)
+    start, end = int(offsets[0]), int(offsets[-1])
+    return rows.buffers()[2].slice(start, end - start).to_pybytes()  # type: ignore[no-any-return]
+
+
+def _float_text(values: Any, nan: str) -> Any:
+    """A float32/float64 column as numpy's ``astype(str)`` writes it (NaN as ``nan``), as a pyarrow string array.
+
+    pyarrow prints the same shortest round-trip digits as numpy but chooses between 12.5 and 1.25e+01 by
+    other rules, and prints 1.0 as "1". Where both are positional (1e-3 <= |x| < 1e5, and 0) its text is
+    kept, with ".0" added to whole numbers; every other value (rare in model outputs) is written by numpy
+    itself. The boundaries are inside the ranges where both print positionally, for float32 and float64.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.cast(pa.array(values), pa.string())
+    with np.errstate(invalid="ignore"):
+        mag = np.abs(values)
+        plain = (mag < 1e5) & ((mag >= 1e-3) | (values == 0))  # False for NaN and inf
+        whole = plain & (values == np.trunc(values))
+    if whole.any():
+        text = pc.replace_with_mask(text, pa.array(whole), pc.binary_join_element_wise(text.filter(whole), ".0", ""))
+    other = ~plain
+    if other.any():
+        odd = values[other]
+        fixed = np.where(np.isnan(odd), nan, odd.astype(str))
+        text = pc.replace_with_mask(text, pa.array(other), pa.array(fixed, pa.string()))
+    return text
+
+
 def _encode(result: Any, fmt: str) -> bytes:
     if fmt == "text":
         if _is_dataframe(result):
+            fast = _numeric_text(result)
+            if fast is not None:
+                return fast
             return result.to_csv(sep=" ", header=False, index=False, lineterminator="\n").encode()
         # No pandas here: importing it costs a worker ~1 s, for scripts that never touch it.
         return "".join(f"{item}\n" for item in result).encode()
