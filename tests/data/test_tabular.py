@@ -9,6 +9,7 @@ import types
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -212,6 +213,33 @@ def test_chunk_boundaries_inside_records(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(expected) == 30
     for size in (1, 13, 40, 10**6):
         _check_text(path, size, expected, options={"dtype": "str"})
+
+
+@pytest.mark.parametrize("chunk", [5, 64, 4096])
+def test_numpy_line_count_plans_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    # Big files count their lines with numpy (_numpy_for); the plan must be the one bytes.count and the
+    # blank-line regex give: blank and whitespace-only lines (\\r, spaces, tabs) at chunk edges, CRLF, a
+    # quoted field after many plain lines, JSON lines.
+    rng = random.Random(chunk)
+    monkeypatch.setattr("parallelrun.data.tabular._CHUNK", chunk)
+    files = []
+    for case in range(12):
+        lines = ["a,b"]
+        for i in range(rng.randint(0, 300)):
+            lines.append(rng.choice([f"{i},{i / 7}", f"{i},x y", "", " ", "\t", " \t", "\r", f"{i}, 1"]))
+        if case % 3 == 0:
+            lines.append('9,"q\nq"')
+        text = "".join(line + rng.choice(["\n", "\r\n"]) for line in lines)
+        files.append(_write(tmp_path, f"n{case}.csv", text.encode()))
+    files.append(_write(tmp_path, "n.jsonl", b"".join(b'{"a": %d}\n' % i + rng.choice([b"", b"\n", b" \n", b"\t\r\n"])
+                                                       for i in range(200))))
+    for size in (1, 40, 999):
+        monkeypatch.setattr("parallelrun.data.tabular._numpy_for", lambda size: None)
+        plain = [_plan(f, size) for f in files]
+        monkeypatch.setattr("parallelrun.data.tabular._numpy_for", lambda size: np)
+        monkeypatch.setattr("parallelrun.data.tabular._NUMPY_SPAN", 0)
+        assert [_plan(f, size) for f in files] == plain
+        monkeypatch.setattr("parallelrun.data.tabular._NUMPY_SPAN", 64 * 1024)
 
 
 # --- JSON lines ------------------------------------------------------------------------------------------
