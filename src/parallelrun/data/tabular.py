@@ -297,6 +297,7 @@ class _Splitter:
         if numpy is not None:  # the same probe as a table: which bytes after a newline may start a blank line
             self.blank_start = numpy.zeros(256, dtype=bool)
             self.blank_start[list(b"\n\r" + ws)] = True
+            self.is_newline = numpy.empty(0, dtype=bool)
         self.ws = ws + b"\r"
         if separator is not None:
             self.record_re, self.run_re = _record_regexes(separator, ws)
@@ -369,7 +370,10 @@ class _Splitter:
         if self.np is not None and b - a > _NUMPY_SPAN:
             # The newlines of buf[a-1:b]; a blank line may start after one that is not buf's last byte.
             view = self.np.frombuffer(buf, dtype=self.np.uint8)
-            at = self.np.flatnonzero(view[a - 1:b] == 0x0A)
+            if len(self.is_newline) < b - a + 1:  # reused: a fresh 8 MB array costs a page fault per 4 KB
+                self.is_newline = self.np.empty(b - a + 1, dtype=bool)
+            is_newline = self.np.equal(view[a - 1:b], 0x0A, out=self.is_newline[:b - a + 1])
+            at = self.np.flatnonzero(is_newline)
             newlines = len(at) - (buf[a - 1] == 0x0A)
             probe = bool(self.blank_start[view[at[at < b - a] + a]].any())
         else:
