@@ -178,22 +178,22 @@ def _numeric_text(df: Any) -> bytes | None:
 
     if df.shape[1] == 0 or len(df) == 0:
         return None
-    columns = []
-    for i in range(df.shape[1]):
-        dtype = df.dtypes.iloc[i]
-        if not isinstance(dtype, np.dtype):  # nullable Int64 and the like: to_numpy() would make NaN of NA
-            return None
-        values, kind = df.iloc[:, i].to_numpy(), dtype.kind
-        if kind in ("i", "u"):
-            columns.append(pc.cast(pa.array(values), pa.string()))
-        elif kind == "b":
-            columns.append(pc.if_else(pa.array(values), "True", "False"))
-        elif kind == "f" and values.dtype.itemsize in (4, 8):
-            # The csv module quotes a row's only field when it is empty: a NaN alone on its row is "".
-            columns.append(_float_text(values, '""' if df.shape[1] == 1 else ""))
-        else:
-            return None
     try:
+        columns = []
+        for i in range(df.shape[1]):
+            dtype = df.dtypes.iloc[i]
+            if not isinstance(dtype, np.dtype):  # nullable Int64 and the like: to_numpy() makes NaN of NA
+                return None
+            values, kind = df.iloc[:, i].to_numpy(), dtype.kind
+            if kind in ("i", "u"):
+                columns.append(pc.cast(pa.array(values), pa.string()))
+            elif kind == "b":
+                columns.append(pc.if_else(pa.array(values), "True", "False"))
+            elif kind == "f" and values.dtype.itemsize in (4, 8):
+                # The csv module quotes a row's only field when it is empty: a NaN alone on its row is "".
+                columns.append(_float_text(values, '""' if df.shape[1] == 1 else ""))
+            else:
+                return None
         rows = pc.binary_join_element_wise(*columns, " ") if len(columns) > 1 else columns[0]
         rows = pc.binary_join_element_wise(rows, "", "\n")  # each row, then the terminator
     except pa.ArrowException:  # e.g. more than 2 GB of text in one mini-batch: pandas writes it
