@@ -61,7 +61,6 @@ class PipelineDriver:
         self.store = store
         self.doc = json.loads((rec.path / "pipeline.json").read_text())
         self.steps = [CompiledStep.from_json(d) for d in self.doc["steps"]]
-        self.given_options = options
         self.resume = resume
         self.index = ReuseIndex(self.ws.path)
         self.cancel_requested = False
@@ -156,7 +155,8 @@ class PipelineDriver:
                 resumed = self._resume_parallel(step, existing, retry_failed=(st == "Failed"))
                 if resumed is not None:
                     return resumed
-        key = reuse_key(step, self.inputs, lambda producer: parts_fingerprint(self.store, self.children.latest(producer)))
+        key = reuse_key(step, self.inputs,
+                        lambda producer: parts_fingerprint(self.store, self.children.latest(producer)))
         regenerate = self.doc.get("options", {}).get("regenerate_outputs", False)
         if step.allow_reuse and not regenerate and self._reuse(step, key):
             return "Completed"
