@@ -1,5 +1,6 @@
 """mini_batch_size: the one parser. Everything that reads a mini_batch_size (the job spec, ParallelRunConfig,
-the planner, the Azure ML YAML) asks this module.
+the planner, the Azure ML YAML) asks this module, directly or through ``parallelrun.config``, which
+re-exports its names.
 
 File input takes a count of files per mini-batch; tabular input a size in bytes with an optional 1024-based
 unit (Azure's "1MB", "512KB", "1024"; v2 YAML's "10kb"); either takes ``auto`` (measured on probes).
@@ -11,6 +12,7 @@ import re
 
 # A valid example, quoted in error messages (and in the job spec's EXAMPLES).
 EXAMPLE = "mini_batch_size: 10 (file input), mini_batch_size: 1MB (tabular input), or auto"
+
 # mini_batch_size for tabular input: a number of bytes with an optional 1024-based unit (Azure's "1MB",
 # "512KB", "1024"; v2 YAML's "10kb"). Used by memory_per_process too.
 SIZE_RE = re.compile(r"^(\d+)([kKmMgG]?)[bB]?$", re.ASCII)
