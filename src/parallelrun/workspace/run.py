@@ -59,6 +59,8 @@ class Run:
     """A run in a workspace. ``Run.get(ws, run_id)`` returns a PipelineRun, a StepRun, or a Run (a job
     started with ``parallelrun run``)."""
 
+    _kind = "Run"  # how wait_for_completion's progress names it (RunId:, PipelineRunId:, StepRunId:)
+
     def __init__(self, workspace: Any, run_id: str, _record: RunRecord | None = None) -> None:
         self.workspace = workspace
         self._store = RunStore(workspace.path)
@@ -168,7 +170,7 @@ class Run:
         """Wait until the run ends (or ``timeout`` seconds pass), printing its progress with
         ``show_output``. Returns ``get_details()``; raises JobFailedError when it failed and
         ``raise_on_error``."""
-        status = Follower(self, sys.stdout if show_output else None, type(self).__name__).follow(
+        status = Follower(self, sys.stdout if show_output else None, self._kind).follow(
             timeout if timeout is not None else timeout_seconds)
         _check(self, status, raise_on_error)
         return self.get_details()
@@ -218,6 +220,8 @@ def _check(run: Run, status: str, raise_on_error: bool) -> None:
 class PipelineRun(Run):
     """A submitted pipeline. ``get_steps()`` / ``find_step_run(name)`` give its StepRuns."""
 
+    _kind = "PipelineRun"
+
     def get_steps(self) -> list[StepRun]:
         """The step runs, in the order they started (a step resumed keeps its run)."""
         out = []
@@ -256,7 +260,7 @@ class PipelineRun(Run):
         """Wait until the pipeline ends (or the timeout passes), streaming step status and progress lines
         with ``show_output``. Returns the status; raises JobFailedError when it failed and
         ``raise_on_error``."""
-        status = Follower(self, sys.stdout if show_output else None, type(self).__name__).follow(
+        status = Follower(self, sys.stdout if show_output else None, self._kind).follow(
             timeout if timeout is not None else timeout_seconds)
         _check(self, status, raise_on_error)
         return status
@@ -270,6 +274,8 @@ class PipelineRun(Run):
 
 class StepRun(Run):
     """One step's run inside a pipeline run."""
+
+    _kind = "StepRun"
 
     @property
     def is_reused(self) -> bool:
