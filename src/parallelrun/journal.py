@@ -522,7 +522,23 @@ class Journal:
         """Every batch in order, with ``pieces`` (how many pieces isolation ran of it). A batch still being
         isolated (pending, with pieces: a run stopped meanwhile) shows what its ended pieces did so far,
         as :meth:`counts` does."""
-        cur = self._db.execute(
+        cur = self._batches_cursor()
+        cols = [c[0] for c in cur.description]
+        while rows := cur.fetchmany(1000):
+            for r in rows:
+                yield dict(zip(cols, r, strict=True))
+
+    def batch_rows(self) -> Iterator[tuple[Any, ...]]:
+        """:meth:`iter_batches` as tuples, in its fields' order, without the batches never tried (pending, no
+        attempt): the rows of ``processed_mini-batches.csv``, one per mini-batch, without a dict each."""
+        cur = self._batches_cursor()
+        while rows := cur.fetchmany(1000):
+            for r in rows:
+                if r[1] != "pending" or r[2]:
+                    yield r
+
+    def _batches_cursor(self) -> sqlite3.Cursor:
+        return self._db.execute(
             "SELECT b.idx, b.state, MAX(b.attempts, CASE WHEN b.state = 'pending' THEN COALESCE(p.attempt, 0)"
             " ELSE 0 END) AS attempts, b.n_items,"
             " b.succeeded + CASE WHEN b.state = 'pending' THEN COALESCE(p.ok, 0) ELSE 0 END AS succeeded,"
@@ -532,10 +548,6 @@ class Journal:
             " MAX(CASE WHEN state != 'pending' THEN attempt END) AS attempt, SUM(state != 'pending') AS run"
             " FROM pieces GROUP BY batch) p ON p.batch = b.idx ORDER BY b.idx"
         )
-        cols = [c[0] for c in cur.description]
-        while rows := cur.fetchmany(1000):
-            for r in rows:
-                yield dict(zip(cols, r, strict=True))
 
     def iter_failed_items(self) -> Iterator[dict[str, Any]]:
         cur = self._db.execute(
