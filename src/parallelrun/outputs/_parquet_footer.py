@@ -351,6 +351,11 @@ def _skip(data: bytes, pos: int, t: int) -> int:
             for _ in range(size):
                 pos = _skip_struct(data, pos)
             return pos
+        if et == BINARY:
+            for _ in range(size):
+                n, pos = _read_varint(data, pos)
+                pos += n
+            return pos
         for _ in range(size):
             pos = _skip(data, pos, et)
         return pos
@@ -583,5 +588,7 @@ def _scan_column_meta(data: bytes, pos: int, slots: list[tuple[int, int, int, in
         else:
             if fid == CMD_BLOOM_FILTER:
                 why = "it has a bloom filter"
-            if t > FALSE:
+            if t == STRUCT:  # statistics, size statistics
+                pos = _skip_struct(data, pos)
+            elif t > FALSE:
                 pos = _skip(data, pos, t)
