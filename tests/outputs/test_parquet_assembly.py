@@ -484,3 +484,13 @@ def test_two_processes_appending_to_the_shared_file_never_interleave(tmp_path: P
     final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
     assert pq.read_table(final).column("id").to_pylist() == [
         f"{b:05d}-{i:04d}" for b in range(40) for i in range(300 + 37 * b)]
+
+
+def test_parts_share_a_file_only_where_appends_never_interleave(tmp_path: Path) -> None:
+    from parallelrun.outputs._writer import appends_are_atomic
+
+    assert not appends_are_atomic("/proc/self")  # procfs: not a file system for data
+    local = appends_are_atomic(str(tmp_path))
+    assert OutputLocation.parse(str(tmp_path)).part_writer(worker="w", fmt="parquet", layout="file").shared == local
+    for fmt, layout in (("parquet", "dataset"), ("text", "file")):
+        assert not OutputLocation.parse(str(tmp_path)).part_writer(worker="w", fmt=fmt, layout=layout).shared

@@ -41,6 +41,30 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 SHARED_MAX = 1024 * 1024 * 1024
 
 
+# File systems on which appends from several processes to one file never interleave (the kernel holds the
+# file's lock for the whole write). Not NFS (each client appends at the size it last saw) nor FUSE mounts
+# (blobfuse, s3fs-fuse ...: appends are the daemon's business): there, and where /proc/mounts cannot tell,
+# each part is a file of its own.
+ATOMIC_APPEND_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs"})
+
+
+def appends_are_atomic(path: str) -> bool:
+    """Whether ``path`` lies on a local file system of ``ATOMIC_APPEND_FS`` (Linux's /proc/mounts says)."""
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[1:3] for line in f]
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    best, fstype = "", ""
+    for point, kind in mounts:
+        point = point.replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the last of equal mount points is the one in effect
+            best, fstype = point, kind
+    return fstype in ATOMIC_APPEND_FS
+
+
 class PartWriter:
     """Writes one worker's parts. Not thread-safe; one per worker process."""
 
@@ -55,7 +79,8 @@ class PartWriter:
         self.segment_bytes = segment_bytes
         self.segmented = isinstance(store, LocalStore) and layout == "file" and fmt != "parquet"
         self.blocks = blocks
-        self.shared = isinstance(store, LocalStore) and layout == "file" and fmt == "parquet"
+        self.shared = (isinstance(store, LocalStore) and layout == "file" and fmt == "parquet"
+                       and appends_are_atomic(str(store.root)))
         self._shared_fd = -1
         self._shared_name = shared_name(socket.gethostname(), fmt) if self.shared else ""
         self._seg: IO[bytes] | None = None
