@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -494,3 +495,67 @@ def test_parts_share_a_file_only_where_appends_never_interleave(tmp_path: Path) 
     assert OutputLocation.parse(str(tmp_path)).part_writer(worker="w", fmt="parquet", layout="file").shared == local
     for fmt, layout in (("parquet", "dataset"), ("text", "file")):
         assert not OutputLocation.parse(str(tmp_path)).part_writer(worker="w", fmt=fmt, layout=layout).shared
+
+
+SLOW_ROWS_SCRIPT = """
+import os, time
+import pandas as pd
+def run(mini_batch):
+    time.sleep(0.1)
+    names = [os.path.basename(p) for p in mini_batch]
+    return pd.DataFrame({"file": names, "pad": ["x" * 20_000 for _ in names]})
+"""
+
+
+def _succeeded(ws: Path) -> int:
+    import sqlite3
+
+    for db in (ws / "runs").glob("*/journal.sqlite") if (ws / "runs").is_dir() else []:
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                return int(con.execute("SELECT COUNT(*) FROM batches WHERE state='succeeded'").fetchone()[0])
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+    return 0
+
+
+@pytest.mark.timeout(300)
+def test_a_parquet_job_whose_driver_and_workers_are_killed_resumes_with_every_row_once(tmp_path: Path) -> None:
+    """kill -9 of the driver and its workers (maybe in the middle of an append to the shared file), twice at
+    random moments, then resume: one file, every input once, in order, no part left."""
+    import psutil
+
+    n = 30
+    (tmp_path / "data").mkdir()
+    for i in range(n):
+        (tmp_path / "data" / f"f{i:03d}.txt").write_text(f"{i}\n")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "entry.py").write_text(SLOW_ROWS_SCRIPT)
+    (tmp_path / "job.yml").write_text(yaml.safe_dump({
+        "name": "pq-kill", "entry_script": "entry.py", "source_directory": "scripts",
+        "inputs": [{"type": "file", "path": "data"}], "output": "out", "mini_batch_size": 2,
+        "process_count_per_node": 2, "append_row_format": "parquet"}))
+    ws = tmp_path / "ws"
+    rnd = random.Random(13)
+    cmd = [sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace", str(ws), "--quiet"]
+    for at_least in (3, 7):
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while _succeeded(ws) < at_least and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rnd.uniform(0.0, 0.3))
+        assert proc.poll() is None, "the job finished before it could be killed"
+        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for p in procs:
+            p.kill()
+        psutil.wait_procs(procs, timeout=15)
+        (run,) = (ws / "runs").iterdir()
+        cmd = [sys.executable, "-m", "parallelrun", "resume", run.name, "--workspace", str(ws), "--quiet"]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=200)
+    assert res.returncode == 0, res.stderr
+    table = pq.read_table(tmp_path / "out" / FILE)
+    assert table.column("file").to_pylist() == [f"f{i:03d}.txt" for i in range(n)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [FILE]
