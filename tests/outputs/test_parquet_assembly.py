@@ -27,6 +27,7 @@ from parallelrun.outputs import (
     PartRecord,
     _parquet_concat,
     _parquet_inplace,
+    _parquet_scan,
     default_file_name,
 )
 from parallelrun.outputs import _parquet_footer as footer
@@ -442,7 +443,7 @@ def test_footer_scan_shifts_row_groups_as_the_tree_codec_does(kind: str, options
     an ordinal past an i16 dropped."""
     for extra in ({}, {"row_group_size": 5}, {"write_statistics": False}):
         raw = _footer_bytes(_parquet(_table(3, 40, kind), **{**options, **extra}))
-        sc = footer.scan(raw)
+        sc = _parquet_scan.scan(raw)
         tree = footer.decode(raw)
         assert sc.num_rows == 40 and sc.why is None
         rgs = footer.get(tree, footer.FMD_ROW_GROUPS).items
@@ -454,8 +455,8 @@ def test_footer_scan_shifts_row_groups_as_the_tree_codec_does(kind: str, options
                 footer.shift_row_group(want, delta, ordinal)
                 assert span.shifted(delta, ordinal) == footer.encode(want)
     with pytest.raises(footer.FooterError):
-        footer.scan(raw[:-5])
-    assert "page index" in (footer.scan(_footer_bytes(_parquet(_table(0, 10, "nulls"), write_page_index=True))).why
+        _parquet_scan.scan(raw[:-5])
+    assert "page index" in (_parquet_scan.scan(_footer_bytes(_parquet(_table(0, 10, "nulls"), write_page_index=True))).why
                             or "")
 
 

@@ -9,7 +9,13 @@ That is only right when every part has the same schema and the same key-value me
 Arrow's schema), and none has a page index, a bloom filter or encryption: :func:`plan` raises
 :class:`NotConcatenable` saying why, before anything is written, and the caller re-encodes instead.
 
-Local disk (:func:`assemble_local`): the merged footer is computed from the parts' footers and saved in
+The merged footer (:func:`merged_footer`) is built from each part's footer *scanned* for its offsets
+(``_parquet_scan.scan``), never decoded into a tree: the row groups are the part's own bytes with those
+offsets rewritten. Where the parts are laid out is the caller's: end to end after one ``PAR1`` here and on
+object stores (:func:`plan`), or where the workers appended them in a shared file (``_parquet_inplace``,
+the usual case on local disk).
+
+Local disk, parts in files of their own (:func:`assemble_local`): the merged footer is computed from the parts' footers and saved in
 ``state_dir`` before any part is touched. Then the bodies are appended to ``.<file>.assembling`` and each
 part is deleted once copied, after the progress (parts done, bytes written) is saved. A kill at any moment
 resumes: the file is cut back to the saved length and copying goes on; the footer is appended last and the
@@ -34,14 +40,13 @@ from ._parquet_footer import (
     LIST,
     STRUCT,
     FooterError,
-    FooterScan,
     Raw,
     decode,
     encode,
     list_header,
-    scan,
     set_int,
 )
+from ._parquet_scan import FooterScan, scan
 from ._records import (
     PartCorruptedError,
     PartRecord,
