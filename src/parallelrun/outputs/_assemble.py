@@ -8,7 +8,8 @@
   continues. Each segment stays open while records still use it, and a record is one ``pread`` into one
   reused 4 MB buffer, checksummed, then written (its bytes must be read to be verified, so the kernel's
   copy calls would not save the read). Memory: that buffer and the file's 1 MB write buffer.
-- One Parquet file (any store): the parts' bytes concatenated under one rewritten footer
+- One Parquet file (any store): on local disk the workers' shared file with one footer appended, in place
+  (``_parquet_inplace``); else the parts' bytes concatenated under one rewritten footer
   (``_parquet_concat``; server-side on object stores, ``_compose.compose_parquet``), consumed and
   resumable like the text path. When the parts cannot be joined as bytes (schemas differ: a column all
   null in one batch; a page index; encryption) the driver log says why and the parts' row groups are
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from ._compose import compose, compose_parquet
 from ._format import dictionary_columns
 from ._parquet_concat import NotConcatenable, assemble_local
+from ._parquet_inplace import assemble_in_place, shared_file
 from ._records import (
     MANIFEST,
     PARTS_DIR,
@@ -51,6 +53,7 @@ from ._records import (
     checksum_text,
     dataset_name,
     digest_key,
+    is_shared,
     load_state,
     records_digest,
     save_state,
@@ -247,6 +250,10 @@ def _assemble_parquet(loc: OutputLocation, records: Records, file_name: str, sta
     if records.first() is not None:
         try:
             if isinstance(store, LocalStore):
+                shared = None if keep_parts else shared_file(store, records)
+                if shared is not None:
+                    return assemble_in_place(store, records, shared, file_name, state_dir,
+                                             lambda: _remove_parts(store, records))
                 return assemble_local(store, records, file_name, state_dir, keep_parts,
                                       lambda: _remove_parts(store, records))
             return compose_parquet(loc, records, file_name=file_name, state_dir=state_dir, keep_parts=keep_parts,
@@ -283,6 +290,9 @@ def _reencode_parquet(loc: OutputLocation, records: Records, file_name: str, sta
                 if store.size(rec.name) is None:
                     raise PartCorruptedError(rec, "is missing")
                 with store.open_read(rec.name) as f:
+                    if rec.offset or is_shared(rec.name):  # a part inside a shared file: read it alone
+                        f.seek(rec.offset)
+                        f = pa.BufferReader(f.read(rec.length))
                     pf = pq.ParquetFile(f)
                     for g in range(pf.num_row_groups):
                         table = pf.read_row_group(g)
