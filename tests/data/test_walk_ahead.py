@@ -129,6 +129,8 @@ def test_the_child_dies_with_a_driver_killed_by_sigkill(tmp_path: Path) -> None:
         "class Slow:\n"  # one list, then a long stat: only the driver's death can end the child
         "    root = sys.argv[1]\n"
         "    next_folder = root\n"
+        "    def split(self):\n"
+        "        return [self]\n"
         "    def folder(self):\n"
         "        yield [(self.root, 1, 1)]\n"
         "        time.sleep(60)\n"
@@ -184,12 +186,47 @@ def test_a_tree_goes_to_a_child_between_two_folders_and_lists_the_same(tmp_path:
         return real_folder(self)
 
     monkeypatch.setattr(files_mod.TreeWalk, "folder", folder)
-    monkeypatch.setattr(wa, "IN_PLACE_FILES", 8)  # two folders of files in place, then a child
+    monkeypatch.setattr(wa, "IN_PLACE_FILES", 8)  # two folders of files in place, then the children
     before = _children()
     ahead = _walk(tree)
     assert ahead == in_place  # paths, sizes, mtimes, order: the fingerprint cannot change
     assert len(ahead) == 1 + 12 * 6
-    assert listed_when_forked == [4]  # the root, d00, d00/deeper, d01 (1 + 5 + 1 + 5 files); the rest in the child
+    # The root, d00, d00/deeper, d01 (1 + 5 + 1 + 5 files) in place; the rest by two children side by side.
+    assert listed_when_forked == [4, 4]
+    assert _children() == before
+
+
+@pytest.mark.parametrize("walkers", [1, 3])
+def test_any_number_of_walkers_gives_the_same_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    walkers: int) -> None:
+    tree = _tree(tmp_path)
+    in_place = _walk(tree)
+    monkeypatch.setattr(wa, "WALKERS", walkers)
+    monkeypatch.setattr(wa, "IN_PLACE_FILES", 1)
+    monkeypatch.setattr(files_mod, "_CHUNK", 2)  # several lists per folder, several messages per subtree
+    before = _children()
+    assert _walk(tree) == in_place
+    assert _children() == before
+
+
+def test_the_first_error_in_walk_order_is_raised_after_every_list_before_it(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = _tree(tmp_path)
+    os.symlink("loop", tree / "d05" / "loop")  # walked by one child...
+    os.symlink("loop", tree / "d02" / "loop")  # ...and this one, earlier in walk order, by the other
+
+    def lists_then_error() -> tuple[list[tuple[str, int, int | str]], str]:
+        got: list[tuple[str, int, int | str]] = []
+        with pytest.raises(DatasetError) as e:
+            for chunk in files_mod.iter_file_chunks(str(tree), tmp_path):
+                got.extend(chunk)
+        return got, str(e.value)
+
+    in_place = lists_then_error()
+    monkeypatch.setattr(wa, "IN_PLACE_FILES", 1)
+    before = _children()
+    assert lists_then_error() == in_place
+    assert "d02/loop is a symbolic link that loops" in in_place[1]
     assert _children() == before
 
 
@@ -206,7 +243,7 @@ def test_a_big_folder_inside_a_tree_goes_to_a_child_before_it_is_listed(tmp_path
     real_fork = os.fork
     monkeypatch.setattr(wa.os, "fork", lambda: forks.append(1) or real_fork())
     assert _walk(tree) == in_place
-    assert forks == [1]
+    assert forks == [1, 1]  # before d01 (its 400 names were not stat'ed in place): d01 and d02, one child each
 
 
 @pytest.mark.parametrize("fault", ["symlink-loop", "non-utf8-name"])
@@ -228,7 +265,7 @@ def test_an_error_deep_in_a_tree_walked_by_the_child_is_the_in_place_error(tmp_p
     before = _children()
     with pytest.raises(DatasetError) as ahead:
         _walk(tree)
-    assert forks == [1]
+    assert forks == [1, 1]
     assert str(ahead.value) == str(in_place.value)
     assert ("symbolic link that loops" if fault == "symlink-loop" else "not valid UTF-8") in str(ahead.value)
     assert _children() == before

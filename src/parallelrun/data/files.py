@@ -83,9 +83,9 @@ class TreeWalk:
     in a forked child from exactly there.
     """
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, top: str | None = None) -> None:
         self.root = root
-        self._stack = [root]
+        self._stack = [top or root]
 
     @property
     def next_folder(self) -> str | None:
@@ -132,6 +132,11 @@ class TreeWalk:
         self._stack.extend(reversed(subdirs))
         if chunk:
             yield chunk
+
+    def split(self) -> list[TreeWalk]:
+        """The rest of the walk as walks of one subtree each, in walk order (their lists, one walk after the
+        other, are this walk's)."""
+        return [TreeWalk(self.root, top) for top in reversed(self._stack)]
 
     def __iter__(self) -> Iterator[list[FileInfo]]:
         while self._stack:
