@@ -169,15 +169,19 @@ class Journal(JournalIsolation, JournalViews):
 
     def add_planned(self, batches: list[MiniBatch], meta: dict[str, Any]) -> None:
         """Record one chunk of the plan and ``meta`` (how far planning got) in one transaction."""
+        before = self._counts
+        rows = [(b.index, to_json(b), b.n_items, b.nbytes) for b in batches]
         with self._tx():
-            self._db.executemany(
-                "INSERT INTO batches(idx, descriptor, n_items, nbytes) VALUES (?, ?, ?, ?)",
-                [(b.index, to_json(b), b.n_items, b.nbytes) for b in batches],
-            )
+            self._db.executemany("INSERT INTO batches(idx, descriptor, n_items, nbytes) VALUES (?, ?, ?, ?)", rows)
             self._db.executemany(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                 [(k, json.dumps(v)) for k, v in meta.items()],
             )
+        if before is not None:  # the only writer: new batches are pending; counting them needs no scan,
+            # which the driver would otherwise run over the whole (growing) table after every plan step
+            self._counts = replace(before, batches=before.batches + len(rows),
+                                   items=before.items + sum(r[2] for r in rows),
+                                   batches_pending=before.batches_pending + len(rows))
 
     def pending_descriptors(self, start: int, limit: int) -> list[MiniBatch]:
         """Up to ``limit`` uncommitted batches with index >= ``start``, in order (dispatch reads ahead)."""
