@@ -20,27 +20,34 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from .batch_size import EXAMPLE as MINI_BATCH_SIZE_EXAMPLE
+from .batch_size import SIZE_RE, is_auto, mini_batch_size_problem, parse_count, parse_size
 from .errors import JobSpecError
+from .spec_overrides import apply_overrides, parse_overrides
+from .spec_paths import SOURCE_DIRECTORY_EXAMPLE, path_problems
+
+# Re-exported: callers ask the job spec's module for these (``parallelrun.config.parse_size``, ...).
+__all__ = [
+    "DEFAULT_FILE_BATCH", "DEFAULT_TABULAR_BATCH", "EXAMPLES", "NAME_RE", "InputSpec", "JobSpec", "RayOptions",
+    "apply_overrides", "is_auto", "json_schema", "load_job", "mini_batch_size_problem", "parse_count",
+    "parse_overrides", "parse_size", "path_problems", "validate_spec", "validation_problems",
+]
 
 NAME_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DEFAULT_FILE_BATCH = 10
 DEFAULT_TABULAR_BATCH = "1MB"
-# mini_batch_size for tabular input: a number of bytes with an optional 1024-based unit (Azure's "1MB",
-# "512KB", "1024"; v2 YAML's "10kb"). The one parser of mini_batch_size is below; everything else asks it.
-_SIZE_RE = re.compile(r"^(\d+)([kKmMgG]?)[bB]?$", re.ASCII)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 # A valid example per field, quoted in error messages so the fix is one copy-paste away.
 EXAMPLES: dict[str, str] = {
     "name": "name: digits",
     "entry_script": "entry_script: digit_identification.py",
-    "source_directory": "source_directory: scripts",
+    "source_directory": SOURCE_DIRECTORY_EXAMPLE,
     "inputs": "inputs: [{type: file, path: data/digits}]",
     "type": "type: file   (or: tabular)",
     "path": "path: data/digits",
     "format": "format: csv   (csv | tsv | parquet | jsonl)",
     "output": "output: out/digits",
-    "mini_batch_size": "mini_batch_size: 10 (file input), mini_batch_size: 1MB (tabular input), or auto",
+    "mini_batch_size": MINI_BATCH_SIZE_EXAMPLE,
     "error_threshold": "error_threshold: 10   (-1 ignores all failed items)",
     "allowed_failed_count": "allowed_failed_count: 5   (-1 ignores)",
     "allowed_failed_percent": "allowed_failed_percent: 10   (0-100)",
@@ -160,7 +167,7 @@ class JobSpec(BaseModel):
     @field_validator("memory_per_process")
     @classmethod
     def _memory_size(cls, v: Any) -> Any:
-        if v is not None and (not _SIZE_RE.match(str(v)) or int(str(v).rstrip("kKmMgGbB") or 0) == 0):
+        if v is not None and (not SIZE_RE.match(str(v)) or int(str(v).rstrip("kKmMgGbB") or 0) == 0):
             raise ValueError("not a size; use bytes or a size such as 2GB")
         return v
 
@@ -253,63 +260,6 @@ class _RawView:
         return None
 
 
-# --- mini_batch_size: the one parser --------------------------------------------------------------------
-
-def is_auto(value: object) -> bool:
-    """``mini_batch_size: auto``: the driver measures run() on probes and picks the size."""
-    return isinstance(value, str) and value.strip().lower() == "auto"
-
-
-def parse_size(value: str | int) -> int:
-    """A mini-batch size such as ``"1MB"``, ``"512KB"``, ``"10kb"``, ``"2G"`` or ``512`` in bytes (1024-based).
-    Raises ValueError for anything else, and for zero."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value.strip()
-    else:
-        text = repr(value)
-    m = _SIZE_RE.match(text)
-    size = int(m.group(1)) * _UNITS[m.group(2).lower()] if m else 0
-    if size <= 0:
-        raise ValueError(f"invalid mini-batch size {value!r}: use a size such as '1MB' or '512KB'")
-    return size
-
-
-def parse_count(value: str | int) -> int:
-    """A file count (``10`` or ``"10"``); raises ValueError unless it is a positive whole number."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
-        raise ValueError(f"invalid file count {value!r}: use a positive whole number such as 10")
-    count = int(str(value).strip())
-    if count < 1:
-        raise ValueError(f"invalid file count {value!r}: use a positive whole number such as 10")
-    return count
-
-
-def mini_batch_size_problem(value: object, input_type: str | None) -> str | None:
-    """Why ``value`` is not a valid mini_batch_size for ``input_type`` (``file``, ``tabular``, or None when
-    the input is not known yet: either kind is accepted), or None when it is valid (None and ``auto`` are)."""
-    if value is None or is_auto(value):
-        return None
-    if not isinstance(value, (int, str)) or isinstance(value, bool):
-        return f"mini_batch_size: {value!r} must be a number of files, a size, or auto. {EXAMPLES['mini_batch_size']}"
-    parsers = {"file": parse_count, "tabular": parse_size}
-    for kind in ([input_type] if input_type in parsers else ["file", "tabular"]):
-        try:
-            parsers[kind](value)
-            return None
-        except ValueError:
-            continue
-    if input_type == "file":
-        return (f"mini_batch_size: {value!r} is not a file count; file input takes a positive number of files "
-                f"per mini-batch. Example: mini_batch_size: 10")
-    if input_type == "tabular":
-        return (f"mini_batch_size: {value!r} is not a size; tabular input takes a size matching "
-                f"^\\d+([kKmMgG][bB])?$. Example: mini_batch_size: 1MB")
-    return (f"mini_batch_size: {value!r} is neither a file count (FileDataset input) nor a size "
-            f"(TabularDataset input). Example: {EXAMPLES['mini_batch_size']}")
-
-
 def _cross_checks(data: dict[str, Any]) -> list[str]:
     """Checks across fields, on the raw values, so they are reported together with field errors."""
     spec = _RawView(data)
@@ -390,124 +340,6 @@ def validate_spec(data: Any, source: str = "job spec") -> JobSpec:
     if problems or spec is None:
         raise JobSpecError(problems, source)
     return spec
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["mini_batch_size=20", "inputs.0.path=x"]`` -> a dict of YAML-parsed values by dotted key."""
-    out: dict[str, Any] = {}
-    problems: list[str] = []
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-            problems.append(f"--set {item!r}: expected field=value, e.g. --set mini_batch_size=20 "
-                            "or --set inputs.0.path=data")
-            continue
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    if problems:
-        raise JobSpecError(problems, "--set")
-    return out
-
-
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set each dotted key (``inputs.0.path``) in a copy of ``data``; every key that cannot be set (an
-    index past the end of a list, a field inside a plain value) is reported at once as a JobSpecError."""
-    data = json.loads(json.dumps(data))  # deep copy of plain data
-    problems: list[str] = []
-    for key, value in overrides.items():
-        problem = _set_path(data, key.split("."), value)
-        if problem:
-            problems.append(f"--set {key}=...: {problem}")
-    if problems:
-        raise JobSpecError(problems, "--set")
-    return data
-
-
-def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> str | None:
-    """Set ``data[parts[0]][parts[1]]...`` = value; return what was wrong, or None."""
-    target: Any = data
-    for depth, p in enumerate(parts):
-        where = ".".join(parts[:depth]) or "the job spec"
-        last = depth == len(parts) - 1
-        if isinstance(target, list):
-            if not p.lstrip("-").isdigit():
-                return f"{where} is a list: use an index (0..{len(target) - 1}), not {p!r}"
-            i = int(p)
-            if not 0 <= i < len(target) + (1 if last else 0) or (i == len(target) and not last):
-                return (f"{where} has {len(target)} element(s), so index {i} does not exist "
-                        f"(use 0..{len(target) - 1}{f', or {len(target)} to add one' if last else ''})")
-            if last:
-                if i == len(target):
-                    target.append(value)
-                else:
-                    target[i] = value
-                return None
-            target = target[i]
-        elif isinstance(target, dict):
-            if last:
-                target[p] = value
-                return None
-            target = target.setdefault(p, {})
-        else:
-            return f"{where} is a single value ({target!r}), so it has no field {p!r}"
-    return None
-
-
-def path_problems(data: Any, base: Path) -> list[str]:
-    """Missing local paths of a (raw) spec: the source_directory, the entry script, each input path.
-
-    Checked on the raw values, so they are reported together with the field errors. URLs, globs and
-    paths inside a registered datastore are left to planning.
-    """
-    if not isinstance(data, dict):
-        return []
-    problems: list[str] = []
-    src = data.get("source_directory")
-    source = base
-    if isinstance(src, str) and src:
-        source = _resolved(base / src)
-        if not source.is_dir():
-            problems.append(f"source_directory: {src!r} is not a folder (resolved to {source}). "
-                            f"Paths are relative to the job file's folder. Example: {EXAMPLES['source_directory']}")
-    script = data.get("entry_script")
-    if isinstance(script, str) and script and (source.is_dir()):
-        p = source / script
-        if not p.is_file():
-            problems.append(f"entry_script: {script!r} does not exist (resolved to {p}). entry_script is "
-                            "relative to source_directory (or to the job file's folder when it is not set).")
-    inputs = data.get("inputs")
-    for i, inp in enumerate(inputs if isinstance(inputs, list) else []):
-        if not isinstance(inp, dict) or inp.get("datastore"):
-            continue
-        paths = inp.get("path")
-        for path in [paths] if isinstance(paths, str) else (paths if isinstance(paths, list) else []):
-            if not isinstance(path, str) or not path or "://" in path or any(c in path for c in "*?["):
-                continue
-            resolved = (base / os.path.expanduser(path))
-            if resolved.is_symlink() and not resolved.exists():
-                problems.append(f"inputs.{i}.path: {path} is a symbolic link that loops or points to nothing "
-                                f"({resolved} -> {_link_target(resolved)}). Fix or remove the link.")
-            elif not resolved.exists():
-                problems.append(f"inputs.{i}.path: input path {path!r} does not exist (resolved to "
-                                f"{_resolved(resolved)}). Paths are relative to the job file's folder.")
-    return problems
-
-
-def _resolved(p: Path) -> Path:
-    """``p`` with links resolved, or made absolute only when resolving fails (a loop of links)."""
-    try:
-        return p.resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.abspath(p))
-
-
-def _link_target(p: Path) -> str:
-    try:
-        return os.readlink(p)
-    except OSError:
-        return "?"
 
 
 def load_job(path: str | os.PathLike[str], overrides: list[str] | None = None) -> tuple[JobSpec, Path]:

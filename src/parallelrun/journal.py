@@ -11,8 +11,10 @@ Results that reach the driver together are committed together (``commit_successe
 still each batch's state with its own part record), which keeps the journal's cost per mini-batch to a
 few microseconds; nothing is ever held back waiting for more results to group.
 
-Every SQL statement against a journal lives in this module (``live.py`` and the dashboard read through
-it). ``counts()`` is kept up to date by the writing connection itself, so the driver reads its counts
+Every SQL statement against a journal lives in the journal modules: this one (the run's own path), the
+isolation tables in ``journal_isolation.py``, and what reports and live views read in ``journal_views.py``
+(both base classes of :class:`Journal`); ``live.py`` and the dashboard read through them. The records
+the journal takes and gives are in ``journal_records.py`` (importable from here too). ``counts()`` is kept up to date by the writing connection itself, so the driver reads its counts
 from the journal at no cost per turn.
 
 The plan is written in chunks while dispatch has already started (``add_planned``); meta ``plan`` records
@@ -30,11 +32,16 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from itertools import starmap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .data.batches import MiniBatch, PieceId, from_json, to_json
+from .data.batches import MiniBatch, from_json, to_json
+from .journal_isolation import JournalIsolation
+from .journal_records import Counts, FailedItem, Success
+from .journal_records import PieceResult as PieceResult  # re-exported: part of the journal's interface
+from .journal_views import JournalViews
 
 if TYPE_CHECKING:
     from .outputs import PartRecord
@@ -55,7 +62,9 @@ CREATE TABLE IF NOT EXISTS batches (
     error       TEXT,
     finished_at REAL
 );
-CREATE INDEX IF NOT EXISTS batches_state ON batches(state, idx);
+-- No index on state: every commit moves a row between states, so one cost each commit an index update
+-- (~20% of the journal's CPU on W1), while what reads by state scans in idx order anyway (pending batches
+-- from a start index, counts). Journals made before keep theirs; it does no harm.
 CREATE TABLE IF NOT EXISTS parts (
     idx      INTEGER NOT NULL,      -- the batch
     lo       INTEGER NOT NULL DEFAULT 0,  -- its first item: 0, or where a piece of it starts (isolation)
@@ -99,66 +108,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 """
 
 
-@dataclass(frozen=True)
-class FailedItem:
-    """One input item that did not succeed."""
-
-    item: str | None
-    exc_type: str | None
-    message: str
-    traceback: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"item": self.item, "exc_type": self.exc_type, "message": self.message, "traceback": self.traceback}
-
-
-@dataclass(frozen=True, slots=True)
-class Success:
-    """One succeeded batch to commit: its accounting and the record of the part holding its rows."""
-
-    idx: int
-    attempts: int
-    worker: str
-    seconds: float
-    succeeded: int
-    n_failed: int
-    failed_items: list[FailedItem]
-    part: PartRecord | None  # None or length 0: the batch wrote no rows
-
-
-@dataclass(frozen=True, slots=True)
-class PieceResult:
-    """How one piece of a batch being isolated ended: succeeded (with its part) or failed (each of its
-    items a failed item)."""
-
-    piece: PieceId
-    attempt: int
-    worker: str
-    seconds: float
-    succeeded: int
-    failed_items: list[FailedItem]
-    part: PartRecord | None = None
-
-
-@dataclass(frozen=True)
-class Counts:
-    batches: int
-    items: int
-    batches_succeeded: int
-    batches_failed: int
-    batches_pending: int
-    items_succeeded: int
-    items_failed: int
-
-    @property
-    def items_done(self) -> int:
-        return self.items_succeeded + self.items_failed
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-class Journal:
+class Journal(JournalIsolation, JournalViews):
     """Read and write one run's journal. Not thread-safe: one connection per thread or process."""
 
     def __init__(self, path: str | Path, *, readonly: bool = False, timeout: float = 30) -> None:
@@ -219,15 +169,19 @@ class Journal:
 
     def add_planned(self, batches: list[MiniBatch], meta: dict[str, Any]) -> None:
         """Record one chunk of the plan and ``meta`` (how far planning got) in one transaction."""
+        before = self._counts
+        rows = [(b.index, to_json(b), b.n_items, b.nbytes) for b in batches]
         with self._tx():
-            self._db.executemany(
-                "INSERT INTO batches(idx, descriptor, n_items, nbytes) VALUES (?, ?, ?, ?)",
-                [(b.index, to_json(b), b.n_items, b.nbytes) for b in batches],
-            )
+            self._db.executemany("INSERT INTO batches(idx, descriptor, n_items, nbytes) VALUES (?, ?, ?, ?)", rows)
             self._db.executemany(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                 [(k, json.dumps(v)) for k, v in meta.items()],
             )
+        if before is not None:  # the only writer: new batches are pending; counting them needs no scan,
+            # which the driver would otherwise run over the whole (growing) table after every plan step
+            self._counts = replace(before, batches=before.batches + len(rows),
+                                   items=before.items + sum(r[2] for r in rows),
+                                   batches_pending=before.batches_pending + len(rows))
 
     def pending_descriptors(self, start: int, limit: int) -> list[MiniBatch]:
         """Up to ``limit`` uncommitted batches with index >= ``start``, in order (dispatch reads ahead)."""
@@ -344,85 +298,6 @@ class Journal:
             self._db.execute("DELETE FROM _reset")
             return cur.rowcount
 
-    # --- isolation: the pieces of a batch that failed all its attempts --------------------------------
-    def split(self, index: int, parent: PieceId | None, halves: Iterable[tuple[PieceId, int]]) -> None:
-        """Record the halves (with their attempt numbers) that replace a batch, or one of its pieces."""
-        with self._tx():
-            if parent is not None:
-                self._db.execute("UPDATE pieces SET state='split' WHERE batch=? AND lo=? AND hi=?",
-                                 (parent.index, parent.lo, parent.hi))
-            self._db.executemany("INSERT OR IGNORE INTO pieces(batch, lo, hi, attempt) VALUES (?, ?, ?, ?)",
-                                 [(p.index, p.lo, p.hi, a) for p, a in halves])
-
-    def commit_pieces(self, results: Iterable[PieceResult]) -> list[bool]:
-        """Commit ended pieces in one transaction, each with its part record (rows land at the piece's
-        place in the batch) and its failed items. Returns, per result, whether it was new."""
-        done = []
-        before = self._counts
-        ok = failed = 0
-        with self._tx():
-            for r in results:
-                p = r.piece
-                cur = self._db.execute(
-                    "UPDATE pieces SET state=?, succeeded=?, failed=?, worker=?, seconds=? "
-                    "WHERE batch=? AND lo=? AND hi=? AND state='pending'",
-                    ("succeeded" if r.succeeded or not r.failed_items else "failed", r.succeeded,
-                     p.n_items - r.succeeded, r.worker, r.seconds, p.index, p.lo, p.hi))
-                done.append(cur.rowcount == 1)
-                if not done[-1]:
-                    continue
-                ok, failed = ok + r.succeeded, failed + p.n_items - r.succeeded
-                if r.part is not None and r.part.length > 0:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO parts(idx, lo, name, offset, length, rows, checksum)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (p.index, p.lo, r.part.name, r.part.offset, r.part.length, r.part.rows, r.part.checksum))
-                self._add_failed_items(p.index, r.attempt, r.failed_items)
-        if before is not None:  # the pieces' items count as soon as they end, not when their batch settles
-            self._counts = replace(before, items_succeeded=before.items_succeeded + ok,
-                                   items_failed=before.items_failed + failed)
-        return done
-
-    def settle_isolated(self, index: int) -> None:
-        """A batch whose pieces have all ended: its counts are theirs; it failed if any item did. Its items
-        were counted already, as its pieces ended (see :meth:`counts`): only the batch moves."""
-        before = self._counts
-        with self._tx():
-            ok, failed, n, attempts, secs = self._db.execute(
-                "SELECT SUM(succeeded), SUM(failed), COUNT(*), MAX(attempt), SUM(seconds) FROM pieces"
-                " WHERE batch=? AND state IN ('succeeded', 'failed')", (index,)).fetchone()
-            (tries,) = self._db.execute("SELECT COUNT(*) FROM pieces WHERE batch=?", (index,)).fetchone()
-            note = f"split into {tries} pieces; {failed or 0} item(s) failed alone"
-            cur = self._db.execute(
-                "UPDATE batches SET state=?, succeeded=?, failed=?, attempts=MAX(attempts, ?), seconds=?,"
-                " error=?, finished_at=? WHERE idx=? AND state='pending'",
-                ("failed" if failed else "succeeded", ok or 0, failed or 0, attempts or 0, secs, note, time.time(),
-                 index))
-        if before is not None and cur.rowcount == 1:
-            self._counts = replace(before, batches_pending=before.batches_pending - 1,
-                                   batches_failed=before.batches_failed + bool(failed),
-                                   batches_succeeded=before.batches_succeeded + (not failed))
-
-    def isolation_state(self) -> tuple[list[tuple[PieceId, int]], dict[int, tuple[int, int, int]]]:
-        """For resume: the pieces still to run (with their attempts) and, per batch being isolated,
-        (items failed so far, pieces run so far, its highest attempt number)."""
-        todo = [(PieceId(b, lo, hi), a) for b, lo, hi, a in self._db.execute(
-            "SELECT p.batch, p.lo, p.hi, p.attempt FROM pieces p JOIN batches b ON b.idx = p.batch"
-            " WHERE p.state='pending' AND b.state='pending' ORDER BY p.batch, p.lo")]
-        batches = {b: (int(f or 0), int(n or 0), int(a)) for b, f, n, a in self._db.execute(
-            "SELECT batch, SUM(failed), SUM(state != 'pending'), MAX(attempt) FROM pieces"
-            " WHERE batch IN (SELECT idx FROM batches WHERE state='pending') GROUP BY batch")}
-        return todo, batches
-
-    def isolation_report(self) -> dict[int, tuple[int, list[str]]]:
-        """Per batch that was split: (how many pieces it ran, the items that failed alone)."""
-        out: dict[int, tuple[int, list[str]]] = {}
-        for b, n in self._db.execute("SELECT batch, SUM(state != 'pending') FROM pieces GROUP BY batch"):
-            items = [r[0] or "?" for r in self._db.execute("SELECT item FROM failed_items WHERE batch=? ORDER BY id",
-                                                          (b,))]
-            out[int(b)] = (int(n or 0), items)
-        return out
-
     def rebase_pending(self, old: str, new: str) -> int:
         """Rewrite the input paths of batches not yet succeeded (pending, or failed: ``--retry-failed`` runs
         them again) from folder ``old`` to ``new``: a job folder that was moved or copied since planning
@@ -437,11 +312,6 @@ class Journal:
         return cur.rowcount
 
     # --- reading --------------------------------------------------------------------------------------
-    def last_commit_time(self) -> float | None:
-        """When the last batch was settled (wall time), or None."""
-        (last,) = self._db.execute("SELECT MAX(finished_at) FROM batches").fetchone()
-        return float(last) if last is not None else None
-
     def counts(self) -> Counts:
         """Batches and items by state. The writing connection keeps them current across its own commits
         (the driver reads them every turn); otherwise one scan.
@@ -472,8 +342,7 @@ class Journal:
 
         cur = self._db.execute("SELECT idx, name, offset, length, rows, checksum FROM parts ORDER BY idx, lo")
         while rows := cur.fetchmany(1000):
-            for idx, name, offset, length, n, crc in rows:
-                yield PartRecord(batch=idx, name=name, offset=offset, length=length, rows=n, checksum=crc)
+            yield from starmap(PartRecord, rows)  # the fields' order; built without a Python loop per row
 
     def part_count(self) -> int:
         """How many part records are committed (what ``iter_parts`` yields, counted by SQLite)."""
@@ -494,62 +363,6 @@ class Journal:
                 " AND idx NOT IN (SELECT batch FROM pieces)", part))
         return out
 
-    # --- live progress (read-only connections; see live.py) -------------------------------------------
-    def finished_histogram(self, start: float, bucket: float, since: float) -> list[tuple[int, int, int, int]]:
-        """(bucket number, items, failed items, items finished since ``since``) of batches finished from
-        ``min(start, since)`` on, grouped in ``bucket``-second buckets from ``start``. One scan in SQLite:
-        there is no index on ``finished_at`` (the driver should not pay for one)."""
-        return [tuple(int(x or 0) for x in row) for row in self._db.execute(  # type: ignore[misc]
-            "SELECT CAST((finished_at - ?) / ? AS INTEGER) AS b, SUM(n_items), SUM(failed),"
-            " SUM(CASE WHEN finished_at >= ? THEN n_items ELSE 0 END) FROM batches"
-            " WHERE finished_at IS NOT NULL AND finished_at >= ? GROUP BY b",
-            (start, bucket, since, min(start, since)),
-        ).fetchall()]
-
-    def items_finished_since(self, since: float) -> int:
-        (items,) = self._db.execute(
-            "SELECT COALESCE(SUM(n_items), 0) FROM batches WHERE finished_at >= ?", (since,)).fetchone()
-        return int(items)
-
-    def size_bytes(self) -> int:
-        """The journal's size on disk (database and write-ahead log)."""
-        return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal"))
-                   if p.exists())
-
-    def iter_batches(self) -> Iterator[dict[str, Any]]:
-        """Every batch in order, with ``pieces`` (how many pieces isolation ran of it). A batch still being
-        isolated (pending, with pieces: a run stopped meanwhile) shows what its ended pieces did so far,
-        as :meth:`counts` does."""
-        cur = self._db.execute(
-            "SELECT b.idx, b.state, MAX(b.attempts, CASE WHEN b.state = 'pending' THEN COALESCE(p.attempt, 0)"
-            " ELSE 0 END) AS attempts, b.n_items,"
-            " b.succeeded + CASE WHEN b.state = 'pending' THEN COALESCE(p.ok, 0) ELSE 0 END AS succeeded,"
-            " b.failed + CASE WHEN b.state = 'pending' THEN COALESCE(p.bad, 0) ELSE 0 END AS failed,"
-            " b.worker, COALESCE(b.seconds, p.seconds) AS seconds, b.error, b.nbytes, COALESCE(p.run, 0) AS pieces"
-            " FROM batches b LEFT JOIN (SELECT batch, SUM(succeeded) AS ok, SUM(failed) AS bad, SUM(seconds) AS seconds,"
-            " MAX(CASE WHEN state != 'pending' THEN attempt END) AS attempt, SUM(state != 'pending') AS run"
-            " FROM pieces GROUP BY batch) p ON p.batch = b.idx ORDER BY b.idx"
-        )
-        cols = [c[0] for c in cur.description]
-        while rows := cur.fetchmany(1000):
-            for r in rows:
-                yield dict(zip(cols, r, strict=True))
-
-    def iter_failed_items(self) -> Iterator[dict[str, Any]]:
-        cur = self._db.execute(
-            "SELECT batch, item, attempts, exc_type, message, traceback FROM failed_items ORDER BY batch, id"
-        )
-        cols = [c[0] for c in cur.description]
-        while rows := cur.fetchmany(1000):
-            for r in rows:
-                yield dict(zip(cols, r, strict=True))
-
-    def attempt_errors(self, limit: int = 20) -> list[dict[str, Any]]:
-        cur = self._db.execute(
-            "SELECT batch, attempt, worker, outcome, error FROM attempts ORDER BY at LIMIT ?", (limit,)
-        )
-        cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
     # --- helpers --------------------------------------------------------------------------------------
     def _tx(self) -> _Transaction:

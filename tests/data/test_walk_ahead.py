@@ -1,5 +1,5 @@
-"""A big folder walked by a forked child (``data/walk_ahead.py``): the same lists, the same errors, and no
-process left behind, whether the walk ends, fails or is abandoned."""
+"""A big folder or tree walked by a forked child (``data/walk_ahead.py``): the same lists, the same errors,
+and no process left behind, whether the walk ends, fails or is abandoned."""
 
 from __future__ import annotations
 
@@ -126,11 +126,16 @@ def test_the_child_dies_with_a_driver_killed_by_sigkill(tmp_path: Path) -> None:
         "import sys, time\n"
         "from parallelrun.data import walk_ahead as wa\n"
         "wa.MIN_DIR_BYTES = 0\n"
-        "def slow(root):\n"  # one list, then a long stat: only the driver's death can end the child
-        "    yield [(root, 1, 1)]\n"
-        "    time.sleep(60)\n"
-        "    yield [(root, 1, 1)]\n"
-        "it = wa.walk_ahead(sys.argv[1], slow)\n"
+        "class Slow:\n"  # one list, then a long stat: only the driver's death can end the child
+        "    root = sys.argv[1]\n"
+        "    next_folder = root\n"
+        "    def split(self):\n"
+        "        return [self]\n"
+        "    def folder(self):\n"
+        "        yield [(self.root, 1, 1)]\n"
+        "        time.sleep(60)\n"
+        "        yield [(self.root, 1, 1)]\n"
+        "it = wa.walk_ahead(Slow())\n"
         "next(it)\n"
         "print('walking', flush=True)\n"
         "time.sleep(60)\n")
@@ -151,3 +156,122 @@ def test_the_child_dies_with_a_driver_killed_by_sigkill(tmp_path: Path) -> None:
         for c in children:  # nothing left behind, even when the assertion failed
             with contextlib.suppress(psutil.NoSuchProcess):
                 c.kill()
+
+
+# --- trees: walked in place for their first files, then by a child from the next folder on ---------------
+def _tree(root: Path, folders: int = 12, per_folder: int = 5) -> Path:
+    tree = root / "tree"
+    for d in range(folders):
+        sub = tree / f"d{d:02d}"
+        (sub / "deeper").mkdir(parents=True)
+        for i in range(per_folder):
+            (sub / f"f{i}").write_text("x" * (d + i))
+        (sub / "deeper" / "leaf").write_text("leaf")
+    (tree / "top.txt").write_text("top")
+    return tree
+
+
+def test_a_tree_goes_to_a_child_between_two_folders_and_lists_the_same(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = _tree(tmp_path)
+    in_place = _walk(tree)
+    listed_when_forked: list[int] = []
+    real_fork = os.fork
+    monkeypatch.setattr(wa.os, "fork", lambda: listed_when_forked.append(len(opened)) or real_fork())
+    opened: list[str] = []
+    real_folder = files_mod.TreeWalk.folder
+
+    def folder(self: files_mod.TreeWalk):  # type: ignore[no-untyped-def]
+        opened.append(self.next_folder)
+        return real_folder(self)
+
+    monkeypatch.setattr(files_mod.TreeWalk, "folder", folder)
+    monkeypatch.setattr(wa, "IN_PLACE_FILES", 8)  # two folders of files in place, then the children
+    before = _children()
+    ahead = _walk(tree)
+    assert ahead == in_place  # paths, sizes, mtimes, order: the fingerprint cannot change
+    assert len(ahead) == 1 + 12 * 6
+    # The root, d00, d00/deeper, d01 (1 + 5 + 1 + 5 files) in place; the rest by two children side by side.
+    assert listed_when_forked == [4, 4]
+    assert _children() == before
+
+
+@pytest.mark.parametrize("walkers", [1, 3])
+def test_any_number_of_walkers_gives_the_same_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    walkers: int) -> None:
+    tree = _tree(tmp_path)
+    in_place = _walk(tree)
+    monkeypatch.setattr(wa, "WALKERS", walkers)
+    monkeypatch.setattr(wa, "IN_PLACE_FILES", 1)
+    monkeypatch.setattr(files_mod, "_CHUNK", 2)  # several lists per folder, several messages per subtree
+    before = _children()
+    assert _walk(tree) == in_place
+    assert _children() == before
+
+
+def test_the_first_error_in_walk_order_is_raised_after_every_list_before_it(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = _tree(tmp_path)
+    os.symlink("loop", tree / "d05" / "loop")  # walked by one child...
+    os.symlink("loop", tree / "d02" / "loop")  # ...and this one, earlier in walk order, by the other
+
+    def lists_then_error() -> tuple[list[tuple[str, int, int | str]], str]:
+        got: list[tuple[str, int, int | str]] = []
+        with pytest.raises(DatasetError) as e:
+            for chunk in files_mod.iter_file_chunks(str(tree), tmp_path):
+                got.extend(chunk)
+        return got, str(e.value)
+
+    in_place = lists_then_error()
+    monkeypatch.setattr(wa, "IN_PLACE_FILES", 1)
+    before = _children()
+    assert lists_then_error() == in_place
+    assert "d02/loop is a symbolic link that loops" in in_place[1]
+    assert _children() == before
+
+
+def test_a_big_folder_inside_a_tree_goes_to_a_child_before_it_is_listed(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = _tree(tmp_path, folders=3)
+    big = tree / "d01"
+    monkeypatch.setattr(wa, "MIN_DIR_BYTES", os.stat(big).st_size + 4096)
+    for i in range(400):  # its directory entry grows past the threshold; the root's and d00's stay small
+        (big / f"many{i:04d}-{'x' * 40}").write_text("m")
+    assert os.stat(tree).st_size < wa.MIN_DIR_BYTES <= os.stat(big).st_size
+    in_place = [f for chunk in files_mod.TreeWalk(str(tree)) for f in chunk]  # no fork at all
+    forks: list[int] = []
+    real_fork = os.fork
+    monkeypatch.setattr(wa.os, "fork", lambda: forks.append(1) or real_fork())
+    assert _walk(tree) == in_place
+    assert forks == [1, 1]  # before d01 (its 400 names were not stat'ed in place): d01 and d02, one child each
+
+
+@pytest.mark.parametrize("fault", ["symlink-loop", "non-utf8-name"])
+def test_an_error_deep_in_a_tree_walked_by_the_child_is_the_in_place_error(tmp_path: Path, fault: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = _tree(tmp_path)
+    last = tree / "d11" / "deeper"
+    if fault == "symlink-loop":
+        os.symlink("loop", last / "loop")
+    else:
+        with open(os.path.join(os.fsencode(last), b"caf\xe9.txt"), "w") as f:
+            f.write("latin-1")
+    with pytest.raises(DatasetError) as in_place:
+        _walk(tree)
+    forks: list[int] = []
+    real_fork = os.fork
+    monkeypatch.setattr(wa.os, "fork", lambda: forks.append(1) or real_fork())
+    monkeypatch.setattr(wa, "IN_PLACE_FILES", 1)
+    before = _children()
+    with pytest.raises(DatasetError) as ahead:
+        _walk(tree)
+    assert forks == [1, 1]
+    assert str(ahead.value) == str(in_place.value)
+    assert ("symbolic link that loops" if fault == "symlink-loop" else "not valid UTF-8") in str(ahead.value)
+    assert _children() == before
+
+
+def test_a_small_tree_is_walked_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = _tree(tmp_path)  # 73 files in 25 small folders
+    monkeypatch.setattr(wa.os, "fork", lambda: pytest.fail("forked for a small tree"))
+    assert len(_walk(tree)) == 73

@@ -1,7 +1,8 @@
 """Run an assembly in this process and SIGKILL it part-way (used by test_assembly.py).
 
 Usage: python assemble_killed.py SPEC.json — SPEC holds the location, records, and ``kill_after``: the
-process kills itself (SIGKILL, no cleanup) just before the (kill_after+1)-th part copy or upload.
+process kills itself (SIGKILL, no cleanup) just before the (kill_after+1)-th part copy or upload (or just
+after the (kill_after+1)-th step of a Parquet file made in place).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from parallelrun.outputs import OutputLocation, PartRecord, _assemble, _parquet_concat
+from parallelrun.outputs import OutputLocation, PartRecord, _assemble, _parquet_concat, _parquet_inplace
 
 spec = json.loads(open(sys.argv[1]).read())
 loc = OutputLocation.parse(spec["url"], storage_options=spec["storage_options"])
@@ -36,7 +37,8 @@ if spec["fmt"] == "parquet" and spec.get("reencode"):
 
     pq.ParquetWriter.write_table = write_table  # type: ignore[method-assign]
 elif loc.is_local:
-    # Text formats: each record's copy; Parquet concatenation: each part's body copy.
+    # Text formats: each record's copy; Parquet concatenation: each part's body copy; Parquet made in place:
+    # each durable step (planned, footer appended, "renamed" saved, renamed).
     module, name = (_parquet_concat, "copy_body") if spec["fmt"] == "parquet" else (_assemble._Segments, "copy")
     real = getattr(module, name)
 
@@ -45,6 +47,7 @@ elif loc.is_local:
         return int(real(*a, **k))
 
     setattr(module, name, copy)
+    _parquet_inplace.checkpoint = lambda step: _count()
 else:
     fs = loc.store.fs  # type: ignore[union-attr]
     real_call = fs.call_s3

@@ -25,6 +25,7 @@ def _write(loc: OutputLocation, fmt: str, batches: int, rows: int, workers: int 
     if segment_bytes:
         for w in writers:
             w.segment_bytes = segment_bytes
+            w.shared = False  # Parquet: a file per part, copied and consumed one by one (not made in place)
     records = []
     for b in range(batches):
         items = [f"{b:05d}-{i:03d}" for i in range(rows)]

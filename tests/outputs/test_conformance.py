@@ -19,6 +19,7 @@ from parallelrun.outputs import (
     default_file_name,
     format_result,
 )
+from parallelrun.outputs._records import is_shared
 from parallelrun.outputs._store import FsspecStore
 
 FORMATS = ["text", "csv", "jsonl", "parquet"]
@@ -121,6 +122,8 @@ def test_a_truncated_or_overwritten_part_fails_verification(backend: Backend, fm
                                                             change: Callable[[bytes], bytes]) -> None:
     loc, records = _write_jobs_parts(backend, fmt, "file")
     rec = records[2]
+    if what == "truncated" and is_shared(rec.name):
+        rec = max(records, key=lambda r: r.offset)  # parts share a file: cutting one short moves those after it
     if backend.name == "azure" and fmt == "text" and what == "overwritten":
         pytest.skip("a staged Azure block cannot be read back before commit: verify checks its presence and size")
     _rewrite(backend, loc, rec, change)

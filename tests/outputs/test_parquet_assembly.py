@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,23 @@ from test_assembly import _kill_during_assembly
 from parallelrun.outputs import (
     FormattedResult,
     OutputLocation,
+    PartCorruptedError,
     PartRecord,
     _parquet_concat,
+    _parquet_inplace,
+    _parquet_scan,
     default_file_name,
 )
 from parallelrun.outputs import _parquet_footer as footer
-from parallelrun.outputs._records import checksum, checksum_text
+from parallelrun.outputs._records import checksum, checksum_text, part_name
 
 FILE = default_file_name("parquet")
+
+
+def _host() -> str:
+    import socket
+
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in socket.gethostname())
 
 
 def _parquet(table: pa.Table, **options: Any) -> bytes:
@@ -66,14 +76,24 @@ TABLES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def _put_parts(loc: OutputLocation, kind: str, options: dict[str, Any], batches: int, rows: int) -> list[PartRecord]:
+def _put_parts(loc: OutputLocation, kind: str, options: dict[str, Any], batches: int, rows: int,
+               shared: bool = True, order: list[int] | None = None) -> list[PartRecord]:
+    """``shared``: appended to the host's shared file (what workers do on local disk), else a file per part
+    (what a part too big for one append, or another host's part, is)."""
     w = loc.part_writer(worker="w", fmt="parquet", layout="file")
+    w.shared = w.shared and shared
     out = []
-    for b in range(batches):
+    for b in order or range(batches):
         data = _parquet(_table(b, rows, kind), **options)
         out.append(w.write(batch=b, attempt=1, result=FormattedResult(succeeded=rows, payload=data, missing=[],
                                                                       rows=rows)))
+    w.close()
     return out
+
+
+def _part(loc: OutputLocation, rec: PartRecord) -> pq.ParquetFile:
+    """A committed part, read alone (a part may lie inside a shared file)."""
+    return pq.ParquetFile(io.BytesIO(loc.store.read(rec.name, rec.offset, rec.length)))
 
 
 @pytest.mark.parametrize("kind,options", TABLES)
@@ -106,17 +126,21 @@ def test_footer_codec_refuses_truncated_bytes() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("shared", [True, False], ids=["in-place", "copied"])
 @pytest.mark.parametrize("kind,options", TABLES)
 def test_concatenated_file_reads_as_the_parts_in_order(tmp_path: Path, kind: str, options: dict[str, Any],
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+                                                       shared: bool, caplog: pytest.LogCaptureFixture) -> None:
     loc = OutputLocation.parse(str(tmp_path / "out"))
-    records = _put_parts(loc, kind, options, batches=9, rows=23)
-    paths = [loc.store.path(r.name) for r in records]  # type: ignore[union-attr]
-    parts = [pq.read_table(p) for p in paths]
-    groups = sum(pq.ParquetFile(p).num_row_groups for p in paths)
+    # Written out of order, as workers finish (in place, the parts lie in the file in that order).
+    records = _put_parts(loc, kind, options, batches=9, rows=23, shared=shared, order=[4, 0, 8, 1, 2, 7, 3, 6, 5])
+    records.sort(key=lambda r: r.batch)
+    names = {r.name for r in records}
+    assert names == {f".parts/shared-{_host()}.parquet"} if shared else len(names) == 9
+    parts = [_part(loc, r).read() for r in records]
+    groups = sum(_part(loc, r).num_row_groups for r in records)
     groups_before = [(pf.read_row_group(g), [(md.column(c).statistics, md.column(c).num_values)
                                              for c in range(md.num_columns)])
-                     for pf in map(pq.ParquetFile, paths) for g in range(pf.num_row_groups)
+                     for pf in (_part(loc, r) for r in records) for g in range(pf.num_row_groups)
                      for md in [pf.metadata.row_group(g)]]
     with caplog.at_level(logging.INFO):
         out = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
@@ -145,14 +169,17 @@ def test_parts_that_cannot_be_joined_are_re_encoded_and_the_log_says_why(
     records = _put_parts(loc, "nulls", {}, batches=4, rows=10)
     # Batch 2: its label column is all null, so pyarrow types it 'null' (another Parquet schema); or a part
     # written with a page index, whose page offsets a footer rewrite cannot move.
+    # That part is committed as a file of its own (the others lie in the shared file: the re-encoding reads
+    # each part alone from both).
     t = _table(2, 10, "nulls")
     if why == "schema":
         t = t.set_column(2, "label", pa.nulls(10))
         data = _parquet(t)
     else:
         data = _parquet(t, write_page_index=True)
-    loc.store.put(records[2].name, data)
-    records[2] = PartRecord(batch=2, name=records[2].name, offset=0, length=len(data), rows=10,
+    name = part_name(2, 2, "parquet")
+    loc.store.put(name, data)
+    records[2] = PartRecord(batch=2, name=name, offset=0, length=len(data), rows=10,
                             checksum=checksum_text(checksum(data)))
     with caplog.at_level(logging.INFO):
         out = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
@@ -166,9 +193,28 @@ def _disk(root: Path) -> int:
 
 
 @pytest.mark.timeout(60)
+def test_in_place_the_disk_holds_the_shared_file_and_a_footer_and_no_part_is_copied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loc = OutputLocation.parse(str(tmp_path / "out"))
+    records = _put_parts(loc, "embeddings", {"use_dictionary": ["id"]}, batches=30, rows=400)
+    shared = loc.store.path(records[0].name)  # type: ignore[union-attr]
+    size = shared.stat().st_size
+    peak = {"bytes": _disk(tmp_path)}
+    monkeypatch.setattr(_parquet_inplace, "checkpoint",
+                        lambda step: peak.update(bytes=max(peak["bytes"], _disk(tmp_path))))
+    monkeypatch.setattr(_parquet_concat, "copy_body", lambda *a, **k: pytest.fail("a part was copied"))
+    out = Path(loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state"))
+    footer_len = out.stat().st_size - size
+    assert 0 < footer_len < size / 10
+    assert peak["bytes"] <= size + 2 * footer_len + 4096, (peak, size, footer_len)  # file, footer, its saved copy
+    assert pq.read_table(out).column("id").to_pylist() == [f"{b:05d}-{i:04d}" for b in range(30) for i in range(400)]
+    assert sorted(p.name for p in Path(loc.url).rglob("*") if p.is_file()) == [FILE]
+
+
+@pytest.mark.timeout(60)
 def test_peak_disk_is_the_output_plus_one_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     loc = OutputLocation.parse(str(tmp_path / "out"))
-    records = _put_parts(loc, "embeddings", {}, batches=30, rows=400)
+    records = _put_parts(loc, "embeddings", {}, batches=30, rows=400, shared=False)
     peak = {"bytes": 0}
     real = _parquet_concat.copy_body
 
@@ -194,7 +240,7 @@ def test_peak_disk_is_the_output_plus_one_part(tmp_path: Path, monkeypatch: pyte
 @pytest.mark.timeout(240)
 def test_killed_concatenation_resumes_with_every_row_once_in_order(tmp_path: Path) -> None:
     loc = OutputLocation.parse(str(tmp_path / "out"))
-    records = _put_parts(loc, "nulls", {"row_group_size": 9}, batches=40, rows=20)
+    records = _put_parts(loc, "nulls", {"row_group_size": 9}, batches=40, rows=20, shared=False)
     want = pa.concat_tables([pq.read_table(loc.store.path(r.name)) for r in records])  # type: ignore[union-attr]
     rng = random.Random(9)
     done = rng.randrange(1, 39)
@@ -341,3 +387,176 @@ def test_records_are_read_per_pass_from_a_source_never_held(tmp_path: Path, layo
             "part-00000000.parquet", "part-00000001.p00000.parquet", "part-00000001.p00001.parquet",
             "part-00000002.parquet", "part-00000004.parquet"]
         assert pq.read_table(out, ignore_prefixes=["_", "."]).column("id").to_pylist() == want
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("kills", [[0, 0, 0], [3]], ids=["each-step-in-turn", "after-the-rename"])
+def test_in_place_assembly_killed_at_each_step_resumes_with_every_row_once(tmp_path: Path, kills: list[int]) -> None:
+    loc = OutputLocation.parse(str(tmp_path / "out"))
+    records = _put_parts(loc, "nulls", {"row_group_size": 9}, batches=12, rows=20, order=list(range(11, -1, -1)))
+    records.sort(key=lambda r: r.batch)
+    want = pa.concat_tables([_part(loc, r).read() for r in records])
+    # [0, 0, 0]: killed after planning; the resume killed after appending the footer; the next after saving
+    # "renamed", before the rename. [3]: killed after the rename, before the state is removed.
+    for k in kills:
+        _kill_during_assembly(tmp_path, loc, records, "parquet", kill_after=k)
+    final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
+    assert pq.read_table(final).equals(want)
+    # One footer at the end: a footer appended by a killed step was cut off before the next was appended.
+    assert pq.ParquetFile(final).metadata.num_row_groups == sum(_part_groups(want_rows=20, size=9) for _ in records)
+    loc.cleanup(set())
+    assert sorted(p.name for p in Path(loc.url).iterdir()) == [FILE]
+    assert list((tmp_path / "state").iterdir()) == []
+
+
+def _part_groups(want_rows: int, size: int) -> int:
+    return -(-want_rows // size)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("what", ["overwritten", "truncated"])
+def test_in_place_a_part_changed_on_disk_after_its_commit_fails_the_assembly_and_nothing_is_lost(
+        tmp_path: Path, what: str) -> None:
+    loc = OutputLocation.parse(str(tmp_path / "out"))
+    records = _put_parts(loc, "dictionary", {}, batches=6, rows=30)
+    shared = loc.store.path(records[0].name)  # type: ignore[union-attr]
+    bad = records[3]
+    with open(shared, "r+b") as f:
+        if what == "overwritten":  # one byte in the middle of batch 3's body: only its checksum can tell
+            f.seek(bad.offset + bad.length // 2)
+            b = f.read(1)
+            f.seek(bad.offset + bad.length // 2)
+            f.write(bytes([b[0] ^ 0xFF]))
+        else:
+            f.truncate(records[-1].offset + records[-1].length - 1)
+    before = shared.read_bytes()
+    with pytest.raises(PartCorruptedError, match=f"mini-batch {5 if what == 'truncated' else 3} .*"):
+        loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
+    assert shared.read_bytes() == before  # nothing appended, nothing renamed: the committed parts are all there
+    assert not (Path(loc.url) / FILE).exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind,options", TABLES)
+def test_footer_scan_shifts_row_groups_as_the_tree_codec_does(kind: str, options: dict[str, Any]) -> None:
+    """The scan (used by the assembly) against the tree codec: same row groups, same bytes once shifted, and
+    an ordinal past an i16 dropped."""
+    for extra in ({}, {"row_group_size": 5}, {"write_statistics": False}):
+        raw = _footer_bytes(_parquet(_table(3, 40, kind), **{**options, **extra}))
+        sc = _parquet_scan.scan(raw)
+        tree = footer.decode(raw)
+        assert sc.num_rows == 40 and sc.why is None
+        rgs = footer.get(tree, footer.FMD_ROW_GROUPS).items
+        assert len(rgs) == len(sc.row_groups)
+        for i, (rg, span) in enumerate(zip(rgs, sc.row_groups, strict=True)):
+            assert raw[span.start:span.end] == footer.encode(rg)
+            for delta, ordinal in ((0, i), (10**12 + 7, 31_000 + i), (123, 2**15 + i)):
+                want = footer.decode(footer.encode(rg))
+                footer.shift_row_group(want, delta, ordinal)
+                assert span.shifted(delta, ordinal) == footer.encode(want)
+    with pytest.raises(footer.FooterError):
+        _parquet_scan.scan(raw[:-5])
+    assert "page index" in (_parquet_scan.scan(_footer_bytes(_parquet(_table(0, 10, "nulls"), write_page_index=True))).why
+                            or "")
+
+
+def _append_parts(url: str, worker: int, batches: int) -> list[str]:
+    loc = OutputLocation.parse(url)
+    w = loc.part_writer(worker=f"w{worker}", fmt="parquet", layout="file")
+    out = []
+    for b in range(worker, 2 * batches, 2):
+        data = _parquet(_table(b, 300 + 37 * b, "embeddings"), use_dictionary=["id"])
+        out.append(w.write(batch=b, attempt=1, result=FormattedResult(1, data, [], 300 + 37 * b)).to_json())
+    w.close()
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_two_processes_appending_to_the_shared_file_never_interleave(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    url = str(tmp_path / "out")
+    with mp.get_context("spawn").Pool(2) as pool:
+        got = pool.starmap(_append_parts, [(url, 0, 20), (url, 1, 20)])
+    records = sorted((PartRecord.from_json(r) for rs in got for r in rs), key=lambda r: r.batch)
+    loc = OutputLocation.parse(url)
+    assert len({r.name for r in records}) == 1 and all(loc.verify(r) for r in records)
+    spans = sorted((r.offset, r.offset + r.length) for r in records)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # no two parts overlap
+    final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
+    assert pq.read_table(final).column("id").to_pylist() == [
+        f"{b:05d}-{i:04d}" for b in range(40) for i in range(300 + 37 * b)]
+
+
+def test_parts_share_a_file_only_where_appends_never_interleave(tmp_path: Path) -> None:
+    from parallelrun.outputs._writer import appends_are_atomic
+
+    assert not appends_are_atomic("/proc/self")  # procfs: not a file system for data
+    local = appends_are_atomic(str(tmp_path))
+    assert OutputLocation.parse(str(tmp_path)).part_writer(worker="w", fmt="parquet", layout="file").shared == local
+    for fmt, layout in (("parquet", "dataset"), ("text", "file")):
+        assert not OutputLocation.parse(str(tmp_path)).part_writer(worker="w", fmt=fmt, layout=layout).shared
+
+
+SLOW_ROWS_SCRIPT = """
+import os, time
+import pandas as pd
+def run(mini_batch):
+    time.sleep(0.1)
+    names = [os.path.basename(p) for p in mini_batch]
+    return pd.DataFrame({"file": names, "pad": ["x" * 20_000 for _ in names]})
+"""
+
+
+def _succeeded(ws: Path) -> int:
+    import sqlite3
+
+    for db in (ws / "runs").glob("*/journal.sqlite") if (ws / "runs").is_dir() else []:
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                return int(con.execute("SELECT COUNT(*) FROM batches WHERE state='succeeded'").fetchone()[0])
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+    return 0
+
+
+@pytest.mark.timeout(300)
+def test_a_parquet_job_whose_driver_and_workers_are_killed_resumes_with_every_row_once(tmp_path: Path) -> None:
+    """kill -9 of the driver and its workers (maybe in the middle of an append to the shared file), twice at
+    random moments, then resume: one file, every input once, in order, no part left."""
+    import psutil
+
+    n = 30
+    (tmp_path / "data").mkdir()
+    for i in range(n):
+        (tmp_path / "data" / f"f{i:03d}.txt").write_text(f"{i}\n")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "entry.py").write_text(SLOW_ROWS_SCRIPT)
+    (tmp_path / "job.yml").write_text(yaml.safe_dump({
+        "name": "pq-kill", "entry_script": "entry.py", "source_directory": "scripts",
+        "inputs": [{"type": "file", "path": "data"}], "output": "out", "mini_batch_size": 2,
+        "process_count_per_node": 2, "append_row_format": "parquet"}))
+    ws = tmp_path / "ws"
+    rnd = random.Random(13)
+    cmd = [sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace", str(ws), "--quiet"]
+    for at_least in (3, 7):
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while _succeeded(ws) < at_least and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rnd.uniform(0.0, 0.3))
+        assert proc.poll() is None, "the job finished before it could be killed"
+        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for p in procs:
+            p.kill()
+        psutil.wait_procs(procs, timeout=15)
+        (run,) = (ws / "runs").iterdir()
+        cmd = [sys.executable, "-m", "parallelrun", "resume", run.name, "--workspace", str(ws), "--quiet"]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=200)
+    assert res.returncode == 0, res.stderr
+    table = pq.read_table(tmp_path / "out" / FILE)
+    assert table.column("file").to_pylist() == [f"f{i:03d}.txt" for i in range(n)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [FILE]

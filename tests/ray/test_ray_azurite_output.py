@@ -16,7 +16,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -29,6 +28,9 @@ from store_proxy import CountingProxy
 pytestmark = [pytest.mark.ray, pytest.mark.azure]
 
 ITEMS, ROW = 16, 128 * 1024
+
+# The cluster fixture (conftest.py): a head without CPUs and two worker nodes of 1 CPU each.
+CLUSTER_NODE_CPUS = [1, 1]
 
 SCRIPT = f'''
 import os
@@ -66,29 +68,10 @@ def _job_folder(tmp_path: Path, output: str, *, items: int, storage_options: dic
     return root
 
 
-@pytest.fixture(scope="module")
-def two_nodes(short_tmp: Path) -> Iterator[Any]:
-    from ray.cluster_utils import Cluster
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_TMPDIR", str(short_tmp))
-        mp.setenv("RAY_AUTH_MODE", "disabled")  # see RayHead in ray_jobs.py
-        (short_tmp / "ray").mkdir(exist_ok=True)
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                          "temp_dir": str(short_tmp / "ray")})
-        try:
-            c.add_node(num_cpus=1)
-            c.add_node(num_cpus=1)
-            c.wait_for_nodes()
-            yield c
-        finally:
-            c.shutdown()
-
-
 @pytest.mark.slow  # ~25-35 s with the cluster's start-up on this 2-core machine
 @pytest.mark.timeout(240)
 def test_two_ray_nodes_write_their_parts_to_azurite_and_the_driver_only_commits(
-        two_nodes: Any, azurite: Any, tmp_path: Path) -> None:
+        cluster: Any, azurite: Any, tmp_path: Path) -> None:
     from azure.storage.blob import BlobServiceClient
 
     proxy = CountingProxy(int(urlparse(azurite.endpoint).port or 0))
@@ -103,7 +86,7 @@ def test_two_ray_nodes_write_their_parts_to_azurite_and_the_driver_only_commits(
         state = root / "state"
         t0 = time.monotonic()
         driver = subprocess.Popen([sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace",
-                                   str(tmp_path / "ws"), "--quiet", "--compute", two_nodes.address],
+                                   str(tmp_path / "ws"), "--quiet", "--compute", cluster.address],
                                   cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             out, _ = driver.communicate(timeout=200)
@@ -122,7 +105,7 @@ def test_two_ray_nodes_write_their_parts_to_azurite_and_the_driver_only_commits(
 
         # One actor on each worker node (the head has no CPU), and each uploaded rows itself.
         actors = {int(p.name.split("-")[1]): p.read_text() for p in state.glob("actor-*")}
-        nodes = {n.node_id for n in two_nodes.worker_nodes}
+        nodes = {n.node_id for n in cluster.worker_nodes}
         assert set(actors.values()) == nodes, (actors, nodes)
         for pid in actors:
             assert proxy.opened_by(pid) >= 1, f"actor {pid} opened no connection to the store"
@@ -143,7 +126,7 @@ def test_two_ray_nodes_write_their_parts_to_azurite_and_the_driver_only_commits(
 @pytest.mark.slow  # shares the cluster above (its start-up alone is ~20 s)
 @pytest.mark.timeout(240)
 def test_credentials_only_in_the_drivers_environment_stop_the_run_with_what_to_fix(
-        two_nodes: Any, azurite: Any, tmp_path: Path) -> None:
+        cluster: Any, azurite: Any, tmp_path: Path) -> None:
     """The driver's probe passes with its own environment, the actors on the other nodes have none: the run
     stops at the first batch (exit 1, no item counted as failed) saying which credentials to set where."""
     from azure.storage.blob import BlobServiceClient
@@ -153,7 +136,7 @@ def test_credentials_only_in_the_drivers_environment_stop_the_run_with_what_to_f
     service.create_container(container)
     root = _job_folder(tmp_path, f"az://{container}/scores", items=4, storage_options=None)
     done = subprocess.run([sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace",
-                           str(tmp_path / "ws"), "--compute", two_nodes.address],
+                           str(tmp_path / "ws"), "--compute", cluster.address],
                           cwd=root, capture_output=True, text=True, timeout=200,
                           env={**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
     assert done.returncode == 1, done.stdout + done.stderr

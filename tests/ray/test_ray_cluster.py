@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,27 +35,8 @@ pytestmark = pytest.mark.ray
 # Every node of these clusters runs on this machine, so the output folder is shared storage: say so.
 SHARED = {"file": {"shared": True}}
 
-
-@pytest.fixture(scope="module")
-def cluster(short_tmp: Path) -> Iterator[Any]:
-    from ray.cluster_utils import Cluster
-
-    with pytest.MonkeyPatch.context() as mp:
-        # Cluster writes the "current cluster" address file into Ray's default temp dir: keep it ours.
-        mp.setenv("RAY_TMPDIR", str(short_tmp))
-        mp.setenv("RAY_AUTH_MODE", "disabled")  # see RayHead in ray_jobs.py
-        (short_tmp / "ray").mkdir(exist_ok=True)
-        t0 = time.monotonic()
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                          "temp_dir": str(short_tmp / "ray")})
-        try:
-            c.add_node(num_cpus=2)
-            c.add_node(num_cpus=2)
-            c.wait_for_nodes()
-            print(f"\nCluster with a head and 2 worker nodes up in {time.monotonic() - t0:.1f}s")
-            yield c
-        finally:
-            c.shutdown()
+# The cluster fixture (conftest.py): a head without CPUs and two worker nodes of 2 CPUs each.
+CLUSTER_NODE_CPUS = [2, 2]
 
 
 @pytest.mark.timeout(120)

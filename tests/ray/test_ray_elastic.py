@@ -18,7 +18,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,10 @@ from ray_jobs import (
 pytestmark = pytest.mark.ray
 
 SHARED = {"file": {"shared": True}}  # every node runs on this machine: the output folder is shared storage
+
+# The cluster fixture (conftest.py): a head without CPUs and one worker node of 1 CPU; tests add and
+# remove nodes, and leave one.
+CLUSTER_NODE_CPUS = [1]
 
 ENTRY_SCRIPT = '''\
 import os
@@ -70,27 +73,6 @@ def run(mini_batch, context):
     time.sleep(float(os.environ.get("SLEEP", "0")))
     return [f"{Path(p).name}: {Path(p).read_text().strip()}" for p in mini_batch]
 '''
-
-
-@pytest.fixture(scope="module")
-def cluster(short_tmp: Path) -> Iterator[Any]:
-    """A head without CPUs and one worker node of 1 CPU; tests add and remove nodes, and leave one."""
-    from ray.cluster_utils import Cluster
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_TMPDIR", str(short_tmp))  # Cluster's "current cluster" file: ours, not /tmp/ray
-        mp.setenv("RAY_AUTH_MODE", "disabled")  # see RayHead in ray_jobs.py
-        (short_tmp / "ray").mkdir(exist_ok=True)
-        t0 = time.monotonic()
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                          "temp_dir": str(short_tmp / "ray")})
-        try:
-            c.add_node(num_cpus=1)
-            c.wait_for_nodes()
-            print(f"\nCluster with a head and 1 worker node up in {time.monotonic() - t0:.1f}s")
-            yield c
-        finally:
-            c.shutdown()
 
 
 def _job(tmp_path: Path, files: int, **fields: Any) -> Path:

@@ -73,15 +73,28 @@ def _sorted_names(top: str, fd: int | None) -> Iterator[str]:
     return heapq.merge(*(_unpack(r) for r in runs))
 
 
-def _walk_chunks(root: str) -> Iterator[list[FileInfo]]:
-    """Lists of (path, size, mtime_ns) under ``root`` in sorted tree order, following no symlinked dirs.
+class TreeWalk:
+    """The walk of one folder tree, one folder at a time: lists of (path, size, mtime_ns) in sorted tree
+    order, following no symlinked folder.
 
-    Each directory's files come in name order, then its subdirectories, each in name order. A symlink to
-    a file counts as that file; a symlink to a directory is not followed.
+    Each folder's files come in name order, then its subfolders, each in name order. A symlink to a file
+    counts as that file; a symlink to a folder is not followed. The walk's whole state is the stack of
+    folders still to list, and between two folders it holds nothing open, so ``walk_ahead`` can carry it on
+    in a forked child from exactly there.
     """
-    stack = [root]
-    while stack:
-        top = stack.pop()
+
+    def __init__(self, root: str, top: str | None = None) -> None:
+        self.root = root
+        self._stack = [top or root]
+
+    @property
+    def next_folder(self) -> str | None:
+        """The folder :meth:`folder` lists next, None once the walk is over."""
+        return self._stack[-1] if self._stack else None
+
+    def folder(self) -> Iterator[list[FileInfo]]:
+        """The next folder's files, in lists of at most ``_CHUNK``; its subfolders are walked after it."""
+        top = self._stack.pop()
         prefix = top if top.endswith(os.sep) else top + os.sep
         chunk: list[FileInfo] = []
         subdirs: list[str] = []
@@ -89,14 +102,15 @@ def _walk_chunks(root: str) -> Iterator[list[FileInfo]]:
             fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY) if _DIR_FD else None
             names = _sorted_names(top, fd)
         except (FileNotFoundError, NotADirectoryError):
-            continue
+            return
         except OSError as e:  # no permission to list it, an I/O error: the job cannot see its inputs
             raise _unreadable(top, e, "folder") from None
+        append = chunk.append
         try:
             for name in names:
                 try:
-                    # Relative to the open directory: no path walk per file. One stat per entry is the
-                    # floor (size and mtime are the fingerprint), so nothing else is asked of the kernel.
+                    # Relative to the open folder: no path walk per file. One stat per entry is the floor
+                    # (size and mtime are the fingerprint), so nothing else is asked of the kernel.
                     st = os.stat(name, dir_fd=fd) if fd is not None else os.stat(prefix + name)
                 except FileNotFoundError:  # removed while we listed, or a dangling symlink: not an input
                     continue
@@ -104,19 +118,29 @@ def _walk_chunks(root: str) -> Iterator[list[FileInfo]]:
                     raise _unreadable(prefix + name, e, "file") from None
                 mode = st.st_mode
                 if stat_mod.S_ISREG(mode):
-                    chunk.append((prefix + name, st.st_size, st.st_mtime_ns))
+                    append((prefix + name, st.st_size, st.st_mtime_ns))
                     if len(chunk) >= _CHUNK:
                         yield chunk
                         chunk = []
+                        append = chunk.append
                 elif stat_mod.S_ISDIR(mode) and not os.path.islink(prefix + name):
                     subdirs.append(prefix + name)
         finally:
             if fd is not None:
                 os.close(fd)
+        # Subfolders are listed in name order after this folder's files: pushed in reverse.
+        self._stack.extend(reversed(subdirs))
         if chunk:
             yield chunk
-        # Subdirectories are visited in name order after this directory's files: push in reverse.
-        stack.extend(reversed(subdirs))
+
+    def split(self) -> list[TreeWalk]:
+        """The rest of the walk as walks of one subtree each, in walk order (their lists, one walk after the
+        other, are this walk's)."""
+        return [TreeWalk(self.root, top) for top in reversed(self._stack)]
+
+    def __iter__(self) -> Iterator[list[FileInfo]]:
+        while self._stack:
+            yield from self.folder()
 
 
 def iter_file_chunks(path: str, base_dir: Path, storage_options: dict | None = None) -> Iterator[list[FileInfo]]:
@@ -149,7 +173,7 @@ def _chunks(path: str, base_dir: Path, storage_options: dict | None) -> Iterator
         yield [(s, st.st_size, st.st_mtime_ns)]
         return
     if p.is_dir():
-        yield from walk_ahead(s, _walk_chunks)  # a big folder is walked by a forked child (walk_ahead.py)
+        yield from walk_ahead(TreeWalk(s))  # a big folder or tree is walked by a forked child (walk_ahead.py)
         return
     try:
         os.stat(p)

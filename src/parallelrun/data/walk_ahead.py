@@ -1,18 +1,23 @@
-"""Walking a big local folder in a forked child, so its ``stat`` calls run beside the driver, not in it.
+"""Walking a big local folder or tree in forked children, so its ``stat`` calls run beside the driver.
 
 Planning a folder costs one ``stat`` per file (size and modification time go into the input fingerprint
-that resume checks): ~2-3 us of the driver's CPU each, a quarter of a second for 100,000 files, and the
-driver is the one process every mini-batch waits for. On Linux, a folder whose directory entry says it
-holds more than a few thousand names is walked by a child forked for that purpose: it runs the same
-``walk`` and sends its lists down a pipe, pickled (~0.25 us a file to read back), while the driver hashes,
-cuts and journals the lists already received. The lists, their order and the errors are exactly those of
-the walk run in place, so plans and fingerprints do not change.
+that resume checks), plus listing and sorting each folder: ~3-4 us of CPU a file, most of it the system
+call, and the driver is the one process every mini-batch waits for. On Linux the walk is carried on by
+children forked for that purpose once it is seen to be big: before the first folder if that folder's
+directory entry says it holds more than a few thousand names (a flat folder, W1), or between two folders
+once ``IN_PLACE_FILES`` files were listed in place or the next folder is that big (a tree: W4's thousand
+folders of a thousand files). The walk's state is the stack of folders still to list, copied by the
+fork; its subtrees are dealt to ``WALKERS`` children in turn (a single folder goes to one child), each
+sending its lists down its own pipe, pickled (~0.25 us a file to read back), and the driver reads them
+in walk order (subtree ``j`` from child ``j % n``) while it hashes, cuts and journals the lists already
+received. The lists, their order and the errors (the first one in walk order) are exactly those of the
+walk run in place, so plans and fingerprints do not change. A small input is walked in place: no fork.
 
-The child is forked before it runs any of the walk and before any thread exists (a driver with threads,
-Ray's for instance, walks in place): it closes every inherited descriptor but its pipe, ignores Ctrl-C
-(the driver decides), dies with the driver (``PR_SET_PDEATHSIG``), never returns into the driver's code
-and ends with ``os._exit``. The driver kills and reaps it when the walk ends early (an error, a plan
-abandoned after its first batch).
+The children are forked between two folders (the walk holds no descriptor then) and only while no other
+thread exists (a driver with threads, Ray's for instance, walks in place): each closes every inherited
+descriptor but its pipe, ignores Ctrl-C (the driver decides), dies with the driver
+(``PR_SET_PDEATHSIG``), never returns into the driver's code and ends with ``os._exit``. The driver kills
+and reaps them when the walk ends early (an error, a plan abandoned after its first batch).
 """
 
 from __future__ import annotations
@@ -23,56 +28,63 @@ import pickle
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from ..errors import DatasetError
 
 #: a directory entry this large (bytes; ~30 per name on ext4/xfs) is worth a child: ~4,000 names or more
 MIN_DIR_BYTES = 128 * 1024
+#: files listed in place before the rest of a tree goes to a child (~30 ms of stats in the driver): a
+#: small input never pays for a fork, a big one moves all but its start out of the driver
+IN_PLACE_FILES = 8192
+#: children walking the rest of a tree side by side, subtree by subtree: each file costs a ``stat`` system
+#: call (~2-3 us here), which only more processes make faster; a single big folder gets one child
+WALKERS = 2
 #: files per message: the driver blocks on the pipe only until the next few hundred stats are done (~1 ms),
 #: never for a whole list of thousands, so it goes back to its workers quickly when the child is behind
 _PIECE = 512
 _PIPE_BYTES = 4 * 1024 * 1024  # lets the child run a few lists ahead of the driver (Linux F_SETPIPE_SZ)
 
 
-def walk_ahead(root: str, walk: Callable[[str], Iterator[list[Any]]]) -> Iterator[list[Any]]:
-    """``walk(root)``'s lists, walked in a forked child when the folder is big enough to gain from it."""
-    if not _worth_a_child(root):
-        yield from walk(root)
-        return
-    r, w = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:  # no memory or process slot for a child: walk in place
-        os.close(r)
-        os.close(w)
-        yield from walk(root)
-        return
-    if pid == 0:  # the child: never returns
-        _child(root, walk, r, w)
-    os.close(w)
-    done = False
-    try:
-        with open(r, "rb") as pipe:
-            while True:
-                try:
-                    kind, value = pickle.load(pipe)
-                except EOFError:
-                    raise DatasetError(f"listing the input folder {root} failed: the process listing it ended "
-                                       "without a word (killed?). Run the job again (or resume the run).") from None
-                if kind == "end":
-                    done = True
+class Walk(Protocol):
+    """A walk listed one folder at a time, holding nothing open between two folders (``files.TreeWalk``)."""
+
+    root: str
+
+    @property
+    def next_folder(self) -> str | None: ...
+
+    def folder(self) -> Iterator[list[Any]]: ...
+
+    def split(self) -> Sequence[Walk]:
+        """The rest of the walk as walks of one subtree each, in walk order."""
+        ...
+
+
+def walk_ahead(walk: Walk) -> Iterator[list[Any]]:
+    """``walk``'s lists, in order; once the walk is seen to be big, walked on by forked children."""
+    listed = 0
+    may_fork = sys.platform.startswith("linux")
+    while (top := walk.next_folder) is not None:
+        if may_fork and (listed >= IN_PLACE_FILES or _big(top)):
+            may_fork = False  # decided once: with other threads now, or no process to spare, stay in place
+            if _single_threaded():
+                subtrees = walk.split()
+                children = _fork_walkers(subtrees)
+                if children is not None:
+                    yield from _read(walk.root, children, len(subtrees))
                     return
-                if kind == "error":
-                    raise value
-                yield value
-    finally:
-        if not done:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        for chunk in walk.folder():
+            listed += len(chunk)
+            yield chunk
+
+
+def _big(folder: str) -> bool:
+    try:
+        return os.stat(folder).st_size >= MIN_DIR_BYTES
+    except OSError:
+        return False  # the walk itself reports it
 
 
 def _single_threaded() -> bool:
@@ -84,23 +96,71 @@ def _single_threaded() -> bool:
         return threading.active_count() == 1
 
 
-def _worth_a_child(root: str) -> bool:
-    if not sys.platform.startswith("linux") or not _single_threaded():
-        return False  # fork without exec is safe only with no other thread (Ray's, gRPC's) holding a lock
+def _fork_walkers(subtrees: Sequence[Walk]) -> list[tuple[int, int]] | None:
+    """Fork up to ``WALKERS`` children, child ``i`` walking subtrees ``i``, ``i + n``, ...: (pid, pipe) each,
+    or None (none left running) when one could not start."""
+    n = max(1, min(WALKERS, len(subtrees)))
+    children: list[tuple[int, int]] = []
+    for i in range(n):
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:  # no memory or process slot for a child: walk in place
+            os.close(r)
+            os.close(w)
+            _end(children, kill=True)
+            return None
+        if pid == 0:  # the child: never returns
+            _child(subtrees[i::n], r, w)
+        os.close(w)
+        children.append((pid, r))
+    return children
+
+
+def _read(root: str, children: list[tuple[int, int]], subtrees: int) -> Iterator[list[Any]]:
+    """The children's lists in walk order: subtree ``j`` from child ``j % n``, up to its end marker."""
+    done = False
+    pipes = [open(r, "rb") for _, r in children]  # noqa: SIM115 - closed in the finally below
     try:
-        return os.stat(root).st_size >= MIN_DIR_BYTES
-    except OSError:
-        return False  # the walk itself reports it
+        for j in range(subtrees):
+            pipe = pipes[j % len(pipes)]
+            while True:
+                try:
+                    kind, value = pickle.load(pipe)
+                except EOFError:
+                    raise DatasetError(f"listing the input folder {root} failed: a process listing it ended "
+                                       "without a word (killed?). Run the job again (or resume the run).") from None
+                if kind == "next":  # that subtree is complete
+                    break
+                if kind == "error":
+                    raise value
+                yield value
+        done = True
+    finally:
+        for pipe in pipes:
+            pipe.close()
+        _end(children, kill=not done)
 
 
-def _child(root: str, walk: Callable[[str], Iterator[list[Any]]], r: int, w: int) -> None:
+def _end(children: list[tuple[int, int]], kill: bool) -> None:
+    """Reap the children (killed first unless they ended their walk)."""
+    for pid, _ in children:
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _child(subtrees: Sequence[Walk], r: int, w: int) -> None:
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _die_with_parent()
         os.close(r)
-        # Nothing of the driver's stays open here: not its journal, its lock or its workers' pipes.
+        # Nothing of the driver's stays open here: not its journal, its lock, its workers' pipes or the other
+        # walkers' pipes (and the walk, forked between two folders, holds no descriptor of its own).
         os.closerange(3, w)
         os.closerange(w + 1, 1 << 16)
         with contextlib.suppress(OSError, AttributeError):
@@ -109,11 +169,14 @@ def _child(root: str, walk: Callable[[str], Iterator[list[Any]]], r: int, w: int
             fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined,unused-ignore]
         with open(w, "wb") as pipe:
             try:
-                for chunk in walk(root):
-                    for i in range(0, len(chunk), _PIECE):
-                        pickle.dump(("chunk", chunk[i:i + _PIECE]), pipe, protocol=pickle.HIGHEST_PROTOCOL)
-                        pipe.flush()
-                pickle.dump(("end", None), pipe)
+                for walk in subtrees:
+                    while walk.next_folder is not None:
+                        for chunk in walk.folder():
+                            for i in range(0, len(chunk), _PIECE):
+                                pickle.dump(("chunk", chunk[i:i + _PIECE]), pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                                pipe.flush()
+                    pickle.dump(("next", None), pipe)
+                    pipe.flush()
             except Exception as e:  # noqa: BLE001 - the driver raises it where the walk would have
                 pickle.dump(("error", e), pipe)
     except BaseException:  # noqa: BLE001 - the driver gone (broken pipe), or anything else: just end

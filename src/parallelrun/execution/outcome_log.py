@@ -45,7 +45,9 @@ class OutcomeLog:
         self._size = 0
         self._fd: int | None = None
 
-    def write(self, outcome: Outcome) -> None:
+    def write(self, outcome: Outcome, pickled: bytes | None = None) -> None:
+        """Append ``outcome``; ``pickled``: its pickle, when the caller has it already (the worker pickles
+        each outcome once, for this log and for the pipe)."""
         if self.broken is not None:
             return
         try:
@@ -55,7 +57,7 @@ class OutcomeLog:
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickled if pickled is not None else pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
             view = memoryview(_HEADER.pack(len(data), zlib.crc32(data)) + data)
             self._size += len(view)
             while view:

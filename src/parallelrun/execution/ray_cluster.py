@@ -112,6 +112,12 @@ class RayCluster:
         try:
             context = ray.init(**kwargs)
         except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, OSError...
+            # A failed init can leave Ray half-connected, and the process's next ray.init would then fail
+            # with a bare AssertionError (tests/ray/test_ray_connect_failure.py): reset it.
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001 - resetting anyway
+                pass
             self._cleanup()
             what = f"connect to the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
             raise UsageError(

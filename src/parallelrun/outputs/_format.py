@@ -70,7 +70,8 @@ def format_result(result: Any, *, action: str, fmt: str, batch_inputs: list[str]
         twice, named = _check_rows(result, batch_inputs)
     else:
         named = _named_inputs(result, batch_inputs)
-        twice = [] if named is None else [label for label, count in Counter(named).items() if count > 1]
+        unique = named is None or len(set(named)) == len(named)
+        twice = [] if unique else [label for label, count in Counter(named).items() if count > 1]
     if twice:
         shown = ", ".join(repr(str(t)) for t in twice[:5]) + (" ..." if len(twice) > 5 else "")
         raise ResultMismatchError(
@@ -86,6 +87,16 @@ def format_result(result: Any, *, action: str, fmt: str, batch_inputs: list[str]
                            rows=n if payload is not None else 0)
 
 
+if os.sep == "/" and os.altsep is None:
+    def _basename(p: Any) -> str:
+        """``os.path.basename(str(p))`` at a third of its cost (asked for every input of every mini-batch)."""
+        s = p if type(p) is str else str(p)
+        return s[s.rfind("/") + 1:]
+else:  # Windows: backslashes and drive letters too
+    def _basename(p: Any) -> str:
+        return os.path.basename(str(p))
+
+
 _MATCH_BUDGET = 1_000_000  # 1,000 files x 1,000 elements: well under 0.1 s
 
 
@@ -97,7 +108,7 @@ def _named_inputs(result: Any, batch_inputs: Any) -> list[Any] | None:
     """
     if len(batch_inputs) * len(result) > _MATCH_BUDGET:
         return None  # matching is (elements x inputs) substring tests: past this, the count is all we check
-    names = [os.path.basename(str(p)) for p in batch_inputs]
+    names = [_basename(p) for p in batch_inputs]
     if len(set(names)) != len(names):
         return None
     found: list[Any] = []
@@ -147,7 +158,7 @@ def _missing_positions(named: Any, batch_inputs: Any) -> list[int] | None:
         import numpy as np
 
         return np.flatnonzero(~batch_inputs.index.isin(named)).tolist()  # type: ignore[no-any-return]
-    wanted = [os.path.basename(str(p)) for p in batch_inputs]
+    wanted = [_basename(p) for p in batch_inputs]
     returned = set(named)
     return [pos for pos, label in enumerate(wanted) if label not in returned]
 

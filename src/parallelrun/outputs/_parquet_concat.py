@@ -9,7 +9,13 @@ That is only right when every part has the same schema and the same key-value me
 Arrow's schema), and none has a page index, a bloom filter or encryption: :func:`plan` raises
 :class:`NotConcatenable` saying why, before anything is written, and the caller re-encodes instead.
 
-Local disk (:func:`assemble_local`): the merged footer is computed from the parts' footers and saved in
+The merged footer (:func:`merged_footer`) is built from each part's footer *scanned* for its offsets
+(``_parquet_scan.scan``), never decoded into a tree: the row groups are the part's own bytes with those
+offsets rewritten. Where the parts are laid out is the caller's: end to end after one ``PAR1`` here and on
+object stores (:func:`plan`), or where the workers appended them in a shared file (``_parquet_inplace``,
+the usual case on local disk).
+
+Local disk, parts in files of their own (:func:`assemble_local`): the merged footer is computed from the parts' footers and saved in
 ``state_dir`` before any part is touched. Then the bodies are appended to ``.<file>.assembling`` and each
 part is deleted once copied, after the progress (parts done, bytes written) is saved. A kill at any moment
 resumes: the file is cut back to the saved length and copying goes on; the footer is appended last and the
@@ -35,16 +41,12 @@ from ._parquet_footer import (
     STRUCT,
     FooterError,
     Raw,
-    Struct,
-    TList,
     decode,
     encode,
-    get,
     list_header,
-    not_concatenable,
     set_int,
-    shift_row_group,
 )
+from ._parquet_scan import FooterScan, scan
 from ._records import (
     PartCorruptedError,
     PartRecord,
@@ -52,6 +54,7 @@ from ._records import (
     abandon_partial,
     checksum,
     checksum_text,
+    is_shared,
     load_state,
     records_digest,
     save_state,
@@ -80,71 +83,108 @@ class Plan:
     tail: bytes  # the merged footer, its length (4 bytes, little-endian), PAR1
 
 
-def read_footer(store: LocalStore | FsspecStore, rec: PartRecord,
-                spans: dict[int, bytes] | None = None) -> tuple[Struct, int]:
-    """A part's ``FileMetaData`` and its body's length (the body starts 4 bytes into the part); ``spans``
-    receives the footer's top-level fields as bytes (see ``_parquet_footer.decode``)."""
-    if rec.length < 12:
-        raise PartCorruptedError(rec, "is too short to be a Parquet file")
-    try:
-        tail = store.read(rec.name, rec.offset + rec.length - 8, 8)
-        if len(tail) != 8 or tail[4:] != MAGIC:
-            raise PartCorruptedError(rec, "does not end as a Parquet file does")
-        n = int.from_bytes(tail[:4], "little")
-        if n > rec.length - 12:
-            raise PartCorruptedError(rec, "has a footer longer than the part")
-        footer = store.read(rec.name, rec.offset + rec.length - 8 - n, n)
-    except FileNotFoundError:
-        raise PartCorruptedError(rec, "is missing") from None
-    try:
-        return decode(footer, spans), rec.length - 12 - n
-    except FooterError as e:
-        raise PartCorruptedError(rec, f"has a Parquet footer that cannot be read ({e})") from None
+class _Footers:
+    """Reads parts' footers, keeping the last local file open (the records of a shared file are many)."""
+
+    def __init__(self, store: LocalStore | FsspecStore) -> None:
+        self.store = store
+        self.name = ""
+        self.fd = -1
+
+    def _read(self, name: str, offset: int, n: int) -> bytes:
+        if not isinstance(self.store, LocalStore):
+            return self.store.read(name, offset, n)
+        if name != self.name:
+            self.close()
+            self.fd = os.open(self.store.path(name), os.O_RDONLY)
+            self.name = name
+        return os.pread(self.fd, n, offset)
+
+    def read(self, rec: PartRecord) -> tuple[FooterScan, int]:
+        """A part's footer, scanned, and its body's length (the body starts 4 bytes into the part)."""
+        if rec.length < 12:
+            raise PartCorruptedError(rec, "is too short to be a Parquet file")
+        try:
+            tail = self._read(rec.name, rec.offset + rec.length - 8, 8)
+            if len(tail) != 8 or tail[4:] != MAGIC:
+                raise PartCorruptedError(rec, "does not end as a Parquet file does")
+            n = int.from_bytes(tail[:4], "little")
+            if n > rec.length - 12:
+                raise PartCorruptedError(rec, "has a footer longer than the part")
+            footer = self._read(rec.name, rec.offset + rec.length - 8 - n, n)
+        except FileNotFoundError:
+            raise PartCorruptedError(rec, "is missing") from None
+        try:
+            return scan(footer), rec.length - 12 - n
+        except FooterError as e:
+            raise PartCorruptedError(rec, f"has a Parquet footer that cannot be read ({e})") from None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.name, self.fd = "", -1
 
 
-def plan(store: LocalStore | FsspecStore, records: Records, *, bodies: bool = True) -> Plan:
-    """Read every part's footer and build the merged one (``bodies``: also list where each body lies).
+def merged_footer(store: LocalStore | FsspecStore, records: Records,
+                  place: Callable[[PartRecord, int], int]) -> bytes:
+    """The output's tail (merged footer, its length, ``PAR1``): every part's row groups in batch order, each
+    part's offsets grown by ``place(record, body length)`` (where the part's own byte 0 lies in the output).
 
     Raises :class:`NotConcatenable` (why) when the parts cannot be joined byte for byte, and
     :class:`PartCorruptedError` when a part is missing or damaged."""
     first = records.first()
     if first is None:
         raise NotConcatenable("there are no rows")
-    template: Struct | None = None
-    schema = key_values = b""
+    head: FooterScan | None = None
     groups = bytearray()
     n_groups = rows = 0
-    pos = len(MAGIC)  # where the next body starts in the output
-    where = []
-    for rec in records:
-        spans: dict[int, bytes] = {}
-        meta, body = read_footer(store, rec, spans)
-        why = not_concatenable(meta)
-        if why:
-            raise NotConcatenable(f"the part of mini-batch {rec.batch} cannot be moved as bytes: {why}")
-        s, kv = spans.get(FMD_SCHEMA, b""), spans.get(FMD_KEY_VALUE, b"")
-        if template is None:
-            template, schema, key_values = meta, s, kv
-        elif s != schema:
-            raise NotConcatenable(
-                f"mini-batch {rec.batch}'s Parquet schema differs from mini-batch {first.batch}'s (a column of "
-                f"another type, or all null in one batch and so typed 'null')")
-        elif kv != key_values:
-            raise NotConcatenable(
-                f"mini-batch {rec.batch}'s Arrow/pandas schema metadata differs from mini-batch {first.batch}'s")
-        for rg in get(meta, FMD_ROW_GROUPS, TList(STRUCT)).items:
-            shift_row_group(rg, pos - len(MAGIC), n_groups)  # part offsets count from its own PAR1
-            groups += encode(rg)
-            n_groups += 1
-        rows += get(meta, FMD_NUM_ROWS)
-        if bodies:
-            where.append((rec.name, rec.offset + len(MAGIC), body))
-        pos += body
-    assert template is not None
+    footers = _Footers(store)
+    try:
+        for rec in records:
+            sc, body = footers.read(rec)
+            if sc.why:
+                raise NotConcatenable(f"the part of mini-batch {rec.batch} cannot be moved as bytes: {sc.why}")
+            if head is None:
+                head = sc
+            elif sc.spans.get(FMD_SCHEMA) != head.spans.get(FMD_SCHEMA):
+                raise NotConcatenable(
+                    f"mini-batch {rec.batch}'s Parquet schema differs from mini-batch {first.batch}'s (a column "
+                    f"of another type, or all null in one batch and so typed 'null')")
+            elif sc.spans.get(FMD_KEY_VALUE) != head.spans.get(FMD_KEY_VALUE):
+                raise NotConcatenable(
+                    f"mini-batch {rec.batch}'s Arrow/pandas schema metadata differs from mini-batch {first.batch}'s")
+            delta = place(rec, body)
+            for rg in sc.row_groups:
+                groups += rg.shifted(delta, n_groups)
+                n_groups += 1
+            rows += sc.num_rows
+    finally:
+        footers.close()
+    assert head is not None
+    # The first part's footer, decoded as a tree once, holds every field but the row groups and the rows.
+    template = decode(head.data)
     template[FMD_ROW_GROUPS] = (LIST, Raw(list_header(STRUCT, n_groups) + bytes(groups)))
     set_int(template, FMD_NUM_ROWS, rows)
     footer = encode(template)
-    return Plan(where, pos, footer + len(footer).to_bytes(4, "little") + MAGIC)
+    return footer + len(footer).to_bytes(4, "little") + MAGIC
+
+
+def plan(store: LocalStore | FsspecStore, records: Records, *, bodies: bool = True) -> Plan:
+    """Read every part's footer and build the merged one for the bodies laid end to end after one ``PAR1``
+    (``bodies``: also list where each body lies). Raises as :func:`merged_footer` does."""
+    where: list[tuple[str, int, int]] = []
+    pos = len(MAGIC)  # where the next body starts in the output
+
+    def place(rec: PartRecord, body: int) -> int:
+        nonlocal pos
+        delta = pos - len(MAGIC)  # part offsets count from its own PAR1
+        if bodies:
+            where.append((rec.name, rec.offset + len(MAGIC), body))
+        pos += body
+        return delta
+
+    tail = merged_footer(store, records, place)
+    return Plan(where, pos, tail)
 
 
 def copy_body(store: LocalStore, rec: PartRecord, out: IO[bytes]) -> int:
@@ -222,7 +262,8 @@ def assemble_local(store: LocalStore, records: Records, file_name: str, state_di
                 # A Parquet part is a whole file, one per record (parts are never appended to a segment):
                 # its bytes are all copied once its record is. (Were a name ever to come back later,
                 # copy_body would stop on "is missing", never write a wrong file.)
-                if keep_parts or (nxt is not None and nxt.name == rec.name):
+                # The records of a shared file (``_writer``) are not consumed one by one: it goes at the end.
+                if keep_parts or is_shared(rec.name) or (nxt is not None and nxt.name == rec.name):
                     continue
                 pending.append(rec.name)
                 pending_bytes += rec.length

@@ -289,3 +289,4 @@ def not_concatenable(meta: Struct) -> str | None:
             if CMD_BLOOM_FILTER in meta_data:
                 return "it has a bloom filter"
     return None
+

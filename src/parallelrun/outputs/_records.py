@@ -5,9 +5,12 @@ of one mini-batch. ``name`` is relative to the output location, always under ``.
 
 - ``.parts/seg-<worker>-<seq:05d>.<ext>``: a worker's segment file, to which it appends the batches it
   runs (local disk, one-file layout, text/csv/jsonl: no file per tiny mini-batch);
-- ``.parts/part-<batch:08d>.a<attempt>.<ext>``: one attempt of one batch as a whole file (Parquet, the
-  dataset layout, and object stores, where an object is written whole and cannot be appended to); a CSV
-  part of a one-file output also names its header line's length, ``part-<batch>.a<attempt>.h<n>.csv``.
+- ``.parts/part-<batch:08d>.a<attempt>.<ext>``: one attempt of one batch as a whole file (the dataset
+  layout, and object stores, where an object is written whole and cannot be appended to); a CSV part of a
+  one-file output also names its header line's length, ``part-<batch>.a<attempt>.h<n>.csv``;
+- ``.parts/shared-<host>.parquet``: local disk, one-file layout, Parquet: every worker of a host appends
+  each attempt's whole Parquet file to this one file, which the assembly turns into the output in place
+  (``_parquet_inplace``).
 
 Only parts whose record the journal committed count; everything else under ``.parts/`` is removed by
 ``OutputLocation.cleanup``.
@@ -51,7 +54,10 @@ def checksum_text(value: int) -> str:
     return f"crc32:{value:08x}"
 
 
-@dataclass(frozen=True, slots=True)  # slots: a run of a million batches holds a million of them
+# slots: a run of a million batches holds a million of them. Not frozen (nothing changes one after it is
+# made): a frozen dataclass's __init__ costs ~1.5 us more, and a record is built in the worker, in the
+# driver, and at each pass of the assembly, for every mini-batch.
+@dataclass(slots=True)
 class PartRecord:
     """Where one committed attempt of one mini-batch lies. Small, JSON-able, stored by the journal."""
 
@@ -103,6 +109,19 @@ def header_length(name: str) -> int | None:
 def segment_name(worker: str, seq: int, fmt: str) -> str:
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in worker)
     return f"{PARTS_DIR}/seg-{safe}-{seq:05d}.{EXTENSIONS[fmt]}"
+
+
+SHARED_PREFIX = f"{PARTS_DIR}/shared-"
+
+
+def shared_name(host: str, fmt: str) -> str:
+    """The file the workers of ``host`` append their Parquet parts to (local disk, one-file layout)."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in host)
+    return f"{SHARED_PREFIX}{safe}.{EXTENSIONS[fmt]}"
+
+
+def is_shared(name: str) -> bool:
+    return name.startswith(SHARED_PREFIX)
 
 
 def dataset_name(batch: int, fmt: str, piece: int | None = None) -> str:

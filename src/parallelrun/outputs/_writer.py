@@ -13,22 +13,56 @@ Which shape a part takes:
   no-op items then costs one ``write`` call, not a file create + rename.
 - Azure Blob, one-file layout, text/csv/jsonl: staged as uncommitted blocks of the final blob (see
   ``_compose``); the assembly commits them in batch order without moving a byte.
-- otherwise (Parquet, the dataset layout, object stores): one self-contained file per attempt,
+- local disk, one-file layout, Parquet: the attempt's whole Parquet file appended, in one ``write`` on a
+  descriptor opened with ``O_APPEND``, to the host's shared file (``.parts/shared-<host>.parquet``): the
+  kernel holds the file's lock for the whole write, so the workers' parts never interleave, and the file
+  position after the write says where the part landed. The assembly then only appends a footer and renames
+  that file (``_parquet_inplace``): the output's bytes are written once, by the workers. A part too big for
+  one ``write`` (over ``SHARED_MAX``) is written as a file of its own, as below.
+- otherwise (the dataset layout, object stores): one self-contained file per attempt,
   ``.parts/part-<batch>.a<attempt>.<ext>`` (``.h<header length>.csv`` for a CSV part of one file), written to a temporary name and renamed (local) or put whole
   (object stores). Bytes of a failed or abandoned attempt are never referenced by a committed record.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from typing import IO
 
 from ._compose import AzureBlocks
 from ._format import FormattedResult
-from ._records import EXTENSIONS, PartRecord, checksum, checksum_text, part_name, segment_name
+from ._records import EXTENSIONS, PartRecord, checksum, checksum_text, part_name, segment_name, shared_name
 from ._store import FsspecStore, LocalStore
 
 SEGMENT_BYTES = 64 * 1024 * 1024
+# Linux writes at most 2 GiB - 4 KiB in one call; a part must be appended in one call to stay whole.
+SHARED_MAX = 1024 * 1024 * 1024
+
+
+# File systems on which appends from several processes to one file never interleave (the kernel holds the
+# file's lock for the whole write). Not NFS (each client appends at the size it last saw) nor FUSE mounts
+# (blobfuse, s3fs-fuse ...: appends are the daemon's business): there, and where /proc/mounts cannot tell,
+# each part is a file of its own.
+ATOMIC_APPEND_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs"})
+
+
+def appends_are_atomic(path: str) -> bool:
+    """Whether ``path`` lies on a local file system of ``ATOMIC_APPEND_FS`` (Linux's /proc/mounts says)."""
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[1:3] for line in f]
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    best, fstype = "", ""
+    for point, kind in mounts:
+        point = point.replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the last of equal mount points is the one in effect
+            best, fstype = point, kind
+    return fstype in ATOMIC_APPEND_FS
 
 
 class PartWriter:
@@ -45,6 +79,10 @@ class PartWriter:
         self.segment_bytes = segment_bytes
         self.segmented = isinstance(store, LocalStore) and layout == "file" and fmt != "parquet"
         self.blocks = blocks
+        self.shared = (isinstance(store, LocalStore) and layout == "file" and fmt == "parquet"
+                       and appends_are_atomic(str(store.root)))
+        self._shared_fd = -1
+        self._shared_name = shared_name(socket.gethostname(), fmt) if self.shared else ""
         self._seg: IO[bytes] | None = None
         self._seg_name = ""
         self._seg_seq = 0
@@ -64,6 +102,8 @@ class PartWriter:
             name, offset = self.blocks.stage(batch, attempt, data, header), header
         elif self.segmented:
             name, offset = self._append(data)
+        elif self.shared and len(data) <= SHARED_MAX:
+            name, offset = self._append_shared(data)
         else:
             header = None
             if self.fmt == "csv" and self.layout == "file":  # dropped by the assembly of all but the first
@@ -92,6 +132,21 @@ class PartWriter:
         self._seg_size += len(data)
         return self._seg_name, offset
 
+    def _append_shared(self, data: bytes) -> tuple[str, int]:
+        if self._shared_fd < 0:
+            assert isinstance(self.store, LocalStore)
+            path = self.store.path(self._shared_name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._shared_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        n = os.write(self._shared_fd, data)
+        if n != len(data):
+            # The bytes that went are garbage no record names; the attempt fails and its batch runs again.
+            raise OSError(errno.ENOSPC, f"only {n} of {len(data)} bytes could be appended to "
+                                        f"{self._shared_name} (is the disk full?)")
+        # With O_APPEND the write starts at the end of the file as it was under the kernel's lock; this
+        # descriptor's position is where the write ended.
+        return self._shared_name, os.lseek(self._shared_fd, 0, os.SEEK_CUR) - n
+
     def _roll(self) -> None:
         assert isinstance(self.store, LocalStore)
         self._close_segment()
@@ -110,6 +165,9 @@ class PartWriter:
 
     def close(self) -> None:
         self._close_segment()
+        if self._shared_fd >= 0:
+            os.close(self._shared_fd)
+            self._shared_fd = -1
 
     def __enter__(self) -> PartWriter:
         return self

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..data.files import GLOB_CHARS, iter_files
 from ..data.storage import is_url, url_to_fs
-from .dataset import _relative
+from ._dataset_paths import relative_path
 
 
 def link_or_copy(src: str, dst: str) -> None:
@@ -43,7 +43,7 @@ def materialize(entries: list[dict[str, Any]], dest: Path, options: dict[str, An
     for p, pattern in zip(paths, patterns, strict=True):
         for f, _, _ in iter_files(p, base, options):
             # Below a folder or a glob's fixed part, paths are kept; a single file keeps its name.
-            files.append((f, _relative(f, pattern)))
+            files.append((f, relative_path(f, pattern)))
     if not done.exists():
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)

@@ -4,6 +4,7 @@ A dataset holds no data, only its definition (which paths, which format); the fi
 used. ``Dataset.File.from_files(...)`` gives a :class:`FileDataset` (``run()`` receives file paths);
 ``Dataset.Tabular.from_*_files(...)`` a :class:`TabularDataset` (``run()`` receives DataFrames).
 
+A dataset's paths (their forms, their listing, the errors when listing fails) are ``_dataset_paths.py``.
 The engine bridge is :meth:`Dataset.to_input_specs` (the job spec's ``inputs:`` entries plus the
 ``storage_options`` of the datastores involved) and :meth:`Dataset.fingerprint` (for step reuse).
 """
@@ -13,88 +14,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from ..data.files import iter_files
 from ..data.storage import is_url, url_to_fs
-from ..errors import DatasetError, ParallelRunError, UsageError
-from ._secrets import redact
-from .datastore import DataPath, Datastore, clean_relative
+from ..errors import UsageError
+from ._dataset_paths import Source, list_files, merge_storage_options, relative_path, sources_of
+from .datastore import DataPath, Datastore
 from .workspace import Workspace, register_asset
 
-_GLOB = re.compile(r"[*?\[]")
+# merge_storage_options is re-exported: it was always imported from here.
+__all__ = ["Dataset", "DatasetConsumptionConfig", "FileDataset", "PathArg", "TabularDataset", "merge_storage_options"]
+
 _INPUT_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 PathArg = Union[DataPath, tuple, str, "os.PathLike[str]", list]
-
-
-@dataclass(frozen=True)
-class _Source:
-    """One path of a dataset: inside a datastore (``datastore`` set), or a URL, or an absolute local path."""
-
-    datastore: Datastore | None
-    path: str
-
-    def url(self, ws: Workspace | None = None) -> str:
-        if self.datastore is None:
-            return self.path
-        return self._store(ws).url(self.path)
-
-    def storage_options(self, ws: Workspace | None = None) -> dict[str, dict[str, Any]]:
-        return {} if self.datastore is None else self._store(ws).storage_options()
-
-    def _store(self, ws: Workspace | None) -> Datastore:
-        assert self.datastore is not None
-        if ws is None or ws == self.datastore.workspace:
-            return Datastore.get(self.datastore.workspace, self.datastore.name)  # fresh definition
-        return Datastore.get(ws, self.datastore.name)
-
-    def describe(self) -> str:
-        return f"datastore {self.datastore.name!r} path {self.path!r}" if self.datastore else repr(self.path)
-
-    def to_json(self) -> dict[str, str]:
-        return {"datastore": self.datastore.name, "path": self.path} if self.datastore else {"path": self.path}
-
-
-def _sources(path: Any) -> list[_Source]:
-    """Normalise every accepted form of ``path`` into sources."""
-    if isinstance(path, DataPath):
-        return [_Source(path.datastore, path.path_on_datastore)]
-    if isinstance(path, tuple) and len(path) == 2 and isinstance(path[0], Datastore):
-        return [_Source(path[0], clean_relative(path[1]))]
-    if isinstance(path, (str, os.PathLike)):
-        text = os.fspath(path)
-        if not text:
-            raise UsageError("a dataset path is empty; give a datastore path, a local path or a URL")
-        if is_url(text):
-            return [_Source(None, text)]
-        if text.startswith("file://"):
-            text = text[len("file://"):]
-        return [_Source(None, os.path.abspath(os.path.expanduser(text)))]
-    if isinstance(path, list):
-        if not path:
-            raise UsageError("the list of dataset paths is empty")
-        return [s for p in path for s in _sources(p)]
-    raise UsageError(
-        f"a dataset path cannot be a {type(path).__name__}; use datastore.path('folder/**'), "
-        "(datastore, 'folder/**'), a local path, a URL, or a list of these"
-    )
-
-
-def _relative(found: str, pattern: str) -> str:
-    """The path of a listed file relative to the non-glob base of the pattern it came from."""
-    if found == pattern:
-        return posixpath.basename(found.replace(os.sep, "/"))
-    m = _GLOB.search(pattern)
-    base = pattern[: m.start()].rsplit("/", 1)[0] if m else pattern.rstrip("/")
-    if found.startswith(base + "/") or found.startswith(base + os.sep):
-        return found[len(base) + 1:].replace(os.sep, "/")
-    return posixpath.basename(found.replace(os.sep, "/"))
 
 
 class Dataset:
@@ -102,7 +38,7 @@ class Dataset:
 
     _kind = ""
 
-    def __init__(self, sources: list[_Source], options: dict[str, Any] | None = None) -> None:
+    def __init__(self, sources: list[Source], options: dict[str, Any] | None = None) -> None:
         self._sources = sources
         self._options = dict(options or {})
         self.name: str | None = None
@@ -116,7 +52,7 @@ class Dataset:
         def from_files(path: PathArg, validate: bool = True) -> FileDataset:
             """Files from datastore paths, local paths or URLs (globs allowed), e.g.
             ``Dataset.File.from_files(datastore.path("mnist/**/*.png"))``."""
-            ds = FileDataset(_sources(path))
+            ds = FileDataset(sources_of(path))
             if validate:
                 ds._validate()
             return ds
@@ -172,7 +108,7 @@ class Dataset:
         v: int | None = None if str(version).lower() == "latest" else _as_version(version)
         row = workspace.catalog.lookup("datasets", name, v)
         d = row["definition"]
-        sources = [_Source(Datastore.get(workspace, s["datastore"]) if "datastore" in s else None, s["path"])
+        sources = [Source(Datastore.get(workspace, s["datastore"]) if "datastore" in s else None, s["path"])
                    for s in d["paths"]]
         cls: type[FileDataset] | type[TabularDataset] = FileDataset if d["kind"] == "file" else TabularDataset
         ds = cls(sources, d.get("options"))
@@ -225,28 +161,10 @@ class Dataset:
     def _definition(self) -> dict[str, Any]:
         return {"kind": self._kind, "paths": [s.to_json() for s in self._sources], "options": self._options}
 
-    def _files(self, ws: Workspace | None = None) -> Iterator[tuple[_Source, str, int, int | str]]:
+    def _files(self, ws: Workspace | None = None) -> Iterator[tuple[Source, str, int, int | str]]:
         """(source, url-or-path, size, version) of every file, in order; DatasetError when a path matches
         nothing."""
-        for src in self._sources:
-            url = src.url(ws)
-            try:
-                for path, size, version in iter_files(url, Path.cwd(), src.storage_options(ws)):
-                    yield src, path, size, version
-            except DatasetError:
-                raise DatasetError(
-                    f"the dataset path {src.describe()} (resolved to {url}) matches no file. Upload the files "
-                    "first (datastore.upload(...)), fix the path or glob, or pass validate=False to create the "
-                    "dataset before the files exist."
-                ) from None
-            except ParallelRunError:
-                raise
-            except Exception as e:
-                ws_ = ws or (src.datastore.workspace if src.datastore else None)
-                text, advice = _service_error(e)
-                text = redact(text, ws_._secrets.values() if ws_ else [])
-                raise DatasetError(f"listing the dataset path {src.describe()} ({url}) failed: {text}. {advice}") \
-                    from None
+        return list_files(self._sources, ws)
 
     def _validate(self) -> None:
         for src in self._sources:
@@ -276,12 +194,12 @@ class FileDataset(Dataset):
     def to_path(self) -> list[str]:
         """The files' paths relative to the folder each dataset path starts from, as Azure shows them
         (``["/0.png", "/sub/1.png"]``)."""
-        return ["/" + _relative(path, src.url()) for src, path, _, _ in self._files()]
+        return ["/" + relative_path(path, src.url()) for src, path, _, _ in self._files()]
 
     def download(self, target_path: str | os.PathLike[str], overwrite: bool = False) -> list[str]:
         """Copy every file under ``target_path`` (keeping ``to_path()``'s layout); returns the local paths."""
         target = Path(target_path).expanduser().resolve()
-        plan = [(src, path, target / _relative(path, src.url())) for src, path, _, _ in self._files()]
+        plan = [(src, path, target / relative_path(path, src.url())) for src, path, _, _ in self._files()]
         existing = [str(dest) for _, _, dest in plan if dest.exists()]
         if existing and not overwrite:
             raise UsageError(f"{len(existing)} file(s) already exist in {target} (first: {existing[0]}); "
@@ -307,7 +225,7 @@ class TabularDataset(Dataset):
 
     @staticmethod
     def _make(path: PathArg, validate: bool, options: dict[str, Any]) -> TabularDataset:
-        ds = TabularDataset(_sources(path), options)
+        ds = TabularDataset(sources_of(path), options)
         if validate:
             ds._validate()
         return ds
@@ -372,52 +290,11 @@ class _LocalMount:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def merge_storage_options(parts: Any) -> dict[str, dict[str, Any]]:
-    """Merge per-datastore storage options; two different configurations for one protocol cannot be
-    expressed to the engine (it keys options by protocol), so that is an error naming the fix."""
-    merged: dict[str, dict[str, Any]] = {}
-    for opts in parts:
-        for protocol, values in opts.items():
-            if protocol in merged and merged[protocol] != values:
-                raise UsageError(
-                    f"the inputs use two differently configured {protocol}:// datastores (accounts, endpoints "
-                    "or credentials differ); one step can read from one account per protocol. Copy the data "
-                    "into one datastore, or split the work into two steps."
-                )
-            merged[protocol] = values
-    return merged
-
-
 def _as_version(version: int | str) -> int:
     try:
         return int(version)
     except (TypeError, ValueError):
         raise UsageError(f"dataset version {version!r} is not a number; use an integer or 'latest'") from None
-
-
-def _service_error(e: BaseException) -> tuple[str, str]:
-    """The storage service's own message for a failed request (walking the exception's causes: fsspec
-    backends wrap the SDK's error), and advice that matches it: credentials only for 401/403, the
-    endpoint only when nothing answered."""
-    parts: list[str] = []
-    status = None
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen and len(seen) < 10:
-        seen.add(id(cur))
-        msg = str(getattr(cur, "message", "") or cur).strip()
-        first = msg.splitlines()[0] if msg else type(cur).__name__
-        if first and first not in parts:
-            parts.append(f"{type(cur).__name__}: {first}" if not parts else first)
-        status = status or getattr(cur, "status_code", None) or getattr(getattr(cur, "response", None),
-                                                                         "status_code", None)
-        cur = cur.__cause__ or cur.__context__
-    text = " <- ".join(parts[:3])
-    if status in (401, 403):
-        return text, "The service refused the credentials: check the datastore's account key, SAS token or secret."
-    if isinstance(e, (ConnectionError, TimeoutError)) or "connect" in text.lower() and status is None:
-        return text, "Nothing answered: check the datastore's endpoint (is the service running and reachable?)."
-    return text, "That is the storage service's own answer; see its message above."
 
 
 register_asset("datasets", Dataset.get_all)

@@ -6,7 +6,7 @@ listing through fsspec, error translation); each kind is a subclass in its own m
 ``AzureBlobDatastore`` (``_datastore_blob.py``), ``S3Datastore`` (``_datastore_s3.py``). A new kind is one
 new module and one line in ``tests/workspace/test_datastore_conformance.py``.
 
-A datastore turns a path inside it into an fsspec URL (``az://container/...``, ``s3://bucket/...`` or an
+A path inside a datastore is a ``DataPath`` (``data_path.py``). A datastore turns a path inside it into an fsspec URL (``az://container/...``, ``s3://bucket/...`` or an
 absolute local path) plus the ``storage_options`` the engine passes to its workers, keyed by protocol as
 ``parallelrun.data.storage.url_to_fs`` expects. Its credentials live in the workspace's ``secrets.json``
 and are read only when ``storage_options()`` is called: a Datastore object never holds them, so they
@@ -19,45 +19,19 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from ..data.storage import url_to_fs
 from ..errors import MissingExtraError, ParallelRunError, UsageError
 from ._secrets import redact
+from .data_path import DataPath, clean_relative
 from .workspace import Workspace, register_asset
 
+# DataPath and clean_relative are re-exported: they were always imported from here.
+__all__ = ["DataPath", "Datastore", "backend", "clean_relative", "register_backend"]
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$")
-
-
-@dataclass(frozen=True)
-class DataPath:
-    """A path inside a datastore: ``datastore.path("mnist/")``. Globs (``*``, ``**``) are allowed."""
-
-    datastore: Datastore
-    path_on_datastore: str
-
-    @property
-    def url(self) -> str:
-        """The fsspec URL (or absolute local path) of this path."""
-        return self.datastore.url(self.path_on_datastore)
-
-    def storage_options(self) -> dict[str, dict[str, Any]]:
-        return self.datastore.storage_options()
-
-    def as_mount(self) -> DataPath:
-        """Accepted for Azure compatibility: locally, mounting and downloading are the same thing."""
-        return self
-
-    def as_download(self, path_on_compute: str | None = None) -> DataPath:
-        return self
-
-    def __str__(self) -> str:
-        return f"{self.datastore.name}/{self.path_on_datastore}"
-
-    def __repr__(self) -> str:
-        return f"DataPath(datastore={self.datastore.name!r}, path_on_datastore={self.path_on_datastore!r})"
 
 
 _BACKENDS: dict[str, type[Datastore]] = {}
@@ -388,15 +362,6 @@ class Datastore:
             start = f"{root}/{folder}" if folder else root
             found = fs.find(start, detail=True)
         return sorted(k[len(root) + 1:] for k, v in found.items() if v.get("type", "file") == "file")
-
-
-def clean_relative(path: str | os.PathLike[str]) -> str:
-    """Normalise a path inside a datastore: forward slashes, no leading '/' or './', no '..'."""
-    text = str(path).replace("\\", "/").strip()
-    parts = [p for p in PurePosixPath(text).parts if p not in ("/", ".")]
-    if ".." in parts:
-        raise UsageError(f"datastore path {str(path)!r} contains '..'; paths stay inside their datastore")
-    return "/".join(parts)
 
 
 register_asset("datastore", Datastore.get)

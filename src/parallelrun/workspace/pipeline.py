@@ -24,16 +24,9 @@ from ..runs import RunStore
 from . import _refs
 from ._compiled import CompiledStep
 from ._launch import check_experiment_name, start_driver
+from .intermediate import OutputFileDatasetConfig, PipelineData, _TabularPipelineData
 from .run import PipelineRun
-from .steps import (
-    OutputFileDatasetConfig,
-    ParallelRunStep,
-    PipelineData,
-    PythonScriptStep,
-    _Step,
-    _TabularPipelineData,
-    input_type,
-)
+from .steps import ParallelRunStep, PythonScriptStep, _Step, input_type
 
 
 class Pipeline:

@@ -13,67 +13,43 @@ anything else, from a JSON document on standard input; they are never written to
 
 A ParallelRunStep whose PipelineData lives on a remote datastore (``direct`` in ``pipeline.json``) is run
 with that datastore's URL as its output: the workers write the rows there themselves and nothing is
-uploaded after the step (files the entry script itself left in its local output folder still are). A
-step that reads such data gets its URL as an input (ParallelRunStep) or a downloaded copy (a local path:
-PythonScriptStep inputs, arguments, side inputs).
+uploaded after the step (files the entry script itself left in its local output folder still are).
+
+Its parts: ``_step_inputs`` (where each input is, for the step), ``_step_key`` (the reuse key),
+``_step_runs`` (the step runs' records), ``_script_process`` (a PythonScriptStep's process).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from ..azureml_shim import shim_sys_path
-from ..config import InputSpec, validate_spec
+from ..config import validate_spec
 from ..data.storage import url_to_fs
 from ..errors import ParallelRunError, ResumeError
-from ..journal import Journal
 from ..runner import resume_run, run_job
 from ..runs import DriverLock, RunRecord, RunStore
 from ._compiled import CompiledStep
 from ._launch import CANCEL_MARKER
-from ._pipeline_data import basename, copy_remote, join, link_or_copy, materialize, remote_fingerprint
+from ._pipeline_data import basename, copy_remote, join, link_or_copy
+from ._script_process import run_script
+from ._step_inputs import StepInputs
+from ._step_key import parts_fingerprint, reuse_key
+from ._step_runs import StepRuns
 from .datastore import Datastore
-from .reuse import ReuseIndex, folder_fingerprint, source_fingerprint, step_key
+from .reuse import ReuseIndex
 from .workspace import Workspace
-
-_ENTRY_KEYS = set(InputSpec.model_fields)
 
 
 class _Canceled(Exception):
     pass
-
-
-def _shim_pythonpath(env: dict[str, str]) -> None:
-
-    extra = shim_sys_path()
-    if extra:
-        env["PYTHONPATH"] = os.pathsep.join([*extra, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
-
-
-def _die_with_driver() -> None:
-    """In the script's process before exec: SIGKILL it if the driver dies (Linux), so a killed pipeline
-    leaves no script running on its own."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-
-
-def _env_name(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)
 
 
 class PipelineDriver:
@@ -85,12 +61,12 @@ class PipelineDriver:
         self.store = store
         self.doc = json.loads((rec.path / "pipeline.json").read_text())
         self.steps = [CompiledStep.from_json(d) for d in self.doc["steps"]]
-        self.given_options = options
         self.resume = resume
         self.index = ReuseIndex(self.ws.path)
         self.cancel_requested = False
         self._raise_on_term = False
-        self._local_inputs: dict[tuple[str, str], str] = {}
+        self.inputs = StepInputs(self.ws, self.doc, rec, options)
+        self.children = StepRuns(store, rec)
         rec.logs_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(rec.logs_dir / "pipeline.txt", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
@@ -107,49 +83,6 @@ class PipelineDriver:
         if (self.rec.path / CANCEL_MARKER).exists():
             self.cancel_requested = True
         return self.cancel_requested
-
-    def _add_child(self, run_id: str) -> None:
-        if run_id not in self.rec.children:
-            self.rec.children.append(run_id)
-            self.store.save(self.rec)
-
-    def _latest_child(self, name: str) -> RunRecord | None:
-        for run_id in reversed(self.rec.children):
-            try:
-                r = self.store.get(run_id)
-            except ParallelRunError:
-                continue
-            if r.name == name:
-                return r
-        return None
-
-    def _direct_url(self, name: str) -> str | None:
-        """The URL of a PipelineData its ParallelRunStep's workers write at themselves; None otherwise."""
-        d = self.doc["data"].get(name) or {}
-        return str(d["url"]) if d.get("direct") and d.get("url") else None
-
-    def _storage_options(self, step: CompiledStep) -> dict[str, Any]:
-        """Credentials for the step's remote inputs and outputs: registered datastores whose URL the
-        input paths (or the PipelineData it reads or writes directly) start with, then what the submitting
-        process passed for this step."""
-        urls: list[str] = []
-        for inp in [*step.inputs, *step.side_inputs]:
-            for e in inp.get("entries", []):
-                urls.extend(e["path"] if isinstance(e["path"], list) else [e["path"]])
-        names = [o["name"] for o in step.outputs] + [a["data"] for a in step.arguments if "data" in a] + [
-            i["name"] for i in [*step.inputs, *step.side_inputs] if i["kind"] == "pipeline_data"]
-        urls.extend(u for u in map(self._direct_url, names) if u)
-        options: dict[str, Any] = {}
-        remote = [u for u in urls if "://" in u and not u.startswith("file://")]
-        if remote:
-            for store in self.ws.datastores.values():
-                if store.is_local:
-                    continue
-                base = store.url("")
-                if any(u == base or u.startswith(base.rstrip("/") + "/") for u in remote):
-                    options.update(store.storage_options())
-        options.update(self.given_options.get(step.name, {}))
-        return options
 
     # --- the run --------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -180,7 +113,7 @@ class PipelineDriver:
                     st = "Canceled"
                 except Exception as e:  # noqa: BLE001 - a broken step fails the step, not the driver
                     self.line(f"step {name}: failed to run: {type(e).__name__}: {e}")
-                    self._failed_record(step, f"{type(e).__name__}: {e}", traceback.format_exc())
+                    self.children.failed(step, f"{type(e).__name__}: {e}", traceback.format_exc())
                     st = "Failed"
                 if st == "Canceled" or self.cancel_requested:
                     status = "Canceled"
@@ -200,45 +133,18 @@ class PipelineDriver:
                       else "; ".join(reasons) or None)
         rec.ended = time.time()
         rec.wall_seconds += time.monotonic() - t0
-        rec.counts = self._total_counts()
+        rec.counts = self.children.total_counts()
         store.save(rec)
-        summary = self._summary()
+        summary = self.children.summary()
         (rec.logs_dir / "job_result.txt").write_text(summary + "\n")
         self.line(f"pipeline run {rec.id}: {status}" + (f" - {rec.reason}" if rec.reason else ""))
         self._log.close()
         return {"Completed": 0, "Failed": 1}.get(status, 130)
 
-    def _total_counts(self) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for run_id in self.rec.children:
-            try:
-                r = self.store.get(run_id)
-            except ParallelRunError:
-                continue
-            for k, v in r.counts.items():
-                total[k] = total.get(k, 0) + int(v)
-        return total
-
-    def _summary(self) -> str:
-        lines = [f"pipeline run {self.rec.id}: {self.rec.status}"
-                 + (f" - {self.rec.reason}" if self.rec.reason else "")]
-        seen = set()
-        for run_id in reversed(self.rec.children):
-            try:
-                r = self.store.get(run_id)
-            except ParallelRunError:
-                continue
-            if r.name in seen:
-                continue
-            seen.add(r.name)
-            extra = f" (reused {r.reused_from})" if r.reused_from else ""
-            lines.append(f"  step {r.name}: {r.effective_status()}{extra}  run {r.id}")
-        return "\n".join(lines)
-
     # --- one step -------------------------------------------------------------------------------------
     def _run_step(self, step: CompiledStep) -> str:
         name = step.name
-        existing = self._latest_child(name) if self.resume else None
+        existing = self.children.latest(name) if self.resume else None
         if existing is not None:
             st = existing.effective_status()
             if st == "Completed":
@@ -249,65 +155,14 @@ class PipelineDriver:
                 resumed = self._resume_parallel(step, existing, retry_failed=(st == "Failed"))
                 if resumed is not None:
                     return resumed
-        key = self._key(step)
+        key = reuse_key(step, self.inputs,
+                        lambda producer: parts_fingerprint(self.store, self.children.latest(producer)))
         regenerate = self.doc.get("options", {}).get("regenerate_outputs", False)
         if step.allow_reuse and not regenerate and self._reuse(step, key):
             return "Completed"
         if step.type == "ParallelRunStep":
             return self._run_parallel(step, key)
         return self._run_script(step, key)
-
-    def _input_fingerprint(self, inp: dict[str, Any]) -> Any:
-        if inp["kind"] == "pipeline_data":
-            url = self._direct_url(inp["name"])
-            content: Any
-            if url:
-                # Not read back (that would bring every byte to this process): the checksums its producer's
-                # journal committed, batch by batch, and the names and sizes of the objects there.
-                content = {"parts": self._parts_fingerprint(self.doc["data"][inp["name"]]["step"]),
-                           "objects": remote_fingerprint(url, self._datastore_options(inp["name"]))}
-            else:
-                content = folder_fingerprint(self.doc["data"][inp["name"]]["local"])
-            return {"data": inp["name"], "type": inp["type"], "options": inp.get("options"), "content": content}
-        return {"name": inp["name"], "type": inp["type"], "dataset": inp["fingerprint"]}
-
-    def _parts_fingerprint(self, producer_step: str) -> str | None:
-        """A hash of the part records (rows, bytes, CRC-32 per batch, in order) the producing step's run
-        committed (for a reused step: the run it reused); its reuse key when that journal is gone."""
-        rec = self._latest_child(producer_step)
-        if rec is None:
-            return None
-        origin = rec
-        if rec.reused_from:
-            try:
-                origin = self.store.get(rec.reused_from)
-            except ParallelRunError:
-                return rec.reuse_key
-        if not origin.journal_path.is_file():
-            return rec.reuse_key
-        h = hashlib.sha256()
-        with Journal(origin.journal_path, readonly=True) as journal:
-            for part in journal.iter_parts():
-                h.update(f"{part.batch}\0{part.rows}\0{part.length}\0{part.checksum}\n".encode())
-        return h.hexdigest()[:16]
-
-    def _key(self, step: CompiledStep) -> str:
-        source = step.source_directory
-        outputs_inside = tuple(o["local"] for o in step.outputs)
-        config = {k: v for k, v in step.config.items() if k != "compute"}
-        parts = {
-            "type": step.type, "name": step.name, "outputs": [o["name"] for o in step.outputs],
-            "script": step.entry_script or step.script_name,
-            "source": source_fingerprint(source, self.ws.path, outputs_inside),
-            "config": config,
-            "inputs": [self._input_fingerprint(i) for i in step.inputs],
-            "side_inputs": [self._input_fingerprint(i) for i in step.side_inputs],
-            "models": step.models,
-            "environment": step.environment["fingerprint"],
-            "environment_variables": step.environment["variables"],
-            "arguments": step.arguments,
-        }
-        return step_key(parts)
 
     def _reuse(self, step: CompiledStep, key: str) -> bool:
         prev_id = self.index.lookup(key)
@@ -325,7 +180,7 @@ class PipelineDriver:
         for out in step.outputs:
             if out.get("direct"):
                 # The earlier run's rows were written on the datastore: copied there, server-side.
-                copy_remote(prev.outputs[out["name"]], out["url"], self._datastore_options(out["name"]))
+                copy_remote(prev.outputs[out["name"]], out["url"], self.inputs.datastore_options(out["name"]))
                 outputs[out["name"]] = out["url"]
                 continue
             src, dst = Path(prev.outputs[out["name"]]), Path(out["local"])
@@ -349,7 +204,7 @@ class PipelineDriver:
         (rec.logs_dir / "job_result.txt").write_text(
             f"step {step.name}: reused the output of step run {origin} (allow_reuse=True and nothing that "
             "decides its result changed: source folder, config, inputs, models, environment, arguments)\n")
-        self._add_child(rec.id)
+        self.children.add(rec.id)
         self.line(f"step {step.name}: reused the output of step run {origin} as run {rec.id}")
         return True
 
@@ -357,14 +212,10 @@ class PipelineDriver:
         if out.get("direct"):
             if "://" not in where:
                 return False  # an earlier run that wrote locally and uploaded: run again, written directly
-            fs, inner = url_to_fs(where, self._datastore_options(out["name"]))
+            fs, inner = url_to_fs(where, self.inputs.datastore_options(out["name"]))
             fs.invalidate_cache()
             return bool(fs.exists(inner))
         return Path(where).is_dir()
-
-    def _datastore_options(self, name: str) -> dict[str, Any]:
-        """The storage options of the datastore a PipelineData lives on."""
-        return Datastore.get(self.ws, self.doc["data"][name]["datastore"]).storage_options()
 
     def _upload(self, out: dict[str, Any]) -> None:
         if not out.get("remote"):
@@ -381,97 +232,18 @@ class PipelineDriver:
         if key:
             self.index.record(key, step.name, rec.id)
 
-    def _failed_record(self, step: CompiledStep, reason: str, detail: str, rec: RunRecord | None = None) -> None:
-        """A step that failed before the engine could record why (or could not even start) still gets a
-        Failed step run with the reason, so the user sees it."""
-        if rec is None:
-            rec = self.store.new(step.name, job_file=None, job_dir=step.source_directory,
-                                 output_dir=str(self.rec.path), output_file=None, kind="step",
-                                 step_type=step.type, parent=self.rec.id, experiment=self.rec.experiment)
-            self._add_child(rec.id)
-        rec.status, rec.reason, rec.ended = "Failed", reason, time.time()
-        rec.started = rec.started or rec.ended
-        self.store.save(rec)
-        (rec.logs_dir / "job_error.txt").write_text(f"Failed: {reason}\n\n{detail}\n")
-
-    # --- inputs ---------------------------------------------------------------------------------------
-    def _entries(self, inp: dict[str, Any]) -> list[dict[str, Any]]:
-        if inp["kind"] == "pipeline_data":
-            e: dict[str, Any] = {"type": inp["type"], "name": inp["name"],
-                                 "path": self._direct_url(inp["name"]) or self.doc["data"][inp["name"]]["local"]}
-            for k, v in (inp.get("options") or {}).items():
-                if v is not None and k in _ENTRY_KEYS:
-                    e[k] = v
-            return [e]
-        return [{k: v for k, v in e.items() if k in _ENTRY_KEYS} for e in inp["entries"]]
-
-    def _local_path(self, step: CompiledStep, name: str, options: dict[str, Any]) -> str:
-        """A local path for a named input: the folder of a PipelineData, the folder or file of a local
-        dataset, or a folder the dataset is downloaded into once per pipeline run."""
-        cache_key = (step.name, name)
-        if cache_key in self._local_inputs:
-            return self._local_inputs[cache_key]
-        url = self._direct_url(name)
-        if name in self.doc["data"] and (url is None or name in {o["name"] for o in step.outputs}):
-            return str(self.doc["data"][name]["local"])
-        if url is not None:  # written on a datastore by a ParallelRunStep's workers: downloaded once
-            path = materialize([{"path": url}], self.rec.path / "inputs" / step.name / name, options,
-                                Path(self.doc.get("cwd") or "."))
-            self._local_inputs[cache_key] = path
-            return path
-        inp = next((i for i in [*step.side_inputs, *step.inputs] if i["name"] == name), None)
-        if inp is None:
-            raise ParallelRunError(f"step {step.name}: no input named {name!r}")
-        path = materialize(self._entries(inp), self.rec.path / "inputs" / step.name / name, options,
-                            Path(self.doc.get("cwd") or "."))
-        self._local_inputs[cache_key] = path
-        return path
-
-    def _arguments(self, step: CompiledStep, options: dict[str, Any]) -> list[str]:
-        args = []
-        for a in step.arguments:
-            if "value" in a:
-                args.append(a["value"])
-            elif "data" in a:
-                args.append(self._local_path(step, a["data"], options))
-            else:
-                args.append(self._local_path(step, a["input"], options))
-        return args
-
-    def _worker_env(self, step: CompiledStep, options: dict[str, Any]) -> dict[str, str]:
-        env = dict(step.environment["variables"])
-        datasets = {}
-        for inp in step.side_inputs:
-            datasets[inp["name"]] = self._local_path(step, inp["name"], options)
-        for inp in step.inputs:
-            if inp["kind"] == "pipeline_data" and self._direct_url(inp["name"]) and step.is_parallel:
-                datasets[inp["name"]] = str(self._direct_url(inp["name"]))  # read where it is, not downloaded
-            elif inp["kind"] == "pipeline_data" or step.type == "PythonScriptStep":
-                datasets[inp["name"]] = self._local_path(step, inp["name"], options)
-        for out in step.outputs:
-            datasets[out["name"]] = out["local"]
-        for name, path in datasets.items():
-            env[f"AZUREML_DATAREFERENCE_{_env_name(name)}"] = path
-        env["PARALLELRUN_INPUT_DATASETS"] = json.dumps(datasets)
-        env["PARALLELRUN_WORKSPACE"] = str(self.ws.path)
-        env["PARALLELRUN_PIPELINE_RUN_ID"] = self.rec.id
-        env["PARALLELRUN_STEP_NAME"] = step.name
-        if self.rec.experiment:
-            env["PARALLELRUN_EXPERIMENT"] = self.rec.experiment
-        return env
-
     # --- ParallelRunStep ------------------------------------------------------------------------------
     def _run_parallel(self, step: CompiledStep, key: str) -> str:
 
-        options = self._storage_options(step)
+        options = self.inputs.storage_options(step)
         out = step.outputs[0]
         target = out["url"] if out.get("direct") else out["local"]  # direct: the workers write on the datastore
         spec_data = dict(step.config)
         spec_data.update(
             name=step.name, source_directory=step.source_directory, output=target,
-            inputs=[e for inp in step.inputs for e in self._entries(inp)],
-            arguments=self._arguments(step, options),
-            environment_variables={**self._worker_env(step, options), **spec_data.get("environment_variables", {})},
+            inputs=[e for inp in step.inputs for e in self.inputs.entries(inp)],
+            arguments=self.inputs.arguments(step, options),
+            environment_variables={**self.inputs.worker_env(step, options), **spec_data.get("environment_variables", {})},
         )
         spec = validate_spec(spec_data, f"step {step.name!r}")
         models: dict[str, str] = {}  # "name:version" -> path, and "name" -> its newest listed version
@@ -482,7 +254,7 @@ class PipelineDriver:
 
         def on_start(srec: RunRecord) -> None:
             started.append(srec)
-            self._add_child(srec.id)
+            self.children.add(srec.id)
             self.line(f"step {step.name}: run {srec.id} started (ParallelRunStep)")
 
         fields = {"python": step.python, "models": models, "experiment": self.rec.experiment,
@@ -506,7 +278,7 @@ class PipelineDriver:
         except ParallelRunError as e:
             self._raise_on_term = False
             self.line(f"step {step.name}: failed: {e}")
-            self._failed_record(step, str(e), str(e), self.store.get(started[0].id) if started else None)
+            self.children.failed(step, str(e), str(e), self.store.get(started[0].id) if started else None)
             return "Failed"
         finally:
             self._raise_on_term = False
@@ -519,7 +291,7 @@ class PipelineDriver:
         self._raise_on_term = True
         try:
             result = resume_run(existing.id, workspace=self.ws.path, retry_failed=retry_failed, progress="quiet",
-                                storage_options=self._storage_options(step))
+                                storage_options=self.inputs.storage_options(step))
         except _Canceled:
             return "Canceled"
         except ResumeError as e:
@@ -541,14 +313,14 @@ class PipelineDriver:
 
     # --- PythonScriptStep -----------------------------------------------------------------------------
     def _run_script(self, step: CompiledStep, key: str) -> str:
-        options = self._storage_options(step)
+        options = self.inputs.storage_options(step)
         outputs = {o["name"]: o["local"] for o in step.outputs}
         rec = self.store.new(step.name, job_file=None, job_dir=step.source_directory,
                              output_dir=next(iter(outputs.values()), str(self.rec.path)), output_file=None,
                              kind="step", step_type="PythonScriptStep", parent=self.rec.id,
                              experiment=self.rec.experiment, outputs=outputs, reuse_key=key,
                              python=step.python)
-        self._add_child(rec.id)
+        self.children.add(rec.id)
         lock = DriverLock(rec.path)
         lock.acquire()
         try:
@@ -559,18 +331,13 @@ class PipelineDriver:
                 shutil.rmtree(path, ignore_errors=True)
                 Path(path).mkdir(parents=True, exist_ok=True)
             env = dict(os.environ)
-            env.update(self._worker_env(step, options))
+            env.update(self.inputs.worker_env(step, options))
             env["PARALLELRUN_LOG_DIR"] = str(rec.logs_dir)
-            _shim_pythonpath(env)
             script = Path(step.source_directory) / str(step.script_name)
-            cmd = [step.python or sys.executable, str(script), *self._arguments(step, options)]
+            cmd = [step.python or sys.executable, str(script), *self.inputs.arguments(step, options)]
             std_log = rec.logs_dir / "std_log.txt"
             t0 = time.monotonic()
-            with open(std_log, "ab") as log:
-                proc = subprocess.Popen(cmd, cwd=step.source_directory, env=env, stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=_die_with_driver)
-                rc = self._wait_script(proc)
+            rc = run_script(cmd, step.source_directory, env, std_log, self._canceled)
             rec.wall_seconds = time.monotonic() - t0
             if rc is None:
                 rec.status, rec.reason = "Canceled", "canceled; the script was stopped"
@@ -591,26 +358,6 @@ class PipelineDriver:
         if rec.status == "Completed":
             self._completed(step, rec, key)
         return rec.status
-
-    def _wait_script(self, proc: subprocess.Popen[bytes]) -> int | None:
-        """The script's exit code, or None when it was stopped by a cancel."""
-        while True:
-            try:
-                return proc.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                if not self._canceled():
-                    continue
-            for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-                try:
-                    proc.wait(timeout=grace)
-                    return None
-                except subprocess.TimeoutExpired:
-                    continue
-            return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Runs as Azure ML SDK v1 shows them: ``Run``, ``PipelineRun``, ``StepRun`` and ``PortDataReference``.
+"""Runs as Azure ML SDK v1 shows them: ``Run``, ``PipelineRun``, ``StepRun`` and (from ``port_data.py``,
+re-exported here) ``PortDataReference``.
 
 They are views over the engine's run records (``<workspace>/runs/<run_id>/run.json``): a pipeline run
 (kind ``pipeline``) lists its step runs (kind ``step``) in ``children``. Every method reads the records
@@ -10,7 +11,6 @@ whose driver died (resume it).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -18,16 +18,19 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from ..control import cancel_run
 from ..errors import JobFailedError, UsageError
 from ..run_folder import RunFolder
 from ..runs import TERMINAL, RunRecord, RunStore, is_locked
 from ._launch import CANCEL_MARKER, start_driver
-from .datastore import Datastore
+from ._run_follower import Follower
+from .port_data import PortDataReference, pipeline_data_of
 
-_POLL = 1.0
+# PortDataReference is re-exported: ``parallelrun.workspace.run`` is where it was always imported from.
+__all__ = ["PipelineRun", "PortDataReference", "Run", "StepRun", "cancel_pipeline", "set_experiment_factory"]
+
 # ``Run.experiment`` builds an Experiment with this; experiment.py (which imports this module for its
 # runs) registers its class when imported, and the package imports experiment.py, so it is always set.
 _EXPERIMENT_FACTORY: list[Callable[[Any, str], Any]] = []
@@ -55,6 +58,8 @@ def _alive(pid: int | None) -> bool:
 class Run:
     """A run in a workspace. ``Run.get(ws, run_id)`` returns a PipelineRun, a StepRun, or a Run (a job
     started with ``parallelrun run``)."""
+
+    _kind = "Run"  # how wait_for_completion's progress names it (RunId:, PipelineRunId:, StepRunId:)
 
     def __init__(self, workspace: Any, run_id: str, _record: RunRecord | None = None) -> None:
         self.workspace = workspace
@@ -165,7 +170,7 @@ class Run:
         """Wait until the run ends (or ``timeout`` seconds pass), printing its progress with
         ``show_output``. Returns ``get_details()``; raises JobFailedError when it failed and
         ``raise_on_error``."""
-        status = _Follower(self, sys.stdout if show_output else None).follow(
+        status = Follower(self, sys.stdout if show_output else None, self._kind).follow(
             timeout if timeout is not None else timeout_seconds)
         _check(self, status, raise_on_error)
         return self.get_details()
@@ -215,6 +220,8 @@ def _check(run: Run, status: str, raise_on_error: bool) -> None:
 class PipelineRun(Run):
     """A submitted pipeline. ``get_steps()`` / ``find_step_run(name)`` give its StepRuns."""
 
+    _kind = "PipelineRun"
+
     def get_steps(self) -> list[StepRun]:
         """The step runs, in the order they started (a step resumed keeps its run)."""
         out = []
@@ -253,7 +260,7 @@ class PipelineRun(Run):
         """Wait until the pipeline ends (or the timeout passes), streaming step status and progress lines
         with ``show_output``. Returns the status; raises JobFailedError when it failed and
         ``raise_on_error``."""
-        status = _Follower(self, sys.stdout if show_output else None).follow(
+        status = Follower(self, sys.stdout if show_output else None, self._kind).follow(
             timeout if timeout is not None else timeout_seconds)
         _check(self, status, raise_on_error)
         return status
@@ -268,6 +275,8 @@ class PipelineRun(Run):
 class StepRun(Run):
     """One step's run inside a pipeline run."""
 
+    _kind = "StepRun"
+
     @property
     def is_reused(self) -> bool:
         """True when the step did not run but took the output of an earlier identical run."""
@@ -279,7 +288,7 @@ class StepRun(Run):
         if name not in rec.outputs:
             raise UsageError(f"step run {rec.id} ({rec.name}) has no output {name!r}; its outputs: "
                              f"{', '.join(sorted(rec.outputs)) or 'none'}")
-        where = _pipeline_data(self.workspace, rec).get(name, {})
+        where = pipeline_data_of(self.workspace, rec).get(name, {})
         return PortDataReference(self.workspace, name, rec.outputs[name], where.get("datastore"),
                                  where.get("path_on_datastore"))
 
@@ -287,137 +296,8 @@ class StepRun(Run):
         return {n: self.get_output_data(n) for n in self._refresh().outputs}
 
 
-def _pipeline_data(workspace: Any, rec: RunRecord) -> dict[str, dict[str, Any]]:
-    if not rec.parent:
-        return {}
-    doc = RunStore(workspace.path).runs_dir / rec.parent / "pipeline.json"
-    try:
-        return dict(json.loads(doc.read_text()).get("data", {}))
-    except (OSError, ValueError):
-        return {}
-
-
-class PortDataReference:
-    """A step's output folder. ``download(local_path)`` copies it to
-    ``<local_path>/<path_on_datastore>`` (Azure's layout) and returns that folder."""
-
-    def __init__(self, workspace: Any, name: str, local_path: str, datastore_name: str | None,
-                 path_on_datastore: str | None) -> None:
-        self.workspace = workspace
-        self.name = name
-        self.local_path = local_path
-        self.datastore_name = datastore_name
-        self.path_on_datastore = path_on_datastore or name
-
-    @property
-    def datastore(self) -> Any:
-        return Datastore.get(self.workspace, self.datastore_name) if self.datastore_name else None
-
-    def download(self, local_path: str | os.PathLike[str], overwrite: bool = False,
-                 show_progress: bool = True) -> str:
-        dest = Path(local_path).expanduser().resolve() / self.path_on_datastore
-        src = Path(self.local_path)
-        if src.is_dir():
-            if dest.exists() and not overwrite and any(dest.iterdir()):
-                raise UsageError(f"{dest} already exists and is not empty; pass overwrite=True")
-            shutil.copytree(src, dest, dirs_exist_ok=True)
-            n = sum(1 for p in dest.rglob("*") if p.is_file())
-        elif self.datastore is not None:
-            n = self.datastore.download(Path(local_path), prefix=self.path_on_datastore, overwrite=overwrite,
-                                        show_progress=False)
-        else:
-            raise UsageError(f"the output {self.name!r} is no longer at {src}")
-        if show_progress:
-            print(f"Downloaded {n} file(s) of output {self.name!r} to {dest}")
-        return str(dest)
-
-    def __repr__(self) -> str:
-        return (f"PortDataReference(name={self.name!r}, datastore={self.datastore_name!r}, "
-                f"path_on_datastore={self.path_on_datastore!r})")
-
-
 def _wrap(workspace: Any, rec: RunRecord) -> Run:
     cls = {"pipeline": PipelineRun, "step": StepRun}.get(rec.kind, Run)
     return cls(workspace, rec.id, _record=rec)
 
 
-# --- following a run's progress ------------------------------------------------------------------------
-class _Follower:
-    """Prints a run's status changes and new log lines until it ends."""
-
-    def __init__(self, run: Run, out: TextIO | None) -> None:
-        self.run = run
-        self.out = out
-        self.offsets: dict[Path, int] = {}
-        self.announced: dict[str, str] = {}
-
-    def _print(self, text: str) -> None:
-        if self.out is not None:
-            print(text, file=self.out, flush=True)
-
-    def _tail(self, path: Path, prefix: str = "") -> None:
-        if self.out is None or not path.is_file():
-            return
-        pos = self.offsets.get(path, 0)
-        with open(path, "rb") as f:
-            f.seek(pos)
-            chunk = f.read()
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return  # no complete line yet
-        self.offsets[path] = pos + end + 1
-        for line in chunk[:end].decode("utf-8", errors="replace").splitlines():
-            self._print(f"{prefix}{line}")
-
-    def _step(self, step: Run) -> None:
-        rec = step._rec
-        status = step.get_status()
-        seen = self.announced.get(rec.id)
-        if seen is None:
-            self._print(f"\nStepRunId: {rec.id}\nStepRun({rec.name}) Status: {status}")
-        elif seen != status and status not in TERMINAL:
-            self._print(f"StepRun({rec.name}) Status: {status}")
-        self._tail(rec.logs_dir / "job_progress_overview.txt", "  ")
-        self._tail(rec.logs_dir / "std_log.txt", "  ")
-        if status in TERMINAL and seen not in TERMINAL:
-            self._print(f"\nStepRun({rec.name}) Execution Summary\n" + "=" * 40 + f"\nStepRun({rec.name}) Status: "
-                        f"{status}")
-            result = rec.logs_dir / "job_result.txt"
-            if result.is_file():
-                self._print(result.read_text(errors="replace").rstrip())
-            if status == "Failed" and (rec.logs_dir / "job_error.txt").is_file():
-                self._print((rec.logs_dir / "job_error.txt").read_text(errors="replace").rstrip()[-4000:])
-        self.announced[rec.id] = status
-
-    def _stream(self) -> None:
-        run = self.run
-        if isinstance(run, PipelineRun):
-            self._tail(run._rec.logs_dir / "pipeline.txt")
-            for step in run.get_steps():
-                self._step(step)
-        else:
-            self._step(run)
-
-    def follow(self, timeout: float | None) -> str:
-        run = self.run
-        kind = "PipelineRun" if isinstance(run, PipelineRun) else "StepRun" if isinstance(run, StepRun) else "Run"
-        self._print(f"{kind}Id: {run.id}\nRun folder: {run.run_dir}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        status = run.get_status()
-        if isinstance(run, PipelineRun):
-            self._print(f"{kind} Status: {status}")
-        while True:
-            self._stream()
-            status = run.get_status()
-            if status in TERMINAL or status == "Interrupted":
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                self._print(f"\nStopped waiting after {timeout} s; the run goes on ({status}).")
-                return status
-            time.sleep(_POLL)
-        self._stream()
-        if isinstance(run, PipelineRun):
-            rec = run._refresh()
-            self._print(f"\n{kind} Execution Summary\n" + "=" * 40 + f"\n{kind} Status: {status}"
-                        + (f" - {rec.reason}" if rec.reason else ""))
-        return status

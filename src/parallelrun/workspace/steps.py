@@ -5,7 +5,8 @@ Everything is validated when it is constructed and every problem is reported at 
 :class:`~parallelrun.errors.JobSpecError`, with the engine's messages (the field, the bad value, a valid
 example): a ParallelRunConfig is a job spec without its inputs, and a ParallelRunStep supplies them.
 
-Nothing here runs anything. :class:`~parallelrun.workspace.pipeline.Pipeline` orders the steps and
+PipelineData and OutputFileDatasetConfig live in ``intermediate.py``, ParallelRunConfig in
+``parallel_run_config.py``; both are re-exported here. Nothing here runs anything. :class:`~parallelrun.workspace.pipeline.Pipeline` orders the steps and
 compiles them for the background pipeline driver.
 """
 
@@ -13,15 +14,18 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
-from ..config import NAME_RE, mini_batch_size_problem, validate_spec
+from ..config import NAME_RE, validate_spec
 from ..errors import JobSpecError
 from . import _refs
+from .intermediate import OutputFileDatasetConfig, PipelineData, _TabularPipelineData
+from .parallel_run_config import ParallelRunConfig
 
-_DATA_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Re-exported: ``parallelrun.workspace.steps`` is where Azure code (and ours) imports them from.
+__all__ = ["OutputFileDatasetConfig", "ParallelRunConfig", "ParallelRunStep", "PipelineData", "PythonScriptStep",
+           "RESERVED_ARGUMENTS", "input_type"]
 
 # Arguments ParallelRunStep sets itself on Azure, which rejects them in ``arguments=``: the value goes in
 # the ParallelRunConfig field named here instead.
@@ -42,174 +46,6 @@ RESERVED_ARGUMENTS: dict[str, str] = {
     "--scoring_module_name": "entry_script",
     "--partition_keys": "partition_keys (not supported: partition the input instead)",
 }
-
-# ParallelRunConfig fields that map one to one onto the engine's job spec.
-_SPEC_FIELDS = ("mini_batch_size", "error_threshold", "allowed_failed_count", "allowed_failed_percent",
-                "output_action", "append_row_file_name", "process_count_per_node", "node_count",
-                "run_invocation_timeout", "run_max_try", "logging_level", "environment_variables")
-
-
-class PipelineData:
-    """An intermediate folder: written by the step that lists it in its outputs, read by the steps that
-    list it in their inputs (which therefore run after the producer).
-
-    The folder is ``azureml/<pipeline run id>/<step name>/<name>`` on ``datastore`` (default: the
-    workspace's default datastore). ``output_path_on_compute`` and ``output_mode`` are accepted for
-    compatibility; the local executor writes straight into the folder.
-    """
-
-    def __init__(self, name: str, datastore: Any = None, output_name: str | None = None,
-                 output_mode: str = "mount", output_path_on_compute: str | None = None,
-                 is_directory: bool | None = None, **_azure_only: Any) -> None:
-        if not isinstance(name, str) or not _DATA_NAME_RE.match(name):
-            raise JobSpecError([f"name: {name!r} is not a valid PipelineData name; use letters, digits and "
-                                "underscores, starting with a letter. Example: PipelineData('scores')"],
-                               type(self).__name__)
-        self.name = name
-        self.datastore = datastore
-        self.output_name = output_name or name
-        self.output_mode = output_mode
-        self.output_path_on_compute = output_path_on_compute
-        self.is_directory = is_directory
-        self._producer: Any = None  # the step that lists this in its outputs
-        self._tabular: dict[str, Any] | None = None
-
-    # Azure's consumption helpers: all of them mean "the folder, read by the consumer".
-    def as_dataset(self) -> PipelineData:
-        return self
-
-    def as_mount(self) -> PipelineData:
-        return self
-
-    def as_download(self, path_on_compute: str | None = None) -> PipelineData:
-        return self
-
-    def as_input(self, name: str | None = None) -> PipelineData:
-        return self
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
-
-
-class _TabularPipelineData:
-    """``OutputFileDatasetConfig.read_delimited_files()``: the folder's files read as a TabularDataset."""
-
-    def __init__(self, data: PipelineData, options: dict[str, Any]) -> None:
-        self.data = data
-        self.options = options
-        self.name = data.name
-
-    def as_input(self, name: str | None = None) -> _TabularPipelineData:
-        return self
-
-
-class OutputFileDatasetConfig(PipelineData):
-    """Azure's newer intermediate output. ``destination=(datastore, "path/{run-id}/{output-name}")``
-    chooses where it is written; ``{run-id}`` is the pipeline run's id."""
-
-    _count = 0
-
-    def __init__(self, name: str | None = None, destination: tuple[Any, str] | None = None,
-                 source: str | None = None, partition_format: str | None = None) -> None:
-        if name is None:
-            OutputFileDatasetConfig._count += 1
-            name = f"output_{OutputFileDatasetConfig._count}"
-        datastore, path = destination if destination else (None, None)
-        self.destination_path: str | None = path
-        super().__init__(name, datastore=datastore)
-
-    def read_delimited_files(self, include_path: bool = False, separator: str = ",", header: bool = True,
-                             **_azure_only: Any) -> _TabularPipelineData:
-        return _TabularPipelineData(self, {"separator": separator, "header": header, "format": None})
-
-    def read_parquet_files(self, **_azure_only: Any) -> _TabularPipelineData:
-        return _TabularPipelineData(self, {"format": "parquet"})
-
-    def register_on_complete(self, name: str, description: str | None = None,
-                             tags: dict[str, str] | None = None) -> OutputFileDatasetConfig:
-        self.register_as = name
-        return self
-
-
-class ParallelRunConfig:
-    """How a ParallelRunStep runs its entry script; Azure's ParallelRunConfig, validated on construction.
-
-    ``source_directory`` is resolved against the current folder now, as Azure snapshots it at submit.
-    ``environment`` is an :class:`Environment` (None: this interpreter); ``compute_target`` a
-    LocalCompute, a RayCompute, or the name of a registered compute target (None: local).
-    """
-
-    def __init__(self, entry_script: str, source_directory: str | os.PathLike[str] | None = None,
-                 mini_batch_size: int | str | None = None, error_threshold: int = -1,
-                 allowed_failed_count: int | None = None, allowed_failed_percent: float | None = None,
-                 output_action: str = "append_row", append_row_file_name: str | None = None,
-                 environment: Any = None, compute_target: Any = None, node_count: int = 1,
-                 process_count_per_node: int | None = None, logging_level: str = "INFO",
-                 run_invocation_timeout: float = 60, run_max_try: int = 3,
-                 environment_variables: dict[str, str] | None = None, description: str | None = None,
-                 partition_keys: list[str] | None = None) -> None:
-        self.entry_script = entry_script
-        self.source_directory = str(Path(source_directory).resolve()) if source_directory is not None else None
-        self._base_dir = self.source_directory or os.getcwd()
-        self.mini_batch_size = mini_batch_size
-        self.error_threshold = error_threshold
-        self.allowed_failed_count = -1 if allowed_failed_count is None else allowed_failed_count
-        self.allowed_failed_percent = 100 if allowed_failed_percent is None else allowed_failed_percent
-        self.output_action = output_action
-        self.append_row_file_name = append_row_file_name or "parallel_run_step.txt"
-        self.environment = environment
-        self.compute_target = compute_target
-        self.node_count = node_count
-        self.process_count_per_node = process_count_per_node or (os.cpu_count() or 1)
-        self.logging_level = logging_level.upper() if isinstance(logging_level, str) else logging_level
-        self.run_invocation_timeout = run_invocation_timeout
-        self.run_max_try = run_max_try
-        self.environment_variables = dict(environment_variables or {})
-        self.description = description
-        self._node_count_warned = False
-        problems = []
-        if partition_keys:
-            problems.append("partition_keys: partitioning by keys is not supported; split the input into one "
-                            "folder per key and run one step per folder, or group the rows inside run().")
-        if (p := mini_batch_size_problem(mini_batch_size, None)) is not None:
-            problems.append(p)
-        try:
-            validate_spec(self._spec_fields(mini_batch=False) | {
-                "name": "config-check", "inputs": [{"type": "file", "path": "."}]})
-        except JobSpecError as e:
-            problems.extend(e.problems)
-        if problems:
-            raise JobSpecError(problems, "ParallelRunConfig")
-
-    def _spec_fields(self, mini_batch: bool = True, compute: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The engine's job-spec fields. ``compute``: the resolved compute fields, ``_refs.compute_fields`` (known at submit; before
-        that, only when the target is an object rather than a registered name)."""
-        d = {f: getattr(self, f) for f in _SPEC_FIELDS}
-        d["entry_script"] = self.entry_script
-        d["source_directory"] = self._base_dir
-        if not mini_batch or d["mini_batch_size"] is None:
-            d.pop("mini_batch_size")
-        elif isinstance(d["mini_batch_size"], str) and d["mini_batch_size"].strip().isdigit():
-            d["mini_batch_size"] = int(d["mini_batch_size"])
-        if compute is None and not (isinstance(self.compute_target, str) or self.compute_target is None):
-            compute = _refs.compute_fields(self.compute_target, None)
-        if compute is not None:
-            d.update(compute)
-        if (d.get("compute") or "local") == "local" and isinstance(self.node_count, int) and self.node_count > 1:
-            # Azure code sizes its AmlCompute cluster with node_count; one machine has one node.
-            if not self._node_count_warned:
-                self._node_count_warned = True
-                warnings.warn(f"ParallelRunConfig: node_count={self.node_count} has no meaning on local compute "
-                              "(one machine); running on this machine with process_count_per_node="
-                              f"{self.process_count_per_node} workers. Use a RayCompute target to spread "
-                              "workers over several nodes.", UserWarning, stacklevel=3)
-            d["node_count"] = 1
-        return d
-
-    def __repr__(self) -> str:
-        return (f"ParallelRunConfig(entry_script={self.entry_script!r}, source_directory="
-                f"{self.source_directory!r}, mini_batch_size={self.mini_batch_size!r})")
-
 
 def input_type(obj: Any) -> str | None:
     """'file', 'tabular', or None when ``obj`` is not something a step can read."""

@@ -1,0 +1,190 @@
+"""One Parquet file made in place: the workers' shared file becomes the output once a footer is appended.
+
+On local disk, in the one-file layout, the workers of a host append each attempt's whole Parquet file to
+one shared file (``_writer``, ``.parts/shared-<host>.parquet``). A Parquet reader finds a row group by the
+absolute offsets in the footer, never by position, so that file needs no byte moved to become the output:
+``PAR1`` (the first part's), then the parts where the workers' appends put them (in the order they
+finished, with the bytes of attempts that were never committed, and each part's own footer, lying unused
+between them), then one footer listing the committed parts' row groups *in batch order*, each part's
+offsets grown by where the part starts in the file (``_parquet_concat.merged_footer``). The output's bytes
+are written once, by the workers; the assembly reads only footers and checksums.
+
+Used when every committed record lies in one shared file that starts with ``PAR1`` and the parts are not
+to be kept (``keep_parts``: a run a resume may complete); otherwise the parts are copied into a new file
+(``_parquet_concat.assemble_local``).
+
+Steps, each resumable after a kill (progress in ``state_dir``):
+
+1. Plan: read every committed part's footer (and check it can be moved: else ``NotConcatenable`` before
+   anything is written) and its checksum: every byte of every committed part is read once and compared
+   with the checksum its worker computed, so a part changed on disk since its commit fails the assembly
+   (:class:`PartCorruptedError`) instead of reaching the output. The merged footer is saved, then the state
+   ``{size}``: the shared file's length, which the footer goes after.
+2. Cut the shared file back to ``size`` (a footer half written by a killed assembly), append the footer.
+3. Save the state ``renamed``, then rename the shared file to the output's name.
+
+A kill after 1 resumes at 2 from the saved footer; after 3's state, the rename is done again if needed.
+Peak disk: the shared file and the footer. Memory: the merged footer and a 4 MB buffer.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from ._parquet_concat import MAGIC, merged_footer
+from ._records import (
+    PartCorruptedError,
+    PartRecord,
+    Records,
+    checksum,
+    checksum_text,
+    is_shared,
+    load_state,
+    records_digest,
+    save_state,
+)
+from ._store import LocalStore
+
+CHUNK = 4 * 1024 * 1024
+
+
+def shared_file(store: LocalStore, records: Records) -> str | None:
+    """The one shared file every record lies in, when it starts with ``PAR1`` (or is gone: renamed by an
+    assembly killed before it finished, which ``assemble_in_place`` completes); else None."""
+    name = None
+    for rec in records:
+        if not is_shared(rec.name) or (name is not None and rec.name != name):
+            return None
+        name = rec.name
+    if name is None:
+        return None
+    try:
+        with open(store.path(name), "rb") as f:
+            return name if f.read(len(MAGIC)) == MAGIC else None  # a first append cut short: copy instead
+    except FileNotFoundError:
+        return name
+
+
+def checkpoint(step: str) -> None:
+    """Called after each durable step (tests kill the process here to exercise the resume)."""
+
+
+def assemble_in_place(store: LocalStore, records: Records, shared: str, file_name: str, state_dir: Path,
+                      remove_parts: Callable[[], None]) -> str:
+    """Turn ``shared`` into ``file_name`` (see the module docstring); returns the output's path."""
+    final = store.path(file_name)
+    src = store.path(shared)
+    state_path = state_dir / f"assembly-{file_name}.json"
+    footer_path = state_dir / f"assembly-{file_name}.footer"
+    digest = records_digest(records)
+    st = load_state(state_path)
+    if st and (st.get("mode") != "in_place" or st.get("digest") != digest):
+        st = None
+    if st and st.get("renamed") and (final.exists() or src.exists()):
+        if src.exists():  # killed between recording "renamed" and the rename itself
+            os.replace(src, final)
+        return _finish(state_path, footer_path, remove_parts, str(final))
+    try:
+        have = src.stat().st_size
+    except FileNotFoundError:
+        raise PartCorruptedError(next(iter(records)), "is missing") from None
+    if st and footer_path.exists() and have >= st["size"]:
+        size, tail = int(st["size"]), footer_path.read_bytes()
+    else:
+        size = have
+        tail = _plan(store, records, src)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp_footer = footer_path.with_name(footer_path.name + ".tmp")
+        tmp_footer.write_bytes(tail)
+        os.replace(tmp_footer, footer_path)
+        save_state(state_path, {"mode": "in_place", "size": size, "digest": digest})
+        checkpoint("planned")
+    try:
+        with open(src, "r+b") as out:
+            out.truncate(size)
+            out.seek(size)
+            out.write(tail)
+        checkpoint("footer")
+        save_state(state_path, {"mode": "in_place", "renamed": True, "digest": digest})
+    except BaseException:
+        # The shared file holds every committed part: never removed; cut back to what it was.
+        try:
+            os.truncate(src, size)
+        except OSError:
+            pass
+        raise
+    checkpoint("renamed")
+    os.replace(src, final)
+    checkpoint("moved")
+    return _finish(state_path, footer_path, remove_parts, str(final))
+
+
+def _plan(store: LocalStore, records: Records, src: Path) -> bytes:
+    """The merged footer for the parts where they lie; meanwhile a thread checks every part's checksum (zlib
+    and reads release the GIL), fed the records through a bounded queue (records may come from the journal,
+    which only the thread that opened it may read). Raises before anything is written."""
+    todo: queue.Queue[PartRecord | None] = queue.Queue(maxsize=1024)
+    failed: list[BaseException] = []
+    verifier = threading.Thread(target=_verify_all, args=(todo, src, failed), name="parquet-verify", daemon=True)
+    verifier.start()
+
+    def place(rec: PartRecord, body: int) -> int:
+        while not failed:
+            try:
+                todo.put(rec, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        return rec.offset
+
+    try:
+        tail = merged_footer(store, records, place)
+    finally:
+        while verifier.is_alive():
+            try:
+                todo.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        verifier.join()
+    if failed:
+        raise failed[0]
+    return tail
+
+
+def _verify_all(todo: queue.Queue[PartRecord | None], src: Path, failed: list[BaseException]) -> None:
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    try:
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            while (rec := todo.get()) is not None:
+                _verify(fd, rec, view)
+        finally:
+            os.close(fd)
+    except BaseException as e:  # noqa: BLE001 - handed to the assembling thread
+        failed.append(e)
+
+
+def _verify(fd: int, rec: PartRecord, view: memoryview) -> None:
+    crc, pos, left = 0, rec.offset, rec.length
+    while left:
+        got = os.preadv(fd, [view[:min(len(view), left)]], pos)
+        if got <= 0:
+            raise PartCorruptedError(rec, "is shorter than its record says")
+        crc = checksum(view[:got], crc)
+        pos += got
+        left -= got
+    if checksum_text(crc) != rec.checksum:
+        raise PartCorruptedError(rec, "does not match its checksum")
+
+
+def _finish(state_path: Path, footer_path: Path, remove_parts: Callable[[], None], out: str) -> str:
+    remove_parts()
+    state_path.unlink(missing_ok=True)
+    footer_path.unlink(missing_ok=True)
+    return out
