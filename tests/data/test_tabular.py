@@ -184,7 +184,7 @@ def test_randomized_csv_matches_pandas(tmp_path: Path, monkeypatch: pytest.Monke
 
     for case in range(150):
         # Small scan chunks too, so chunk edges land inside quoted fields and records.
-        monkeypatch.setattr("parallelrun.data.tabular._CHUNK", rng.choice([1, 5, 17, 64, 8 * 1024 * 1024]))
+        monkeypatch.setattr("parallelrun.data.text_split._CHUNK", rng.choice([1, 5, 17, 64, 8 * 1024 * 1024]))
         n_cols = rng.randint(1, 4)
         lines = [",".join(f"c{i}" for i in range(n_cols))]
         for _ in range(rng.randint(0, 40)):
@@ -205,7 +205,7 @@ def test_randomized_csv_matches_pandas(tmp_path: Path, monkeypatch: pytest.Monke
 def test_chunk_boundaries_inside_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
     # Small scan chunks put chunk edges inside quoted fields, "" escapes, \r\n pairs and blank lines, and
     # make records whose quoted field spans chunks be followed by records that start with a quote.
-    monkeypatch.setattr("parallelrun.data.tabular._CHUNK", chunk)
+    monkeypatch.setattr("parallelrun.data.text_split._CHUNK", chunk)
     odd, even = b'%d,"a ""b""\r\nc",  \r\n \r\n', b'"%d","x\ny, ""z""",w\n'
     rows = [(odd if i % 2 else even) % i for i in range(30)]
     path = _write(tmp_path, "c.csv", b"id,t,u\r\n" + b"".join(rows))
@@ -221,7 +221,7 @@ def test_numpy_line_count_plans_alike(tmp_path: Path, monkeypatch: pytest.Monkey
     # blank-line regex give: blank and whitespace-only lines (\\r, spaces, tabs) at chunk edges, CRLF, a
     # quoted field after many plain lines, JSON lines.
     rng = random.Random(chunk)
-    monkeypatch.setattr("parallelrun.data.tabular._CHUNK", chunk)
+    monkeypatch.setattr("parallelrun.data.text_split._CHUNK", chunk)
     files = []
     for case in range(12):
         lines = ["a,b"]
@@ -234,12 +234,12 @@ def test_numpy_line_count_plans_alike(tmp_path: Path, monkeypatch: pytest.Monkey
     files.append(_write(tmp_path, "n.jsonl", b"".join(b'{"a": %d}\n' % i + rng.choice([b"", b"\n", b" \n", b"\t\r\n"])
                                                        for i in range(200))))
     for size in (1, 40, 999):
-        monkeypatch.setattr("parallelrun.data.tabular._numpy_for", lambda size: None)
+        monkeypatch.setattr("parallelrun.data.text_split._numpy_for", lambda size: None)
         plain = [_plan(f, size) for f in files]
-        monkeypatch.setattr("parallelrun.data.tabular._numpy_for", lambda size: np)
-        monkeypatch.setattr("parallelrun.data.tabular._NUMPY_SPAN", 0)
+        monkeypatch.setattr("parallelrun.data.text_split._numpy_for", lambda size: np)
+        monkeypatch.setattr("parallelrun.data.text_split._NUMPY_SPAN", 0)
         assert [_plan(f, size) for f in files] == plain
-        monkeypatch.setattr("parallelrun.data.tabular._NUMPY_SPAN", 64 * 1024)
+        monkeypatch.setattr("parallelrun.data.text_split._NUMPY_SPAN", 64 * 1024)
 
 
 # --- JSON lines ------------------------------------------------------------------------------------------
@@ -394,7 +394,7 @@ def test_remote_byte_ranges(backend: str, request: pytest.FixtureRequest,
         server = request.getfixturevalue("moto_s3")
         options = {"s3": {"key": server.access_key_id, "secret": server.secret_access_key,
                           "endpoint_url": server.endpoint_url}}
-    monkeypatch.setattr("parallelrun.data.tabular._CHUNK", 1000)  # several reads through the remote file
+    monkeypatch.setattr("parallelrun.data.text_split._CHUNK", 1000)  # several reads through the remote file
     fs = fsspec.filesystem(backend, **options[backend])
     bucket = f"tabular-{uuid.uuid4().hex[:12]}"
     fs.mkdir(bucket)
