@@ -58,6 +58,23 @@ class TMap:
 
 
 # --- reading ----------------------------------------------------------------------------------------------
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(the unsigned varint at ``pos``, the position after it); IndexError past the end."""
+    b = data[pos]
+    if b < 0x80:  # most varints are one byte
+        return b, pos + 1
+    result, shift = b & 0x7F, 7
+    while True:
+        pos += 1
+        b = data[pos]
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos + 1
+        shift += 7
+        if shift > 70:
+            raise FooterError("a varint longer than 10 bytes")
+
+
 class _Reader:
     """Reads values from ``data`` at ``pos``. Past the end, ``bytes`` indexing raises IndexError, which
     ``decode`` reports as a truncated footer (no bounds test per byte: a 256-column footer is ~40 KB)."""
@@ -67,22 +84,8 @@ class _Reader:
         self.pos = pos
 
     def varint(self) -> int:
-        data, pos = self.data, self.pos
-        b = data[pos]
-        if b < 0x80:  # most varints are one byte
-            self.pos = pos + 1
-            return b
-        result, shift = b & 0x7F, 7
-        while True:
-            pos += 1
-            b = data[pos]
-            result |= (b & 0x7F) << shift
-            if b < 0x80:
-                self.pos = pos + 1
-                return result
-            shift += 7
-            if shift > 70:
-                raise FooterError("a varint longer than 10 bytes")
+        value, self.pos = read_varint(self.data, self.pos)
+        return value
 
     def zigzag(self) -> int:
         n = self.varint()

@@ -46,6 +46,7 @@ from ._parquet_footer import (
     _Reader,
     _zigzag,
     encode,
+    read_varint,
     shift_row_group,
 )
 
@@ -58,28 +59,12 @@ def _skip_varint(data: bytes, pos: int) -> int:
     return pos + 1
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    b = data[pos]
-    if b < 0x80:
-        return b, pos + 1
-    result, shift = b & 0x7F, 7
-    while True:
-        pos += 1
-        b = data[pos]
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos + 1
-        shift += 7
-        if shift > 70:
-            raise FooterError("a varint longer than 10 bytes")
-
-
 def _skip(data: bytes, pos: int, t: int) -> int:
     """The position after a value of type ``t`` at ``pos`` (a bool here is a container's one-byte element)."""
     if t == I64 or t == I32 or t == I16:
         return _skip_varint(data, pos)
     if t == BINARY:
-        n, pos = _read_varint(data, pos)
+        n, pos = read_varint(data, pos)
         return pos + n
     if t == STRUCT:
         return _skip_struct(data, pos)
@@ -88,7 +73,7 @@ def _skip(data: bytes, pos: int, t: int) -> int:
         pos += 1
         size, et = head >> 4, head & 0x0F
         if size == 15:
-            size, pos = _read_varint(data, pos)
+            size, pos = read_varint(data, pos)
         if et == TRUE or et == FALSE or et == I8:
             return pos + size
         if et == DOUBLE:
@@ -105,7 +90,7 @@ def _skip(data: bytes, pos: int, t: int) -> int:
             return pos
         if et == BINARY:
             for _ in range(size):
-                n, pos = _read_varint(data, pos)
+                n, pos = read_varint(data, pos)
                 pos += n
             return pos
         for _ in range(size):
@@ -116,7 +101,7 @@ def _skip(data: bytes, pos: int, t: int) -> int:
     if t == DOUBLE:
         return pos + 8
     if t == MAP:
-        size, pos = _read_varint(data, pos)
+        size, pos = read_varint(data, pos)
         if size:
             kv = data[pos]
             pos += 1
@@ -146,7 +131,7 @@ def _skip_struct(data: bytes, pos: int) -> int:
             if n < 0x80:
                 pos += 1 + n
             else:
-                n, pos = _read_varint(data, pos)
+                n, pos = read_varint(data, pos)
                 pos += n
         elif t > FALSE:  # a bool field has no value byte
             pos = _skip(data, pos, t)
@@ -160,7 +145,7 @@ def _field(data: bytes, pos: int, last: int) -> tuple[int, int, int]:
         return STOP, last, pos + 1
     if head >> 4:
         return t, last + (head >> 4), pos + 1
-    n, pos = _read_varint(data, pos + 1)
+    n, pos = read_varint(data, pos + 1)
     return t, (n >> 1) ^ -(n & 1), pos
 
 
@@ -169,7 +154,7 @@ def _list_size(data: bytes, pos: int, want: int) -> tuple[int, int]:
     size, et = head >> 4, head & 0x0F
     pos += 1
     if size == 15:
-        size, pos = _read_varint(data, pos)
+        size, pos = read_varint(data, pos)
     if et != want:
         raise FooterError(f"a list of type {et} where {want} was expected")
     return size, pos
@@ -249,7 +234,7 @@ def _scan(data: bytes) -> FooterScan:
                 why = why or rg_why
                 groups.append(RowGroupSpan(data, rg_start, pos, slots))
         elif fid == FMD_NUM_ROWS and t in _INT_TYPES:
-            n, pos = _read_varint(data, pos)
+            n, pos = read_varint(data, pos)
             rows = (n >> 1) ^ -(n & 1)
         else:
             if fid in (FMD_ENCRYPTION, FMD_SIGNING_KEY):
@@ -276,7 +261,7 @@ def _scan_row_group(data: bytes, pos: int, slots: list[tuple[int, int, int, int,
                 pos, cc_why = _scan_column_chunk(data, pos, slots)
                 why = why or cc_why
         elif (fid == RG_FILE_OFFSET or fid == RG_ORDINAL) and t in _INT_TYPES:
-            v, end = _read_varint(data, pos)
+            v, end = read_varint(data, pos)
             slots.append((_OFFSET if fid == RG_FILE_OFFSET else _ORDINAL, head, pos, end, (v >> 1) ^ -(v & 1)))
             pos = end
         elif t > FALSE:
@@ -296,7 +281,7 @@ def _scan_column_chunk(data: bytes, pos: int, slots: list[tuple[int, int, int, i
             pos, meta_why = _scan_column_meta(data, pos, slots)
             has_meta, why = True, why or meta_why
         elif fid == CC_FILE_OFFSET and t in _INT_TYPES:
-            v, end = _read_varint(data, pos)
+            v, end = read_varint(data, pos)
             if v:  # 0 means "not set" (deprecated field, most writers put 0): left as it is
                 slots.append((_OFFSET, head, pos, end, (v >> 1) ^ -(v & 1)))
             pos = end
@@ -324,11 +309,11 @@ def _scan_column_meta(data: bytes, pos: int, slots: list[tuple[int, int, int, in
         if b >= 0x10:
             fid += b >> 4
         else:
-            n, pos = _read_varint(data, pos)
+            n, pos = read_varint(data, pos)
             fid = (n >> 1) ^ -(n & 1)
         if I16 <= t <= I64:
             if CMD_DATA_PAGE <= fid <= CMD_DICTIONARY_PAGE:
-                v, end = _read_varint(data, pos)
+                v, end = read_varint(data, pos)
                 slots.append((_OFFSET, head, pos, end, (v >> 1) ^ -(v & 1)))
                 pos = end
             else:
