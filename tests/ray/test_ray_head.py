@@ -34,7 +34,6 @@ from ray_jobs import (
 
 import ray
 from parallelrun import resume_run, run_job
-from parallelrun.execution.ray_cluster import finish_disconnect
 
 pytestmark = pytest.mark.ray
 
@@ -73,13 +72,11 @@ def test_file_job_gives_the_local_output_and_logs_layout(ray_head: RayHead, tmp_
         assert f"init in {agent}" in (logs / "user" / "stdout" / "node0" / f"{proc}.stdout.txt").read_text()
         assert f"init in {agent}" in (logs / "user" / "entry_script_log" / "node0" / f"{proc}.log.txt").read_text()
     assert "Completed" in (logs / "job_result.txt").read_text()
-    # Ray's start-up is timed in the driver's log, and the session ends after the run (on a thread, which
-    # the next connect, or the interpreter's exit, waits for).
+    # Ray's start-up is timed in the driver's log, and the session ends with the run.
     driver = (logs / "sys" / "driver.txt").read_text()
     assert re.search(r"Ray start-up: connected in [\d.]+ s, 2 workers requested after [\d.]+ s", driver), driver
     assert re.search(r"Ray start-up: (every worker|worker node0.process00\d) ready [\d.]+ s after", driver), driver
     assert "Ray: workers stopped in" in driver
-    finish_disconnect()
     assert not ray.is_initialized()
 
 

@@ -29,7 +29,6 @@ import math
 import os
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,18 +54,6 @@ def import_ray() -> Any:
 
 
 # --- connection ------------------------------------------------------------------------------------------
-#: a disconnect still going on a thread (``RayCluster.disconnect(background=True)``)
-_disconnecting: threading.Thread | None = None
-
-
-def finish_disconnect() -> None:
-    """Wait for a disconnect still going on a thread (before connecting again, or to leave Ray alone)."""
-    global _disconnecting
-    thread, _disconnecting = _disconnecting, None
-    if thread is not None:
-        thread.join()
-
-
 class RayCluster:
     """The executor's connection to Ray: connect, placement, runtime_env, disconnect (and the private
     instance's life when ``compute: ray`` has no address)."""
@@ -98,7 +85,6 @@ class RayCluster:
 
     def connect(self) -> None:
         ray = self.ray
-        finish_disconnect()  # the last run's, should it still be going: it is not the caller's session
         if ray.is_initialized():
             self._joined_session = True  # the caller's own Ray session: use it, and leave it open at the end
             return
@@ -151,23 +137,13 @@ class RayCluster:
                        " (token authentication from the local token file)" if self._set_auth_mode else "",
                        f"; Ray dashboard: {self.dashboard_url}" if self.dashboard_url else "")
 
-    def disconnect(self, *, background: bool = False) -> None:
+    def disconnect(self) -> None:
         """End this driver's Ray session (if it started it) and stop a private instance.
 
-        ``background``: on a cluster that lives on without us, disconnecting only ends our session, but
-        Ray's core worker takes about 0.3 s to shut down; that runs on a thread while the run is
-        finished (final merge, reports). The next ``connect`` in this process waits for it, and so does
-        the interpreter's exit (the thread is not a daemon). A private instance is always stopped here
-        and now: nothing of it may outlive the run.
+        Synchronous, although Ray's core worker takes about 0.3 s to shut down: on a thread, overlapping the
+        run's final merge, it killed the process now and then (exit code 1, nothing printed), as Ray
+        objects dropped by the main thread meanwhile call into the core worker being torn down.
         """
-        global _disconnecting
-        if self._started_ray and background and self.private is None:
-            _disconnecting = threading.Thread(target=self._shutdown, name="parallelrun-ray-disconnect")
-            _disconnecting.start()
-            return
-        self._shutdown()
-
-    def _shutdown(self) -> None:
         if self._started_ray:
             self._started_ray = False
             try:

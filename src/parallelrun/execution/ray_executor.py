@@ -202,7 +202,7 @@ class RayExecutor(WorkerPool[_Actor]):
 
     def shutdown(self, grace: float = 10.0) -> None:
         """Every outcome is in: each actor ``stop``s (the entry script's shutdown, logs closed), then is
-        killed, and the session is ended on a thread (``RayCluster.disconnect``)."""
+        killed, and the session ends (``RayCluster.disconnect``)."""
         self._closing = True
         t0 = time.monotonic()
         ray = self.ray
@@ -220,7 +220,7 @@ class RayExecutor(WorkerPool[_Actor]):
                 pass
         self._drop_actors()
         self.cluster.log.info("Ray: workers stopped in %.2f s; disconnecting", time.monotonic() - t0)
-        self.cluster.disconnect(background=True)  # every outcome is in: nothing more to hear from Ray
+        self._disconnect()
 
     def _drop_actors(self) -> None:
         for name in list(self._handles):
