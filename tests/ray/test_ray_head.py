@@ -7,6 +7,7 @@ test has to kill or outlive the driver, in which case it is a ``python -m parall
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from ray_jobs import (
     wait_until,
 )
 
+import ray
 from parallelrun import resume_run, run_job
 
 pytestmark = pytest.mark.ray
@@ -70,6 +72,12 @@ def test_file_job_gives_the_local_output_and_logs_layout(ray_head: RayHead, tmp_
         assert f"init in {agent}" in (logs / "user" / "stdout" / "node0" / f"{proc}.stdout.txt").read_text()
         assert f"init in {agent}" in (logs / "user" / "entry_script_log" / "node0" / f"{proc}.log.txt").read_text()
     assert "Completed" in (logs / "job_result.txt").read_text()
+    # Ray's start-up is timed in the driver's log, and the session ends with the run.
+    driver = (logs / "sys" / "driver.txt").read_text()
+    assert re.search(r"Ray start-up: connected in [\d.]+ s, 2 workers requested after [\d.]+ s", driver), driver
+    assert re.search(r"Ray start-up: (every worker|worker node0.process00\d) ready [\d.]+ s after", driver), driver
+    assert "Ray: workers stopped in" in driver
+    assert not ray.is_initialized()
 
 
 @pytest.mark.timeout(120)

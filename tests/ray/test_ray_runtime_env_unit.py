@@ -109,6 +109,21 @@ def test_in_the_callers_own_ray_session_each_actor_carries_the_runtime_env() -> 
                               environment_variables={})
 
 
+def test_an_actor_has_no_runtime_env_when_the_clusters_processes_have_parallelrun_on_their_path() -> None:
+    """A private instance is started with parallelrun's folder on PYTHONPATH (``path_set``): its actors then
+    carry no runtime_env, so that they take the workers Ray started ahead, unless the job sets something."""
+    assert rte.actor_runtime_env({}, python=None, upload=False, joined_session=False, environment_variables={},
+                                 path_set=True) == {}
+    assert rte.actor_runtime_env({}, python=None, upload=False, joined_session=False,
+                                 environment_variables={"OMP_NUM_THREADS": "1"}, path_set=True) == {
+        "env_vars": {"OMP_NUM_THREADS": "1"}}
+    # The job's own PYTHONPATH replaces the instance's, so parallelrun's folder goes in front of it again.
+    assert rte.env_vars({"env_vars": {"PYTHONPATH": "/mine"}}, {}, upload=False, path_set=True) == {
+        "PYTHONPATH": os.pathsep.join([SRC, "/mine"])}
+    assert rte.with_source_path(None) == SRC
+    assert rte.with_source_path("/a") == os.pathsep.join([SRC, "/a"])
+
+
 def test_on_a_remote_cluster_the_actors_path_is_left_to_the_upload() -> None:
     assert rte.env_vars({"env_vars": {"A": 1}}, {"B": "2"}, upload=True) == {"A": "1", "B": "2"}
 

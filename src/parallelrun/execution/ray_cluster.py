@@ -22,12 +22,14 @@ everything about the cluster those actors run on:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import math
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +77,7 @@ class RayCluster:
         self._joined_session = False
         self._set_auth_mode = False
         self._hosts: dict[str, str] = {}
-        self._log = logging.getLogger(f"parallelrun.driver.{Path(cfg.log_dir).parent.name}")
+        self.log = logging.getLogger(f"parallelrun.driver.{Path(cfg.log_dir).parent.name}")
 
     @property
     def where(self) -> str:
@@ -110,7 +112,13 @@ class RayCluster:
             check_reachable(self.address, self.spec.compute)
             self._set_auth_mode = use_token_if_wanted(self.address)
         try:
-            context = ray.init(**kwargs)
+            if self.private is not None:
+                # The instance's processes inherit this environment: with parallelrun's folder on their
+                # PYTHONPATH, actors need no runtime_env of their own and take the workers Ray starts ahead.
+                with _environ("PYTHONPATH", rte.with_source_path(os.environ.get("PYTHONPATH"))):
+                    context = ray.init(**kwargs)
+            else:
+                context = ray.init(**kwargs)
         except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, OSError...
             # A failed init can leave Ray half-connected, and the process's next ray.init would then fail
             # with a bare AssertionError (tests/ray/test_ray_connect_failure.py): reset it.
@@ -131,11 +139,17 @@ class RayCluster:
         if url:
             self.dashboard_url = url if "://" in url else f"http://{url}"
             print(f"Ray dashboard: {self.dashboard_url}", file=sys.stderr, flush=True)
-        self._log.info("connected to Ray at %s%s%s", self.where,
+        self.log.info("connected to Ray at %s%s%s", self.where,
                        " (token authentication from the local token file)" if self._set_auth_mode else "",
                        f"; Ray dashboard: {self.dashboard_url}" if self.dashboard_url else "")
 
     def disconnect(self) -> None:
+        """End this driver's Ray session (if it started it) and stop a private instance.
+
+        Synchronous, although Ray's core worker takes about 0.3 s to shut down: on a thread, overlapping the
+        run's final merge, it killed the process now and then (exit code 1, nothing printed), as Ray
+        objects dropped by the main thread meanwhile call into the core worker being torn down.
+        """
         if self._started_ray:
             self._started_ray = False
             try:
@@ -159,7 +173,7 @@ class RayCluster:
     def pick_nodes(self) -> list[str]:
         nodes = pick_nodes(self.ray, self.spec, self.placement, self.where)
         if len(nodes) < self.spec.node_count:
-            self._log.info("starting on %d node(s) of node_count %d: nodes that join the cluster are added as "
+            self.log.info("starting on %d node(s) of node_count %d: nodes that join the cluster are added as "
                            "they come", len(nodes), self.spec.node_count)
         return nodes
 
@@ -168,17 +182,19 @@ class RayCluster:
         nodes = joinable_nodes(self.alive_nodes(), used, self.placement, self.spec.process_count_per_node,
                                self.spec.node_count)
         for k, n in enumerate(nodes):
-            self._log.info("node %s (%s) joined the cluster: it becomes node%d", self.node_address(n), n, len(used) + k)
+            self.log.info("node %s (%s) joined the cluster: it becomes node%d", self.node_address(n), n, len(used) + k)
         return nodes
 
     def actor_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``ActorClass.options``: resources and runtime_env."""
-        return {**self.placement.actor_options(), "runtime_env": self.actor_runtime_env()}
+        """Keyword arguments for ``ActorClass.options``: resources and runtime_env (left out when empty: an
+        actor with a runtime_env of its own never takes a worker Ray started ahead)."""
+        env = self.actor_runtime_env()
+        return {**self.placement.actor_options(), **({"runtime_env": env} if env else {})}
 
     def placed(self, worker: str, node_id: str, handle: Any) -> tuple[str, str | None]:
         """Record where a worker's actor was placed (driver.txt); returns (node address, actor id)."""
         host, actor = self.node_address(node_id), actor_id(handle)
-        self._log.info("worker %s is Ray actor %s on node %s (%s)", worker, actor, host, node_id)
+        self.log.info("worker %s is Ray actor %s on node %s (%s)", worker, actor, host, node_id)
         return host, actor
 
     def node_address(self, node_id: str) -> str:
@@ -199,11 +215,27 @@ class RayCluster:
     def actor_runtime_env(self) -> dict[str, Any]:
         return rte.actor_runtime_env(self.runtime_env, python=self.cfg.python, upload=self.upload,
                                      joined_session=self._joined_session,
-                                     environment_variables=self.cfg.environment_variables)
+                                     environment_variables=self.cfg.environment_variables,
+                                     path_set=self.private is not None)
 
     def env_vars(self) -> dict[str, str]:
         """runtime_env env_vars, then the job's environment_variables (which win); see ray_runtime_env."""
-        return rte.env_vars(self.runtime_env, self.cfg.environment_variables, upload=self.upload)
+        return rte.env_vars(self.runtime_env, self.cfg.environment_variables, upload=self.upload,
+                            path_set=self.private is not None)
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name]`` set to ``value`` for the block (what processes started meanwhile inherit)."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 def actor_id(handle: Any) -> str | None:

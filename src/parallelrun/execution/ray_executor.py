@@ -126,11 +126,13 @@ class RayExecutor(WorkerPool[_Actor]):
         self.calls_sent = 0  # ``run`` calls, each carrying several batches
         #: connect + place + create the actors (not their init()): Ray's start-up cost, for progress/logs
         self.startup_seconds = 0.0
+        self._started: float | None = None  # when start() began, until every first worker is ready
 
     # --- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
         t0 = time.monotonic()
         self._connect()
+        connected = time.monotonic()
         nodes = self._pick_nodes()
         self._check_output_reachable(nodes)
         # The groups are named on the methods (ray.method), not per call with .options(concurrency_group=):
@@ -144,6 +146,9 @@ class RayExecutor(WorkerPool[_Actor]):
             for node_id in nodes:
                 self._spawn(node_id)
         self.startup_seconds = time.monotonic() - t0
+        self._started = t0
+        self.cluster.log.info("Ray start-up: connected in %.2f s, %d workers requested after %.2f s",
+                              connected - t0, len(self._handles), self.startup_seconds)
         self._next_join = time.monotonic() + self.cluster.join_every
 
     def _connect(self) -> None:
@@ -192,14 +197,14 @@ class RayExecutor(WorkerPool[_Actor]):
 
     def cancel(self) -> None:
         self._closing = True
-        for name in list(self._handles):
-            self._forget(name)
-            self._remove(name)
-        self._by_ref.clear()
+        self._drop_actors()
         self._disconnect()
 
     def shutdown(self, grace: float = 10.0) -> None:
+        """Every outcome is in: each actor ``stop``s (the entry script's shutdown, logs closed), then is
+        killed, and the session ends (``RayCluster.disconnect``)."""
         self._closing = True
+        t0 = time.monotonic()
         ray = self.ray
         stops = []
         for name, a in self._handles.items():
@@ -213,7 +218,15 @@ class RayExecutor(WorkerPool[_Actor]):
                 ray.wait(stops, num_returns=len(stops), timeout=grace)
             except Exception:  # noqa: BLE001
                 pass
-        self.cancel()
+        self._drop_actors()
+        self.cluster.log.info("Ray: workers stopped in %.2f s; disconnecting", time.monotonic() - t0)
+        self._disconnect()
+
+    def _drop_actors(self) -> None:
+        for name in list(self._handles):
+            self._forget(name)
+            self._remove(name)
+        self._by_ref.clear()
 
     def _disconnect(self) -> None:
         self.cluster.disconnect()
@@ -282,6 +295,13 @@ class RayExecutor(WorkerPool[_Actor]):
                 return
             a.node_id = node_id
             self._ready(name, pid, events)
+            if self._started is not None:
+                # A worker process starts, imports Ray, parallelrun and the entry script, then runs init()
+                every = all(st.ready for st in self._states.values())
+                self.cluster.log.info("Ray start-up: %s ready %.2f s after the executor started",
+                                      "every worker" if every else f"worker {name}", time.monotonic() - self._started)
+                if every:
+                    self._started = None
         if a.take_ref is not None and a.take_ref in done:
             ref, a.take_ref = a.take_ref, None
             outcomes = self._result(name, ref, events)

@@ -19,6 +19,12 @@ The rules, as docs/ray.md states them:
 - **A remote cluster** (Ray Client, upload on): the job folder is the ``working_dir`` and parallelrun a
   ``py_modules`` entry; an Environment's virtual environment does not exist there (refused: the packages
   go in runtime_env ``pip``), nor may the user's ``working_dir`` replace the job folder.
+- **No runtime_env when there is nothing to set.** Ray gives an actor with a runtime_env of its own a
+  new worker process (importing Ray there costs about a second of CPU), while an actor without one can
+  take a worker Ray started ahead (``ray start`` and a private instance start one per CPU for the first
+  job). parallelrun's folder on ``PYTHONPATH`` is the one variable of ours: a private instance, started
+  by this process, gets it in its own environment instead (``path_set``), so that its actors carry a
+  runtime_env only when the job sets variables or an interpreter.
 """
 
 from __future__ import annotations
@@ -137,11 +143,16 @@ def job_runtime_env(user: Mapping[str, Any], *, python: str | None, upload: bool
 
 
 def actor_runtime_env(user: Mapping[str, Any], *, python: str | None, upload: bool, joined_session: bool,
-                      environment_variables: Mapping[str, str]) -> dict[str, Any]:
+                      environment_variables: Mapping[str, str], path_set: bool = False) -> dict[str, Any]:
     """Each actor's runtime_env: its variables, an Environment's interpreter, and, when the caller's
-    own Ray session is used (no job-level runtime_env of ours), what Ray can apply per actor."""
+    own Ray session is used (no job-level runtime_env of ours), what Ray can apply per actor; ``{}``
+    when there is nothing to set (``path_set``: the cluster's processes have parallelrun's folder on
+    their path already, see :func:`env_vars`)."""
     check_interpreter(user, python)
-    env: dict[str, Any] = {"env_vars": env_vars(user, environment_variables, upload=upload)}
+    env: dict[str, Any] = {}
+    variables = env_vars(user, environment_variables, upload=upload, path_set=path_set)
+    if variables:
+        env["env_vars"] = variables
     if joined_session:
         uploads = [k for k in UPLOADED_KEYS if k in user]
         if uploads:
@@ -158,18 +169,30 @@ def actor_runtime_env(user: Mapping[str, Any], *, python: str | None, upload: bo
     return env
 
 
-def env_vars(user: Mapping[str, Any], environment_variables: Mapping[str, str], *, upload: bool) -> dict[str, str]:
+def env_vars(user: Mapping[str, Any], environment_variables: Mapping[str, str], *, upload: bool,
+             path_set: bool = False) -> dict[str, str]:
     """runtime_env env_vars, then the job's environment_variables (which win), from process start
     (OMP_NUM_THREADS must precede imports); and this parallelrun on the path so that actors on a
-    cluster on this machine run the driver's version of it."""
+    cluster on this machine run the driver's version of it, unless ``path_set`` (the cluster's
+    processes were started with it: :func:`source_path`) and the job sets no PYTHONPATH of its own."""
     given = user.get("env_vars") or {}
     env = {**{str(k): str(v) for k, v in given.items()}, **{str(k): str(v) for k, v in environment_variables.items()}}
-    if not upload:
-        import parallelrun
-
-        src = str(Path(parallelrun.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "${PYTHONPATH}")])
+    if not upload and (not path_set or "PYTHONPATH" in env):
+        env["PYTHONPATH"] = os.pathsep.join([source_path(), env.get("PYTHONPATH", "${PYTHONPATH}")])
     return env
+
+
+def source_path() -> str:
+    """The folder this parallelrun is imported from (what goes on the actors' PYTHONPATH)."""
+    import parallelrun
+
+    return str(Path(parallelrun.__file__).resolve().parent.parent)
+
+
+def with_source_path(pythonpath: str | None) -> str:
+    """``pythonpath`` with :func:`source_path` first: the PYTHONPATH of a private instance's processes,
+    whose workers then import this parallelrun without a runtime_env."""
+    return os.pathsep.join(p for p in (source_path(), pythonpath) if p)
 
 
 def _inside(p: Path, root: Path) -> bool:
