@@ -207,7 +207,7 @@ def _drive(
     storage_options: dict[str, Any] | None, raise_on_failure: bool, feed: Feed | None = None,
 ) -> RunResult:
     """Check the output, adopt what the last driver left, start the executor, run the driver loop
-    (``driver.DriverLoop``) until every batch is settled or the run stops, then finish (``_finish``)."""
+    (``driver.DriverLoop``) until every batch is settled or the run stops, then finish (``run_end.finish``)."""
     source, script, _ = job_paths(spec, base)
     folder = RunFolder(rec.path)
     logs = rec.logs_dir
