@@ -3,7 +3,7 @@
 As Ray Data's streaming executor does, each turn is a handful of named steps over state that lives in
 its own objects: the scheduler (pure decisions), the collector (outcomes to journal commits), the feed
 (what to dispatch, and planning), the executor (where batches run). The counts shown come from the
-journal, never tracked beside it. ``runner.py`` starts and finishes a run around this loop.
+journal, never tracked beside it. ``runner.py`` starts a run around this loop, ``run_end.py`` finishes it.
 """
 
 from __future__ import annotations

@@ -2,17 +2,16 @@
 
 ``run_job`` starts a run from a job file (or a validated spec), ``resume_run`` continues one (the dry
 run and the one-batch debugger are in ``preview.py``). The scheduler decides, the executor runs, the
-journal records; this module wires them and writes the logs.
+journal records; this module wires them and writes the driver's log. How a run ends (the output
+assembled, the reports written, the record closed with its reason) is in ``run_end.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from .collector import adopt_written_parts
 from .config import JobSpec, load_job, validate_spec
 from .data.plan import Plan
 from .driver import DriverLoop, PlanningFailed, SystemFailure
-from .errors import DatasetError, JobFailedError, ResumeError, UserCodeError
+from .errors import DatasetError, ResumeError
 from .execution import outcome_log
 from .execution.base import Executor
 from .execution.entry import check_entry_script
@@ -32,8 +31,9 @@ from .execution.feed import Feed
 from .execution.worker import WorkerConfig
 from .journal import Journal
 from .outputs import OutputError, OutputLocation
+from .run_end import finish, record_failure, stop_on_system_error
 from .run_folder import RunFolder
-from .run_logs import append_progress, driver_logger, write_error, write_reports, write_result
+from .run_logs import driver_logger
 from .run_result import RunResult
 from .runs import DriverLock, RunRecord, RunStore
 
@@ -207,7 +207,7 @@ def _drive(
     storage_options: dict[str, Any] | None, raise_on_failure: bool, feed: Feed | None = None,
 ) -> RunResult:
     """Check the output, adopt what the last driver left, start the executor, run the driver loop
-    (``driver.DriverLoop``) until every batch is settled or the run stops, then finish (``_finish``)."""
+    (``driver.DriverLoop``) until every batch is settled or the run stops, then finish (``run_end.finish``)."""
     source, script, _ = job_paths(spec, base)
     folder = RunFolder(rec.path)
     logs = rec.logs_dir
@@ -229,7 +229,7 @@ def _drive(
         if spec.output_action == "append_row":
             loc.cleanup(journal.part_names())  # parts no committed record names (a killed run's leftovers)
     except (OutputError, OSError, sqlite3.Error) as e:
-        return _stop_on_system_error(store, rec, spec, journal, loc, e, time.monotonic() - t0, raise_on_failure)
+        return stop_on_system_error(store, rec, spec, journal, loc, e, time.monotonic() - t0, raise_on_failure)
     counts = journal.counts()
     rec.counts = counts.to_dict()
     store.save(rec)
@@ -258,7 +258,7 @@ def _drive(
     try:
         executor = make_executor(spec, cfg)
     except BaseException as e:
-        _record_failure(store, rec, journal, f"the executor could not start: {e}")
+        record_failure(store, rec, journal, f"the executor could not start: {e}")
         raise
     old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
     try:
@@ -270,12 +270,12 @@ def _drive(
         try:
             executor.start()
         except BaseException as e:
-            _record_failure(store, rec, journal, f"the workers could not start: {e}")
+            record_failure(store, rec, journal, f"the workers could not start: {e}")
             raise
         try:
             driver.loop()
         except PlanningFailed as e:
-            _record_failure(store, rec, journal, f"planning failed: {e}")
+            record_failure(store, rec, journal, f"planning failed: {e}")
             assert e.__cause__ is not None
             raise e.__cause__ from None
         if driver.sched.stop_reason:
@@ -295,7 +295,7 @@ def _drive(
             driver.close()
             driver = None
         log.error("stopped: %s", e)
-        return _stop_on_system_error(store, rec, spec, journal, loc, e, time.monotonic() - t0, raise_on_failure)
+        return stop_on_system_error(store, rec, spec, journal, loc, e, time.monotonic() - t0, raise_on_failure)
     except BaseException:
         executor.cancel()
         raise
@@ -304,7 +304,7 @@ def _drive(
             driver.close()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-    return _finish(store, rec, spec, journal, loc, status, reason, time.monotonic() - t0,
+    return finish(store, rec, spec, journal, loc, status, reason, time.monotonic() - t0,
                    driver.init_errors if driver else [], raise_on_failure and not interrupted)
 
 
@@ -312,115 +312,6 @@ def _output_file(spec: JobSpec, loc: OutputLocation) -> str | None:
     if spec.output_action != "append_row":
         return None
     return loc.join(spec.append_row_file_name) if spec.output_layout == "file" else loc.url
-
-
-def _system_reason(rec: RunRecord, loc: OutputLocation, e: BaseException) -> str:
-    """What stopped the run, what to free or fix, and that resume finishes it."""
-    if isinstance(e, OutputError):
-        text = str(e)
-    elif isinstance(e, sqlite3.Error):
-        text = (f"the run's journal {rec.journal_path} could not be written ({e}). Free space on that disk (or "
-                "make the workspace writable)")
-    elif isinstance(e, SystemFailure) and loc.is_local:
-        text = f"{e}. Free space at {loc.url} (or make it writable)"
-    elif isinstance(e, SystemFailure):
-        # A store refused a worker (the driver's own probe had passed): most often credentials that the
-        # driver has and the workers do not (environment variables on a Ray cluster's other nodes).
-        text = (f"{e}. Check that every worker can write to {loc.url}: the container or bucket, and the "
-                "credentials the workers see (storage_options in the job spec reach every worker; environment "
-                "variables such as AZURE_STORAGE_CONNECTION_STRING must be set where each worker runs)")
-    else:
-        text = f"{type(e).__name__}: {e}"
-    if "resume" not in text:
-        text = text.rstrip(". ") + f"; then `parallelrun resume {rec.id}` finishes the job."
-    return text
-
-
-def _stop_on_system_error(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, loc: OutputLocation,
-                          e: BaseException, wall: float, raise_on_failure: bool) -> RunResult:
-    """The output or the journal cannot be written: no item failed; record why, write the logs, exit 1."""
-    return _finish(store, rec, spec, journal, loc, "Failed", _system_reason(rec, loc, e), wall, [],
-                   raise_on_failure, assemble=False)
-
-
-def _record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: str) -> None:
-    """Record a run that could not start its executor, or whose planning failed after dispatch started, as
-    Failed (resumable), not as a dead Running; its logs say why, as for any other failure."""
-    rec.status, rec.reason, rec.ended = "Failed", reason, time.time()
-    rec.counts = journal.counts().to_dict()
-    store.save(rec)
-    with contextlib.suppress(OSError, sqlite3.Error):  # the record above is what matters; logs best effort
-        write_reports(rec.logs_dir, journal)
-        write_result(rec.logs_dir, f"run {rec.id}: Failed - {reason}\nresume with: parallelrun resume {rec.id}")
-        write_error(rec.logs_dir, reason)
-
-
-def _assemble(spec: JobSpec, journal: Journal, loc: OutputLocation, folder: RunFolder, run_id: str,
-              final: bool) -> str | None:
-    """The output from the committed parts, in batch order. ``final``: nothing is left that a resume could
-    add (Completed, no failed item), so the parts may be consumed; otherwise they are kept."""
-    # The records are paged from the journal at each pass of the assembly (``iter_parts``, called again for
-    # each): a million-batch run never holds them all.
-    n_records = journal.part_count()
-    done = journal.meta().get("assembled")
-    if final and done and done.get("records") == n_records:
-        # Assembled by a driver killed before it recorded the run's end: the parts are consumed already.
-        return str(done["output"])
-    out = loc.assemble(journal.iter_parts, file_name=spec.append_row_file_name, fmt=spec.append_row_format,
-                       layout=spec.output_layout, state_dir=folder.assembly, run_id=run_id, keep_parts=not final)
-    if final:
-        # TODO(outputs): keep the assembly's state file once complete (so that assemble() called again with
-        # the same records returns at once); this marker closes all but the instant between the two.
-        journal.set_meta(assembled={"output": out, "records": n_records})
-        loc.cleanup(journal.part_names())
-    return out
-
-
-def _finish(store: RunStore, rec: RunRecord, spec: JobSpec, journal: Journal, loc: OutputLocation, status: str,
-            reason: str | None, wall: float, init_errors: list[tuple[str, UserCodeError]],
-            raise_on_failure: bool, *, assemble: bool = True) -> RunResult:
-    """Assemble the output, write the reports and logs, record the run's end. Never ends in a raw
-    traceback when the disk is full: what cannot be written is skipped and the reason recorded."""
-    logs = rec.logs_dir
-    folder = RunFolder(rec.path)
-    shutil.rmtree(folder.scratch, ignore_errors=True)  # workers' download scratch space
-    out_file = None
-    if assemble and spec.output_action == "append_row":
-        try:
-            # Parts are consumed only when no resume can add rows: a Completed run with failed items may
-            # still be resumed with --retry-failed, which must assemble every committed part again.
-            done = journal.counts()
-            final = status == "Completed" and done.batches_failed == 0 and done.items_failed == 0
-            out_file = _assemble(spec, journal, loc, folder, rec.id, final=final)
-        except (OutputError, OSError) as e:
-            status, reason = "Failed", _system_reason(rec, loc, e)
-    if status == "Completed":
-        outcome_log.remove(folder.outcome_logs)  # everything is committed; otherwise resume reads them
-    counts = journal.counts()
-    rec.counts = counts.to_dict()
-    rec.status, rec.reason, rec.ended = status, reason, time.time()
-    rec.wall_seconds += wall
-    result = RunResult(rec, status, reason, counts.to_dict(), wall, out_file, journal.isolation_report())
-    errors = [f"{status}: {reason}"]
-    if status != "Completed":
-        for a in journal.attempt_errors(10):
-            errors.append(f"--- mini-batch {a['batch']} attempt {a['attempt']} on {a['worker']} ({a['outcome']}):\n"
-                          f"{a['error']}")
-        for who, err in init_errors[:5]:
-            errors.append(f"--- init() in {who}:\n{err.traceback or err.message}")
-    for write in (lambda: store.save(rec), lambda: write_reports(logs, journal),
-                  lambda: write_result(logs, result.summary()),
-                  lambda: write_error(logs, "\n".join(errors)) if status != "Completed" else None,
-                  lambda: append_progress(logs, f"{status}: {counts.items_succeeded} succeeded, "
-                                                f"{counts.items_failed} failed of {counts.items} items")):
-        try:
-            write()
-        except OSError as e:  # a full disk: the record and the reports are best effort, the reason is shown
-            print(f"parallelrun: could not write the run's logs ({e})", file=sys.stderr)
-    journal.close()
-    if raise_on_failure and status == "Failed":
-        raise JobFailedError(reason or "the job failed", rec.id)
-    return result
 
 
 def _main_thread() -> bool:

@@ -9,10 +9,9 @@ one ``PartWriter`` per worker); the outcome it reports carries the part's record
 worker also appends each successful outcome to its outcome log (``outcome_log.py``) before reporting it,
 so a driver killed before committing loses nothing but the running batches.
 
-Remote inputs (``az://``, ``s3://`` ... file batches) are fetched ahead: the driver sends a worker its next
-batch while the current one runs, ``offer`` hands it to a background thread that downloads it, and
-``process`` then finds its files already local. At most one batch is fetched ahead of the running one, so
-the disk holds at most two batches' inputs per worker.
+Remote inputs (``az://``, ``s3://`` ... file batches) are fetched one batch ahead by the worker's
+``staging.InputStage``: ``offer`` starts the download of a batch that will run soon, ``process`` then finds
+its files already local.
 """
 
 from __future__ import annotations
@@ -21,14 +20,10 @@ import ctypes
 import os
 import pickle
 import queue
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +35,9 @@ from ..outputs import OutputLocation, PartRecord, PartWriter, format_result
 from .entry import EntryPoints, MiniBatchContext, load_entry_script, to_user_error
 from .messages import InitFailed, Outcome, Ready, Work, error_outcome
 from .outcome_log import OutcomeLog
+from .staging import InputStage, has_remote
+
+__all__ = ["WorkerConfig", "WorkerRuntime", "die_with_parent", "has_remote", "worker_main"]
 
 
 @dataclass
@@ -78,66 +76,11 @@ class WorkerConfig:
         return Path(self.log_dir) / "user" / kind / f"node{self.node}" / f"process{self.process:03d}.{suffix}"
 
 
-class _Prefetcher:
-    """Downloads the remote inputs of offered batches on one background thread, in the order offered, at
-    most ``ahead`` batches ahead of those taken. Thread-safe: ``offer`` is called by the inbox reader,
-    ``take`` by the thread running the batches."""
-
-    def __init__(self, fetch: Any, ahead: int = 1) -> None:
-        self._fetch = fetch  # (batch, attempt) -> list of local paths
-        self._ahead = ahead
-        self._lock = threading.Lock()
-        self._offered: deque[tuple[FileBatch, int]] = deque()
-        self._fetching: dict[tuple[int, int], Future[list[str]]] = {}
-        self._pool: ThreadPoolExecutor | None = None
-        # Taken before they were offered (on Ray, ``offer`` and ``run`` reach the actor on two threads, in
-        # either order): their offer comes late and must not download them again, nor hold the slot.
-        self._taken_early: set[tuple[int, int]] = set()
-
-    def offer(self, batch: FileBatch, attempt: int) -> None:
-        with self._lock:
-            key = (batch.index, attempt)
-            if key in self._taken_early:
-                self._taken_early.discard(key)
-                return
-            self._offered.append((batch, attempt))
-            self._pump()
-
-    def take(self, batch: FileBatch, attempt: int) -> list[str]:
-        """The batch's local paths: from a download already started, or downloaded now."""
-        key = (batch.index, attempt)
-        with self._lock:
-            fut = self._fetching.pop(key, None)
-            if fut is None:
-                before = len(self._offered)
-                self._offered = deque(x for x in self._offered if (x[0].index, x[1]) != key)
-                if len(self._offered) == before:
-                    self._taken_early.add(key)
-            self._pump()  # this batch is taken: the next one may start downloading while it runs
-        return fut.result() if fut is not None else self._fetch(batch, attempt)
-
-    def _pump(self) -> None:
-        while self._offered and len(self._fetching) < self._ahead:
-            batch, attempt = self._offered.popleft()
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="parallelrun-prefetch")
-            self._fetching[(batch.index, attempt)] = self._pool.submit(self._fetch, batch, attempt)
-
-    def close(self) -> None:
-        with self._lock:
-            self._offered.clear()
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-
 class WorkerRuntime:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
         self.entry: EntryPoints | None = None
-        self._tmp_dir: Path | None = None
-        self._tmp_lock = threading.Lock()  # the prefetch thread and the main thread may both download
-        self._prefetch = _Prefetcher(self._download)
+        self._inputs = InputStage(cfg.agent_name, cfg.scratch_dir, cfg.storage_options)
         self._writer: PartWriter | None = None
 
     def setup(self) -> None:
@@ -190,7 +133,7 @@ class WorkerRuntime:
     def offer(self, batch: MiniBatch, attempt: int) -> None:
         """A batch this worker will run soon: start fetching its remote inputs now."""
         if isinstance(batch, FileBatch) and has_remote(batch):
-            self._prefetch.offer(batch, attempt)
+            self._inputs.offer(batch, attempt)
 
     def process(self, batch: MiniBatch, attempt: int) -> Outcome:
         assert self.entry is not None
@@ -210,7 +153,7 @@ class WorkerRuntime:
             return error_outcome(self.cfg.agent_name, batch.index, attempt, err, time.perf_counter() - t0)
         finally:
             if remote:  # only this batch's downloads: the next batch's may already be arriving next to them
-                shutil.rmtree(self._batch_dir(batch, attempt), ignore_errors=True)
+                self._inputs.release(batch, attempt)
         failed = _failed_items(batch, names, fr.missing, fr.succeeded)
         part: PartRecord | None = None
         if fr.payload and batch.index >= 0 and self.cfg.output is not None:  # a probe's rows are dropped
@@ -235,33 +178,18 @@ class WorkerRuntime:
                                                        file_name=self.cfg.output_file_name)
         return self._writer
 
-    @property
-    def _tmp(self) -> Path:
-        """Scratch space for downloaded inputs, made on first use: under the run's folder when there is
-        one (the driver removes ``<run>/tmp`` at the end, so a killed worker leaks nothing), else a temp dir."""
-        with self._tmp_lock:
-            if self._tmp_dir is None:
-                if self.cfg.scratch_dir:
-                    self._tmp_dir = Path(self.cfg.scratch_dir) / self.cfg.agent_name
-                    self._tmp_dir.mkdir(parents=True, exist_ok=True)
-                else:
-                    self._tmp_dir = Path(tempfile.mkdtemp(prefix=f"parallelrun-{self.cfg.agent_name}-"))
-            return self._tmp_dir
-
     def shutdown(self) -> None:
         if self.entry is not None and self.entry.shutdown is not None:
             try:
                 self.entry.shutdown()
             except BaseException as e:  # noqa: BLE001
                 self._log_error("shutdown() failed", to_user_error(e))
-        self._prefetch.close()
+        self._inputs.close()
         if self._writer is not None:
             try:
                 self._writer.close()
             except OSError:
                 pass
-        if self._tmp_dir is not None:
-            shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
     # --- helpers --------------------------------------------------------------------------------------
     def _open(self, batch: MiniBatch, attempt: int = 0, remote: bool | None = None) -> tuple[Any, list[str]]:
@@ -270,31 +198,10 @@ class WorkerRuntime:
         if isinstance(batch, FileBatch):
             if not (has_remote(batch) if remote is None else remote):
                 return list(batch.paths), list(batch.paths)
-            return self._prefetch.take(batch, attempt), list(batch.paths)
+            return self._inputs.local_paths(batch, attempt), list(batch.paths)
         from ..data.tabular import read_batch
 
         return read_batch(batch, self.cfg.storage_options), []
-
-    def _batch_dir(self, batch: MiniBatch, attempt: int) -> Path:
-        return self._tmp / f"batch{batch.index}-{attempt}"
-
-    def _download(self, batch: FileBatch, attempt: int) -> list[str]:
-        from ..data.storage import is_url, url_to_fs
-
-        local = []
-        dest = self._batch_dir(batch, attempt)
-        dest.mkdir(parents=True, exist_ok=True)
-        for i, p in enumerate(batch.paths):
-            if not is_url(p):
-                local.append(p)
-                continue
-            fs, inner = url_to_fs(p, self.cfg.storage_options)
-            # Keep the file name (scripts often report it) but avoid collisions between folders.
-            target = dest / f"{i:05d}" / os.path.basename(inner)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fs.get(inner, str(target))
-            local.append(str(target))
-        return local
 
     def _log_error(self, what: str, err: UserCodeError) -> None:
         if not self.cfg.redirect_output:
@@ -306,16 +213,6 @@ class WorkerRuntime:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n{err.traceback}\n")
         except OSError:
             pass  # a full disk must not turn the user's error into a crash of the worker; the driver has it
-
-
-def has_remote(batch: FileBatch) -> bool:
-    # Asked twice per mini-batch (offer, process): a URL has "://", so local paths skip the regex and the
-    # import; one search of the joined paths costs a fifth of a generator over them.
-    if "://" not in "\0".join(batch.paths):
-        return False
-    from ..data.storage import is_url
-
-    return any(is_url(p) for p in batch.paths)
 
 
 def _failed_items(batch: MiniBatch, names: list[str], missing: list[int] | None, succeeded: int) -> list[FailedItem]:
