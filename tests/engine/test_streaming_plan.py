@@ -207,3 +207,34 @@ def test_batches_planned_run_and_commit_while_a_slow_walk_is_pending(tmp_path: P
     assert (tmp_path / "walker").read_text() == "gate"  # a batch ran while the walk was pending
     assert int(steps) < 200, f"{steps} planning steps: the driver spun while the walker was slow"
     assert job.lines() == names  # every file exactly once, in walk order
+
+
+def test_a_backend_that_cannot_watch_the_walkers_pipe_waits_in_short_slices() -> None:
+    # Ray's wait cannot include a pipe: while planning waits for the walk, its waits are cut short (and
+    # skipped once the pipe is readable) so the walk's lists are planned promptly, without a spin.
+    from parallelrun.execution import pool
+
+    waits: list[float] = []
+
+    class Blind(pool.WorkerPool[object]):
+        def start(self) -> None: ...
+        def cancel(self) -> None: ...
+        def shutdown(self) -> None: ...
+        def _spawn_replacement(self, name: str) -> str | None: return None
+        def _send(self, name: str, batch: object, attempt: int) -> None: ...  # type: ignore[override]
+        def _forget(self, name: str) -> None: ...
+        def _wait(self, timeout: float, events: list) -> None:  # type: ignore[type-arg]
+            waits.append(timeout)
+
+    ex = Blind(timeout=60)
+    r, w = os.pipe()
+    try:
+        ex.poll(0.25)
+        ex.wake_fd = r
+        ex.poll(0.25)
+        os.write(w, b"x")
+        ex.poll(0.25)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert waits == [0.25, pool._WAKE_SLICE, 0.0]

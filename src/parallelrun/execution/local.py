@@ -215,6 +215,7 @@ class LocalExecutor(WorkerPool[_Proc]):
 
     queue_seconds = 0.02
     max_depth = _MAX_DEPTH
+    watches_wake_fd = True  # its selector watches the walker's pipe beside the workers' (_wait)
 
     def __init__(self, cfg: WorkerConfig, processes: int, timeout: float, gpus_per_process: float = 0) -> None:
         super().__init__(timeout)
