@@ -81,7 +81,9 @@ class DriverLoop:
             planning = self.plan_more()
             if self.finished():
                 return
-            self.process_completed(self.executor.poll(0.0 if planning else 0.25))
+            # Planning that stopped for the walk's next list waits for it and the workers alike (no spin).
+            self.executor.wake_fd = waiting = self.feed.waiting_on
+            self.process_completed(self.executor.poll(0.0 if planning and waiting is None else 0.25))
             self.update()
 
     # --- phases ---------------------------------------------------------------------------------------

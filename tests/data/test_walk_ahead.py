@@ -275,3 +275,49 @@ def test_a_small_tree_is_walked_in_place(tmp_path: Path, monkeypatch: pytest.Mon
     tree = _tree(tmp_path)  # 73 files in 25 small folders
     monkeypatch.setattr(wa.os, "fork", lambda: pytest.fail("forked for a small tree"))
     assert len(_walk(tree)) == 73
+
+
+def test_a_walk_that_may_not_wait_says_pending_and_still_gives_the_same_lists(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # The child stops before its second folder until the test lets it go on: meanwhile the reader must
+    # answer at once with a Pending naming the pipe to wait on, never block (planning runs in the driver).
+    import select
+    import time
+
+    root = tmp_path / "tree"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(40):
+            (root / name / f"{name}{i:02d}.txt").write_text(name * (i % 5))
+    in_place = _walk(root)
+    gate = tmp_path / "gate"
+    driver = os.getpid()
+    real_folder = files_mod.TreeWalk.folder
+
+    def slow_folder(self: files_mod.TreeWalk):  # type: ignore[no-untyped-def]
+        if os.getpid() != driver and str(self.next_folder).endswith("/b"):
+            deadline = time.monotonic() + 20
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        yield from real_folder(self)
+
+    monkeypatch.setattr(files_mod.TreeWalk, "folder", slow_folder)
+    monkeypatch.setattr(wa, "MIN_DIR_BYTES", 0)
+    monkeypatch.setattr(files_mod, "_CHUNK", 16)
+    before = _children()
+    got: list[tuple[str, int, int | str]] = []
+    pendings = 0
+    for chunk in files_mod.iter_file_chunks_nowait(str(root), tmp_path):
+        if isinstance(chunk, wa.Pending):
+            pendings += 1
+            if len(got) == 40 and not gate.exists():  # all of a/ read, b/ held back: nothing is waited for
+                t0 = time.monotonic()
+                assert not select.select([chunk.fd], [], [], 0.2)[0]
+                assert time.monotonic() - t0 >= 0.15
+                gate.touch()
+            select.select([chunk.fd], [], [], 5)  # what the driver loop does, with its workers' pipes
+            continue
+        got.extend(chunk)
+    assert gate.exists() and pendings >= 1
+    assert got == in_place and len(got) == 80
+    assert _children() == before

@@ -141,3 +141,100 @@ def test_grouped_commits_store_each_part_record_once(tmp_path: Path) -> None:
         assert [b.index for b in j.pending_descriptors(0, 10)] == [3]
         c = j.counts()
         assert (c.batches_succeeded, c.batches_pending, c.items_succeeded) == (3, 1, 3)
+
+
+@pytest.mark.timeout(120)
+def test_batches_planned_run_and_commit_while_a_slow_walk_is_pending(tmp_path: Path) -> None:
+    # The forked walker lists data/a, then holds data/b back until a mini-batch has run (the entry script
+    # drops a gate file) or 30 s pass. A driver that waited on the walker's pipe before dispatching would
+    # never run one: the walker would report the 30 s timeout. Then the walker is slow for another second,
+    # during which a driver that spun (planning steps back to back) would take thousands of steps.
+    import subprocess
+    import sys
+    import textwrap
+
+    from engine_helpers import make_job
+
+    job = make_job(tmp_path, """
+        import os
+        from pathlib import Path
+        def init():
+            pass
+        def run(mini_batch):
+            (Path(__file__).resolve().parents[1] / "gate").touch()
+            return [os.path.basename(p) for p in mini_batch]
+    """, n_files=0, inputs=[{"type": "file", "path": "data"}], mini_batch_size=3)
+    names = [f"{d}{i:02d}.txt" for d in "ab" for i in range(30)]
+    for n in names:
+        (tmp_path / "data" / n[0]).mkdir(exist_ok=True)
+        (tmp_path / "data" / n[0] / n).write_text(n)
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from parallelrun import run_job
+        from parallelrun.data import files, walk_ahead
+        from parallelrun.data import plan as plan_mod
+
+        root, me = Path({str(tmp_path)!r}), os.getpid()
+        real_folder, real_step = files.TreeWalk.folder, plan_mod.PlanFeed.step
+        steps = []
+
+        def slow_folder(self):
+            if os.getpid() != me and str(self.next_folder).endswith("/b"):
+                deadline = time.monotonic() + 30
+                while not (root / "gate").exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                (root / "walker").write_text("gate" if (root / "gate").exists() else "timeout")
+                time.sleep(1.0)
+            yield from real_folder(self)
+
+        def counted_step(self, *a, **kw):
+            steps.append(1)
+            return real_step(self, *a, **kw)
+
+        files.TreeWalk.folder = slow_folder
+        plan_mod.PlanFeed.step = counted_step
+        walk_ahead.MIN_DIR_BYTES = 0
+        walk_ahead._single_threaded = lambda: True
+        r = run_job({str(job.job)!r}, workspace={str(job.ws)!r}, progress="quiet")
+        print("RUN", r.status, len(steps))
+    """))
+    res = subprocess.run([sys.executable, str(driver)], capture_output=True, text=True, timeout=100, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    _, status, steps = res.stdout.split()
+    assert status == "Completed"
+    assert (tmp_path / "walker").read_text() == "gate"  # a batch ran while the walk was pending
+    assert int(steps) < 200, f"{steps} planning steps: the driver spun while the walker was slow"
+    assert job.lines() == names  # every file exactly once, in walk order
+
+
+def test_a_backend_that_cannot_watch_the_walkers_pipe_waits_in_short_slices() -> None:
+    # Ray's wait cannot include a pipe: while planning waits for the walk, its waits are cut short (and
+    # skipped once the pipe is readable) so the walk's lists are planned promptly, without a spin.
+    from parallelrun.execution import pool
+
+    waits: list[float] = []
+
+    class Blind(pool.WorkerPool[object]):
+        def start(self) -> None: ...
+        def cancel(self) -> None: ...
+        def shutdown(self) -> None: ...
+        def _spawn_replacement(self, name: str) -> str | None: return None
+        def _send(self, name: str, batch: object, attempt: int) -> None: ...  # type: ignore[override]
+        def _forget(self, name: str) -> None: ...
+        def _wait(self, timeout: float, events: list) -> None:  # type: ignore[type-arg]
+            waits.append(timeout)
+
+    ex = Blind(timeout=60)
+    r, w = os.pipe()
+    try:
+        ex.poll(0.25)
+        ex.wake_fd = r
+        ex.poll(0.25)
+        os.write(w, b"x")
+        ex.poll(0.25)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert waits == [0.25, pool._WAKE_SLICE, 0.0]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .storage import is_url, url_to_fs
-from .walk_ahead import walk_ahead
+from .walk_ahead import Pending, walk_ahead
 
 GLOB_CHARS = set("*?[")
 FileInfo = tuple[str, int, "int | str"]  # (path or URL, size, version: mtime_ns or an etag)
@@ -149,12 +149,24 @@ def iter_file_chunks(path: str, base_dir: Path, storage_options: dict | None = N
     Raises :class:`DatasetError` naming the path for an entry the job could not record or read: a name
     that is not valid UTF-8, a symbolic link loop, a folder it may not list.
     """
-    for chunk in _chunks(path, base_dir, storage_options):
+    for chunk in _chunks(path, base_dir, storage_options, True):
+        assert not isinstance(chunk, Pending)  # a waiting walk never yields one
         _check_names(chunk)
         yield chunk
 
 
-def _chunks(path: str, base_dir: Path, storage_options: dict | None) -> Iterator[list[FileInfo]]:
+def iter_file_chunks_nowait(path: str, base_dir: Path,
+                            storage_options: dict | None = None) -> Iterator[list[FileInfo] | Pending]:
+    """:func:`iter_file_chunks` that yields a :class:`Pending` instead of waiting for the processes walking
+    a big folder (``walk_ahead``): the caller does other work, or waits on ``Pending.fd``, and iterates on."""
+    for chunk in _chunks(path, base_dir, storage_options, False):
+        if not isinstance(chunk, Pending):
+            _check_names(chunk)
+        yield chunk
+
+
+def _chunks(path: str, base_dir: Path, storage_options: dict | None,
+            wait: bool) -> Iterator[list[FileInfo] | Pending]:
     if is_url(path):
         yield from _batched(_iter_remote(path, storage_options))
         return
@@ -173,7 +185,7 @@ def _chunks(path: str, base_dir: Path, storage_options: dict | None) -> Iterator
         yield [(s, st.st_size, st.st_mtime_ns)]
         return
     if p.is_dir():
-        yield from walk_ahead(TreeWalk(s))  # a big folder or tree is walked by a forked child (walk_ahead.py)
+        yield from walk_ahead(TreeWalk(s), wait)  # a big folder or tree is walked by a forked child (walk_ahead.py)
         return
     try:
         os.stat(p)

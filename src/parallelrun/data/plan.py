@@ -15,13 +15,14 @@ import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import config
 from ..config import DEFAULT_FILE_BATCH, DEFAULT_TABULAR_BATCH, JobSpec
 from ..errors import DatasetError, ResumeError
 from .batches import FileBatch, MiniBatch
-from .files import FileInfo, iter_file_chunks
+from .files import iter_file_chunks, iter_file_chunks_nowait
+from .walk_ahead import Pending
 
 if TYPE_CHECKING:
     from ..journal import Journal
@@ -67,8 +68,16 @@ class Plan:
         return self.spec.batch_bytes if tabular else self.spec.batch_count
 
     def batches(self) -> Iterator[MiniBatch]:
-        gen = self._file_batches() if self.spec.input_type == "file" else self._tabular_batches()
+        return cast(Iterator[MiniBatch], self.stream(wait=True))
+
+    def stream(self, wait: bool = False) -> Iterator[MiniBatch | Pending]:
+        """``batches()``; with ``wait=False`` a :class:`Pending` comes instead of waiting for the processes
+        walking a big folder (file input): plan other things or wait on its ``fd``, then iterate on."""
+        gen = self._file_batches(wait) if self.spec.input_type == "file" else self._tabular_batches()
         for b in gen:
+            if isinstance(b, Pending):
+                yield b
+                continue
             self.batch_count += 1
             self.items += b.n_items
             self.nbytes += b.nbytes
@@ -80,14 +89,17 @@ class Plan:
                 " to process. Check the input paths (they are relative to the job file's folder)."
             )
 
-    def _file_batches(self) -> Iterator[FileBatch]:
+    def _file_batches(self, wait: bool) -> Iterator[FileBatch | Pending]:
         # Whole lists at a time: a million files cost ~1 us each here, not the ~5 us of a generator chain.
         size = self.size
         paths: list[str] = []
         sizes: list[int] = []
         index = 0
         for inp in self.spec.inputs:
-            for chunk in self._chunks_of(inp):
+            for chunk in self._chunks_of(inp, wait):
+                if isinstance(chunk, Pending):
+                    yield chunk
+                    continue
                 columns = list(zip(*chunk, strict=True))
                 paths.extend(columns[0])
                 sizes.extend(columns[1])
@@ -118,12 +130,18 @@ class Plan:
             except ValueError as e:  # an unknown extension, a compressed file, an unreadable Parquet footer
                 raise DatasetError(f"cannot plan tabular input {inp.path!r}: {e}") from e
 
-    def _chunks_of(self, inp: Any) -> Iterator[list[FileInfo]]:
+    def _chunks_of(self, inp: Any, wait: bool = True) -> Iterator[Any]:
+        """``inp``'s lists of files, hashed; a :class:`Pending` among them if ``wait`` is false."""
         # Files under the job folder are hashed by their path relative to it, so a job folder that was
         # moved or copied (with its workspace) still has the same inputs (issue 13.7).
         prefix = str(self.base_dir.resolve()).rstrip("/") + "/"
         for entry in inp.paths():
-            for chunk in iter_file_chunks(entry, self.base_dir, self.storage_options):
+            chunks = iter_file_chunks(entry, self.base_dir, self.storage_options) if wait else \
+                iter_file_chunks_nowait(entry, self.base_dir, self.storage_options)
+            for chunk in chunks:
+                if isinstance(chunk, Pending):
+                    yield chunk
+                    continue
                 # Hashing the concatenation equals hashing file by file: fingerprints are unchanged.
                 self._hash.update("".join([f"{p.removeprefix(prefix)}\0{s}\0{v}\n" for p, s, v in chunk]).encode())
                 self.files += len(chunk)
@@ -151,8 +169,10 @@ class PlanFeed:
     def __init__(self, plan: Plan, journal: Journal, *, resume: bool = False) -> None:
         self.plan = plan
         self.journal = journal
-        self._it = plan.batches()
+        self._it = plan.stream(wait=False)
         self.done = False
+        #: the pipe of a process walking the input when the last step ended waiting for it, else None
+        self.waiting_on: int | None = None
         self.started = time.monotonic()
         self.finished: float | None = None
         self._skip = 0
@@ -163,11 +183,18 @@ class PlanFeed:
             self._expect = state.get("fingerprint")
 
     def step(self, seconds: float = 0.02, max_batches: int = 4096) -> list[MiniBatch]:
-        """Plan for about ``seconds``; return the batches written to the journal (maybe none)."""
+        """Plan for about ``seconds``; return the batches written to the journal (maybe none).
+
+        Never waits for the processes walking a big folder: the step ends with what they had sent, and
+        ``waiting_on`` names the pipe to wait on (with the workers) before the next step."""
         out: list[MiniBatch] = []
         deadline = time.monotonic() + seconds
+        self.waiting_on = None
         while len(out) < max_batches:
             b = next(self._it, None)
+            if isinstance(b, Pending):
+                self.waiting_on = b.fd
+                break
             if b is None:
                 self.done = True
                 self.finished = time.monotonic()

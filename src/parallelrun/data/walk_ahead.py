@@ -10,7 +10,10 @@ folders of a thousand files). The walk's state is the stack of folders still to 
 fork; its subtrees are dealt to ``WALKERS`` children in turn (a single folder goes to one child), each
 sending its lists down its own pipe, pickled (~0.25 us a file to read back), and the driver reads them
 in walk order (subtree ``j`` from child ``j % n``) while it hashes, cuts and journals the lists already
-received. The lists, their order and the errors (the first one in walk order) are exactly those of the
+received. The driver never waits on a child while it has work to hand out: with ``wait=False`` the walk
+yields a :class:`Pending` naming the pipe when nothing complete has arrived yet, the planning step ends
+there, and the driver loop waits on that pipe and its workers together (``Feed.waiting_on``). Messages
+are length-prefixed, so a message only half written is never waited for. The lists, their order and the errors (the first one in walk order) are exactly those of the
 walk run in place, so plans and fingerprints do not change. A small input is walked in place: no fork.
 
 The children are forked between two folders (the walk holds no descriptor then) and only while no other
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -41,9 +45,10 @@ IN_PLACE_FILES = 8192
 #: children walking the rest of a tree side by side, subtree by subtree: each file costs a ``stat`` system
 #: call (~2-3 us here), which only more processes make faster; a single big folder gets one child
 WALKERS = 2
-#: files per message: the driver blocks on the pipe only until the next few hundred stats are done (~1 ms),
-#: never for a whole list of thousands, so it goes back to its workers quickly when the child is behind
+#: files per message: the driver takes lists as soon as a few hundred stats are done (~1 ms), never only
+#: once a whole list of thousands is
 _PIECE = 512
+_READ = 1 << 20  # bytes read from a pipe at a time
 _PIPE_BYTES = 4 * 1024 * 1024  # lets the child run a few lists ahead of the driver (Linux F_SETPIPE_SZ)
 
 
@@ -62,8 +67,21 @@ class Walk(Protocol):
         ...
 
 
-def walk_ahead(walk: Walk) -> Iterator[list[Any]]:
-    """``walk``'s lists, in order; once the walk is seen to be big, walked on by forked children."""
+class Pending:
+    """Nothing more has arrived from the walking children yet: wait for ``fd`` to be readable (or do other
+    work) and ask again. Only a walk started with ``wait=False`` yields it."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+
+def walk_ahead(walk: Walk, wait: bool = True) -> Iterator[list[Any] | Pending]:
+    """``walk``'s lists, in order; once the walk is seen to be big, walked on by forked children.
+
+    With ``wait=False``, a :class:`Pending` is yielded instead of waiting for a child: iterate again later.
+    """
     listed = 0
     may_fork = sys.platform.startswith("linux")
     while (top := walk.next_folder) is not None:
@@ -73,7 +91,7 @@ def walk_ahead(walk: Walk) -> Iterator[list[Any]]:
                 subtrees = walk.split()
                 children = _fork_walkers(subtrees)
                 if children is not None:
-                    yield from _read(walk.root, children, len(subtrees))
+                    yield from _read(walk.root, children, len(subtrees), wait)
                     return
         for chunk in walk.folder():
             listed += len(chunk)
@@ -117,19 +135,19 @@ def _fork_walkers(subtrees: Sequence[Walk]) -> list[tuple[int, int]] | None:
     return children
 
 
-def _read(root: str, children: list[tuple[int, int]], subtrees: int) -> Iterator[list[Any]]:
+def _read(root: str, children: list[tuple[int, int]], subtrees: int, wait: bool) -> Iterator[list[Any] | Pending]:
     """The children's lists in walk order: subtree ``j`` from child ``j % n``, up to its end marker."""
     done = False
-    pipes = [open(r, "rb") for _, r in children]  # noqa: SIM115 - closed in the finally below
+    pipes = [_Pipe(root, r) for _, r in children]
     try:
         for j in range(subtrees):
             pipe = pipes[j % len(pipes)]
             while True:
-                try:
-                    kind, value = pickle.load(pipe)
-                except EOFError:
-                    raise DatasetError(f"listing the input folder {root} failed: a process listing it ended "
-                                       "without a word (killed?). Run the job again (or resume the run).") from None
+                msg = pipe.message(wait)
+                if msg is None:
+                    yield Pending(pipe.fd)
+                    continue
+                kind, value = msg
                 if kind == "next":  # that subtree is complete
                     break
                 if kind == "error":
@@ -138,8 +156,38 @@ def _read(root: str, children: list[tuple[int, int]], subtrees: int) -> Iterator
         done = True
     finally:
         for pipe in pipes:
-            pipe.close()
+            os.close(pipe.fd)
         _end(children, kill=not done)
+
+
+class _Pipe:
+    """One child's pipe: length-prefixed pickles, read whole or not at all when asked not to wait."""
+
+    def __init__(self, root: str, fd: int) -> None:
+        self.root, self.fd = root, fd
+        self._buf = bytearray()
+        self._eof = False
+
+    def message(self, wait: bool) -> Any | None:
+        """The next message; None when ``wait`` is false and none has fully arrived."""
+        buf = self._buf
+        while True:
+            if len(buf) >= 4:
+                n = int.from_bytes(buf[:4], "little")
+                if len(buf) >= 4 + n:
+                    msg = pickle.loads(buf[4:4 + n])
+                    del buf[:4 + n]
+                    return msg
+            if self._eof:
+                raise DatasetError(f"listing the input folder {self.root} failed: a process listing it ended "
+                                   "without a word (killed?). Run the job again (or resume the run).")
+            if not wait and not select.select([self.fd], [], [], 0)[0]:
+                return None
+            data = os.read(self.fd, _READ)
+            if data:
+                buf += data
+            else:
+                self._eof = True
 
 
 def _end(children: list[tuple[int, int]], kill: bool) -> None:
@@ -173,16 +221,20 @@ def _child(subtrees: Sequence[Walk], r: int, w: int) -> None:
                     while walk.next_folder is not None:
                         for chunk in walk.folder():
                             for i in range(0, len(chunk), _PIECE):
-                                pickle.dump(("chunk", chunk[i:i + _PIECE]), pipe, protocol=pickle.HIGHEST_PROTOCOL)
-                                pipe.flush()
-                    pickle.dump(("next", None), pipe)
-                    pipe.flush()
+                                _send(pipe, ("chunk", chunk[i:i + _PIECE]))
+                    _send(pipe, ("next", None))
             except Exception as e:  # noqa: BLE001 - the driver raises it where the walk would have
-                pickle.dump(("error", e), pipe)
+                _send(pipe, ("error", e))
     except BaseException:  # noqa: BLE001 - the driver gone (broken pipe), or anything else: just end
         code = 1
     finally:
         os._exit(code)
+
+
+def _send(pipe: Any, msg: tuple[str, Any]) -> None:
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(len(data).to_bytes(4, "little") + data)
+    pipe.flush()
 
 
 def _die_with_parent() -> None:

@@ -35,6 +35,9 @@ class Executor(ABC):
 
     #: batches a worker may hold at once (the running one plus prefetched ones)
     depth: int = 2
+    #: a descriptor whose data also ends ``poll``'s wait (the driver sets it: the pipe of a process walking
+    #: the input that planning waits for); a backend that cannot watch it just waits its bounded timeout
+    wake_fd: int | None = None
 
     @abstractmethod
     def start(self) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import select
 import time
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,18 @@ class Feed:
         """Resuming a run killed while planning: re-plan what it had written (the journal's fingerprint at
         that point must match, else ResumeError) up to its first unwritten batch."""
         while self._plan_feed is not None and not self.done and not self.step(seconds=0.5):
-            pass
+            if (fd := self.waiting_on) is not None:
+                select.select([fd], [], [], 0.5)  # no worker runs yet: only the walk to wait for
+
+    @property
+    def waiting_on(self) -> int | None:
+        """The pipe of a process walking the input that the last step stopped at, having taken all it had
+        sent: the driver waits on it together with its workers rather than planning again at once."""
+        return None if self._plan_feed is None or self.done else self._plan_feed.waiting_on
 
     def step(self, seconds: float = 0.02) -> list[MiniBatch]:
-        """Plan a little more (about ``seconds``); the batches written to the journal."""
+        """Plan a little more (about ``seconds``, never waiting for the walk: see ``waiting_on``); the
+        batches written to the journal."""
         if self.done or self._plan_feed is None:
             return []
         out = self._plan_feed.step(seconds)

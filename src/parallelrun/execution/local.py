@@ -215,6 +215,7 @@ class LocalExecutor(WorkerPool[_Proc]):
 
     queue_seconds = 0.02
     max_depth = _MAX_DEPTH
+    watches_wake_fd = True  # its selector watches the walker's pipe beside the workers' (_wait)
 
     def __init__(self, cfg: WorkerConfig, processes: int, timeout: float, gpus_per_process: float = 0) -> None:
         super().__init__(timeout)
@@ -332,11 +333,21 @@ class LocalExecutor(WorkerPool[_Proc]):
 
     def _wait(self, timeout: float, events: list[Event]) -> None:
         self._flush()
+        wake = self.wake_fd  # planning's walker pipe: its data ends the wait too (its key names no worker)
         if not self._handles:
-            time.sleep(timeout)
+            if wake is not None:
+                select.select([wake], [], [], timeout)
+            else:
+                time.sleep(timeout)
             return
         polling = any(pr.exit_fd is None for pr in self._handles.values())
-        ready = self._selector.select(min(timeout, _EXIT_POLL) if polling else timeout)
+        if wake is not None:
+            self._selector.register(wake, selectors.EVENT_READ, ("", "walk"))
+        try:
+            ready = self._selector.select(min(timeout, _EXIT_POLL) if polling else timeout)
+        finally:
+            if wake is not None:
+                self._selector.unregister(wake)
         dead: list[str] = []
         for key, _ in ready:
             name, kind = key.data

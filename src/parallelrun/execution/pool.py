@@ -16,6 +16,7 @@ may implement :meth:`_grow` (add workers while running: Ray nodes joining); it r
 
 from __future__ import annotations
 
+import select
 import time
 from abc import abstractmethod
 from typing import Generic, TypeVar
@@ -26,6 +27,7 @@ from . import stacks
 from .base import Executor, WorkerState
 from .messages import Event, Outcome, WorkerInitFailed, WorkerLost, WorkerReady
 
+_WAKE_SLICE = 0.01  # seconds: how late a backend that cannot watch ``wake_fd`` may see it ready
 H = TypeVar("H")  # a backend's handle on one worker (a process and its pipe, a Ray actor)
 
 
@@ -39,6 +41,8 @@ class WorkerPool(Executor, Generic[H]):
     refill_at_half: bool = True
     #: the run's logs folder, where workers leave their stack dumps (execution/stacks.py); None: no dumps
     log_dir: str | None = None
+    #: ``_wait`` also ends when ``wake_fd`` is readable; a backend that cannot (Ray) waits in short slices
+    watches_wake_fd: bool = False
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
@@ -115,6 +119,8 @@ class WorkerPool(Executor, Generic[H]):
         now = time.monotonic()
         deadlines = [st.started_at + self.timeout for st in self._states.values() if st.queue]
         wait_for = max(0.0, min([timeout, *(d - now for d in deadlines)]))
+        if self.wake_fd is not None and not self.watches_wake_fd:
+            wait_for = 0.0 if select.select([self.wake_fd], [], [], 0)[0] else min(wait_for, _WAKE_SLICE)
         events: list[Event] = []
         self._wait(wait_for, events)
         self._check_timeouts(events)
