@@ -8,6 +8,8 @@ from typing import Any
 RATIO_TARGETS = [("W1", "pool", 0.5), ("W1", "ray_data", 5.0), ("W2", "pool", 0.9), ("W2", "ray_data", 2.5),
                  ("W3 csv", "pool", 0.9), ("W3 csv", "ray_data", 3.0),
                  ("W3 parquet", "pool", 0.9), ("W3 parquet", "ray_data", 3.0)]
+# (workload, how many times faster than Ray Data parallelrun's Ray backend should be), from issue 14
+RAY_TARGETS = [("W1", 5.0), ("W2", 1.5), ("W3 csv", 2.0), ("W3 parquet", 2.0)]
 
 
 def _compared(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -33,11 +35,20 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         got = row["parallelrun_ratio"]
         out.append({"target": f"{wl}: parallelrun >= {want:g}x {peer}", "measured": f"{got:.2f}x", "met": got >= want})
-    if "W2" in cmp:
-        ray_b, ray_d = _row(cmp["W2"], "parallelrun_ray"), _row(cmp["W2"], "ray_data")
-        if ray_b and ray_d and ray_b.get("median_seconds") and ray_d.get("median_seconds"):
+    for wl, want in RAY_TARGETS:
+        if wl not in cmp:
+            continue
+        ray_b, ray_d, local = (_row(cmp[wl], p) for p in ("parallelrun_ray", "ray_data", "parallelrun"))
+        if not (ray_b and ray_b.get("median_seconds")):
+            continue
+        if ray_d and ray_d.get("median_seconds"):
             got = ray_d["median_seconds"] / ray_b["median_seconds"]
-            out.append({"target": "W2: Ray backend >= 1.5x Ray Data", "measured": f"{got:.2f}x", "met": got >= 1.5})
+            out.append({"target": f"{wl}: Ray backend >= {want:g}x Ray Data", "measured": f"{got:.2f}x",
+                        "met": got >= want})
+        if local and local.get("median_seconds"):
+            got = local["median_seconds"] / ray_b["median_seconds"]
+            out.append({"target": f"{wl}: Ray backend >= 0.8x the local executor", "measured": f"{got:.2f}x",
+                        "met": got >= 0.8})
     w4 = results["workloads"].get("W4")
     if w4:
         sizes = sorted(int(n) for n in w4["median"])
@@ -76,6 +87,10 @@ def _w7_targets(w7: dict[str, Any] | None) -> list[dict[str, Any]]:
         if key in w7:
             out.append({"target": f"W7: parallelrun >= {want:g}x {peer}", "measured": f"{w7[key]:.2f}x",
                         "met": w7[key] >= want})
+    ray_b, ray_d = w7["median"].get("parallelrun_ray"), w7["median"].get("ray_data")
+    if ray_b and ray_d and ray_b.get("seconds") and ray_d.get("seconds"):
+        got = ray_d["seconds"] / ray_b["seconds"]
+        out.append({"target": "W7: Ray backend >= 2x ray_data", "measured": f"{got:.2f}x", "met": got >= 2.0})
     for who in ("parallelrun", "parallelrun_dataset"):
         m = w7["median"].get(who)
         if not m:
