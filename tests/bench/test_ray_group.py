@@ -35,6 +35,7 @@ def _answers(address: str) -> bool:
         return False
 
 
+@pytest.mark.slow  # ~10 s: a real head started and stopped
 @pytest.mark.timeout(180)
 def test_the_head_is_stopped_with_all_its_processes_and_nothing_else() -> None:
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])

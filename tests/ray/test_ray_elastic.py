@@ -112,6 +112,7 @@ def _finish(driver: Any, timeout: float = 90) -> str:
     return str(out)
 
 
+@pytest.mark.slow  # ~11-15 s with the cluster; make test keeps the elastic rules in test_ray_elastic_unit.py
 @pytest.mark.timeout(180)
 def test_a_node_that_joins_gets_workers_and_one_that_leaves_costs_only_its_running_batch(
         cluster: Any, tmp_path: Path) -> None:
@@ -217,6 +218,7 @@ def run(mini_batch, context):
 '''
 
 
+@pytest.mark.slow  # with the test above, make test no longer starts this module's cluster (~8 s)
 @pytest.mark.timeout(180)
 def test_losing_every_worker_during_start_up_says_their_node_left(cluster: Any, tmp_path: Path) -> None:
     """The only node that can host the job leaves while its worker is in init(): the job stops with a

@@ -160,6 +160,7 @@ def test_uv_comes_from_the_installed_uv_package(ws: Workspace, monkeypatch: pyte
     assert probe.returncode == 0 and probe.stdout.startswith(str(ws.path / "envs")), probe.stderr
 
 
+@pytest.mark.slow  # ~8 s: a virtual environment built with venv and pip
 def test_venv_and_pip_build_it_when_uv_is_not_used(ws: Workspace, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The fallback, forced: the standard library's venv and the venv's own pip, no uv involved."""
