@@ -151,6 +151,17 @@ class RayHead:
 
     @property
     def client_address(self) -> str:
+        """The Ray Client address, once its server listens: `ray start` returns before the proxy that
+        serves it does, and a test that connects at once would find nothing there."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.client_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Ray Client server of this head never listened on {self.client_port}") from None
+                time.sleep(0.2)
         return f"ray://127.0.0.1:{self.client_port}"
 
     def stop(self) -> None:
