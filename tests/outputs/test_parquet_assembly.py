@@ -20,6 +20,9 @@ import yaml
 from output_backends import Backend
 from test_assembly import _kill_during_assembly
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from engine_helpers import journal_count  # noqa: E402
+
 from parallelrun.outputs import (
     FormattedResult,
     OutputLocation,
@@ -508,21 +511,6 @@ def run(mini_batch):
 """
 
 
-def _succeeded(ws: Path) -> int:
-    import sqlite3
-
-    for db in (ws / "runs").glob("*/journal.sqlite") if (ws / "runs").is_dir() else []:
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            try:
-                return int(con.execute("SELECT COUNT(*) FROM batches WHERE state='succeeded'").fetchone()[0])
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return 0
-    return 0
-
-
 @pytest.mark.timeout(300)
 def test_a_parquet_job_whose_driver_and_workers_are_killed_resumes_with_every_row_once(tmp_path: Path) -> None:
     """kill -9 of the driver and its workers (maybe in the middle of an append to the shared file), twice at
@@ -545,7 +533,7 @@ def test_a_parquet_job_whose_driver_and_workers_are_killed_resumes_with_every_ro
     for at_least in (3, 7):
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        while _succeeded(ws) < at_least and proc.poll() is None and time.monotonic() < deadline:
+        while journal_count(ws) < at_least and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(rnd.uniform(0.0, 0.3))
         assert proc.poll() is None, "the job finished before it could be killed"
