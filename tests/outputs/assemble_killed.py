@@ -1,4 +1,4 @@
-"""Run an assembly in this process and SIGKILL it part-way (used by test_assembly.py).
+"""Run an assembly in this process and SIGKILL it part-way (assembly_helpers.kill_during_assembly runs it).
 
 Usage: python assemble_killed.py SPEC.json — SPEC holds the location, records, and ``kill_after``: the
 process kills itself (SIGKILL, no cleanup) just before the (kill_after+1)-th part copy or upload (or just

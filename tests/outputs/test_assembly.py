@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from assembly_helpers import bytes_read_through, kill_during_assembly
 from output_backends import Backend
 
 from parallelrun.outputs import OutputLocation, PartRecord, default_file_name, format_result
-
-HERE = Path(__file__).resolve().parent
 
 
 def _write(loc: OutputLocation, fmt: str, batches: int, rows: int, workers: int = 3,
@@ -42,17 +37,6 @@ def _write(loc: OutputLocation, fmt: str, batches: int, rows: int, workers: int 
     return records
 
 
-def _kill_during_assembly(tmp_path: Path, loc: OutputLocation, records: list[PartRecord], fmt: str,
-                          kill_after: int) -> None:
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"url": loc.url, "storage_options": loc.storage_options, "fmt": fmt,
-                                "file_name": default_file_name(fmt), "state_dir": str(tmp_path / "state"),
-                                "records": [r.to_json() for r in records], "kill_after": kill_after}))
-    done = subprocess.run([sys.executable, str(HERE / "assemble_killed.py"), str(spec)], capture_output=True,
-                          text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(HERE)})
-    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
-
-
 def _rows(data: bytes, fmt: str) -> list[str]:
     if fmt == "text":
         return data.decode().splitlines()
@@ -70,7 +54,7 @@ def test_local_assembly_killed_then_resumed_has_every_row_once(tmp_path: Path, f
     records = _write(loc, fmt, batches=120, rows=20, segment_bytes=4096)
     parts = {r.name for r in records}
     total = sum(r.length for r in records)
-    _kill_during_assembly(tmp_path, loc, records, fmt, kill_after=70)
+    kill_during_assembly(tmp_path, loc, records, fmt, kill_after=70)
 
     out = Path(loc.url)
     left = {f".parts/{p.name}" for p in (out / ".parts").iterdir()}
@@ -102,22 +86,10 @@ def test_s3_assembly_copies_big_parts_server_side_and_resumes_after_a_kill(tmp_p
         records.append(w.write(batch=b, attempt=1,
                                result=format_result(items, action="append_row", fmt="text", batch_inputs=items)))
     assert records[0].length > 5 * 1024 * 1024 > records[2].length
-    _kill_during_assembly(tmp_path, loc, records, "text", kill_after=2)  # after the two copies
+    kill_during_assembly(tmp_path, loc, records, "text", kill_after=2)  # after the two copies
 
-    fs = loc.store.fs  # type: ignore[union-attr]
-    read = {"bytes": 0}
-    real_cat = fs.cat_file
-
-    def counting_cat(path: str, start: int | None = None, end: int | None = None, **kw: object) -> bytes:
-        data = real_cat(path, start=start, end=end, **kw)
-        read["bytes"] += len(data)
-        return bytes(data)
-
-    fs.cat_file = counting_cat
-    try:
+    with bytes_read_through(loc.store.fs) as read:  # type: ignore[union-attr]
         final = loc.assemble(records, file_name="rows.txt", fmt="text", state_dir=tmp_path / "state")
-    finally:
-        del fs.cat_file
     assert final == loc.join("rows.txt")
     small = sum(r.length for r in records[2:])
     assert read["bytes"] <= small, "only the small parts' bytes came through the driver"

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from assembly_helpers import bytes_read_through, kill_during_assembly
 from output_backends import Backend
-from test_assembly import _kill_during_assembly
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from engine_helpers import journal_count  # noqa: E402
@@ -249,7 +249,7 @@ def test_killed_concatenation_resumes_with_every_row_once_in_order(tmp_path: Pat
     done = rng.randrange(1, 39)
     # Killed before the first copy, then mid-way, then (resuming from there) at a random later copy.
     for kill_after in (0, done, rng.randrange(0, 40 - done)):
-        _kill_during_assembly(tmp_path, loc, records, "parquet", kill_after=kill_after)
+        kill_during_assembly(tmp_path, loc, records, "parquet", kill_after=kill_after)
     final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
     assert pq.read_table(final).equals(want)
     loc.cleanup(set())
@@ -272,21 +272,9 @@ def test_s3_parquet_is_composed_server_side_and_resumes_after_a_kill(tmp_path: P
         records.append(w.write(batch=b, attempt=1, result=FormattedResult(rows, data, [], rows)))
         tables.append(t)
     assert records[0].length > 5 * 1024 * 1024 > records[2].length
-    _kill_during_assembly(tmp_path, loc, records, "parquet", kill_after=1)
-    fs = loc.store.fs  # type: ignore[union-attr]
-    read = {"bytes": 0}
-    real_cat = fs.cat_file
-
-    def counting_cat(path: str, start: int | None = None, end: int | None = None, **kw: object) -> bytes:
-        data = real_cat(path, start=start, end=end, **kw)
-        read["bytes"] += len(data)
-        return bytes(data)
-
-    fs.cat_file = counting_cat
-    try:
+    kill_during_assembly(tmp_path, loc, records, "parquet", kill_after=1)
+    with bytes_read_through(loc.store.fs) as read:  # type: ignore[union-attr]
         final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
-    finally:
-        del fs.cat_file
     assert final == loc.join(FILE)
     assert read["bytes"] < 6 * 1024 * 1024 < records[0].length + records[1].length  # big parts never came through
     assert pq.read_table(io.BytesIO(s3_backend.read(loc, FILE))).equals(pa.concat_tables(tables))
@@ -402,7 +390,7 @@ def test_in_place_assembly_killed_at_each_step_resumes_with_every_row_once(tmp_p
     # [0, 0, 0]: killed after planning; the resume killed after appending the footer; the next after saving
     # "renamed", before the rename. [3]: killed after the rename, before the state is removed.
     for k in kills:
-        _kill_during_assembly(tmp_path, loc, records, "parquet", kill_after=k)
+        kill_during_assembly(tmp_path, loc, records, "parquet", kill_after=k)
     final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
     assert pq.read_table(final).equals(want)
     # One footer at the end: a footer appended by a killed step was cut off before the next was appended.
