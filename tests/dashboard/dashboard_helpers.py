@@ -184,6 +184,17 @@ class RunningJob:
             self.proc.stdout.close()
 
 
+def interrupt(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """Stop a server a test started as a user would (Ctrl-C: SIGINT), and SIGKILL it if it has not exited
+    within ``timeout`` seconds; reaped either way."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def alive(pid: int) -> bool:
     """Process ``pid`` exists and is not a zombie (a zombie burns nothing: it only waits to be reaped)."""
     try:

@@ -4,13 +4,12 @@ And ``parallelrun dashboard`` serves for real (uvicorn, 127.0.0.1)."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 
-from dashboard_helpers import REPO, Workspace, free_port, wait_for
+from dashboard_helpers import REPO, Workspace, free_port, interrupt, wait_for
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
@@ -87,12 +86,7 @@ def test_parallelrun_dashboard_serves_with_a_token(workspace: Workspace) -> None
         assert _get(f"{base}/")[0] == 401
         assert _get(f"{base}/", {"Authorization": "Bearer cli-token-123456789"})[0] == 200
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        interrupt(proc)
     out = proc.stderr.read() if proc.stderr else ""
     assert f"open: http://127.0.0.1:{port}/?token=cli-token-123456789" in out
     assert "cli-token-123456789" not in out.split("Ctrl-C stops it", 1)[-1]  # no access log repeating the token
