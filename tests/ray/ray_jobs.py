@@ -8,6 +8,7 @@ markers (a crash or hang happens only the first time).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -246,14 +248,15 @@ def report_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def committed(journal: Path) -> int:
-    """Mini-batches committed so far, read without disturbing the driver (WAL readers do not block)."""
+def committed(journal: Path, where: str = "state != 'pending'") -> int:
+    """Mini-batches committed so far (those that match ``where``), read without disturbing the driver (WAL
+    readers do not block)."""
     if not journal.exists():
         return 0
     try:
         db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
         try:
-            return int(db.execute("SELECT COUNT(*) FROM batches WHERE state != 'pending'").fetchone()[0])
+            return int(db.execute(f"SELECT COUNT(*) FROM batches WHERE {where}").fetchone()[0])
         finally:
             db.close()
     except sqlite3.Error:
@@ -280,6 +283,27 @@ def start_driver(job: Path, workspace: Path, *args: str) -> subprocess.Popen[str
         [PYTHON, "-m", "parallelrun", "run", str(job), "--workspace", str(workspace), "--quiet", *args],
         cwd=job.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+
+
+@contextlib.contextmanager
+def running_driver(job: Path, workspace: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """:func:`start_driver`, killed (SIGKILL) and reaped on the way out if it still runs: a wait that
+    timed out or an assertion inside the block leaves no driver behind."""
+    driver = start_driver(job, workspace, *args)
+    try:
+        yield driver
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait(10)
+        if driver.stdout:
+            driver.stdout.close()
+
+
+def finish(driver: subprocess.Popen[str], timeout: float = 90) -> str:
+    """Wait (``timeout`` s at most) for the driver to exit; what it printed (stdout and stderr)."""
+    out, _ = driver.communicate(timeout=timeout)
+    return out
 
 
 def only_run_dir(workspace: Path) -> Path:

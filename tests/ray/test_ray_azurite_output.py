@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from ray_jobs import finish, running_driver
 
 from store_proxy import CountingProxy
 
@@ -85,15 +86,8 @@ def test_two_ray_nodes_write_their_parts_to_azurite_and_the_driver_only_commits(
                            storage_options={"az": {"connection_string": conn}})  # travels to every actor
         state = root / "state"
         t0 = time.monotonic()
-        driver = subprocess.Popen([sys.executable, "-m", "parallelrun", "run", "job.yml", "--workspace",
-                                   str(tmp_path / "ws"), "--quiet", "--compute", cluster.address],
-                                  cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            out, _ = driver.communicate(timeout=200)
-        finally:
-            if driver.poll() is None:
-                driver.kill()
-                driver.wait(10)
+        with running_driver(root / "job.yml", tmp_path / "ws", "--compute", cluster.address) as driver:
+            out = finish(driver, timeout=200)
         print(f"\nthe run took {time.monotonic() - t0:.1f}s")
         assert driver.returncode == 0, out
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ from ray_jobs import (
     assert_each_once,
     committed,
     file_rows,
+    finish,
     make_job,
     only_run_dir,
     output_lines,
     report_rows,
-    start_driver,
+    running_driver,
     started,
     wait_until,
 )
@@ -95,24 +95,23 @@ def test_removing_a_node_mid_run_still_gives_every_item_once(cluster: Any, tmp_p
     job = make_job(tmp_path / "job", files=n, env={"SLEEP": "0.4"}, node_count=2, process_count_per_node=1,
                    storage_options=SHARED)
     ws = tmp_path / "ws"
-    driver = start_driver(job, ws, "--compute", cluster.address)
     removed = None
     try:
-        def node1_busy() -> bool:
-            # node1 began its second mini-batch, so its first is done (an actor runs one at a time).
-            return (ws / "runs").exists() and committed(only_run_dir(ws) / "journal.sqlite") >= 2 and sum(
-                agent.startswith("node1.") for _, agent, _, _ in started(job.parent)) >= 2
+        with running_driver(job, ws, "--compute", cluster.address) as driver:
+            def node1_busy() -> bool:
+                # node1 began its second mini-batch and the driver committed its first (an actor runs one
+                # at a time): that batch counts for node1 whatever happens to the node next.
+                if not (ws / "runs").exists():
+                    return False
+                by_node1 = committed(only_run_dir(ws) / "journal.sqlite", "state = 'succeeded' AND worker LIKE 'node1.%'")
+                return by_node1 >= 1 and sum(agent.startswith("node1.") for _, agent, _, _ in started(job.parent)) >= 2
 
-        wait_until(node1_busy, 90, "node1 to run two mini-batches", driver)
-        time.sleep(0.3)  # let the driver commit node1's first result
-        node1 = next(node_id for _, agent, node_id, _ in started(job.parent) if agent.startswith("node1."))
-        removed = _worker_nodes(cluster)[node1]
-        cluster.remove_node(removed)
-        out, _ = driver.communicate(timeout=120)
+            wait_until(node1_busy, 90, "node1 to run two mini-batches, its first committed", driver)
+            node1 = next(node_id for _, agent, node_id, _ in started(job.parent) if agent.startswith("node1."))
+            removed = _worker_nodes(cluster)[node1]
+            cluster.remove_node(removed)
+            out = finish(driver, timeout=120)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait(10)
         if removed is not None:
             cluster.add_node(num_cpus=2)  # leave two worker nodes for any later test
             cluster.wait_for_nodes()
