@@ -66,6 +66,18 @@ def file_tree(root: Path, n: int, log: Callable[[str], None], per_dir: int = 100
     return _cached(root, f"w4-tree-{n}", make, log) / "tree"
 
 
+def flat_files(root: Path, n: int, log: Callable[[str], None]) -> Path:
+    """``n`` empty files in ONE folder (``f0000000`` ...): W4's flat variant, listed in packed runs."""
+
+    def make(tmp: Path) -> None:
+        d = tmp / "files"
+        d.mkdir()
+        for i in range(n):
+            os.close(os.open(d / f"f{i:07d}", os.O_WRONLY | os.O_CREAT, 0o644))
+
+    return _cached(root, f"w4-flat-{n}", make, log) / "files"
+
+
 # --- W2: digit images and an ONNX MLP ----------------------------------------------------------------
 def _digit_images() -> tuple[list, np.ndarray, np.ndarray]:
     from PIL import Image

@@ -151,6 +151,10 @@ def render(results: dict[str, Any]) -> str:
         for n, v in w4["median"].items():
             lines.append(f"| {int(n):,} | {v['first_dispatch_s']:.2f} | {v['files_per_second']:,.0f} | "
                          f"{v['driver_peak_rss_mb']:.0f} | {v['seconds']:.1f} |")
+        if "flat" in w4:  # results of before the flat variant existed have none
+            v = w4["flat"]["median"]
+            lines.append(f"| {w4['flat']['files']:,} in one folder | {v['first_dispatch_s']:.2f} | "
+                         f"{v['files_per_second']:,.0f} | {v['driver_peak_rss_mb']:.0f} | {v['seconds']:.1f} |")
         lines += [f"\nDriver RSS growth: {w4['rss_growth']:.2f}x.", ""]
     w5 = results["workloads"].get("W5")
     if w5:

@@ -45,6 +45,9 @@ def test_bench_smoke_reports_every_workload(tmp_path: Path) -> None:
                 assert row["parallelrun_ratio"] > 0
     assert {r["files"] for r in w["W4"]["runs"]} == set(results["sizes"]["w4_files"])
     assert all(r["driver_peak_rss_mb"] > 0 and r["files_per_second"] > 0 for r in w["W4"]["runs"])
+    flat = w["W4"]["flat"]  # the same files in one folder
+    assert [r["files"] for r in flat["runs"]] == [results["sizes"]["w4_flat"]] and flat["median"]["files_per_second"] > 0
+    assert f"| {flat['files']:,} in one folder |" in res.stdout
     assert w["W5"]["median_first_commit_s"] > 0
     (w6,) = w["W6"]["runs"]
     assert w6["duplicate_rows"] == 0 and w6["missing_rows"] == 0 and w6["rows"] == results["sizes"]["w6_images"]

@@ -92,8 +92,9 @@ def test_resume_refuses_when_the_planned_part_changed(tmp_path: Path) -> None:
                 resumed.step()
 
 
-def test_huge_folders_are_listed_in_packed_runs_in_the_same_order(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("block_chars", [64 * 1024, 12])  # 12: the runs are merged a few names at a time
+def test_huge_folders_are_listed_in_packed_runs_in_the_same_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  block_chars: int) -> None:
     folder = tmp_path / "flat"
     folder.mkdir()
     names = [f"x{i:04d}" for i in range(0, 500, 7)] + [f"a{i}" for i in range(40)] + ["B", "_", "z-1"]
@@ -105,6 +106,7 @@ def test_huge_folders_are_listed_in_packed_runs_in_the_same_order(tmp_path: Path
     monkeypatch.setattr(files_mod, "_BIG_DIR", -1)  # every folder counts as huge...
     monkeypatch.setattr(files_mod, "_RUN", 16)  # ...and is sorted in runs of 16 names, then merged
     monkeypatch.setattr(files_mod, "_CHUNK", 5)
+    monkeypatch.setattr(files_mod, "_BLOCK_CHARS", block_chars)
     big = [p for chunk in files_mod.iter_file_chunks(str(folder), tmp_path) for p, _, _ in chunk]
     expected = [str(folder / n) for n in sorted(names)] + [str(folder / "sub" / "inner")]
     assert small == expected
