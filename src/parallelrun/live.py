@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .child_stats import ChildStats
 from .run_folder import RunFolder
 
 WORKERS_FILE = RunFolder(".").workers.name  # kept for readers that import it
@@ -37,9 +38,9 @@ class WorkersFile:
     """Writes ``<run_dir>/workers.json`` for the driver: cheap, throttled, atomic, never raises.
 
     ``update`` is called on every turn of the driver loop (several times a second) and writes at most
-    once per ``interval``; a write is a few ``/proc`` reads per worker and one small rename. The file is a
-    view for humans: a failure to write it (disk full, a psutil quirk) must never fail the job, so errors
-    are counted in ``errors`` and otherwise ignored.
+    once per ``interval``; a write is one ``/proc`` read per worker (``child_stats``) and one small
+    rename. The file is a view for humans: a failure to write it (disk full) must never fail the job, so
+    errors are counted in ``errors`` and otherwise ignored.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], interval: float = 1.0) -> None:
@@ -49,7 +50,7 @@ class WorkersFile:
         self._last_write = 0.0
         self._seen: dict[str, tuple[Any, ...]] = {}  # worker -> (ready, queue) at the last write
         self._last_event: dict[str, float] = {}
-        self._procs: dict[int, Any] = {}  # pid -> psutil.Process, for our own children only
+        self._children = ChildStats()  # memory and CPU of our own children only
         self._started = time.time()
 
     def update(self, workers: Iterable[Any], *, force: bool = False) -> None:
@@ -98,37 +99,11 @@ class WorkersFile:
             "rss": None,
             "cpu_percent": None,
         }
-        proc = self._process(pid)
-        if proc is not None:
-            import psutil
-
-            try:
-                with proc.oneshot():
-                    if proc.status() != psutil.STATUS_ZOMBIE:
-                        entry["rss"] = proc.memory_info().rss
-                        entry["cpu_percent"] = proc.cpu_percent(None)
-                        entry["heartbeat"] = wall  # the process was seen alive just now
-            except psutil.Error:
-                self._procs.pop(pid, None)  # type: ignore[arg-type]
+        stats = self._children.sample(pid) if pid else None
+        if stats is not None:
+            entry["rss"], entry["cpu_percent"] = stats
+            entry["heartbeat"] = wall  # the process was seen alive just now
         return entry
-
-    def _process(self, pid: int | None) -> Any:
-        """psutil's handle on ``pid`` if it is a local child of this driver (a Ray worker's pid is not)."""
-        if not pid:
-            return None
-        if pid in self._procs:
-            return self._procs[pid]
-        import psutil
-
-        try:
-            proc = psutil.Process(pid)
-            if proc.ppid() != os.getpid():
-                return None
-            proc.cpu_percent(None)  # the first call only starts the measurement
-        except psutil.Error:
-            return None
-        self._procs[pid] = proc
-        return proc
 
     def _write(self, body: dict[str, Any]) -> None:
         body["updated_at"] = time.time()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -150,3 +151,68 @@ def test_a_rewritten_shorter_file_restarts_the_follow(workspace: Workspace) -> N
 def test_workers_json_is_plain_json(workspace: Workspace) -> None:
     data = json.loads((workspace.path / "runs" / workspace.finished / "workers.json").read_text())
     assert data["running"] is False and "updated_at" in data
+
+
+# --- memory and CPU of the driver's children (child_stats) ------------------------------------------------
+@pytest.fixture
+def busy_child(tmp_path: Path):
+    """A child spinning on a CPU and holding 16 MB, whose name in /proc holds spaces and parentheses (the
+    name is the executable's: a link named so), which must not shift the fields read after it."""
+    exe = tmp_path / "w (1) x"
+    exe.symlink_to(os.path.realpath(sys.executable))
+    code = "import sys; x = bytearray(16 << 20); x[::4096] = b'x' * len(x[::4096]); sys.stdout.write('up\\n'); " \
+           "sys.stdout.flush()\nwhile True: pass"
+    proc = subprocess.Popen([str(exe), "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+    yield proc
+    proc.kill()
+    proc.wait(10)
+
+
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+@pytest.mark.parametrize("proc_fs", [True, False], ids=["proc", "psutil"])
+def test_child_stats_reads_a_childs_memory_and_cpu(busy_child, proc_fs: bool, monkeypatch) -> None:
+    import psutil
+
+    from parallelrun import child_stats
+
+    if proc_fs and not child_stats._PROC:
+        pytest.skip("no /proc here")
+    monkeypatch.setattr(child_stats, "_PROC", proc_fs)
+    if proc_fs:
+        assert b"(w (1) x)" in Path(f"/proc/{busy_child.pid}/stat").read_bytes()
+    stats = child_stats.ChildStats()
+    first = stats.sample(busy_child.pid)
+    assert first is not None and first[1] == 0.0  # the first sample only starts the CPU measurement
+    rss = psutil.Process(busy_child.pid).memory_info().rss
+    assert 16 << 20 < first[0] and abs(first[0] - rss) < 8 << 20  # the same reading psutil gives
+    start = _cpu_seconds(busy_child.pid)
+    deadline = time.monotonic() + 30  # until the child got some CPU (a loaded machine may delay it)
+    while _cpu_seconds(busy_child.pid) < start + 0.05 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = stats.sample(busy_child.pid)
+    assert second is not None and 0.0 < second[1] <= 100.0 * (os.cpu_count() or 1) + 5
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are read from /proc")
+def test_child_stats_gives_nothing_for_a_stranger_or_an_exited_child() -> None:
+    from parallelrun.child_stats import ChildStats
+
+    stats = ChildStats()
+    assert stats.sample(os.getppid()) is None  # not our child (a Ray worker's pid looks like this)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # exited but not reaped yet: a zombie
+        with open(f"/proc/{proc.pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                break
+        time.sleep(0.01)
+    assert stats.sample(proc.pid) is None
+    proc.wait(10)
+    assert stats.sample(proc.pid) is None  # reaped: gone

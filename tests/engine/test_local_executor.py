@@ -65,7 +65,8 @@ def test_frames_reads_every_waiting_message_in_one_go() -> None:
 
 def test_worker_start_up_imports_no_driver_module() -> None:
     code = "import sys, parallelrun.execution.worker; print(sorted(m for m in ('pydantic', 'pandas', " \
-           "'parallelrun.runner', 'parallelrun.config') if m in sys.modules))"
+           "'parallelrun.runner', 'parallelrun.config', 'sqlite3', 'parallelrun.journal', 'psutil') " \
+           "if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

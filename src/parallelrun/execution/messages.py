@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..data.batches import MiniBatch
 from ..errors import UserCodeError
-from ..journal import FailedItem
+from ..journal_records import FailedItem  # not ..journal: a worker never needs sqlite3
 
 if TYPE_CHECKING:
     from ..outputs import PartRecord

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..data.batches import FileBatch, MiniBatch
 from ..errors import UserCodeError
-from ..journal import FailedItem
+from ..journal_records import FailedItem  # not ..journal: a worker never needs sqlite3
 from ..outputs import OutputLocation, PartRecord, PartWriter, format_result
 from .entry import EntryPoints, MiniBatchContext, load_entry_script, to_user_error
 from .messages import InitFailed, Outcome, Ready, Work, error_outcome
