@@ -9,7 +9,6 @@ import types
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -217,9 +216,10 @@ def test_chunk_boundaries_inside_records(tmp_path: Path, monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("chunk", [5, 64, 4096])
 def test_numpy_line_count_plans_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
-    # Big files count their lines with numpy (_numpy_for); the plan must be the one bytes.count and the
-    # blank-line regex give: blank and whitespace-only lines (\\r, spaces, tabs) at chunk edges, CRLF, a
-    # quoted field after many plain lines, JSON lines.
+    # Big files count their lines with numpy (_numpy_from), from some way into the file on; the plan must be
+    # the one bytes.count and the blank-line regex give, wherever the switch falls: blank and
+    # whitespace-only lines (\\r, spaces, tabs) at chunk edges, CRLF, a quoted field after many plain
+    # lines, JSON lines.
     rng = random.Random(chunk)
     monkeypatch.setattr("parallelrun.data.text_split._CHUNK", chunk)
     files = []
@@ -234,12 +234,13 @@ def test_numpy_line_count_plans_alike(tmp_path: Path, monkeypatch: pytest.Monkey
     files.append(_write(tmp_path, "n.jsonl", b"".join(b'{"a": %d}\n' % i + rng.choice([b"", b"\n", b" \n", b"\t\r\n"])
                                                        for i in range(200))))
     for size in (1, 40, 999):
-        monkeypatch.setattr("parallelrun.data.text_split._numpy_for", lambda size: None)
+        monkeypatch.setattr("parallelrun.data.text_split._numpy_from", lambda size: None)
         plain = [_plan(f, size) for f in files]
-        monkeypatch.setattr("parallelrun.data.text_split._numpy_for", lambda size: np)
-        monkeypatch.setattr("parallelrun.data.text_split._NUMPY_SPAN", 0)
-        assert [_plan(f, size) for f in files] == plain
-        monkeypatch.setattr("parallelrun.data.text_split._NUMPY_SPAN", 64 * 1024)
+        for start in (0, 3 * chunk, 700):  # from the start, after a few chunks, mid-file (most files)
+            monkeypatch.setattr("parallelrun.data.text_split._numpy_from", lambda size, start=start: start)
+            monkeypatch.setattr("parallelrun.data.text_split._NUMPY_SPAN", 0)
+            assert [_plan(f, size) for f in files] == plain
+            monkeypatch.setattr("parallelrun.data.text_split._NUMPY_SPAN", 64 * 1024)
 
 
 # --- JSON lines ------------------------------------------------------------------------------------------

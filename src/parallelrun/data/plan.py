@@ -177,13 +177,15 @@ class PlanFeed:
         self.finished: float | None = None
         self._skip = 0
         self._expect: str | None = None
+        self._first = True  # see step()
         if resume:
             state = journal.meta().get("plan") or {}
             self._skip = int(state.get("batches", 0))
             self._expect = state.get("fingerprint")
 
     def step(self, seconds: float = 0.02, max_batches: int = 4096) -> list[MiniBatch]:
-        """Plan for about ``seconds``; return the batches written to the journal (maybe none).
+        """Plan for about ``seconds`` (the first step: up to the first batch); return the batches written to
+        the journal (maybe none).
 
         Never waits for the processes walking a big folder: the step ends with what they had sent, and
         ``waiting_on`` names the pipe to wait on (with the workers) before the next step."""
@@ -204,8 +206,11 @@ class PlanFeed:
                     self._check_resumed()
                 continue
             out.append(b)
-            if time.monotonic() > deadline:  # ~50 ns: a tabular batch can take 10 ms to plan
+            # The first step ends with the first new batch: it runs before any worker starts (to fail early on
+            # a bad input), so anything more delays them all (a big CSV would import numpy there: ~0.1 s).
+            if self._first or time.monotonic() > deadline:  # ~50 ns: a tabular batch can take 10 ms to plan
                 break
+        self._first = False
         if self.done and self.plan.batch_count < self._skip:
             raise ResumeError("the inputs changed since the run started (fewer mini-batches than were planned); "
                               "resuming could not give each item exactly once. Start a new run instead.")

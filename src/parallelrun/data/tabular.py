@@ -94,7 +94,7 @@ def read_batch(batch: TabularBatch, storage_options: dict[str, Any] | None = Non
     """
     import pandas as pd
 
-    fs, path = url_to_fs(batch.path, storage_options)
+    fs, path = _filesystem(batch.path, storage_options)
     where = f"{batch.path} bytes {batch.start}-{batch.end}"
     try:
         if batch.format == "parquet":
@@ -159,8 +159,8 @@ def _plan(paths: Iterable[str], size_bytes: int, format: str | None, options: di
     for url in paths:
         fmt = infer_format(url, format)
         opts = _batch_options(fmt, options)
-        fs, path = url_to_fs(url, storage_options)
-        size = fs.size(path)
+        fs, path = _filesystem(url, storage_options)
+        size = os.path.getsize(path) if fs is None else fs.size(path)
         if size == 0:
             continue
         if fmt == "parquet":
@@ -170,7 +170,7 @@ def _plan(paths: Iterable[str], size_bytes: int, format: str | None, options: di
                                    row_groups=row_groups, nbytes=nbytes, options=opts)
                 index += 1
             continue
-        with fs.open(path, "rb") as f:
+        with open(path, "rb") if fs is None else fs.open(path, "rb") as f:
             row = 0
             for start, end, header_end, rows in plan_text(f, fmt, size_bytes, opts, size):
                 yield TabularBatch(index=index, path=url, format=fmt, row_start=row, row_end=row + rows,
@@ -180,13 +180,38 @@ def _plan(paths: Iterable[str], size_bytes: int, format: str | None, options: di
                 row += rows
 
 
+def _filesystem(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    """(None, path) for a path on the local disk, read with plain file calls; else (fsspec filesystem, path).
+
+    Importing fsspec costs ~0.1 s of CPU (it scans the installed packages' entry points), on the driver
+    before the first worker starts and again in every worker, for nothing on a local file: W3's bare Pool
+    reads its CSV with ``open`` too.
+    """
+    if "://" not in url:
+        return None, url
+    return url_to_fs(url, storage_options)
+
+
+def _read_range(fs: Any, path: str, ranges: list[tuple[int, int]]) -> bytes:
+    """The bytes of ``ranges`` (``[start, end)`` pairs of one file) joined."""
+    if fs is not None:
+        # start/end by keyword: some filesystems (s3fs) take another argument in second place.
+        return b"".join(fs.cat_file(path, start=start, end=end) for start, end in ranges)
+    out = []
+    with open(path, "rb") as f:
+        for start, end in ranges:
+            f.seek(start)
+            out.append(f.read(end - start))
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
 def _plan_parquet(fs: Any, path: str, size_bytes: int) -> list[tuple[tuple[int, ...], int, int, int]]:
     """(row_groups, row_start, row_end, nbytes) per batch, from the footer only."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        with fs.open(path, "rb") as f:
+        with open(path, "rb") if fs is None else fs.open(path, "rb") as f:
             meta = pq.ParquetFile(f).metadata
     except pa.ArrowException as e:
         raise ValueError(f"{path}: not a readable Parquet file: {e}") from e
@@ -227,19 +252,17 @@ def _read_text(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
     opts = batch.options
     encoding = opts.get("encoding", "utf-8")
     dtype = opts.get("dtype")
-    # start/end by keyword: some filesystems (s3fs) take another argument in second place.
     if batch.format == "jsonl":
-        data = fs.cat_file(path, start=batch.start, end=batch.end)
+        data = _read_range(fs, path, [(batch.start, batch.end)])
         kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
         return pd.read_json(io.BytesIO(data), lines=True, encoding=encoding, **kwargs)
     header = opts.get("header", True)
     if header and batch.start == batch.header_end:
-        data = fs.cat_file(path, start=0, end=batch.end)  # the first batch follows the header: one read
+        data = _read_range(fs, path, [(0, batch.end)])  # the first batch follows the header: one read
     elif header:
-        data = (fs.cat_file(path, start=0, end=batch.header_end)
-                + fs.cat_file(path, start=batch.start, end=batch.end))
+        data = _read_range(fs, path, [(0, batch.header_end), (batch.start, batch.end)])
     else:
-        data = fs.cat_file(path, start=batch.start, end=batch.end)
+        data = _read_range(fs, path, [(batch.start, batch.end)])
     if not header and isinstance(dtype, dict):
         # Columns are named like Azure's (Column1, ...) only after parsing; pandas wants 0-based positions.
         dtype = {int(k[6:]) - 1 if str(k).startswith("Column") else k: v for k, v in dtype.items()}
@@ -261,7 +284,7 @@ def _read_text(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
 def _read_parquet(fs: Any, path: str, batch: TabularBatch) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
-    local = _local_path(fs, path)
+    local = path if fs is None else _local_path(fs, path)
     if local is not None:
         # pyarrow's own reader on the path, not through fsspec's Python file object, and the footer parsed
         # once per file and worker: W3's 122 mini-batches each re-parsed a footer of 122 row groups x 65

@@ -15,17 +15,30 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 _CHUNK = 8 * 1024 * 1024
-_NUMPY_FROM = 256 * 1024 * 1024  # text files from this size are counted with numpy (see _numpy_for)
+_NUMPY_FROM = 256 * 1024 * 1024  # text files from this size are counted with numpy (see _numpy_from)
 _NUMPY_SPAN = 64 * 1024  # ... in spans longer than this (shorter ones cost more in numpy's set-up)
+_NUMPY_AFTER = 2 * _CHUNK  # ... from this far into the file on (the first chunks do without: see _numpy_from)
 
 
-def _numpy_for(size: int) -> Any:
-    """numpy, to count the lines of a text file of ``size`` bytes, when that pays for importing it (~0.1 s of
-    CPU, the driver's own start-up needs none of it): counting in numpy takes ~0.15 ms per MB against ~0.7
-    with ``bytes.count`` and a regex (W3's 910 MB CSV: ~0.6 s of driver CPU, beside the workers). None for
-    smaller files, unless numpy is already loaded."""
-    if size < _NUMPY_FROM and "numpy" not in sys.modules:
+def _numpy_from(size: int) -> int | None:
+    """Where (a file offset) numpy starts counting the lines of a text file of ``size`` bytes, or None: not
+    for this file.
+
+    numpy pays for its import (~0.1 s of CPU; the driver's own start-up needs none of it) on big files:
+    counting in numpy takes ~0.15 ms per MB against ~0.7 with ``bytes.count`` and a regex (W3's 910 MB CSV:
+    ~0.6 s of driver CPU, beside the workers). Smaller files use it only if it is already loaded. The first
+    two chunks are counted without it: the driver plans the first mini-batch before it starts any worker,
+    and importing numpy there delayed every worker's start by that ~0.1 s; imported later, it overlaps with
+    the workers' own start-up.
+    """
+    if "numpy" in sys.modules:
+        return 0
+    if size < _NUMPY_FROM:
         return None
+    return _NUMPY_AFTER
+
+
+def _import_numpy() -> Any:
     try:
         import numpy
     except ImportError:  # pragma: no cover - pandas, a dependency, requires numpy
@@ -36,13 +49,13 @@ def _numpy_for(size: int) -> Any:
 def plan_text(f: IO[bytes], fmt: str, size_bytes: int, opts: dict[str, Any],
               file_size: int) -> Iterator[tuple[int, int, int, int]]:
     """(start, end, header_end, rows) per batch of a text file of ``file_size`` bytes."""
-    numpy = _numpy_for(file_size)
     # pandas drops a utf-8 BOM; the scan must not see it (it would hide a quote that opens the first field).
     utf8 = codecs.lookup(opts["encoding"]).name in ("utf-8", "utf-8-sig")
     begin = 3 if utf8 and f.read(3) == codecs.BOM_UTF8 else 0
     has_header = fmt != "jsonl" and opts["header"]
     splitter = _Splitter(size_bytes, first_size=1 if has_header else size_bytes, begin=begin,
-                         separator=None if fmt == "jsonl" else opts["separator"].encode("ascii"), numpy=numpy)
+                         separator=None if fmt == "jsonl" else opts["separator"].encode("ascii"),
+                         numpy_from=_numpy_from(file_size))
     header_end = 0
     for start, end, rows in splitter.run(f):
         if has_header and not header_end:
@@ -77,7 +90,7 @@ class _Splitter:
     """
 
     def __init__(self, size: int, *, first_size: int, begin: int, separator: bytes | None,
-                 numpy: Any = None) -> None:
+                 numpy_from: int | None = None) -> None:
         self.size, self.next_size = first_size, size
         self.quoting = separator is not None
         ws = b" \t" if separator is None else b" \t".replace(separator, b"")
@@ -86,12 +99,10 @@ class _Splitter:
         self.blank_re = re.compile(b"(?<=\\n)[" + re.escape(ws + cr) + b"]*\\r?\\n")
         # One regex search for "a newline then \n, \r or a blank": ~10x faster than a bytes.find per pair
         # (two-byte finds do not use memchr), which made planning an 850 MB CSV take seconds.
-        self.blank_probe = re.compile(b"\n[" + re.escape(b"\n\r" + ws) + b"]")
-        self.np = numpy
-        if numpy is not None:  # the same probe as a table: which bytes after a newline may start a blank line
-            self.blank_start = numpy.zeros(256, dtype=bool)
-            self.blank_start[list(b"\n\r" + ws)] = True
-            self.is_newline = numpy.empty(0, dtype=bool)
+        self.blank_first = b"\n\r" + ws  # what may follow a newline where a blank line starts
+        self.blank_probe = re.compile(b"\n[" + re.escape(self.blank_first) + b"]")
+        self.np: Any = None
+        self.numpy_from = numpy_from
         self.ws = ws + b"\r"
         if separator is not None:
             self.record_re, self.run_re = _record_regexes(separator, ws)
@@ -126,6 +137,8 @@ class _Splitter:
                 chunk = f.read(size)
                 buf, more = bytearray(b"\n" + carry + chunk), bool(chunk)
                 total = len(buf)
+            if self.numpy_from is not None and offset >= self.numpy_from:
+                self._use_numpy()
             base = offset - 1
             cut = total if not more else buf.rfind(b"\n", 0, total) + 1
             stop = self._scan(buf, cut, base)
@@ -136,6 +149,14 @@ class _Splitter:
             yield from self.out
             self.out.clear()
             carry, offset = bytes(buf[stop:total]), base + stop
+
+    def _use_numpy(self) -> None:
+        self.numpy_from = None
+        self.np = numpy = _import_numpy()
+        if numpy is not None:  # the blank-line probe as a table: which bytes after a newline may start one
+            self.blank_start = numpy.zeros(256, dtype=bool)
+            self.blank_start[list(self.blank_first)] = True
+            self.is_newline = numpy.empty(0, dtype=bool)
 
     def _scan(self, buf: bytes | bytearray, cut: int, base: int) -> int:
         """Count and cut the complete records in ``buf[1:cut]``; return where the first incomplete one
