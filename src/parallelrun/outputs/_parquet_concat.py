@@ -41,11 +41,13 @@ from ._parquet_footer import (
     STRUCT,
     FooterError,
     Raw,
+    _zigzag,
     decode,
     encode,
     list_header,
     set_int,
 )
+from ._parquet_index import TAG, scan_from_index
 from ._parquet_scan import FooterScan, scan
 from ._records import (
     PartCorruptedError,
@@ -111,7 +113,19 @@ class _Footers:
             n = int.from_bytes(tail[:4], "little")
             if n > rec.length - 12:
                 raise PartCorruptedError(rec, "has a footer longer than the part")
-            footer = self._read(rec.name, rec.offset + rec.length - 8 - n, n)
+            # The footer and the 8 bytes before it: the length and tag of the worker's scan index, if any
+            # (``_parquet_index``), which spares the footer's scan here.
+            ahead = 8 if n + 20 <= rec.length else 0
+            got = self._read(rec.name, rec.offset + rec.length - 8 - n - ahead, n + ahead)
+            footer = got[ahead:]
+            if len(footer) != n:
+                raise PartCorruptedError(rec, "is shorter than its record says")
+            if ahead and got[4:8] == TAG:
+                k = int.from_bytes(got[:4], "little")
+                if k <= rec.length - 20 - n:
+                    found = scan_from_index(footer, self._read(rec.name, rec.offset + rec.length - 16 - n - k, k))
+                    if found is not None:
+                        return found, rec.length - 12 - n
         except FileNotFoundError:
             raise PartCorruptedError(rec, "is missing") from None
         try:
@@ -161,12 +175,28 @@ def merged_footer(store: LocalStore | FsspecStore, records: Records,
     finally:
         footers.close()
     assert head is not None
-    # The first part's footer, decoded as a tree once, holds every field but the row groups and the rows.
-    template = decode(head.data)
-    template[FMD_ROW_GROUPS] = (LIST, Raw(list_header(STRUCT, n_groups) + bytes(groups)))
-    set_int(template, FMD_NUM_ROWS, rows)
-    footer = encode(template)
+    footer = _with_row_groups(head if head.places else scan(head.data), rows, n_groups, groups)
     return footer + len(footer).to_bytes(4, "little") + MAGIC
+
+
+def _with_row_groups(head: FooterScan, rows: int, n_groups: int, groups: bytearray) -> bytes:
+    """The first part's footer, which holds every field but the row groups and the rows, with those two
+    values replaced: their field headers stay as they are (same field ids, same types, same order), so the
+    bytes around them are kept as they are; what the tree codec writes after ``decode``, without building
+    the tree (~0.1 s for a 256-column footer)."""
+    places = head.places
+    if FMD_NUM_ROWS not in places or FMD_ROW_GROUPS not in places:  # required fields; never seen missing
+        template = decode(head.data)
+        template[FMD_ROW_GROUPS] = (LIST, Raw(list_header(STRUCT, n_groups) + bytes(groups)))
+        set_int(template, FMD_NUM_ROWS, rows)
+        return encode(template)
+    rows_value = bytearray()
+    _zigzag(rows, rows_value)
+    (a, b), (c, d) = places[FMD_NUM_ROWS], places[FMD_ROW_GROUPS]
+    data = head.data
+    if a < c:
+        return b"".join((data[:a], rows_value, data[b:c], list_header(STRUCT, n_groups), groups, data[d:]))
+    return b"".join((data[:c], list_header(STRUCT, n_groups), groups, data[d:a], rows_value, data[b:]))
 
 
 def plan(store: LocalStore | FsspecStore, records: Records, *, bodies: bool = True) -> Plan:

@@ -15,8 +15,9 @@ to be kept (``keep_parts``: a run a resume may complete); otherwise the parts ar
 
 Steps, each resumable after a kill (progress in ``state_dir``):
 
-1. Plan: read every committed part's footer (and check it can be moved: else ``NotConcatenable`` before
-   anything is written) and its checksum: every byte of every committed part is read once and compared
+1. Plan: read every committed part's footer with the scan its worker stored beside it (``_parquet_index``;
+   a part without one is scanned here), check it can be moved (else ``NotConcatenable`` before anything
+   is written), and check its checksum: every byte of every committed part is read once and compared
    with the checksum its worker computed, so a part changed on disk since its commit fails the assembly
    (:class:`PartCorruptedError`) instead of reaching the output. The merged footer is saved, then the state
    ``{size}``: the shared file's length, which the footer goes after.
