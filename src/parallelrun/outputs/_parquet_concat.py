@@ -139,10 +139,12 @@ class _Footers:
         self.name, self.fd = "", -1
 
 
-def merged_footer(store: LocalStore | FsspecStore, records: Records,
-                  place: Callable[[PartRecord, int], int]) -> bytes:
+def merged_footer(store: LocalStore | FsspecStore, records: Records, place: Callable[[PartRecord, int], int],
+                  unify: Callable[[PartRecord], PartRecord | None] | None = None) -> bytes:
     """The output's tail (merged footer, its length, ``PAR1``): every part's row groups in batch order, each
     part's offsets grown by ``place(record, body length)`` (where the part's own byte 0 lies in the output).
+    ``unify``: asked for a part in the first part's schema instead of one whose schema differs (its record,
+    or None when it cannot make one; ``_parquet_unify``).
 
     Raises :class:`NotConcatenable` (why) when the parts cannot be joined byte for byte, and
     :class:`PartCorruptedError` when a part is missing or damaged."""
@@ -160,13 +162,13 @@ def merged_footer(store: LocalStore | FsspecStore, records: Records,
                 raise NotConcatenable(f"the part of mini-batch {rec.batch} cannot be moved as bytes: {sc.why}")
             if head is None:
                 head = sc
-            elif sc.spans.get(FMD_SCHEMA) != head.spans.get(FMD_SCHEMA):
-                raise NotConcatenable(
-                    f"mini-batch {rec.batch}'s Parquet schema differs from mini-batch {first.batch}'s (a column "
-                    f"of another type, or all null in one batch and so typed 'null')")
-            elif sc.spans.get(FMD_KEY_VALUE) != head.spans.get(FMD_KEY_VALUE):
-                raise NotConcatenable(
-                    f"mini-batch {rec.batch}'s Arrow/pandas schema metadata differs from mini-batch {first.batch}'s")
+            elif _differs(sc, head) and unify is not None and (alt := unify(rec)) is not None:
+                rec = alt
+                sc, body = footers.read(rec)
+            if head is not sc and (why := _differs(sc, head)):
+                raise NotConcatenable(f"mini-batch {rec.batch}'s {why} differs from mini-batch {first.batch}'s"
+                                      + (" (a column of another type, or all null in one batch and so typed "
+                                         "'null')" if why == "Parquet schema" else ""))
             delta = place(rec, body)
             for rg in sc.row_groups:
                 groups += rg.shifted(delta, n_groups)
@@ -177,6 +179,15 @@ def merged_footer(store: LocalStore | FsspecStore, records: Records,
     assert head is not None
     footer = _with_row_groups(head if head.places else scan(head.data), rows, n_groups, groups)
     return footer + len(footer).to_bytes(4, "little") + MAGIC
+
+
+def _differs(sc: FooterScan, head: FooterScan) -> str | None:
+    """What keeps ``sc``'s part from being joined to ``head``'s, or None."""
+    if sc.spans.get(FMD_SCHEMA) != head.spans.get(FMD_SCHEMA):
+        return "Parquet schema"
+    if sc.spans.get(FMD_KEY_VALUE) != head.spans.get(FMD_KEY_VALUE):
+        return "Arrow/pandas schema metadata"
+    return None
 
 
 def _with_row_groups(head: FooterScan, rows: int, n_groups: int, groups: bytearray) -> bytes:

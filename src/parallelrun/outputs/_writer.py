@@ -68,6 +68,26 @@ def appends_are_atomic(path: str) -> bool:
     return fstype in ATOMIC_APPEND_FS
 
 
+def append_part(fd: int, name: str, data: bytes) -> tuple[int, int, str]:
+    """Append a Parquet part, with its footer's scan index when it has one (``_parquet_index``), in one
+    ``writev`` to ``fd`` (opened with ``O_APPEND``; ``name``: the file's, for the message); returns
+    (offset, length, checksum) of what was appended."""
+    pieces = index_pieces(data) or [data]
+    crc = 0
+    for p in pieces:
+        crc = checksum(p, crc)
+    size = sum(len(p) for p in pieces)
+    # One call, however many pieces: a writev on an O_APPEND descriptor is appended whole under the
+    # kernel's lock, as a write is.
+    n = os.writev(fd, pieces)
+    if n != size:
+        # The bytes that went are garbage no record names; the attempt fails and its batch runs again.
+        raise OSError(errno.ENOSPC, f"only {n} of {size} bytes could be appended to {name} (is the disk full?)")
+    # With O_APPEND the write starts at the end of the file as it was under the kernel's lock; this
+    # descriptor's position is where the write ended.
+    return os.lseek(fd, 0, os.SEEK_CUR) - n, size, checksum_text(crc)
+
+
 class PartWriter:
     """Writes one worker's parts. Not thread-safe; one per worker process."""
 
@@ -144,21 +164,8 @@ class PartWriter:
             path = self.store.path(self._shared_name)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._shared_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        pieces = index_pieces(data) or [data]
-        crc = 0
-        for p in pieces:
-            crc = checksum(p, crc)
-        size = sum(len(p) for p in pieces)
-        # One call, however many pieces: a writev on an O_APPEND descriptor is appended whole under the
-        # kernel's lock, as a write is.
-        n = os.writev(self._shared_fd, pieces)
-        if n != size:
-            # The bytes that went are garbage no record names; the attempt fails and its batch runs again.
-            raise OSError(errno.ENOSPC, f"only {n} of {size} bytes could be appended to "
-                                        f"{self._shared_name} (is the disk full?)")
-        # With O_APPEND the write starts at the end of the file as it was under the kernel's lock; this
-        # descriptor's position is where the write ended.
-        return self._shared_name, os.lseek(self._shared_fd, 0, os.SEEK_CUR) - n, size, checksum_text(crc)
+        offset, size, crc = append_part(self._shared_fd, self._shared_name, data)
+        return self._shared_name, offset, size, crc
 
     def _roll(self) -> None:
         assert isinstance(self.store, LocalStore)
