@@ -54,3 +54,28 @@ def test_a_batch_with_a_column_all_null_gives_one_file_with_every_row(
     else:  # the first part's schema cannot take the others' rows: every row group re-encoded, the log says why
         assert "re-encoding every row group" in caplog.text and "schema differs" in caplog.text
     assert sorted(p.name for p in Path(loc.url).iterdir() if not p.name.startswith(".")) == [FILE]
+
+
+@pytest.mark.timeout(60)
+def test_a_footer_past_what_parquet_holds_is_refused_and_one_readers_refuse_is_written_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limits lowered (a 2 GiB footer is ~80,000 W7 mini-batches): past MAX_FOOTER the assembly stops
+    with what to do and the parts stay; past WARN_ROW_GROUPS the file is written and the log says why
+    readers may refuse it."""
+    from parallelrun.outputs import _parquet_concat
+    from parallelrun.outputs._parquet_concat import FooterTooLarge
+
+    loc = OutputLocation.parse(str(tmp_path / "out"))
+    records = _write(loc, 6, -1, shared=True)
+    monkeypatch.setattr(_parquet_concat, "MAX_FOOTER", 1000)
+    with pytest.raises(FooterTooLarge, match="footer over 2 GiB .*output_layout: dataset"):
+        loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
+    assert not (tmp_path / "out" / FILE).exists() and all(loc.verify(r) for r in records)
+    monkeypatch.setattr(_parquet_concat, "MAX_FOOTER", 2**31 - 1)
+    monkeypatch.setattr(_parquet_concat, "WARN_ROW_GROUPS", 5)
+    in_place = loc.part_writer(worker="x", fmt="parquet", layout="file").shared
+    with caplog.at_level(logging.WARNING):
+        final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
+    assert pq.read_table(final).column("id").to_pylist() == [b * 10 + i for b in range(6) for i in range(3)]
+    if in_place:
+        assert "footer holds 6 row groups" in caplog.text and "thrift_container_size_limit" in caplog.text

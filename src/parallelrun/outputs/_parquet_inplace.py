@@ -152,7 +152,7 @@ def _plan(store: LocalStore, records: Records, src: Path, log: logging.Logger | 
     try:
         first = records.first()
         assert first is not None
-        tail = merged_footer(store, records, place, Unifier(src, first, log))
+        tail = merged_footer(store, records, place, Unifier(src, first, log), log.warning if log else None)
     finally:
         for _ in verifiers:  # an end mark per verifier (each stops at the first it takes)
             while any(v.is_alive() for v in verifiers):
