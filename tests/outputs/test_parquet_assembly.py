@@ -343,8 +343,12 @@ def test_a_job_writes_one_parquet_file_and_the_driver_log_says_how(tmp_path: Pat
     (run,) = (tmp_path / "ws" / "runs").iterdir()
     log = (run / "logs" / "sys" / "driver.txt").read_text()
     if nulls:
-        assert "re-encoding" in log and "schema differs" in log, log
+        # Only mini-batch 2's part (f004, f005: no note at all) is re-encoded, to the first part's schema.
+        assert "re-encoding every row group" not in log, log
+        assert "mini-batch 2's Parquet schema differs from mini-batch 0's" in log and "re-encoded" in log, log
         assert table.column("note").to_pylist()[4:6] == [None, None]
+        assert table.column("note").to_pylist()[:4] == [f"note f{i:03d}.txt" for i in range(4)]
+        assert not pa.types.is_null(table.schema.field("note").type)
     else:
         assert "re-encoding" not in log, log
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [FILE]

@@ -15,7 +15,7 @@ Modules: ``_format`` (results to bytes), ``_records`` (names, records), ``_store
 ``_compose`` (server-side composition on Azure Blob and S3), ``_parquet_concat`` (one Parquet file from the
 parts' bytes and a merged footer), ``_parquet_inplace`` (one Parquet file made from the workers' shared file
 in place), ``_parquet_footer`` (the footer's Thrift compact protocol), ``_parquet_scan`` (a footer scanned for its
-offsets).
+offsets), ``_parquet_index`` (that scan, made by the worker and stored in its part).
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from ._compose import compose, compose_parquet
 from ._format import dictionary_columns
 from ._parquet_concat import NotConcatenable, assemble_local
 from ._parquet_inplace import assemble_in_place, shared_file
+from ._parquet_unify import unified_schema
 from ._records import (
     MANIFEST,
     PARTS_DIR,
@@ -253,7 +254,7 @@ def _assemble_parquet(loc: OutputLocation, records: Records, file_name: str, sta
                 shared = None if keep_parts else shared_file(store, records)
                 if shared is not None:
                     return assemble_in_place(store, records, shared, file_name, state_dir,
-                                             lambda: _remove_parts(store, records))
+                                             lambda: _remove_parts(store, records), log)
                 return assemble_local(store, records, file_name, state_dir, keep_parts,
                                       lambda: _remove_parts(store, records))
             return compose_parquet(loc, records, file_name=file_name, state_dir=state_dir, keep_parts=keep_parts,
@@ -285,6 +286,7 @@ def _reencode_parquet(loc: OutputLocation, records: Records, file_name: str, sta
         store.path(target), "wb")
     writer = None
     try:
+        schema = unified_schema(store, records)
         with sink:
             for rec in records:
                 if store.size(rec.name) is None:
@@ -297,9 +299,8 @@ def _reencode_parquet(loc: OutputLocation, records: Records, file_name: str, sta
                     for g in range(pf.num_row_groups):
                         table = pf.read_row_group(g)
                         if writer is None:
-                            writer = pq.ParquetWriter(sink, table.schema,
-                                                      use_dictionary=dictionary_columns(table.schema))
-                        elif table.schema != writer.schema:
+                            writer = pq.ParquetWriter(sink, schema, use_dictionary=dictionary_columns(schema))
+                        if table.schema != writer.schema:
                             table = table.cast(writer.schema)
                         writer.write_table(table)
             if writer is None:

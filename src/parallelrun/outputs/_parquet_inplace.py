@@ -15,8 +15,9 @@ to be kept (``keep_parts``: a run a resume may complete); otherwise the parts ar
 
 Steps, each resumable after a kill (progress in ``state_dir``):
 
-1. Plan: read every committed part's footer (and check it can be moved: else ``NotConcatenable`` before
-   anything is written) and its checksum: every byte of every committed part is read once and compared
+1. Plan: read every committed part's footer with the scan its worker stored beside it (``_parquet_index``;
+   a part without one is scanned here), check it can be moved (else ``NotConcatenable`` before anything
+   is written), and check its checksum: every byte of every committed part is read once and compared
    with the checksum its worker computed, so a part changed on disk since its commit fails the assembly
    (:class:`PartCorruptedError`) instead of reaching the output. The merged footer is saved, then the state
    ``{size}``: the shared file's length, which the footer goes after.
@@ -29,6 +30,7 @@ Peak disk: the shared file and the footer. Memory: the merged footer and a 4 MB 
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._parquet_concat import MAGIC, merged_footer
+from ._parquet_unify import Unifier
 from ._records import (
     PartCorruptedError,
     PartRecord,
@@ -77,7 +80,7 @@ def checkpoint(step: str) -> None:
 
 
 def assemble_in_place(store: LocalStore, records: Records, shared: str, file_name: str, state_dir: Path,
-                      remove_parts: Callable[[], None]) -> str:
+                      remove_parts: Callable[[], None], log: logging.Logger | None = None) -> str:
     """Turn ``shared`` into ``file_name`` (see the module docstring); returns the output's path."""
     final = store.path(file_name)
     src = store.path(shared)
@@ -98,8 +101,8 @@ def assemble_in_place(store: LocalStore, records: Records, shared: str, file_nam
     if st and footer_path.exists() and have >= st["size"]:
         size, tail = int(st["size"]), footer_path.read_bytes()
     else:
-        size = have
-        tail = _plan(store, records, src)
+        tail = _plan(store, records, src, log)
+        size = src.stat().st_size  # parts re-encoded by the plan (``_parquet_unify``) were appended
         state_dir.mkdir(parents=True, exist_ok=True)
         tmp_footer = footer_path.with_name(footer_path.name + ".tmp")
         tmp_footer.write_bytes(tail)
@@ -126,7 +129,7 @@ def assemble_in_place(store: LocalStore, records: Records, shared: str, file_nam
     return _finish(state_path, footer_path, remove_parts, str(final))
 
 
-def _plan(store: LocalStore, records: Records, src: Path) -> bytes:
+def _plan(store: LocalStore, records: Records, src: Path, log: logging.Logger | None) -> bytes:
     """The merged footer for the parts where they lie; meanwhile threads check every part's checksum (zlib
     and reads release the GIL), fed the records through a bounded queue (records may come from the journal,
     which only the thread that opened it may read). Raises before anything is written."""
@@ -147,7 +150,9 @@ def _plan(store: LocalStore, records: Records, src: Path) -> bytes:
         return rec.offset
 
     try:
-        tail = merged_footer(store, records, place)
+        first = records.first()
+        assert first is not None
+        tail = merged_footer(store, records, place, Unifier(src, first, log), log.warning if log else None)
     finally:
         for _ in verifiers:  # an end mark per verifier (each stops at the first it takes)
             while any(v.is_alive() for v in verifiers):

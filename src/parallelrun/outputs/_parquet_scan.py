@@ -9,7 +9,7 @@ varints replaced (``RowGroupSpan.shifted``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._parquet_footer import (
     BINARY,
@@ -205,6 +205,9 @@ class FooterScan:
     num_rows: int
     row_groups: list[RowGroupSpan]
     why: str | None
+    #: where each top-level field's value lies in ``data`` (start, end); empty when not known (a scan
+    #: rebuilt from a worker's index, ``_parquet_index``)
+    places: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def scan(data: bytes) -> FooterScan:
@@ -218,6 +221,7 @@ def scan(data: bytes) -> FooterScan:
 
 def _scan(data: bytes) -> FooterScan:
     spans: dict[int, bytes] = {}
+    places: dict[int, tuple[int, int]] = {}
     groups: list[RowGroupSpan] = []
     rows, why, fid, pos = 0, None, 0, 0
     while True:
@@ -241,9 +245,10 @@ def _scan(data: bytes) -> FooterScan:
                 why = "it is encrypted"
             pos = _skip(data, pos, t) if t > FALSE else pos
         spans[fid] = data[start:pos]
+        places[fid] = (start, pos)
     if pos != len(data):
         raise FooterError(f"{len(data) - pos} bytes after the end of the struct")
-    return FooterScan(data, spans, rows, groups, why)
+    return FooterScan(data, spans, rows, groups, why, places)
 
 
 def _scan_row_group(data: bytes, pos: int, slots: list[tuple[int, int, int, int, int]]) -> tuple[int, str | None]:

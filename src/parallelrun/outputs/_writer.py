@@ -17,7 +17,9 @@ Which shape a part takes:
   descriptor opened with ``O_APPEND``, to the host's shared file (``.parts/shared-<host>.parquet``): the
   kernel holds the file's lock for the whole write, so the workers' parts never interleave, and the file
   position after the write says where the part landed. The assembly then only appends a footer and renames
-  that file (``_parquet_inplace``): the output's bytes are written once, by the workers. A part too big for
+  that file (``_parquet_inplace``): the output's bytes are written once, by the workers. The worker also
+  scans the part's footer for its offsets and writes the result inside the part, before its footer
+  (``_parquet_index``; one ``writev``), so the assembly at the end of the run need not. A part too big for
   one ``write`` (over ``SHARED_MAX``) is written as a file of its own, as below.
 - otherwise (the dataset layout, object stores): one self-contained file per attempt,
   ``.parts/part-<batch>.a<attempt>.<ext>`` (``.h<header length>.csv`` for a CSV part of one file), written to a temporary name and renamed (local) or put whole
@@ -33,6 +35,7 @@ from typing import IO
 
 from ._compose import AzureBlocks
 from ._format import FormattedResult
+from ._parquet_index import index_pieces
 from ._records import EXTENSIONS, PartRecord, checksum, checksum_text, part_name, segment_name, shared_name
 from ._store import FsspecStore, LocalStore
 
@@ -63,6 +66,26 @@ def appends_are_atomic(path: str) -> bool:
         if inside and len(point) >= len(best):  # the last of equal mount points is the one in effect
             best, fstype = point, kind
     return fstype in ATOMIC_APPEND_FS
+
+
+def append_part(fd: int, name: str, data: bytes) -> tuple[int, int, str]:
+    """Append a Parquet part, with its footer's scan index when it has one (``_parquet_index``), in one
+    ``writev`` to ``fd`` (opened with ``O_APPEND``; ``name``: the file's, for the message); returns
+    (offset, length, checksum) of what was appended."""
+    pieces = index_pieces(data) or [data]
+    crc = 0
+    for p in pieces:
+        crc = checksum(p, crc)
+    size = sum(len(p) for p in pieces)
+    # One call, however many pieces: a writev on an O_APPEND descriptor is appended whole under the
+    # kernel's lock, as a write is.
+    n = os.writev(fd, pieces)
+    if n != size:
+        # The bytes that went are garbage no record names; the attempt fails and its batch runs again.
+        raise OSError(errno.ENOSPC, f"only {n} of {size} bytes could be appended to {name} (is the disk full?)")
+    # With O_APPEND the write starts at the end of the file as it was under the kernel's lock; this
+    # descriptor's position is where the write ended.
+    return os.lseek(fd, 0, os.SEEK_CUR) - n, size, checksum_text(crc)
 
 
 class PartWriter:
@@ -96,14 +119,15 @@ class PartWriter:
         data = result.payload
         if not data:
             return PartRecord(batch=batch, name="", offset=0, length=0, rows=0, checksum=checksum_text(0))
+        if self.shared and len(data) <= SHARED_MAX:
+            name, offset, length, crc = self._append_shared(data)
+            return PartRecord(batch=batch, name=name, offset=offset, length=length, rows=result.rows, checksum=crc)
         crc = checksum_text(checksum(data))
         if self.blocks is not None:
             header = data.index(b"\n") + 1 if self.fmt == "csv" and b"\n" in data else 0
             name, offset = self.blocks.stage(batch, attempt, data, header), header
         elif self.segmented:
             name, offset = self._append(data)
-        elif self.shared and len(data) <= SHARED_MAX:
-            name, offset = self._append_shared(data)
         else:
             header = None
             if self.fmt == "csv" and self.layout == "file":  # dropped by the assembly of all but the first
@@ -132,20 +156,16 @@ class PartWriter:
         self._seg_size += len(data)
         return self._seg_name, offset
 
-    def _append_shared(self, data: bytes) -> tuple[str, int]:
+    def _append_shared(self, data: bytes) -> tuple[str, int, int, str]:
+        """Append the part, with its footer's scan index when it has one (``_parquet_index``), in one
+        ``writev``; returns (name, offset, length, checksum)."""
         if self._shared_fd < 0:
             assert isinstance(self.store, LocalStore)
             path = self.store.path(self._shared_name)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._shared_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        n = os.write(self._shared_fd, data)
-        if n != len(data):
-            # The bytes that went are garbage no record names; the attempt fails and its batch runs again.
-            raise OSError(errno.ENOSPC, f"only {n} of {len(data)} bytes could be appended to "
-                                        f"{self._shared_name} (is the disk full?)")
-        # With O_APPEND the write starts at the end of the file as it was under the kernel's lock; this
-        # descriptor's position is where the write ended.
-        return self._shared_name, os.lseek(self._shared_fd, 0, os.SEEK_CUR) - n
+        offset, size, crc = append_part(self._shared_fd, self._shared_name, data)
+        return self._shared_name, offset, size, crc
 
     def _roll(self) -> None:
         assert isinstance(self.store, LocalStore)
