@@ -20,13 +20,15 @@ HERE = Path(__file__).resolve().parent
 
 
 def kill_during_assembly(tmp_path: Path, loc: OutputLocation, records: list[PartRecord], fmt: str,
-                         kill_after: int) -> None:
+                         kill_after: int, extra: dict[str, Any] | None = None) -> None:
     """Run ``loc.assemble(records)`` in a child (assemble_killed.py) that SIGKILLs itself just before its
-    (``kill_after`` + 1)-th copy or upload; its state is left in ``tmp_path / "state"`` for a resume."""
+    (``kill_after`` + 1)-th copy or upload; its state is left in ``tmp_path / "state"`` for a resume.
+    ``extra`` adds keys to the child's spec (e.g. ``pids_file``)."""
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"url": loc.url, "storage_options": loc.storage_options, "fmt": fmt,
                                 "file_name": default_file_name(fmt), "state_dir": str(tmp_path / "state"),
-                                "records": [r.to_json() for r in records], "kill_after": kill_after}))
+                                "records": [r.to_json() for r in records], "kill_after": kill_after,
+                                **(extra or {})}))
     done = subprocess.run([sys.executable, str(HERE / "assemble_killed.py"), str(spec)], capture_output=True,
                           text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(HERE)})
     assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr

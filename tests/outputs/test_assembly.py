@@ -77,7 +77,7 @@ def test_s3_assembly_copies_big_parts_server_side_and_resumes_after_a_kill(tmp_p
                                                                            s3_backend: Backend) -> None:
     loc = s3_backend.location()
     # 2 parts of 5.5 MB (copied server-side: S3's minimum part is 5 MB), then 6 parts of 1 MB (grouped: read
-    # by the driver and uploaded as parts of 5 MB and 1 MB).
+    # and uploaded by helper processes as parts of 5 MB and 1 MB, never by the driver).
     records: list[PartRecord] = []
     w = loc.part_writer(worker="w", fmt="text", layout="file")
     for b in range(8):
@@ -87,15 +87,16 @@ def test_s3_assembly_copies_big_parts_server_side_and_resumes_after_a_kill(tmp_p
                                result=format_result(items, action="append_row", fmt="text", batch_inputs=items)))
     assert records[0].length > 5 * 1024 * 1024 > records[2].length
     kill_during_assembly(tmp_path, loc, records, "text", kill_after=2)  # after the two copies
+    assert len(list((tmp_path / "state").glob("s3-assembly-*.json"))) == 1  # resumed below, same upload
 
     with bytes_read_through(loc.store.fs) as read:  # type: ignore[union-attr]
-        final = loc.assemble(records, file_name="rows.txt", fmt="text", state_dir=tmp_path / "state")
-    assert final == loc.join("rows.txt")
-    small = sum(r.length for r in records[2:])
-    assert read["bytes"] <= small, "only the small parts' bytes came through the driver"
-    lines = s3_backend.read(loc, "rows.txt").decode().splitlines()
+        final = loc.assemble(records, file_name=default_file_name("text"), fmt="text", state_dir=tmp_path / "state")
+    assert final == loc.join(default_file_name("text"))
+    assert read["bytes"] == 0, "a part's bytes came through the driver"
+    lines = s3_backend.read(loc, default_file_name("text")).decode().splitlines()
     assert lines == [f"{b:05d}-{i:06d}" for b, r in enumerate(records) for i in range(r.rows)]
-    assert s3_backend.names(loc) == ["rows.txt"]
+    assert s3_backend.names(loc) == [default_file_name("text")]
+    assert list((tmp_path / "state").iterdir()) == []
 
 
 @pytest.mark.timeout(120)

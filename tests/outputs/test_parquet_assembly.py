@@ -260,7 +260,7 @@ def test_killed_concatenation_resumes_with_every_row_once_in_order(tmp_path: Pat
 @pytest.mark.timeout(240)
 def test_s3_parquet_is_composed_server_side_and_resumes_after_a_kill(tmp_path: Path, s3_backend: Backend) -> None:
     loc = s3_backend.location()
-    # Two parts over S3's 5 MB minimum part (copied server-side), then small ones (grouped through the driver).
+    # Two parts over S3's 5 MB minimum part (copied server-side), then small ones (grouped by helper processes).
     w = loc.part_writer(worker="w", fmt="parquet", layout="file")
     records, tables = [], []
     for b in range(6):
@@ -304,7 +304,7 @@ def test_azure_parquet_is_a_block_list_of_the_parts_bodies(tmp_path: Path, azure
     store.remove = real_remove
     final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "s")  # finishes
     assert final == loc.join(FILE)
-    # Azurite has no "Put Block From URL": the driver stages the bodies itself, and says so (Azure copies them).
+    # Azurite has no "Put Block From URL": helper processes stage the bodies, and the log says so (Azure copies them).
     assert "cannot copy blocks from a URL" in caplog.text and "re-encoding" not in caplog.text
     committed, _ = AzureBlocks(loc.store, FILE)._run("get_block_list", "all")  # type: ignore[arg-type]
     assert len(committed) == 5 + 1  # each part's body (the first with its PAR1), then the merged footer

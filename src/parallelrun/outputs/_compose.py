@@ -10,11 +10,17 @@ blob: a one-file Azure output holds at most 49,999 mini-batches (use the dataset
 
 S3 (``s3://``): parts are whole objects under ``.parts/``; assembly is a multipart upload whose parts are
 server-side copies of byte ranges (``UploadPartCopy``). S3 wants every part but the last to be at least
-5 MB: runs of smaller parts are read by the driver and uploaded as one part (at most 5 MB in memory), so
-only small parts' bytes pass through the driver. A CSV part's header line is skipped by byte range, its
-length read from the part's name (``part_name``): the driver reads no part for it. Progress (upload id, finished parts) is kept in
-``state_dir``, saved at most once a second: a killed assembly resumes the same upload, redoing at most a
-second of parts. The ranges and the parts are generated in passes over the records, never all held.
+5 MB: consecutive smaller parts (in batch order) are grouped into runs of 5 MB, and each run is read and
+uploaded as one part by a helper process (``_offload``), never by the driver, which sends it the ranges
+and gets back the part's ETag (each helper holds one run, 5 MB). A CSV part's header line is skipped by
+byte range, its length read from the part's name (``part_name``): nobody reads a part for it. Progress
+(upload id, finished parts) is kept in ``state_dir``, saved at most once a second: a killed assembly
+resumes the same upload, redoing at most a second of parts (a part number uploaded again replaces the
+first, and its bytes are the same). The ranges and the parts are generated in passes over the records,
+never all held.
+
+Without "Put Block From URL" (Azurite; a token credential) the Azure Parquet bodies are staged by the
+same helpers: the driver reads no part's bytes on either store, only Parquet footers (``_parquet_concat``).
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputError
+from ._offload import Helpers
 from ._parquet_concat import MAGIC, plan
 from ._records import PartRecord, Records, header_length, load_state, records_digest, save_state
 from ._store import FsspecStore
@@ -152,7 +160,7 @@ Range = tuple["str | bytes", int, int]
 def plan_pieces(ranges: Iterable[Range], min_size: int = S3_MIN_PART,
                 max_copy: int = S3_MAX_COPY) -> Iterator[Piece]:
     """Cut the ranges into upload parts, each >= ``min_size`` except the last. A range big enough on its own
-    is copied server-side; smaller ones are grouped (their bytes pass through the driver, < min_size each).
+    is copied server-side; smaller ones are grouped (read and uploaded by a helper, min_size at most).
     A source given as bytes (a Parquet header or footer made by the driver) is uploaded, never copied.
     A generator: the ranges are consumed as the pieces are made, never all held."""
     pending: list[Range] = []
@@ -231,28 +239,42 @@ def _compose_s3(loc: OutputLocation, ranges: Callable[[], Iterable[Range]], file
         save_state(state_path, st)
     etags: dict[str, str] = st["etags"]
     saved = time.monotonic()
-    for number, piece in enumerate(pieces(), start=1):
-        if str(number) in etags:
-            continue
-        common = {"Bucket": bucket, "Key": key, "UploadId": st["upload_id"], "PartNumber": number}
-        if piece.copy:
-            ((src, off, ln),) = piece.ranges
-            assert isinstance(src, str)
-            sb, sk, _ = fs.split_path(src)
-            resp = fs.call_s3("upload_part_copy", CopySource={"Bucket": sb, "Key": sk},
-                              CopySourceRange=f"bytes={off}-{off + ln - 1}", **common)
-            etag = resp["CopyPartResult"]["ETag"]
-        else:
-            body = b"".join(bytes(fs.cat_file(src, start=off, end=off + ln)) if isinstance(src, str)
-                            else src[off:off + ln] for src, off, ln in piece.ranges)
-            etag = fs.call_s3("upload_part", Body=body, **common)["ETag"]
-        etags[str(number)] = etag
+
+    def record(number: int, etag: str) -> None:
         # Progress saved at most once a second (the state grows with the parts: saving it after each would
         # cost the square of their number). A kill loses at most a second of parts, uploaded again on resume
         # (a part number uploaded again replaces the first).
+        nonlocal saved
+        etags[str(number)] = etag
         if time.monotonic() - saved >= _SAVE_SECONDS:
             save_state(state_path, st)
             saved = time.monotonic()
+
+    target = (store.path(file_name), st["upload_id"])
+    with Helpers() as helpers:
+        # Started ahead (their imports overlap the copies), as many as there are runs to upload: none on a
+        # resume that has them all; the pass stops at the most the pool can use.
+        todo = (n for n, p in enumerate(pieces(), start=1) if _needs_helper(p) and str(n) not in etags)
+        helpers.start(sum(1 for _ in islice(todo, helpers.most)))
+        for number, piece in enumerate(pieces(), start=1):
+            if str(number) in etags:
+                continue
+            common = {"Bucket": bucket, "Key": key, "UploadId": st["upload_id"], "PartNumber": number}
+            if piece.copy:
+                ((src, off, ln),) = piece.ranges
+                assert isinstance(src, str)
+                sb, sk, _ = fs.split_path(src)
+                resp = fs.call_s3("upload_part_copy", CopySource={"Bucket": sb, "Key": sk},
+                                  CopySourceRange=f"bytes={off}-{off + ln - 1}", **common)
+                record(number, resp["CopyPartResult"]["ETag"])
+            elif not _needs_helper(piece):  # the driver's own bytes only (a Parquet footer)
+                body = b"".join(src[off:off + ln] for src, off, ln in piece.ranges)  # type: ignore[index,misc]
+                record(number, fs.call_s3("upload_part", Body=body, **common)["ETag"])
+            else:  # small parts: read and uploaded as one part by a helper process, not by the driver
+                for done, etag in helpers.submit(number, upload_group, loc, *target, number, piece.ranges):
+                    record(done, etag)
+        for done, etag in helpers.drain():
+            record(done, etag)
     save_state(state_path, st)
     fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=st["upload_id"],
                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[str(n)]}
@@ -270,6 +292,25 @@ def _abort(fs: Any, bucket: str, key: str, upload_id: str | None) -> None:
             fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
         except Exception:  # noqa: BLE001 - already gone
             pass
+
+
+def _needs_helper(piece: Piece) -> bool:
+    """Whether ``piece`` reads parts' bytes (and so is uploaded by a helper, not the driver)."""
+    return not piece.copy and any(isinstance(src, str) for src, _, _ in piece.ranges)
+
+
+def upload_group(loc: OutputLocation, path: str, upload_id: str, number: int, ranges: tuple[Range, ...]) -> str:
+    """In a helper process (``_offload``): read ``ranges`` (object ranges, or the driver's literal bytes) and
+    upload them as part ``number`` of the multipart upload ``upload_id`` of ``path``; returns the ETag."""
+    store = loc.store
+    assert isinstance(store, FsspecStore)
+    fs = store.fs
+    bucket, key, _ = fs.split_path(path)
+    body = b"".join(bytes(fs.cat_file(src, start=off, end=off + ln)) if isinstance(src, str)
+                    else src[off:off + ln] for src, off, ln in ranges)
+    etag: str = fs.call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                           Body=body)["ETag"]
+    return etag
 
 
 # --- Parquet: the parts' bodies between a new header and a merged footer ---------------------------------
@@ -298,7 +339,7 @@ def compose_parquet(loc: OutputLocation, records: Records, *, file_name: str, st
         name0, off0, len0 = p.bodies[0]
         bodies = [(name0, off0 - len(MAGIC), len0 + len(MAGIC)), *p.bodies[1:]]
         if loc.protocol in AZURE_PROTOCOLS:
-            _stage_parquet_azure(store, file_name, bodies, p.tail, digest, log)
+            _stage_parquet_azure(loc, file_name, bodies, p.tail, digest, log)
         else:
             ranges: list[Range] = [(store.path(name), off, ln) for name, off, ln in bodies if ln]
             ranges.append((p.tail, 0, len(p.tail)))
@@ -312,9 +353,11 @@ def compose_parquet(loc: OutputLocation, records: Records, *, file_name: str, st
     return loc.join(file_name)
 
 
-def _stage_parquet_azure(store: FsspecStore, file_name: str, bodies: list[tuple[str, int, int]], tail: bytes,
+def _stage_parquet_azure(loc: OutputLocation, file_name: str, bodies: list[tuple[str, int, int]], tail: bytes,
                          digest: str, log: logging.Logger) -> None:
     """Stage the bodies (copied by the service from the parts) and the footer as blocks; commit them."""
+    store = loc.store
+    assert isinstance(store, FsspecStore)
     blocks = AzureBlocks(store, file_name)
     steps: list[tuple[str | bytes, int, int]] = []
     for name, off, ln in bodies:
@@ -327,31 +370,44 @@ def _stage_parquet_azure(store: FsspecStore, file_name: str, bodies: list[tuple[
     # Ids name the records assembled (a resumed assembly of the same records finds its staged blocks).
     ids = [_block_id(f"pq-{digest[:8]}-{i:010d}", "p") for i in range(len(steps))]
     have = blocks.sizes()
-    via_driver = False
-    for bid, (src, off, ln) in zip(ids, steps, strict=True):
-        if have.get(bid) == ln:
-            continue
-        if isinstance(src, bytes):
-            blocks._run("stage_block", bid, src[off:off + ln])
-            continue
-        url = None if via_driver else blocks.source_url(store.path(src))
-        if url is not None:
-            try:
-                blocks._run("stage_block_from_url", bid, url, source_offset=off, source_length=ln)
+    via_helpers = False
+    with Helpers() as helpers:
+        for bid, (src, off, ln) in zip(ids, steps, strict=True):
+            if have.get(bid) == ln:
                 continue
-            except Exception as e:  # noqa: BLE001 - only "not implemented" (Azurite) is handled here
-                # HTTP 501 from azure-core's HttpResponseError; the text for errors that lost their status.
-                if getattr(e, "status_code", None) != 501 and "not implemented" not in str(e).lower():
-                    raise
-                log.info("stage_block_from_url refused (%s): %s", getattr(e, "status_code", None), _first(e))
-        if not via_driver:
-            via_driver = True
-            log.warning("composing %s: the service cannot copy blocks from a URL (no account key or SAS "
-                        "token, or an emulator without 'Put Block From URL'); the parts' bytes are read and "
-                        "staged by the driver, %d MB at most at a time", file_name, AZURE_COPY_BLOCK >> 20)
-        blocks._run("stage_block", bid, store.read(src, off, ln))
+            if isinstance(src, bytes):  # the footer, made by the driver
+                blocks._run("stage_block", bid, src[off:off + ln])
+                continue
+            url = None if via_helpers else blocks.source_url(store.path(src))
+            if url is not None:
+                try:
+                    blocks._run("stage_block_from_url", bid, url, source_offset=off, source_length=ln)
+                    continue
+                except Exception as e:  # noqa: BLE001 - only "not implemented" (Azurite) is handled here
+                    # HTTP 501 from azure-core's HttpResponseError; the text for errors that lost their status.
+                    if getattr(e, "status_code", None) != 501 and "not implemented" not in str(e).lower():
+                        raise
+                    log.info("stage_block_from_url refused (%s): %s", getattr(e, "status_code", None), _first(e))
+            if not via_helpers:
+                via_helpers = True
+                log.warning("composing %s: the service cannot copy blocks from a URL (no account key or SAS "
+                            "token, or an emulator without 'Put Block From URL'); the parts' bytes are read and "
+                            "staged by up to %d helper processes (not the driver), %d MB at most each at a time",
+                            file_name, helpers.most, AZURE_COPY_BLOCK >> 20)
+            for _ in helpers.submit(bid, stage_range, loc, file_name, bid, src, off, ln):
+                pass
+        for _ in helpers.drain():
+            pass
     blocks.commit_ids(ids)
     store.fs.invalidate_cache()
+
+
+def stage_range(loc: OutputLocation, file_name: str, block_id: str, name: str, offset: int, length: int) -> None:
+    """In a helper process (``_offload``): stage ``length`` bytes of ``name`` from ``offset`` as the block
+    ``block_id`` of ``file_name``."""
+    store = loc.store
+    assert isinstance(store, FsspecStore)
+    AzureBlocks(store, file_name)._run("stage_block", block_id, store.read(name, offset, length))
 
 
 # --- entry point ------------------------------------------------------------------------------------------
