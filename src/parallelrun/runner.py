@@ -97,26 +97,41 @@ def run_job(
         if on_start:
             on_start(rec)
         journal = Journal(rec.journal_path)
-        journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint, input_type=spec.input_type)
-        journal.set_meta(code_fingerprint=fingerprint.for_record(spec, base, rec))  # resume_run compares it
+        # On a running Ray cluster the actors are requested first, so that their processes start (and
+        # import Ray, ~1 s of CPU each) while the driver does its own start-up work below.
+        executor = _request_early(store, rec, spec, base, loc, journal, storage_options)
         try:
-            # The first planning step runs before any worker starts, so a missing path or an empty dataset
-            # fails here; the rest is planned while the first mini-batches run (see execution/feed.py).
+            journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint,
+                             input_type=spec.input_type)
+            journal.set_meta(code_fingerprint=fingerprint.for_record(spec, base, rec))  # resume_run compares it
+            # The first planning step runs before any worker starts its entry script, so a missing path or an
+            # empty dataset fails here; the rest is planned while the first mini-batches run (execution/feed.py).
             feed = Feed(spec, base, storage_options, journal)
             feed.step()
-        except Exception as e:
+        except BaseException as e:
+            if executor is not None:
+                executor.cancel()  # the actors requested early ran no user code and wrote nothing yet
+            if not isinstance(e, Exception):
+                raise
             if isinstance(e, DatasetError) and job_file is not None:
                 # A problem of the spec (an empty dataset, a path that matches nothing) found before any
                 # worker started: like any other spec error, it leaves no run behind.
                 journal.close()
                 lock.release()
+                _close_driver_log(rec)
                 shutil.rmtree(rec.path, ignore_errors=True)
                 raise
             rec.status = "Failed"
             rec.reason = f"planning failed: {e}"
             store.save(rec)
             raise
-        return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure, feed)
+        try:
+            return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure, feed,
+                          executor)
+        except BaseException:
+            if executor is not None:
+                executor.cancel()  # stopped already unless _drive failed before its own error handling
+            raise
     finally:
         lock.release()
 
@@ -202,13 +217,74 @@ def make_executor(spec: JobSpec, cfg: WorkerConfig) -> Executor:
     return RayExecutor(cfg, spec)
 
 
+def _request_early(store: RunStore, rec: RunRecord, spec: JobSpec, base: Path, loc: OutputLocation,
+                   journal: Journal, storage_options: dict[str, Any] | None) -> Executor | None:
+    """The executor, its workers requested (``Executor.request``), when the job runs on a running Ray
+    cluster; None otherwise (``_drive`` then makes and starts it).
+
+    The order of a new run is: the spec's own checks (entry script, output URL: usage errors, before any
+    record); the run record; the workers requested (on a running cluster: connect, place, create the actors;
+    a cluster that does not answer fails here, exit code 2); the journal's metadata and the first planning
+    step (a missing dataset fails here, its actors killed and the run folder removed); the output checks;
+    then the workers started (their entry script's ``init()``). A private instance (``compute: ray`` without
+    an address) is not started ahead: it takes 10-20 s, and a mistaken dataset path should not wait for it.
+    """
+    if spec.compute == "local":
+        return None
+    from .execution.ray_cluster import address_of
+
+    if address_of(spec.compute) is None:
+        return None
+    driver_logger(rec.logs_dir, spec.logging_level)  # the executor logs its start-up in driver.txt
+    try:
+        executor = make_executor(spec, _worker_config(spec, base, rec, loc, storage_options))
+    except BaseException as e:
+        record_failure(store, rec, journal, f"the executor could not start: {e}")
+        raise
+    try:
+        executor.request()
+    except BaseException as e:
+        executor.cancel()  # disconnect, kill any actor created
+        record_failure(store, rec, journal, f"the workers could not start: {e}")
+        raise
+    return executor
+
+
+def _worker_config(spec: JobSpec, base: Path, rec: RunRecord, loc: OutputLocation,
+                   storage_options: dict[str, Any] | None) -> WorkerConfig:
+    source, script, _ = job_paths(spec, base)
+    folder = RunFolder(rec.path)
+    return WorkerConfig(
+        entry_script=str(script), source_directory=str(source), working_dir=str(base),
+        arguments=spec.arguments, environment_variables=spec.environment_variables,
+        logging_level=spec.logging_level, output_dir=loc.url, log_dir=str(rec.logs_dir),
+        output_action=spec.output_action, output_format=spec.append_row_format, parent_pid=os.getpid(),
+        storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
+        extra_sys_path=shim_sys_path(),  # azureml.core / azureml_user stand-ins when Azure's SDK is absent
+        scratch_dir=str(folder.scratch),
+        output=loc if spec.output_action == "append_row" else None, output_layout=spec.output_layout,
+        output_file_name=spec.append_row_file_name,
+        outcome_log_dir=str(folder.outcome_logs) if spec.compute == "local" else None,
+    )
+
+
+def _close_driver_log(rec: RunRecord) -> None:
+    import logging
+
+    logger = logging.getLogger(f"parallelrun.driver.{rec.logs_dir.parent.name}")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+
+
 def _drive(
     store: RunStore, rec: RunRecord, spec: JobSpec, base: Path, journal: Journal, progress_mode: str,
     storage_options: dict[str, Any] | None, raise_on_failure: bool, feed: Feed | None = None,
+    executor: Executor | None = None,
 ) -> RunResult:
-    """Check the output, adopt what the last driver left, start the executor, run the driver loop
-    (``driver.DriverLoop``) until every batch is settled or the run stops, then finish (``run_end.finish``)."""
-    source, script, _ = job_paths(spec, base)
+    """Check the output, adopt what the last driver left, start the executor (``executor``: one whose workers
+    were requested early, now owned here), run the driver loop (``driver.DriverLoop``) until every batch is
+    settled or the run stops, then finish (``run_end.finish``)."""
     folder = RunFolder(rec.path)
     logs = rec.logs_dir
     log = driver_logger(logs, spec.logging_level)
@@ -229,24 +305,14 @@ def _drive(
         if spec.output_action == "append_row":
             loc.cleanup(journal.part_names())  # parts no committed record names (a killed run's leftovers)
     except (OutputError, OSError, sqlite3.Error) as e:
+        if executor is not None:
+            executor.cancel()  # requested early (run_job), never started
         return stop_on_system_error(store, rec, spec, journal, loc, e, time.monotonic() - t0, raise_on_failure)
     counts = journal.counts()
     rec.counts = counts.to_dict()
     store.save(rec)
     log.info("run %s started: %d mini-batches, %d items, %d pending", rec.id, counts.batches, counts.items,
              counts.batches_pending)
-    cfg = WorkerConfig(
-        entry_script=str(script), source_directory=str(source), working_dir=str(base),
-        arguments=spec.arguments, environment_variables=spec.environment_variables,
-        logging_level=spec.logging_level, output_dir=loc.url, log_dir=str(logs),
-        output_action=spec.output_action, output_format=spec.append_row_format, parent_pid=os.getpid(),
-        storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
-        extra_sys_path=shim_sys_path(),  # azureml.core / azureml_user stand-ins when Azure's SDK is absent
-        scratch_dir=str(folder.scratch),
-        output=loc if spec.output_action == "append_row" else None, output_layout=spec.output_layout,
-        output_file_name=spec.append_row_file_name,
-        outcome_log_dir=str(folder.outcome_logs) if spec.compute == "local" else None,
-    )
     feed = feed or Feed(spec, base, storage_options, journal)
     interrupted = False
     status, reason = "Failed", None
@@ -255,11 +321,12 @@ def _drive(
     def on_signal(signum: int, frame: Any) -> None:
         raise _Interrupted()
 
-    try:
-        executor = make_executor(spec, cfg)
-    except BaseException as e:
-        record_failure(store, rec, journal, f"the executor could not start: {e}")
-        raise
+    if executor is None:
+        try:
+            executor = make_executor(spec, _worker_config(spec, base, rec, loc, storage_options))
+        except BaseException as e:
+            record_failure(store, rec, journal, f"the executor could not start: {e}")
+            raise
     old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
     try:
         # An output that cannot hold the plan's mini-batches (an Azure one-file output) stops the run as

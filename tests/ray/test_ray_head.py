@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from ray_jobs import (
 
 import ray
 from parallelrun import resume_run, run_job
+from parallelrun.errors import DatasetError
 
 pytestmark = pytest.mark.ray
 
@@ -77,7 +79,37 @@ def test_file_job_gives_the_local_output_and_logs_layout(ray_head: RayHead, tmp_
     assert re.search(r"Ray start-up: connected in [\d.]+ s, 2 workers requested after [\d.]+ s", driver), driver
     assert re.search(r"Ray start-up: (every worker|worker node0.process00\d) ready [\d.]+ s after", driver), driver
     assert "Ray: workers stopped in" in driver
+    # On a running cluster the actors are requested before the driver's own start-up work (the run's first
+    # planning step, the output checks), and started (init()) after it.
+    requested = driver.index("workers requested after")
+    assert requested < driver.index(f"run {res.record.id} started:") < driver.index("Ray start-up: workers started")
     assert not ray.is_initialized()
+
+
+def _actors(address: str) -> Counter[str]:
+    """The states of every parallelrun actor the head ever had (dead ones stay in its table)."""
+    ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    try:
+        return Counter(a["State"] for a in ray._private.state.actors().values() if a["ActorClassName"] == "RayWorker")
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_an_empty_dataset_fails_clearly_and_leaves_no_actor_and_no_run(ray_head: RayHead, tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", files=0, mini_batch_size=2)  # its data folder holds no file
+    before = _actors(ray_head.address)
+
+    with pytest.raises(DatasetError, match="the dataset is empty: data holds no file to process"):
+        _run(job, tmp_path / "ws", ray_head.address)
+
+    assert not ray.is_initialized()
+    assert not (tmp_path / "ws" / "runs").exists() or not any((tmp_path / "ws" / "runs").iterdir())
+    assert not (job.parent / "state" / "pids").exists()  # no init() ran: the actors never got their config
+    # The two actors were requested (they are in the head's table) and none outlived the failed run.
+    wait_until(lambda: (_actors(ray_head.address) - before)["ALIVE"] == 0, 30, "the requested actors to be gone")
+    after = _actors(ray_head.address) - before
+    assert after["DEAD"] == 2 and sum(after.values()) == 2, after
 
 
 @pytest.mark.timeout(120)

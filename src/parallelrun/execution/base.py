@@ -39,6 +39,12 @@ class Executor(ABC):
     #: the input that planning waits for); a backend that cannot watch it just waits its bounded timeout
     wake_fd: int | None = None
 
+    def request(self) -> None:  # noqa: B027 - optional; a no-op by default
+        """Begin what can start before the run's own start-up work (planning, output checks) is done, so
+        the two overlap: no entry-script code runs and nothing is written to the run's folder (Ray: connect
+        and create the actors, whose processes then start and import Ray). ``start`` does it when it was not
+        done; ``cancel`` undoes it. The local executor has nothing to request ahead."""
+
     @abstractmethod
     def start(self) -> None:
         """Start the workers; they report WorkerReady or WorkerInitFailed through poll()."""

@@ -93,6 +93,7 @@ class _Actor:
     handle: Any
     node_id: str
     node_index: int
+    cfg: WorkerConfig | None = None  # sent with ``start``
     start_ref: Any = None
     outbox: list[tuple[MiniBatch, int]] = field(default_factory=list)  # submitted, sent at the next poll
     calls: deque[Any] = field(default_factory=deque)  # ``run`` calls in flight, oldest first
@@ -126,11 +127,19 @@ class RayExecutor(WorkerPool[_Actor]):
         self.calls_sent = 0  # ``run`` calls, each carrying several batches
         #: connect + place + create the actors (not their init()): Ray's start-up cost, for progress/logs
         self.startup_seconds = 0.0
-        self._started: float | None = None  # when start() began, until every first worker is ready
+        self._requested: float | None = None  # when request() began
+        self._started: float | None = None  # when the executor began (request), until every first worker is ready
+        self._begun = False  # start() ran: actors spawned from now on (replacements, joins) start at once
 
     # --- lifecycle ------------------------------------------------------------------------------------
-    def start(self) -> None:
-        t0 = time.monotonic()
+    def request(self) -> None:
+        """Connect, place and create the actors without starting them: their processes start and import Ray
+        (~1 s of CPU each) while the driver does its own start-up work; ``start`` then sends each its
+        ``WorkerConfig`` (set-up, ``init()``). Until then no entry-script code runs and no actor writes in the
+        run's folder, so a run that fails its first planning step just kills them (``cancel``)."""
+        if self._requested is not None:
+            return
+        t0 = self._requested = time.monotonic()
         self._connect()
         connected = time.monotonic()
         nodes = self._pick_nodes()
@@ -146,10 +155,19 @@ class RayExecutor(WorkerPool[_Actor]):
             for node_id in nodes:
                 self._spawn(node_id)
         self.startup_seconds = time.monotonic() - t0
-        self._started = t0
         self.cluster.log.info("Ray start-up: connected in %.2f s, %d workers requested after %.2f s",
                               connected - t0, len(self._handles), self.startup_seconds)
         self._next_join = time.monotonic() + self.cluster.join_every
+
+    def start(self) -> None:
+        self.request()
+        assert self._requested is not None
+        self._begun, self._started = True, self._requested
+        for name, a in self._handles.items():
+            if a.start_ref is None and not self._states[name].ready:
+                self._send_start(name, a)
+        self.cluster.log.info("Ray start-up: workers started (set-up and init()) %.2f s after they were requested",
+                              time.monotonic() - self._requested)
 
     def _connect(self) -> None:
         self.cluster.connect()
@@ -189,11 +207,16 @@ class RayExecutor(WorkerPool[_Actor]):
             **self.cluster.actor_options(),
         ).remote()
         host, actor = self.cluster.placed(cfg.agent_name, node_id, handle)
-        a = _Actor(handle, node_id, index, last_seen=time.monotonic())
-        a.start_ref = handle.start.remote(cfg, self.cluster.shipped_root)
-        self._by_ref[a.start_ref] = cfg.agent_name
+        a = _Actor(handle, node_id, index, cfg, last_seen=time.monotonic())
         self._add(cfg.agent_name, a, WorkerState(cfg.agent_name, node=f"node{index}", host=host, actor=actor))
+        if self._begun:  # a replacement, or a node that joined: start it now
+            self._send_start(cfg.agent_name, a)
         return cfg.agent_name
+
+    def _send_start(self, name: str, a: _Actor) -> None:
+        assert a.cfg is not None
+        a.start_ref = a.handle.start.remote(a.cfg, self.cluster.shipped_root)
+        self._by_ref[a.start_ref] = name
 
     def cancel(self) -> None:
         self._closing = True
