@@ -6,6 +6,7 @@ worker) and numpy's (~0.1 s) came before the driver started its first worker.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from parallelrun.data.tabular import plan_tabular, read_batch
 
@@ -82,3 +84,33 @@ print(seen)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[False, False, True, False, 0, 4000]"
+
+
+def test_reused_read_buffer_never_leaks_bytes_between_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Local ranges are read into one buffer per thread, reused: batches read in any order (big after small,
+    # small after big), some bigger than the kept size, must each give exactly their own rows.
+    monkeypatch.setattr("parallelrun.data.tabular._KEEP_BUFFER", 1500)
+    csv = _csv(tmp_path / "r.csv", 600)
+    want = pd.read_csv(csv)
+    batches = list(plan_tabular([str(csv)], 700)) + list(plan_tabular([str(csv)], 4000))
+    assert max(b.end - b.start for b in batches) > 1500 > min(b.end - b.start for b in batches)
+    for b in [*reversed(batches), *batches[::2], *batches[1::2]]:
+        got = read_batch(b)
+        pd.testing.assert_frame_equal(got, want.iloc[b.row_start:b.row_end], check_index_type=False)
+
+
+def test_file_cut_short_after_planning_is_an_error_naming_the_range(tmp_path: Path) -> None:
+    csv = _csv(tmp_path / "short.csv", 400)
+    batches = list(plan_tabular([str(csv)], 1000))
+    data = csv.read_bytes()
+    read_batch(batches[-1])  # the reused buffer now holds the last range's bytes: they must not be read again
+    csv.write_bytes(data[:batches[-2].start + 10])  # the second-to-last range loses all but 10 bytes
+    for b in batches[:-3:-1]:
+        try:
+            read_batch(b)
+        except ValueError as e:
+            assert f"short.csv bytes {b.start}-{b.end}" in str(e)
+            assert "planned" in str(e) or "cannot read" in str(e)
+        else:
+            raise AssertionError(f"reading {b.describe()} of a file cut short succeeded")
+    pd.testing.assert_frame_equal(read_batch(batches[0]), pd.read_csv(io.BytesIO(data)).iloc[:batches[0].row_end])
