@@ -272,7 +272,8 @@ def test_ray_client_ships_the_job_folder_through_runtime_env(ray_head: RayHead, 
     monkeypatch.setenv("PARALLELRUN_RAY_UPLOAD", "1")
     job = make_job(tmp_path / "job", files=6)
 
-    res = _run(job, tmp_path / "ws", ray_head.client_address)
+    with ray_head.ray_client() as address:
+        res = _run(job, tmp_path / "ws", address)
 
     assert res.status == "Completed", res.summary()
     assert_each_once(output_lines(res), file_rows(6))
