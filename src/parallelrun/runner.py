@@ -97,34 +97,30 @@ def run_job(
         if on_start:
             on_start(rec)
         journal = Journal(rec.journal_path)
-        # On a running Ray cluster the actors are requested first, so that their processes start (and
-        # import Ray, ~1 s of CPU each) while the driver does its own start-up work below.
-        executor = _request_early(store, rec, spec, base, loc, journal, storage_options)
+        journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint, input_type=spec.input_type)
+        journal.set_meta(code_fingerprint=fingerprint.for_record(spec, base, rec))  # resume_run compares it
         try:
-            journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint,
-                             input_type=spec.input_type)
-            journal.set_meta(code_fingerprint=fingerprint.for_record(spec, base, rec))  # resume_run compares it
-            # The first planning step runs before any worker starts its entry script, so a missing path or an
-            # empty dataset fails here; the rest is planned while the first mini-batches run (execution/feed.py).
+            # The first planning step runs before any worker is requested, so a missing path or an empty
+            # dataset fails here; the rest is planned while the first mini-batches run (see execution/feed.py).
+            # It comes before Ray too: a big folder is walked by forked children, and the driver forks only
+            # while it has no other thread (data/walk_ahead.py), which a Ray connection ends.
             feed = Feed(spec, base, storage_options, journal)
             feed.step()
-        except BaseException as e:
-            if executor is not None:
-                executor.cancel()  # the actors requested early ran no user code and wrote nothing yet
-            if not isinstance(e, Exception):
-                raise
+        except Exception as e:
             if isinstance(e, DatasetError) and job_file is not None:
                 # A problem of the spec (an empty dataset, a path that matches nothing) found before any
                 # worker started: like any other spec error, it leaves no run behind.
                 journal.close()
                 lock.release()
-                _close_driver_log(rec)
                 shutil.rmtree(rec.path, ignore_errors=True)
                 raise
             rec.status = "Failed"
             rec.reason = f"planning failed: {e}"
             store.save(rec)
             raise
+        # On a running Ray cluster the actors are requested now, so that their processes start (and import
+        # Ray, ~1 s of CPU each) while the driver checks the output and sets up its loop (_drive).
+        executor = _request_early(store, rec, spec, base, loc, journal, storage_options)
         try:
             return _drive(store, rec, spec, base, journal, progress, storage_options, raise_on_failure, feed,
                           executor)
@@ -223,11 +219,11 @@ def _request_early(store: RunStore, rec: RunRecord, spec: JobSpec, base: Path, l
     cluster; None otherwise (``_drive`` then makes and starts it).
 
     The order of a new run is: the spec's own checks (entry script, output URL: usage errors, before any
-    record); the run record; the workers requested (on a running cluster: connect, place, create the actors;
-    a cluster that does not answer fails here, exit code 2); the journal's metadata and the first planning
-    step (a missing dataset fails here, its actors killed and the run folder removed); the output checks;
-    then the workers started (their entry script's ``init()``). A private instance (``compute: ray`` without
-    an address) is not started ahead: it takes 10-20 s, and a mistaken dataset path should not wait for it.
+    record); the run record, the journal's metadata and the first planning step (an empty dataset fails
+    here, before any contact with Ray, and leaves no run); the workers requested (on a running cluster:
+    connect, place, create the actors; a cluster that does not answer fails here, exit code 2); the output
+    checks; then the workers started (their entry script's ``init()``). A private instance (``compute: ray``
+    without an address) is started in ``_drive``, as the local executor is.
     """
     if spec.compute == "local":
         return None
@@ -266,15 +262,6 @@ def _worker_config(spec: JobSpec, base: Path, rec: RunRecord, loc: OutputLocatio
         output_file_name=spec.append_row_file_name,
         outcome_log_dir=str(folder.outcome_logs) if spec.compute == "local" else None,
     )
-
-
-def _close_driver_log(rec: RunRecord) -> None:
-    import logging
-
-    logger = logging.getLogger(f"parallelrun.driver.{rec.logs_dir.parent.name}")
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-        h.close()
 
 
 def _drive(

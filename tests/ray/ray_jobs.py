@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -165,6 +166,40 @@ class RayHead:
                     raise RuntimeError(f"the Ray Client server of this head never listened on {self.client_port}") from None
                 time.sleep(0.2)
         return f"ray://127.0.0.1:{self.client_port}"
+
+    @contextlib.contextmanager
+    def ray_client(self) -> Iterator[str]:
+        """The Ray Client address, for a connection made while this machine-wide lock is held.
+
+        Every head's Ray Client proxy gives each client a server of its own on the first port from 23000 up
+        that it finds free (``ray.util.client.server.proxier``): it binds the port, closes it, sets up the
+        client's runtime_env, starts a Python process, and only that process binds it for good - seconds,
+        tens of seconds under load. Two heads on one machine (test runs side by side) that do this at the
+        same time both pick 23000, and the second server dies at start ("Starting Ray client server failed.
+        See ray_client_server_23000.err"). Connecting under this lock (held until the caller is done, its
+        server then listening, so another head's proxy skips its port) keeps test runs on one machine apart.
+        On a failure the head's client server logs are added to the error: the .err files go with the head.
+        """
+        import fcntl
+
+        with open(Path(tempfile.gettempdir()) / "parallelrun-tests-ray-client.lock", "a") as lock:
+            deadline = time.monotonic() + 45  # another run's client test holds it: at most as long as it runs
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break  # go on unlocked: a clash then fails with its .err below, not with a timeout
+                    time.sleep(0.2)
+            try:
+                yield self.client_address
+            except Exception as e:
+                logs = sorted(self.temp_dir.glob("session_*/logs/ray_client_server_*.err"))
+                tails = "\n".join(f"--- {f}:\n{f.read_text(errors='replace')[-2000:]}" for f in logs)
+                raise AssertionError(f"through Ray Client: {type(e).__name__}: {e}\n{tails}") from e
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def stop(self) -> None:
         pgid = self.proc.pid  # the session leader: every Ray process of this head shares its group

@@ -21,9 +21,8 @@ from parallelrun.errors import UsageError
 def test_a_job_after_a_failed_ray_client_connect_runs(ray_head: RayHead, tmp_path: Path) -> None:
     # Ray refuses pip together with uv while the Ray Client session is being set up.
     bad = make_job(tmp_path / "bad", files=2, ray={"runtime_env": {"pip": ["a"], "uv": ["b"]}})
-    with pytest.raises(UsageError, match="cannot connect to the Ray cluster") as err:
-        run_job(bad, overrides=[f"compute={ray_head.client_address}"], workspace=tmp_path / "ws",
-                progress="quiet")
+    with ray_head.ray_client() as address, pytest.raises(UsageError, match="cannot connect to the Ray cluster") as err:
+        run_job(bad, overrides=[f"compute={address}"], workspace=tmp_path / "ws", progress="quiet")
     assert "'pip' field, 'uv' field" in str(err.value)
 
     good = make_job(tmp_path / "good", files=4)

@@ -17,7 +17,8 @@ from parallelrun.config import validate_spec
 from parallelrun.errors import JobSpecError
 from parallelrun.execution.base import WorkerState
 from parallelrun.execution.messages import Event, Outcome, WorkerLost
-from parallelrun.execution.ray_executor import RayExecutor, _Actor
+from parallelrun.execution.ray_calls import ActorCalls
+from parallelrun.execution.ray_executor import RayExecutor
 from parallelrun.execution.ray_placement import Placement, joinable_nodes, pick_nodes
 from parallelrun.execution.worker import WorkerConfig
 
@@ -124,7 +125,7 @@ def _executor(tmp_path: Path, alive: list[dict[str, Any]], **fields: Any) -> tup
         index = ex._nodes.setdefault(node_id, len(ex._nodes))
         name = f"node{index}.process{len(spawned):03d}"
         spawned.append(node_id)
-        ex._add(name, _Actor(f"actor-{name}", node_id, index), WorkerState(name, ready=True, pid=1, node=f"node{index}"))
+        ex._add(name, ActorCalls(f"actor-{name}", node_id, index), WorkerState(name, ready=True, pid=1, node=f"node{index}"))
         return name
 
     ex._spawn = spawn  # type: ignore[method-assign]

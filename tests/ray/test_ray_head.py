@@ -96,7 +96,7 @@ def _actors(address: str) -> Counter[str]:
 
 
 @pytest.mark.timeout(120)
-def test_an_empty_dataset_fails_clearly_and_leaves_no_actor_and_no_run(ray_head: RayHead, tmp_path: Path) -> None:
+def test_an_empty_dataset_fails_before_any_actor_and_leaves_no_run(ray_head: RayHead, tmp_path: Path) -> None:
     job = make_job(tmp_path / "job", files=0, mini_batch_size=2)  # its data folder holds no file
     before = _actors(ray_head.address)
 
@@ -105,12 +105,28 @@ def test_an_empty_dataset_fails_clearly_and_leaves_no_actor_and_no_run(ray_head:
 
     assert not ray.is_initialized()
     assert not (tmp_path / "ws" / "runs").exists() or not any((tmp_path / "ws" / "runs").iterdir())
+    # The first planning step comes before the actors are requested (runner._request_early): none was made.
+    assert _actors(ray_head.address) == before
+
+
+
+@pytest.mark.timeout(120)
+def test_an_unwritable_output_stops_the_run_and_the_actors_requested_for_it(ray_head: RayHead, tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", files=3)
+    (job.parent / "taken").write_text("a file, not a folder")
+    before = _actors(ray_head.address)
+
+    res = run_job(job, overrides=[f"compute={ray_head.address}", "output=taken/out"], workspace=tmp_path / "ws",
+                  progress="quiet")
+
+    assert (res.status, res.exit_code) == ("Failed", 1), res.summary()
+    assert "cannot write to the output location" in res.record.reason and "Nothing was run" in res.record.reason
+    assert not ray.is_initialized()
     assert not (job.parent / "state" / "pids").exists()  # no init() ran: the actors never got their config
-    # The two actors were requested (they are in the head's table) and none outlived the failed run.
-    wait_until(lambda: (_actors(ray_head.address) - before)["ALIVE"] == 0, 30, "the requested actors to be gone")
+    # Its two actors had been requested (output checks come after, runner._request_early); none outlived it.
+    wait_until(lambda: (_actors(ray_head.address) - before)["ALIVE"] == 0, 30, "the requested actors to end")
     after = _actors(ray_head.address) - before
     assert after["DEAD"] == 2 and sum(after.values()) == 2, after
-
 
 @pytest.mark.timeout(120)
 def test_tabular_csv_job_gives_the_local_output(ray_head: RayHead, tmp_path: Path) -> None:
@@ -256,7 +272,8 @@ def test_ray_client_ships_the_job_folder_through_runtime_env(ray_head: RayHead, 
     monkeypatch.setenv("PARALLELRUN_RAY_UPLOAD", "1")
     job = make_job(tmp_path / "job", files=6)
 
-    res = _run(job, tmp_path / "ws", ray_head.client_address)
+    with ray_head.ray_client() as address:
+        res = _run(job, tmp_path / "ws", address)
 
     assert res.status == "Completed", res.summary()
     assert_each_once(output_lines(res), file_rows(6))

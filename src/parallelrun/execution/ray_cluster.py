@@ -1,7 +1,7 @@
 """The cluster side of the Ray backend: connecting, token authentication, placement, runtime_env.
 
-The Ray executor (``ray_executor.py``) owns the transport (actors, calls, results); this module owns
-everything about the cluster those actors run on:
+The Ray executor (``ray_executor.py``, with ``ray_calls.py``) owns the actors and the calls to them; this
+module owns everything about the cluster those actors run on:
 
 - **Connecting** (``compute``): ``ray`` starts a private local instance sized for the job unless
   ``RAY_ADDRESS`` is set; ``auto`` joins a running cluster; ``host:port`` and ``ray://host:port`` connect
