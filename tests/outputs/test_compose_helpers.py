@@ -27,7 +27,7 @@ from output_backends import Backend
 
 from parallelrun.errors import OutputError
 from parallelrun.outputs import FormattedResult, OutputLocation, PartRecord, default_file_name, format_result
-from parallelrun.outputs._compose import S3_MIN_PART, plan_pieces
+from parallelrun.outputs._compose_s3 import S3_MIN_PART, plan_pieces
 from parallelrun.outputs._offload import Helpers
 from store_proxy import CountingProxy
 

@@ -104,7 +104,8 @@ def _s3(moto_s3: Any, ws: Any) -> Store:
 
 
 # Azure: 24 rows of 64 KB (6 batches of 4 staged as blocks). S3: 8 rows of 1.5 MB, so that each batch's part
-# (6 MB) is over S3's 5 MB minimum and copied server-side (smaller ones are read by the driver: by design).
+# (6 MB) is over S3's 5 MB minimum and copied server-side (smaller ones are uploaded by the assembly's helper
+# processes, not by the driver either: tests/outputs/test_compose_helpers.py).
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(("kind", "items", "row"), [
     pytest.param("azure", 24, 64 * 1024, marks=pytest.mark.azure),

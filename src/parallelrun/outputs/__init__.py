@@ -12,10 +12,12 @@
 
 Modules: ``_format`` (results to bytes), ``_records`` (names, records), ``_store`` (local / fsspec bytes),
 ``_writer`` (worker side), ``_location`` (the API above), ``_assemble`` (local and dataset assembly),
-``_compose`` (server-side composition on Azure Blob and S3), ``_parquet_concat`` (one Parquet file from the
-parts' bytes and a merged footer), ``_parquet_inplace`` (one Parquet file made from the workers' shared file
-in place), ``_parquet_footer`` (the footer's Thrift compact protocol), ``_parquet_scan`` (a footer scanned for its
-offsets), ``_parquet_index`` (that scan, made by the worker and stored in its part).
+``_compose`` (server-side composition on Azure Blob), ``_compose_s3`` (on S3), ``_offload`` (helper
+processes that move the bytes a service cannot copy, so that the driver never does), ``_parquet_concat``
+(one Parquet file from the parts' bytes and a merged footer), ``_parquet_inplace`` (one Parquet file made
+from the workers' shared file in place), ``_parquet_footer`` (the footer's Thrift compact protocol),
+``_parquet_scan`` (a footer scanned for its offsets), ``_parquet_index`` (that scan, made by the worker and
+stored in its part).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class _Helper:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _MAIN, str(task_r), str(result_w)],
-                pass_fds=(task_r, result_w), stdin=subprocess.DEVNULL, env=env)
+                pass_fds=(task_r, result_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
         finally:
             os.close(task_r)
             os.close(result_w)
