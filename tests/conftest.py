@@ -10,6 +10,7 @@ Storage servers (session-scoped, loopback only, random ports):
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One BLAS/OpenMP thread in every process the tests start (make_data.py's training, drivers, workers):
+# the suite runs several processes at once on a 2-core machine, where each extra OpenBLAS thread only
+# spins. The mnist example's make_data.py used 28.8 s of CPU with the default and 12.4 s with 1, at load
+# ~20. What a user sets wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from doc_commands import documented_azurite_command  # noqa: E402  (tests/ is on sys.path)
 
