@@ -123,6 +123,7 @@ def _gone(pids: list[int], seconds: float) -> list[int]:
 
 
 @pytest.mark.s3
+@pytest.mark.slow  # ~10 s of CPU (moto in this process, 30 MB of parts); test_assembly's S3 kill test is fast
 @pytest.mark.timeout(300)
 def test_s3_assembly_killed_while_helpers_upload_then_resumed(
         tmp_path: Path, s3_backend: Backend, proxied: tuple[OutputLocation, CountingProxy]) -> None:
