@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from typing import IO
 
 from ._compose import AzureBlocks
@@ -154,7 +155,26 @@ class PartWriter:
             self._close_segment()
             raise
         self._seg_size += len(data)
+        if os.fstat(fd).st_nlink == 0:
+            self._segment_removed()
         return self._seg_name, offset
+
+    def _segment_removed(self) -> None:
+        """The segment being appended to has no name any more: refuse to return a record naming it.
+
+        Another process that removed ``.parts`` (a second run, or a script, writing into the same output
+        folder) leaves this worker appending to a nameless file: each record would be committed and the run
+        would fail only at the assembly ("is missing"), saying neither who wrote the segment nor when it
+        went. One ``fstat`` per append (about a microsecond) tells it at once; the run stops on this error.
+        """
+        name = self._seg_name
+        self._close_segment()  # a later write starts a new segment
+        raise OSError(
+            errno.ENOENT,
+            f"the segment {name} that this worker ({self.worker}, pid {os.getpid()}) was appending to was "
+            f"deleted at about {time.strftime('%H:%M:%S')} (or shortly before) by another process. Are two "
+            f"runs (or a script) writing into the output folder {self.store.root} at once? Give each run an "
+            f"output folder of its own, and run the job again")
 
     def _append_shared(self, data: bytes) -> tuple[str, int, int, str]:
         """Append the part, with its footer's scan index when it has one (``_parquet_index``), in one
