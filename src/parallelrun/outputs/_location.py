@@ -251,7 +251,14 @@ class OutputLocation:
         for name in store.list(PARTS_DIR):
             if name not in committed_names:
                 store.remove(name)
-        if not store.list(PARTS_DIR):
+        if isinstance(store, LocalStore):
+            # rmdir, not rmtree: a part that appeared since the listing (a worker still running, which the
+            # caller should not have) stays, rather than vanishing with its name in a committed record.
+            try:
+                store.path(PARTS_DIR).rmdir()
+            except OSError:
+                pass  # not empty, or gone already
+        elif not store.list(PARTS_DIR):
             store.remove_dir(PARTS_DIR)
 
 
