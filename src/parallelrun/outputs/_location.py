@@ -13,7 +13,8 @@ The life of an output (see README, "Failures, and exactly-once output"):
 3. on resume, ``verify`` tells whether a part of an uncommitted batch can be adopted;
 4. ``assemble`` builds the result from the committed records in batch order (one file, or a dataset
    folder with a manifest), resumable after a kill;
-5. ``cleanup`` removes every part no committed record names.
+5. ``cleanup`` removes every part no committed record names: of a local folder, which the driver holds with
+   ``claim`` from before its first clean-up to its end, so no other run's parts are ever taken for leftovers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from urllib.parse import unquote, urlparse
 
 from ..errors import MissingExtraError, OutputError, UsageError
 from . import _compose
+from ._claim import OutputClaim
 from ._compose import AZURE_PROTOCOLS, AzureBlocks, is_block_record
 from ._records import LAYOUTS, PARTS_DIR, PartRecord, Records, checksum, checksum_text, default_file_name
 from ._store import FsspecStore, LocalStore
@@ -243,6 +245,11 @@ class OutputLocation:
                 f"writing the output {self.join(file_name) if layout == 'file' else self.url} failed: "
                 f"{_reason(e)}. Every batch's rows are kept. {_advice(e, self.url)} Then `{resume}` "
                 f"finishes the job.") from e
+
+    def claim(self, run_id: str) -> OutputClaim | None:
+        """Claim a local output folder for this run until ``release`` (``_claim.py``); ``OutputError`` when
+        another run holds it. None for object stores (nothing to claim). Call after ``check_writable``."""
+        return OutputClaim(str(self.store.root), run_id) if isinstance(self.store, LocalStore) else None
 
     def cleanup(self, committed_names: set[str]) -> None:
         """Remove every part no committed record names, and temporaries. Safe to call any time the workers
