@@ -30,7 +30,7 @@ from .execution.entry import check_entry_script
 from .execution.feed import Feed
 from .execution.worker import WorkerConfig
 from .journal import Journal
-from .outputs import OutputError, OutputLocation
+from .outputs import OutputClaim, OutputError, OutputLocation
 from .run_end import finish, record_failure, stop_on_system_error
 from .run_folder import RunFolder
 from .run_logs import driver_logger
@@ -269,9 +269,25 @@ def _drive(
     storage_options: dict[str, Any] | None, raise_on_failure: bool, feed: Feed | None = None,
     executor: Executor | None = None,
 ) -> RunResult:
-    """Check the output, adopt what the last driver left, start the executor (``executor``: one whose workers
-    were requested early, now owned here), run the driver loop (``driver.DriverLoop``) until every batch is
-    settled or the run stops, then finish (``run_end.finish``)."""
+    """``_drive_claimed``, then the output folder's claim (``OutputLocation.claim``) released, however it ended."""
+    claims: list[OutputClaim] = []
+    try:
+        return _drive_claimed(store, rec, spec, base, journal, progress_mode, storage_options, raise_on_failure,
+                              feed, executor, claims)
+    finally:
+        for claim in claims:
+            claim.release()
+
+
+def _drive_claimed(
+    store: RunStore, rec: RunRecord, spec: JobSpec, base: Path, journal: Journal, progress_mode: str,
+    storage_options: dict[str, Any] | None, raise_on_failure: bool, feed: Feed | None,
+    executor: Executor | None, claims: list[OutputClaim],
+) -> RunResult:
+    """Check and claim the output (the claim goes into ``claims``, for ``_drive`` to release), adopt what the
+    last driver left, start the executor (``executor``: one whose workers were requested early, now owned
+    here), run the driver loop (``driver.DriverLoop``) until every batch is settled or the run stops, then
+    finish (``run_end.finish``)."""
     folder = RunFolder(rec.path)
     logs = rec.logs_dir
     log = driver_logger(logs, spec.logging_level)
@@ -285,6 +301,10 @@ def _drive(
     store.save(rec)
     try:
         loc.check_writable()  # before any worker starts: an unwritable output fails now, not at the end
+        if spec.output_action == "append_row":
+            claim = loc.claim(rec.id)  # before the clean-up below: another live run's parts are not leftovers
+            if claim is not None:
+                claims.append(claim)
         adopted = adopt_written_parts(journal, loc, folder.outcome_logs)
         if adopted:
             log.info("adopted %d mini-batches whose parts workers had written before the last driver stopped",

@@ -7,6 +7,7 @@
       .part_writer(...)       in each worker -> PartWriter.write(batch, attempt, result) -> PartRecord
       .verify(record)         on resume: adopt a written part of an uncommitted batch
       .assemble(records, ...) the final file (layout "file") or dataset folder (layout "dataset")
+      .claim(run_id)          the driver's exclusive hold on a local output folder (OutputClaim, _claim)
       .cleanup(names)         parts no committed record names
     OutputError               the output cannot be written (errors.py); PartCorruptedError, its subclass
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from ..errors import OutputError
 from ._assemble import PartCorruptedError
+from ._claim import OutputClaim
 from ._format import FormattedResult, ResultMismatchError, ResultTypeError, format_result
 from ._location import OutputLocation
 from ._records import LAYOUTS, MANIFEST, PartRecord, default_file_name
@@ -33,6 +35,7 @@ __all__ = [
     "LAYOUTS",
     "MANIFEST",
     "FormattedResult",
+    "OutputClaim",
     "OutputError",
     "OutputLocation",
     "PartCorruptedError",

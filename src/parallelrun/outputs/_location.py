@@ -13,7 +13,8 @@ The life of an output (see README, "Failures, and exactly-once output"):
 3. on resume, ``verify`` tells whether a part of an uncommitted batch can be adopted;
 4. ``assemble`` builds the result from the committed records in batch order (one file, or a dataset
    folder with a manifest), resumable after a kill;
-5. ``cleanup`` removes every part no committed record names.
+5. ``cleanup`` removes every part no committed record names: of a local folder, which the driver holds with
+   ``claim`` from before its first clean-up to its end, so no other run's parts are ever taken for leftovers.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from urllib.parse import unquote, urlparse
 
 from ..errors import MissingExtraError, OutputError, UsageError
 from . import _compose
+from ._claim import OutputClaim
 from ._compose import AZURE_PROTOCOLS, AzureBlocks, is_block_record
 from ._records import LAYOUTS, PARTS_DIR, PartRecord, Records, checksum, checksum_text, default_file_name
 from ._store import FsspecStore, LocalStore
@@ -244,6 +246,11 @@ class OutputLocation:
                 f"{_reason(e)}. Every batch's rows are kept. {_advice(e, self.url)} Then `{resume}` "
                 f"finishes the job.") from e
 
+    def claim(self, run_id: str) -> OutputClaim | None:
+        """Claim a local output folder for this run until ``release`` (``_claim.py``); ``OutputError`` when
+        another run holds it. None for object stores (nothing to claim). Call after ``check_writable``."""
+        return OutputClaim(str(self.store.root), run_id) if isinstance(self.store, LocalStore) else None
+
     def cleanup(self, committed_names: set[str]) -> None:
         """Remove every part no committed record names, and temporaries. Safe to call any time the workers
         are stopped."""
@@ -251,7 +258,14 @@ class OutputLocation:
         for name in store.list(PARTS_DIR):
             if name not in committed_names:
                 store.remove(name)
-        if not store.list(PARTS_DIR):
+        if isinstance(store, LocalStore):
+            # rmdir, not rmtree: a part that appeared since the listing (a worker still running, which the
+            # caller should not have) stays, rather than vanishing with its name in a committed record.
+            try:
+                store.path(PARTS_DIR).rmdir()
+            except OSError:
+                pass  # not empty, or gone already
+        elif not store.list(PARTS_DIR):
             store.remove_dir(PARTS_DIR)
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from typing import IO
 
 from ._compose import AzureBlocks
@@ -40,6 +41,8 @@ from ._records import EXTENSIONS, PartRecord, checksum, checksum_text, part_name
 from ._store import FsspecStore, LocalStore
 
 SEGMENT_BYTES = 64 * 1024 * 1024
+#: seconds between checks that the segment being appended to still has its name (``_segment_removed``)
+SEGMENT_CHECK_EVERY = 0.1
 # Linux writes at most 2 GiB - 4 KiB in one call; a part must be appended in one call to stay whole.
 SHARED_MAX = 1024 * 1024 * 1024
 
@@ -110,6 +113,7 @@ class PartWriter:
         self._seg_name = ""
         self._seg_seq = 0
         self._seg_size = 0
+        self._seg_check_at = 0.0  # time.monotonic() of the next check
 
     def write(self, *, batch: int, attempt: int, result: FormattedResult) -> PartRecord:
         """Store ``result``'s rows for (batch, attempt); durable when this returns. Returns the part's record.
@@ -154,7 +158,30 @@ class PartWriter:
             self._close_segment()
             raise
         self._seg_size += len(data)
+        now = time.monotonic()
+        if now >= self._seg_check_at:
+            self._seg_check_at = now + SEGMENT_CHECK_EVERY
+            if os.fstat(fd).st_nlink == 0:
+                self._segment_removed()
         return self._seg_name, offset
+
+    def _segment_removed(self) -> None:
+        """The segment being appended to has no name any more: refuse to return a record naming it.
+
+        Another process that removed ``.parts`` (a second run, or a script, writing into the same output
+        folder) leaves this worker appending to a nameless file: each record would be committed and the run
+        would fail only at the assembly ("is missing"), saying neither who wrote the segment nor when it
+        went. An ``fstat`` (about 2.5 us from Python, as much as the append itself) at most every
+        ``SEGMENT_CHECK_EVERY`` seconds tells it within that time; the run stops on this error.
+        """
+        name = self._seg_name
+        self._close_segment()  # a later write starts a new segment
+        raise OSError(
+            errno.ENOENT,
+            f"the segment {name} that this worker ({self.worker}, pid {os.getpid()}) was appending to was "
+            f"deleted at about {time.strftime('%H:%M:%S')} (or shortly before) by another process. Are two "
+            f"runs (or a script) writing into the output folder {self.store.root} at once? Give each run an "
+            f"output folder of its own, and run the job again")
 
     def _append_shared(self, data: bytes) -> tuple[str, int, int, str]:
         """Append the part, with its footer's scan index when it has one (``_parquet_index``), in one
@@ -175,6 +202,7 @@ class PartWriter:
         path = self.store.path(self._seg_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._seg = open(path, "ab", buffering=0)
+        self._seg_check_at = 0.0  # a new segment: checked at its first append
         self._seg_size = self._seg.tell()
 
     def _close_segment(self) -> None:
