@@ -177,7 +177,9 @@ class PlanFeed:
         self.finished: float | None = None
         self._skip = 0
         self._expect: str | None = None
-        self._first = True  # see step()
+        # see step(): only a tabular plan cuts its first step short; a file plan's first step walks on for
+        # its time slice, so that a bad name found early (in a small dataset: all of it) fails before the run
+        self._first = plan.spec.input_type == "tabular"
         if resume:
             state = journal.meta().get("plan") or {}
             self._skip = int(state.get("batches", 0))
@@ -206,8 +208,10 @@ class PlanFeed:
                     self._check_resumed()
                 continue
             out.append(b)
-            # The first step ends with the first new batch: it runs before any worker starts (to fail early on
-            # a bad input), so anything more delays them all (a big CSV would import numpy there: ~0.1 s).
+            # A tabular plan's first step ends with its first new batch: it runs before any worker starts (to
+            # fail early on a bad input), so anything more delays them all (a big CSV would import numpy
+            # there: ~0.1 s). A file plan's first step keeps its time slice: a small folder is walked whole
+            # and a bad name in it (not UTF-8, a loop) is refused before any run exists.
             if self._first or time.monotonic() > deadline:  # ~50 ns: a tabular batch can take 10 ms to plan
                 break
         self._first = False
