@@ -107,7 +107,13 @@ class RunRecord:
     def effective_status(self) -> str:
         """The status, with a Running run whose driver is gone shown as Interrupted."""
         if self.status == "Running" and not is_locked(RunFolder(self.path).driver_lock):
-            return "Interrupted"
+            # The driver writes its final status before it lets go of the lock: a driver that ended
+            # between this record's read and the lock check has left its final status on disk.
+            try:
+                status = load_record(RunFolder(self.path).record).status
+            except (OSError, ValueError, TypeError):
+                status = self.status
+            return "Interrupted" if status == "Running" else status
         return self.status
 
 

@@ -72,6 +72,7 @@ def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.azure
+@pytest.mark.slow  # ~18 s (trains an MLflow model, runs against Azurite); CI runs it (make test-slow)
 @pytest.mark.timeout(300)
 def test_mltable_and_mlflow_model_on_azurite(azurite, tmp_path: Path) -> None:
     rows = iris_rows()

@@ -108,7 +108,8 @@ CHANGES = [
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("change", CHANGES, ids=[c.id for c in CHANGES])
+@pytest.mark.parametrize("change", [  # ~7 s each: `make test` runs the entry-script case, CI all (make test-slow)
+    pytest.param(c, id=c.id, marks=() if c.id == "entry-script" else pytest.mark.slow) for c in CHANGES])
 def test_resume_refuses_changed_code_and_allows_it_when_asked(job_factory, change: Change) -> None:
     job = job_factory(SLOW_ECHO, n_files=N, mini_batch_size=2)
     (job.root / "scripts" / "helper.py").write_text("VERSION = 1\n")
@@ -187,6 +188,7 @@ def run(mini_batch):
 '''
 
 
+@pytest.mark.slow  # ~7 s; CI runs it (make test-slow)
 @pytest.mark.timeout(240)
 def test_a_pipeline_step_whose_code_changed_runs_afresh_on_resume(tmp_path: Path) -> None:
     """pipeline_run.resume() after the step's script changed: the stopped step run is not continued (its

@@ -79,6 +79,7 @@ def _check_every_view_agrees(job: JobFolder, summary: str) -> tuple[list[int], l
     return rows, failed
 
 
+@pytest.mark.slow  # ~5 s; CI runs it (make test-slow)
 @pytest.mark.timeout(180)
 def test_stopped_while_splitting_counts_each_item_once_and_resumes(job_factory) -> None:
     # One worker, poison items 1, 2 and 12 of one batch of 16, error_threshold 1. Pieces run breadth

@@ -186,6 +186,7 @@ def _kill_at_random_then_resume(job: JobFolder, n: int, rnd: random.Random) -> b
     return caught
 
 
+@pytest.mark.slow  # ~12 s of kills and resumes; test_resume.py's SIGKILL test runs in `make test`; CI runs both
 @pytest.mark.timeout(600)
 def test_kill9_of_the_driver_at_random_moments_then_resume_gives_every_row_once(tmp_path: Path) -> None:
     n = 120

@@ -89,6 +89,7 @@ def test_records_live_while_running_and_cancel_with_sigint_ignored(job_factory) 
         proc.communicate(timeout=30)
 
 
+@pytest.mark.slow  # ~4 s; CI runs it (make test-slow)
 @pytest.mark.timeout(180)
 def test_records_derived_from_journal_after_kill_9(job_factory) -> None:
     job = job_factory(SLOW_ECHO, n_files=60, mini_batch_size=2)

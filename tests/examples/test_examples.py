@@ -49,6 +49,7 @@ def _run_job(folder: Path, tmp_path: Path) -> None:
     )  # fmt: skip
 
 
+@pytest.mark.slow  # ~14 s (trains and converts a model); the iris example runs in `make test`; CI runs both
 @pytest.mark.timeout(300)
 def test_mnist_classifies_every_image_once(tmp_path: Path) -> None:
     folder = _copy_example("mnist", tmp_path)

@@ -72,6 +72,7 @@ def test_local_assembly_killed_then_resumed_has_every_row_once(tmp_path: Path, f
     assert list((tmp_path / "state").iterdir()) == []
 
 
+@pytest.mark.slow  # ~9 s (parts over S3's 5 MB minimum); CI runs it (make test-slow)
 @pytest.mark.timeout(300)
 def test_s3_assembly_copies_big_parts_server_side_and_resumes_after_a_kill(tmp_path: Path,
                                                                            s3_backend: Backend) -> None:

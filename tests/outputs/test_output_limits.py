@@ -46,7 +46,7 @@ def test_the_limit_is_the_azure_one_file_layouts_only() -> None:
 
 @pytest.mark.azure
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("layout", ["file", "dataset"])
+@pytest.mark.parametrize("layout", ["file", pytest.param("dataset", marks=pytest.mark.slow)])  # dataset: ~8 s
 def test_an_azure_one_file_output_with_too_many_batches_stops_while_planning(
         azurite: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
     from azure.storage.blob import BlobServiceClient

@@ -257,6 +257,7 @@ def test_killed_concatenation_resumes_with_every_row_once_in_order(tmp_path: Pat
     assert list((tmp_path / "state").iterdir()) == []
 
 
+@pytest.mark.slow  # ~4 s; CI runs it (make test-slow)
 @pytest.mark.timeout(240)
 def test_s3_parquet_is_composed_server_side_and_resumes_after_a_kill(tmp_path: Path, s3_backend: Backend) -> None:
     loc = s3_backend.location()
@@ -503,6 +504,7 @@ def run(mini_batch):
 """
 
 
+@pytest.mark.slow  # ~8 s; CI runs it (make test-slow)
 @pytest.mark.timeout(300)
 def test_a_parquet_job_whose_driver_and_workers_are_killed_resumes_with_every_row_once(tmp_path: Path) -> None:
     """kill -9 of the driver and its workers (maybe in the middle of an append to the shared file), twice at

@@ -22,7 +22,7 @@ from parallelrun.execution.messages import Event, Outcome, WorkerLost, WorkerRea
 from parallelrun.execution.ray_executor import RayExecutor
 from parallelrun.execution.worker import WorkerConfig
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # several batches per call, timeouts and actor exits on Ray: ~35 s; CI runs it (make test-slow)
 
 
 def _executor(job: Path, tmp_path: Path, address: str, timeout: float = 30) -> RayExecutor:

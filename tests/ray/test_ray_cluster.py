@@ -30,7 +30,7 @@ from ray_jobs import (
 
 from parallelrun import run_job
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a two-node ray.cluster_utils.Cluster: ~20 s; CI runs it (make test-slow)
 
 # Every node of these clusters runs on this machine, so the output folder is shared storage: say so.
 SHARED = {"file": {"shared": True}}

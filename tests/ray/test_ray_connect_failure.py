@@ -17,6 +17,7 @@ from parallelrun import run_job
 from parallelrun.errors import UsageError
 
 
+@pytest.mark.slow  # a Ray Client session on its own Ray head: ~15 s; CI runs it (make test-slow)
 @pytest.mark.timeout(120)
 def test_a_job_after_a_failed_ray_client_connect_runs(ray_head: RayHead, tmp_path: Path) -> None:
     # Ray refuses pip together with uv while the Ray Client session is being set up.

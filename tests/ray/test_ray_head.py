@@ -220,6 +220,7 @@ def test_init_failing_everywhere_fails_the_job_with_the_user_traceback(ray_head:
 
 
 # --- the driver killed, then resumed against the same cluster ----------------------------------------
+@pytest.mark.slow  # ~10 s; the local SIGKILL-resume tests run in `make test`; CI runs it (make test-slow)
 @pytest.mark.timeout(150)
 def test_driver_sigkill_then_resume_gives_every_item_once(ray_head: RayHead, tmp_path: Path) -> None:
     n = 40
@@ -264,6 +265,7 @@ def test_compute_ray_honours_ray_address(ray_head: RayHead, tmp_path: Path, monk
     assert {gcs.rsplit(":", 1)[1] for _, _, _, gcs in started(job.parent)} == {str(ray_head.port)}
 
 
+@pytest.mark.slow  # ~7 s; CI runs it (make test-slow)
 @pytest.mark.timeout(120)
 def test_ray_client_ships_the_job_folder_through_runtime_env(ray_head: RayHead, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
@@ -305,6 +307,7 @@ def test_cli_reports_an_unreachable_cluster_as_a_usage_error(tmp_path: Path) -> 
     assert "cannot connect to the Ray cluster at 127.0.0.1:1" in out.stderr
 
 
+@pytest.mark.slow  # ~14 s: starts and stops a Ray instance of its own; CI runs it (make test-slow)
 @pytest.mark.timeout(120)
 def test_compute_ray_without_an_address_starts_a_private_local_instance(tmp_path: Path, short_tmp: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:

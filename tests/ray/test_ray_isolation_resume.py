@@ -19,7 +19,7 @@ from parallelrun import resume_run
 from parallelrun.data.batches import PieceId
 from parallelrun.journal import Journal
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a driver SIGKILL and resume on Ray: ~20 s; CI runs it (make test-slow)
 
 # Items named in $POISON make run() raise; every call is appended to calls.txt and sleeps $SLEEP, so pieces
 # are still in flight when the driver is killed.

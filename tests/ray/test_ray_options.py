@@ -67,6 +67,7 @@ def _seen(folder: Path) -> list[dict[str, object]]:
     return [json.loads(p.read_text()) for p in sorted((folder / "state").glob("seen-*.json"))]
 
 
+@pytest.mark.slow  # a Ray head with a custom resource of its own: ~15 s in all; CI runs it
 @pytest.mark.timeout(120)
 def test_resources_namespace_and_env_vars_reach_the_actors(widget_head: RayHead, tmp_path: Path) -> None:
     job = _probe_job(
@@ -90,6 +91,7 @@ def test_resources_namespace_and_env_vars_reach_the_actors(widget_head: RayHead,
         assert resources.get("memory") == 64 * 2**20
 
 
+@pytest.mark.slow  # a Ray head with a custom resource of its own: ~15 s in all; CI runs it
 @pytest.mark.timeout(120)
 def test_a_job_no_node_can_host_fails_at_once_naming_the_missing_resources(widget_head: RayHead,
                                                                            tmp_path: Path) -> None:
@@ -108,6 +110,7 @@ def test_a_job_no_node_can_host_fails_at_once_naming_the_missing_resources(widge
     assert "CPU 2" in message and "'widget' 4" in message  # what the cluster has
 
 
+@pytest.mark.slow  # a Ray head with a custom resource of its own: ~15 s in all; CI runs it
 @pytest.mark.timeout(120)
 def test_more_of_a_custom_resource_than_a_node_has_is_refused(widget_head: RayHead, tmp_path: Path) -> None:
     job = make_job(tmp_path / "job", files=4, process_count_per_node=2, cpus_per_process=0.5,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from ray_jobs import RayHead, committed, finish, make_job, only_run_dir, running_driver, wait_until
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # two fault cases on Ray: ~25 s; CI runs it (make test-slow)
 
 
 @pytest.mark.timeout(180)

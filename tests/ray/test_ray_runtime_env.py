@@ -19,7 +19,7 @@ from ray_jobs import RayHead, make_job, only_run_dir, output_lines
 
 from parallelrun import UsageError, run_job
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # runtime_env tests start their own Ray head: ~20 s; CI runs it (make test-slow)
 
 # One output row per item: the item's name and what the actor saw, as JSON.
 PROBE_SCRIPT = '''\

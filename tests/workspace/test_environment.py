@@ -188,6 +188,7 @@ def test_venv_and_pip_build_it_when_uv_is_not_used(ws: Workspace, tmp_path: Path
     assert Path(result.output_file or "").read_text().startswith(str(env_dir))
 
 
+@pytest.mark.slow  # ~16 s: pip resolves before it fails; the uv failure test runs in `make test`
 def test_pip_fallback_failure_names_pip_and_leaves_nothing(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(INSTALLER_VAR, "pip")
     env = Environment("broken-pip")

@@ -140,6 +140,7 @@ def test_cancel_stops_the_workers_and_resume_finishes_exactly_once(tmp_path: Pat
     assert len(batches) == 8 and sum(batches.values()) <= 8 + (8 - done_before)
 
 
+@pytest.mark.slow  # ~5 s; Run.cancel() is tested in `make test`; CI runs it (make test-slow)
 @pytest.mark.timeout(120)
 def test_cancel_from_the_cli_and_before_start(tmp_path: Path) -> None:
     project = make_project(tmp_path, files=8)
@@ -164,6 +165,7 @@ def test_cancel_from_the_cli_and_before_start(tmp_path: Path) -> None:
     assert early.get_steps() == []
 
 
+@pytest.mark.slow  # ~8 s; CI runs it (make test-slow)
 @pytest.mark.timeout(240)
 def test_killed_driver_shows_interrupted_and_resumes(tmp_path: Path) -> None:
     import os

@@ -106,6 +106,7 @@ def _s3(moto_s3: Any, ws: Any) -> Store:
 # Azure: 24 rows of 64 KB (6 batches of 4 staged as blocks). S3: 8 rows of 1.5 MB, so that each batch's part
 # (6 MB) is over S3's 5 MB minimum and copied server-side (smaller ones are uploaded by the assembly's helper
 # processes, not by the driver either: tests/outputs/test_compose_helpers.py).
+@pytest.mark.slow  # 12-16 s each (a pipeline run against Azurite or moto): CI runs them (make test-slow)
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(("kind", "items", "row"), [
     pytest.param("azure", 24, 64 * 1024, marks=pytest.mark.azure),
@@ -187,6 +188,7 @@ def run(mini_batch, context):
 
 
 @pytest.mark.azure
+@pytest.mark.slow  # ~14 s; CI runs it (make test-slow)
 @pytest.mark.timeout(240)
 def test_pipeline_driver_killed_mid_step_resumes_into_the_blob_exactly_once(azurite: Any, tmp_path: Path) -> None:
     """kill -9 of the pipeline driver while the workers stage blocks of the blob, then resume: every row

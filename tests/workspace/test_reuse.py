@@ -108,8 +108,13 @@ CHANGES: list[tuple[str, Callable[[Base], tuple[dict[str, Any], Callable[[], Non
 ]
 
 
+# ~3 s each: `make test` runs a change to the code and one to the data; CI runs them all (make test-slow).
+_FAST = ("entry script", "input file content")
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("what, change", CHANGES, ids=[c[0] for c in CHANGES])
+@pytest.mark.parametrize("what, change", [
+    pytest.param(*c, id=c[0], marks=() if c[0] in _FAST else pytest.mark.slow) for c in CHANGES])
 def test_each_change_runs_the_step_again(base: Base, what: str, change: Any) -> None:
     settings, undo = change(base)
     try:
