@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 # spins. The mnist example's make_data.py used 28.8 s of CPU with the default and 12.4 s with 1, at load
 # ~20. What a user sets wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Ctrl-C reaches the processes the tests start, as in a terminal. A non-interactive shell starts a
+# background job (`make test &`, a CI runner) with SIGINT ignored, and an ignored SIGINT is inherited:
+# Python then installs no KeyboardInterrupt handler, and a test that presses Ctrl-C on a driver waits for
+# it in vain (the v2 Ctrl-C test hung 90 s that way). Restoring the handler here gives every child the
+# default disposition; test_records.py starts a driver with SIGINT ignored on purpose, by itself.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from doc_commands import documented_azurite_command  # noqa: E402  (tests/ is on sys.path)
 

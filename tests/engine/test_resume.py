@@ -25,17 +25,9 @@ def run(mini_batch):
 N = 60
 
 
-# The child sets Ctrl-C's default disposition itself, then becomes the driver (exec keeps the pid): a
-# non-interactive background shell starts everything with SIGINT ignored, and an ignored SIGINT is
-# inherited (the driver then keeps running on Ctrl-C by design; see test_records.py). A wrapper rather
-# than preexec_fn, which is unsafe when the test process has threads (moto's server runs in one).
-_EXEC_WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-                             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
-
-
 def _start(job) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", _EXEC_WITH_DEFAULT_SIGINT, "-m", "parallelrun", "run", "job.yml",
+        [sys.executable, "-m", "parallelrun", "run", "job.yml",  # SIGINT at its default: tests/conftest.py
          "--workspace", str(job.ws), "--quiet"],
         cwd=job.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
