@@ -24,7 +24,7 @@ from .journal import Journal
 from .outputs import OutputError, OutputLocation
 from .run_folder import RunFolder
 from .run_logs import append_progress, write_error, write_reports, write_result
-from .run_result import RunResult
+from .run_result import RunResult, resumable
 from .runs import RunRecord, RunStore
 
 
@@ -36,7 +36,10 @@ def system_reason(rec: RunRecord, loc: OutputLocation, e: BaseException) -> str:
         text = (f"the run's journal {rec.journal_path} could not be written ({e}). Free space on that disk (or "
                 "make the workspace writable)")
     elif isinstance(e, SystemFailure) and loc.is_local:
-        text = f"{e}. Free space at {loc.url} (or make it writable)"
+        # The worker names a full disk or a refused write in these words (execution/worker.py, _reason);
+        # other failures carry their own advice (a segment deleted under its writer: outputs/_writer.py).
+        text = f"{e}. Free space at {loc.url} (or make it writable)" if any(
+            words in str(e) for words in ("no space left", "permission denied")) else str(e)
     elif isinstance(e, SystemFailure):
         # A store refused a worker (the driver's own probe had passed): most often credentials that the
         # driver has and the workers do not (environment variables on a Ray cluster's other nodes).
@@ -45,7 +48,7 @@ def system_reason(rec: RunRecord, loc: OutputLocation, e: BaseException) -> str:
                 "variables such as AZURE_STORAGE_CONNECTION_STRING must be set where each worker runs)")
     else:
         text = f"{type(e).__name__}: {e}"
-    if "resume" not in text:
+    if "resume" not in text and resumable(text):
         text = text.rstrip(". ") + f"; then `parallelrun resume {rec.id}` finishes the job."
     return text
 
@@ -65,7 +68,8 @@ def record_failure(store: RunStore, rec: RunRecord, journal: Journal, reason: st
     store.save(rec)
     with contextlib.suppress(OSError, sqlite3.Error):  # the record above is what matters; logs best effort
         write_reports(rec.logs_dir, journal)
-        write_result(rec.logs_dir, f"run {rec.id}: Failed - {reason}\nresume with: parallelrun resume {rec.id}")
+        write_result(rec.logs_dir, f"run {rec.id}: Failed - {reason}"
+                     + (f"\nresume with: parallelrun resume {rec.id}" if resumable(reason) else ""))
         write_error(rec.logs_dir, reason)
 
 

@@ -81,10 +81,18 @@ class RunResult:
             lines.append(f"  why:          {self.record.logs_dir / 'job_error.txt'}")
         if c.get("items_failed"):
             lines.append(f"  failed items: {self.record.logs_dir / 'user' / 'error' / 'failed_items.jsonl'}")
-        if self.status != "Completed":
+        if self.status != "Completed" and resumable(self.reason):
             lines.append(f"  resume with:  parallelrun resume {self.run_id}"
                          + (" --retry-failed" if c.get("batches_failed") or c.get("items_failed") else ""))
         return "\n".join(lines)
+
+
+def resumable(reason: str | None) -> bool:
+    """Whether resuming can finish a stopped run: not when its reason says to run the job again (a part
+    or segment deleted from the output folder under the run, an output that cannot hold the plan) and
+    offers no resume."""
+    text = (reason or "").lower()
+    return "run the job again" not in text or "resume" in text
 
 
 def _session_items(rec: RunRecord, counts: dict[str, int]) -> int:

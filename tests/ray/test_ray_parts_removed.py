@@ -8,27 +8,36 @@ only at the assembly: "the committed output of mini-batch 0 (.parts/seg-...) is 
 wrote the segment nor when it went. Now the first append after the removal fails, and the run stops at once
 with a message that names the worker, its pid and the likely cause. A second run into the folder of a
 running one is refused before its start-up clean-up (``OutputClaim``), which used to delete the first run's
-segments. Real head, real removal, real second driver, no mock.
+segments. Real head, real removal, real second driver, no mock. The removal also runs with local workers
+(in `make test`), then a resume, which must not offer resuming again.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from ray_jobs import RayHead, committed, finish, make_job, only_run_dir, running_driver, wait_until
+from ray_jobs import PYTHON, RayHead, committed, finish, make_job, only_run_dir, running_driver, wait_until
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]  # two fault cases on Ray: ~25 s; CI runs it (make test-slow)
+# On Ray each case costs ~12 s (its head is started for the module): `make test` runs the removal with local
+# workers; CI runs the Ray cases too (make test-slow).
+RAY = pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])
+
+
+def _compute(where: str, request: pytest.FixtureRequest) -> list[str]:
+    return ["--compute", request.getfixturevalue("ray_head").address] if where == "ray" else []
 
 
 @pytest.mark.timeout(180)
-def test_parts_removed_while_actors_append_stops_the_run_naming_the_writer(ray_head: RayHead,
+@pytest.mark.parametrize("where", ["local", RAY])
+def test_parts_removed_while_actors_append_stops_the_run_naming_the_writer(where: str, request: pytest.FixtureRequest,
                                                                             tmp_path: Path) -> None:
     # 30 batches of 2 tiny files, 0.3 s each: ~5 s of work on 2 actors, long enough to remove .parts midway.
     job = make_job(tmp_path / "job", files=60, mini_batch_size=2, env={"SLEEP": "0.3"})
     ws, parts = tmp_path / "ws", job.parent / "out" / ".parts"
-    with running_driver(job, ws, "--compute", ray_head.address) as driver:
+    with running_driver(job, ws, *_compute(where, request)) as driver:
         wait_until(lambda: (ws / "runs").exists() and committed(only_run_dir(ws) / "journal.sqlite") >= 2, 90,
                    "2 committed mini-batches", driver)
         assert any(p.name.startswith("seg-") for p in parts.iterdir()), list(parts.iterdir())
@@ -38,11 +47,22 @@ def test_parts_removed_while_actors_append_stops_the_run_naming_the_writer(ray_h
     assert "was appending to was deleted" in out, out
     assert "node0.process00" in out and "pid " in out, out  # which worker and process wrote the segment
     assert "two runs" in out, out
+    # Its own advice, not a full disk's: resuming cannot bring a deleted segment back.
+    assert "Free space" not in out and "parallelrun resume" not in out, out
     # Stopped at once, not after running every batch and failing at the assembly.
     assert "is missing" not in out, out
     assert committed(only_run_dir(ws) / "journal.sqlite", "state = 'succeeded'") < 30
+    if where == "local":  # a resume finishes the batches, then finds the lost segment and says the same
+        resumed = subprocess.run([PYTHON, "-m", "parallelrun", "resume", only_run_dir(ws).name, "--workspace",
+                                  str(ws), "--quiet"], cwd=job.parent, capture_output=True, text=True, timeout=120)
+        said = resumed.stdout + resumed.stderr
+        assert resumed.returncode == 1, said
+        assert "is missing" in said and "Run the job again" in said, said
+        assert "parallelrun resume" not in said, said
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_second_run_into_the_same_output_is_refused_and_the_first_completes(ray_head: RayHead,
                                                                             tmp_path: Path) -> None:
