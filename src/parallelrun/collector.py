@@ -36,6 +36,8 @@ from .execution.scheduler import Decision, Key, Scheduler
 from .journal import FailedItem, Journal, PieceResult, Success
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .execution.feed import Feed
     from .outputs import OutputLocation
 
@@ -223,6 +225,17 @@ def commit_successes(journal: Journal, ok: list[Outcome], batches: list[MiniBatc
     return sum(journal.commit_successes(
         Success(o.index, o.attempt, o.worker, o.seconds, n, b.n_items - n, o.failed_items, o.part)
         for o, b, n in zip(ok, batches, n_ok, strict=True)))
+
+
+def redo_lost_parts(journal: Journal, loc: OutputLocation, assembly: Path) -> int:
+    """On (re)start: committed batches whose part or segment is gone from a local output folder (an
+    ``rm -rf`` or a script while the run ran) become pending again, so that a resume runs them rather than
+    fail the assembly. Not once an assembly has started (``assembly`` holds its state, or the journal says
+    it is done): an assembly consumes parts as it copies them. Returns how many batches run again."""
+    if journal.meta().get("assembled") or (assembly.is_dir() and any(assembly.iterdir())):
+        return 0
+    lost = loc.missing_parts(journal.part_names())
+    return journal.reset_lost(lost) if lost else 0
 
 
 def adopt_written_parts(journal: Journal, loc: OutputLocation, logs: str | os.PathLike[str]) -> int:

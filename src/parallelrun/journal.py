@@ -284,19 +284,32 @@ class Journal(JournalIsolation, JournalViews):
         already is reset too, whole: its pieces, parts and failed items are forgotten and it runs again
         from its first attempt (else its failed items would still count, and a run stopped by
         ``error_threshold`` could never be finished)."""
-        failed = ("SELECT idx FROM batches WHERE state='failed' OR (state='pending' AND idx IN"
-                  " (SELECT batch FROM pieces WHERE failed > 0))")
         with self._tx():
-            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS _reset (idx INTEGER PRIMARY KEY)")
-            self._db.execute(f"INSERT INTO _reset {failed}")  # fixed first: the deletes below change it
-            for table, col in (("failed_items", "batch"), ("pieces", "batch"), ("parts", "idx")):
-                self._db.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT idx FROM _reset)")
-            cur = self._db.execute(
-                "UPDATE batches SET state='pending', attempts=0, succeeded=0, failed=0, error=NULL"
-                " WHERE idx IN (SELECT idx FROM _reset)"
-            )
-            self._db.execute("DELETE FROM _reset")
-            return cur.rowcount
+            return self._reset("SELECT idx FROM batches WHERE state='failed' OR (state='pending' AND idx IN"
+                               " (SELECT batch FROM pieces WHERE failed > 0))")
+
+    def reset_lost(self, names: Iterable[str]) -> int:
+        """Make the batches whose committed output is in one of ``names`` (parts or segments gone from the
+        output folder) pending again, whole, as ``reset_failed`` does. Returns how many."""
+        with self._tx():
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS _lost (name TEXT PRIMARY KEY)")
+            self._db.executemany("INSERT OR IGNORE INTO _lost VALUES (?)", [(n,) for n in names])
+            n = self._reset("SELECT DISTINCT idx FROM parts WHERE name IN (SELECT name FROM _lost)")
+            self._db.execute("DELETE FROM _lost")
+            return n
+
+    def _reset(self, select: str) -> int:
+        """Within a transaction: the batches ``select`` gives become pending, from their first attempt."""
+        self._db.execute("CREATE TEMP TABLE IF NOT EXISTS _reset (idx INTEGER PRIMARY KEY)")
+        self._db.execute(f"INSERT INTO _reset {select}")  # fixed first: the deletes below change it
+        for table, col in (("failed_items", "batch"), ("pieces", "batch"), ("parts", "idx")):
+            self._db.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT idx FROM _reset)")
+        cur = self._db.execute(
+            "UPDATE batches SET state='pending', attempts=0, succeeded=0, failed=0, error=NULL"
+            " WHERE idx IN (SELECT idx FROM _reset)"
+        )
+        self._db.execute("DELETE FROM _reset")
+        return cur.rowcount
 
     def rebase_pending(self, old: str, new: str) -> int:
         """Rewrite the input paths of batches not yet succeeded (pending, or failed: ``--retry-failed`` runs

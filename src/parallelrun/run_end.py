@@ -37,7 +37,8 @@ def system_reason(rec: RunRecord, loc: OutputLocation, e: BaseException) -> str:
                 "make the workspace writable)")
     elif isinstance(e, SystemFailure) and loc.is_local:
         # The worker names a full disk or a refused write in these words (execution/worker.py, _reason);
-        # other failures carry their own advice (a segment deleted under its writer: outputs/_writer.py).
+        # other failures carry their own advice (a segment deleted under its writer: outputs/_writer.py;
+        # a resume runs its mini-batches again, collector.redo_lost_parts).
         text = f"{e}. Free space at {loc.url} (or make it writable)" if any(
             words in str(e) for words in ("no space left", "permission denied")) else str(e)
     elif isinstance(e, SystemFailure):

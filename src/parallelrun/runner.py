@@ -19,7 +19,7 @@ from typing import Any
 
 from . import fingerprint
 from .azureml_shim import shim_sys_path
-from .collector import adopt_written_parts
+from .collector import adopt_written_parts, redo_lost_parts
 from .config import JobSpec, load_job, validate_spec
 from .data.plan import Plan
 from .driver import DriverLoop, PlanningFailed, SystemFailure
@@ -310,6 +310,8 @@ def _drive_claimed(
             log.info("adopted %d mini-batches whose parts workers had written before the last driver stopped",
                      adopted)
         if spec.output_action == "append_row":
+            if redone := redo_lost_parts(journal, loc, folder.assembly):
+                log.warning("%d committed mini-batches run again: their output was deleted from %s", redone, loc.url)
             loc.cleanup(journal.part_names())  # parts no committed record names (a killed run's leftovers)
     except (OutputError, OSError, sqlite3.Error) as e:
         if executor is not None:

@@ -87,3 +87,36 @@ def test_retry_failed_resets_a_batch_stopped_while_being_isolated(tmp_path: Path
     assert j.pending() == [0, 2] and j.isolation_state() == ([(PieceId(1, 1, 2), 3)], {1: (0, 1, 3)})
     assert _views(j)[1] == (1, 0, 3)
     j.close()
+
+
+def test_batches_whose_segment_was_deleted_run_again_whole(tmp_path: Path) -> None:
+    from parallelrun.collector import redo_lost_parts
+    from parallelrun.journal import Success
+    from parallelrun.outputs import OutputLocation
+
+    j = Journal(tmp_path / "journal.sqlite")
+    j.add_batches([FileBatch(0, ("f0", "f1")), FileBatch(1, ("g0", "g1")), FileBatch(2, ("h0", "h1"))])
+    # Batches 0 and 2 committed, in segments A and B; batch 1 stopped while isolated, a piece in A.
+    j.commit_successes([Success(0, 1, "w", 0.1, 2, 0, [], _part(0, ".parts/A", 2)),
+                        Success(2, 1, "w", 0.1, 1, 1, [FailedItem("h1", "ValueError", "bad")],
+                                _part(2, ".parts/B", 1))])
+    j.split(1, None, [(PieceId(1, 0, 1), 2), (PieceId(1, 1, 2), 3)])
+    j.commit_pieces([PieceResult(PieceId(1, 0, 1), 2, "w", 0.1, 1, [], _part(1, ".parts/A", 1))])
+    out = tmp_path / "out"
+    (out / ".parts").mkdir(parents=True)
+    (out / ".parts" / "B").write_bytes(b"xx")  # A was deleted under the run; B is still there
+    loc, assembly = OutputLocation.parse(str(out)), tmp_path / "assembly"
+    # Once an assembly has started it consumes parts: a missing one is not a lost one, nothing is reset.
+    assembly.mkdir()
+    (assembly / "assembly-out.txt.json").write_text("{}")
+    assert redo_lost_parts(j, loc, assembly) == 0 and j.pending() == []
+    (assembly / "assembly-out.txt.json").unlink()
+    assert redo_lost_parts(j, loc, assembly) == 2
+    # Batch 0 and batch 1 (its piece too) run again from their first attempt; batch 2 keeps its part and
+    # its failed item.
+    assert j.pending() == [0, 1] and j.isolation_state() == ([], {})
+    assert [(p.batch, p.name) for p in j.iter_parts()] == [(2, ".parts/B")]
+    assert [f["item"] for f in j.iter_failed_items()] == ["h1"]
+    assert _views(j)[1] == (1, 1, 2)
+    assert redo_lost_parts(j, loc, assembly) == 0  # nothing else is missing
+    j.close()

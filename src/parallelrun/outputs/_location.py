@@ -251,6 +251,13 @@ class OutputLocation:
         another run holds it. None for object stores (nothing to claim). Call after ``check_writable``."""
         return OutputClaim(str(self.store.root), run_id) if isinstance(self.store, LocalStore) else None
 
+    def missing_parts(self, committed_names: set[str]) -> set[str]:
+        """Of the parts committed records name, those gone from a local output folder (deleted under the
+        run). Empty on object stores, which are not listed for this (an Azure part is a staged block)."""
+        if not isinstance(self.store, LocalStore):
+            return set()
+        return committed_names - set(self.store.list(PARTS_DIR))
+
     def cleanup(self, committed_names: set[str]) -> None:
         """Remove every part no committed record names, and temporaries. Safe to call any time the workers
         are stopped."""

@@ -181,7 +181,7 @@ class PartWriter:
             f"the segment {name} that this worker ({self.worker}, pid {os.getpid()}) was appending to was "
             f"deleted at about {time.strftime('%H:%M:%S')} (or shortly before) by another process. Are two "
             f"runs (or a script) writing into the output folder {self.store.root} at once? Give each run an "
-            f"output folder of its own, and run the job again")
+            f"output folder of its own")
 
     def _append_shared(self, data: bytes) -> tuple[str, int, int, str]:
         """Append the part, with its footer's scan index when it has one (``_parquet_index``), in one
