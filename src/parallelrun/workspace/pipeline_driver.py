@@ -87,7 +87,8 @@ class PipelineDriver:
     # --- the run --------------------------------------------------------------------------------------
     def run(self) -> int:
         rec, store = self.rec, self.store
-        old = signal.signal(signal.SIGTERM, self._on_term)
+        old = signal.signal(signal.SIGTERM, self._on_term)  # kept until the end is saved: a late SIGTERM
+        self.cancel_requested = _TERM_BEFORE_RUN             # from a cancel must not kill it while it finishes
         rec.status, rec.driver_pid, rec.reason = "Running", os.getpid(), None
         rec.started = rec.started or time.time()
         store.save(rec)
@@ -127,7 +128,7 @@ class PipelineDriver:
         except _Canceled:
             status = "Canceled"
         finally:
-            signal.signal(signal.SIGTERM, old)
+            self._raise_on_term = False
         rec.status = status
         rec.reason = ("canceled; resume with PipelineRun.resume()" if status == "Canceled"
                       else "; ".join(reasons) or None)
@@ -139,6 +140,7 @@ class PipelineDriver:
         (rec.logs_dir / "job_result.txt").write_text(summary + "\n")
         self.line(f"pipeline run {rec.id}: {status}" + (f" - {rec.reason}" if rec.reason else ""))
         self._log.close()
+        signal.signal(signal.SIGTERM, old)
         return {"Completed": 0, "Failed": 1}.get(status, 130)
 
     # --- one step -------------------------------------------------------------------------------------
@@ -360,7 +362,16 @@ class PipelineDriver:
         return rec.status
 
 
+_TERM_BEFORE_RUN = False  # a SIGTERM that came before PipelineDriver.run installed its own handler
+
+
+def _term_before_run(signum: int, frame: Any) -> None:
+    global _TERM_BEFORE_RUN  # noqa: PLW0603 - set by a signal handler, read once by run()
+    _TERM_BEFORE_RUN = True
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _term_before_run)  # a cancel may come as soon as the lock is held
     args = list(sys.argv[1:] if argv is None else argv)
     resume = "--resume" in args
     args = [a for a in args if a != "--resume"]
