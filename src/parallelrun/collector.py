@@ -227,14 +227,15 @@ def commit_successes(journal: Journal, ok: list[Outcome], batches: list[MiniBatc
         for o, b, n in zip(ok, batches, n_ok, strict=True)))
 
 
-def redo_lost_parts(journal: Journal, loc: OutputLocation, assembly: Path) -> int:
+def redo_lost_parts(journal: Journal, loc: OutputLocation, assembly: Path, committed: set[str]) -> int:
     """On (re)start: committed batches whose part or segment is gone from a local output folder (an
     ``rm -rf`` or a script while the run ran) become pending again, so that a resume runs them rather than
-    fail the assembly. Not once an assembly has started (``assembly`` holds its state, or the journal says
-    it is done): an assembly consumes parts as it copies them. Returns how many batches run again."""
-    if journal.meta().get("assembled") or (assembly.is_dir() and any(assembly.iterdir())):
+    fail the assembly. ``committed``: ``journal.part_names()``. Not once an assembly has started
+    (``assembly`` holds its state, or the journal says it is done): an assembly consumes parts as it copies
+    them. Returns how many batches run again."""
+    if not committed or journal.meta().get("assembled") or (assembly.is_dir() and any(assembly.iterdir())):
         return 0
-    lost = loc.missing_parts(journal.part_names())
+    lost = loc.missing_parts(committed)
     return journal.reset_lost(lost) if lost else 0
 
 

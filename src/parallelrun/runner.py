@@ -310,9 +310,10 @@ def _drive_claimed(
             log.info("adopted %d mini-batches whose parts workers had written before the last driver stopped",
                      adopted)
         if spec.output_action == "append_row":
-            if redone := redo_lost_parts(journal, loc, folder.assembly):
+            committed = journal.part_names()  # a lost name kept in it is harmless to cleanup: it has no file
+            if redone := redo_lost_parts(journal, loc, folder.assembly, committed):
                 log.warning("%d committed mini-batches run again: their output was deleted from %s", redone, loc.url)
-            loc.cleanup(journal.part_names())  # parts no committed record names (a killed run's leftovers)
+            loc.cleanup(committed)  # parts no committed record names (a killed run's leftovers)
     except (OutputError, OSError, sqlite3.Error) as e:
         if executor is not None:
             executor.cancel()  # requested early (run_job), never started

@@ -109,14 +109,14 @@ def test_batches_whose_segment_was_deleted_run_again_whole(tmp_path: Path) -> No
     # Once an assembly has started it consumes parts: a missing one is not a lost one, nothing is reset.
     assembly.mkdir()
     (assembly / "assembly-out.txt.json").write_text("{}")
-    assert redo_lost_parts(j, loc, assembly) == 0 and j.pending() == []
+    assert redo_lost_parts(j, loc, assembly, j.part_names()) == 0 and j.pending() == []
     (assembly / "assembly-out.txt.json").unlink()
-    assert redo_lost_parts(j, loc, assembly) == 2
+    assert redo_lost_parts(j, loc, assembly, j.part_names()) == 2
     # Batch 0 and batch 1 (its piece too) run again from their first attempt; batch 2 keeps its part and
     # its failed item.
     assert j.pending() == [0, 1] and j.isolation_state() == ([], {})
     assert [(p.batch, p.name) for p in j.iter_parts()] == [(2, ".parts/B")]
     assert [f["item"] for f in j.iter_failed_items()] == ["h1"]
     assert _views(j)[1] == (1, 1, 2)
-    assert redo_lost_parts(j, loc, assembly) == 0  # nothing else is missing
+    assert redo_lost_parts(j, loc, assembly, j.part_names()) == 0  # nothing else is missing
     j.close()

@@ -127,8 +127,6 @@ class PipelineDriver:
                         break
         except _Canceled:
             status = "Canceled"
-        finally:
-            self._raise_on_term = False
         rec.status = status
         rec.reason = ("canceled; resume with PipelineRun.resume()" if status == "Canceled"
                       else "; ".join(reasons) or None)
