@@ -258,10 +258,11 @@ def _encode(result: Any, fmt: str) -> bytes:
     if fmt == "jsonl":
         return df.to_json(orient="records", lines=True, date_format="iso").encode()
     if fmt == "parquet":
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(df, preserve_index=False)
+        from ._arrow import to_arrow
+
+        table = to_arrow(df)
         sink = io.BytesIO()
         # No page index or bloom filter: their offsets live inside the body, where the one-file assembly,
         # which moves parts as bytes and rewrites only the footer, could not update them.
