@@ -140,3 +140,34 @@ def test_a_part_record_json_is_exactly_what_json_dumps_writes(name: str) -> None
     assert rec.to_json() == json.dumps(ref, separators=(",", ":"))
     assert PartRecord.from_json(rec.to_json()) == rec
     assert pickle.loads(pickle.dumps(rec)) == rec
+
+
+def test_parts_are_checked_with_the_algorithm_their_record_names(tmp_path: Path) -> None:
+    """Parts are hashed with XXH3 now; a run started by an older version recorded CRC-32, and its resume
+    still checks those parts with CRC-32: an intact part verifies, a changed byte does not."""
+    import zlib
+
+    from parallelrun.outputs._records import PartHash, checksum_of
+
+    loc = OutputLocation.parse(str(tmp_path / "out"))
+    data = bytes(range(256)) * 1000
+    part = tmp_path / "out" / ".parts" / "part-00000003.a1.txt"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"head" + data)
+    new = checksum_of(data)
+    old = f"crc32:{zlib.crc32(data):08x}"
+    assert new.startswith("xxh3:") and len(new) == len("xxh3:") + 16
+    running = PartHash()
+    for i in range(0, len(data), 1000):
+        running.update(memoryview(data)[i:i + 1000])
+    assert running.text() == new
+    for checksum in (new, old):
+        rec = PartRecord(batch=3, name=".parts/part-00000003.a1.txt", offset=4, length=len(data), rows=1000,
+                         checksum=checksum)
+        assert loc.verify(rec)
+        assert checksum_of(data, like=checksum) == checksum
+    part.write_bytes(b"head" + data[:-1] + b"\x00")
+    for checksum in (new, old):
+        rec = PartRecord(batch=3, name=".parts/part-00000003.a1.txt", offset=4, length=len(data), rows=1000,
+                         checksum=checksum)
+        assert not loc.verify(rec)

@@ -34,7 +34,7 @@ from parallelrun.outputs import (
     default_file_name,
 )
 from parallelrun.outputs import _parquet_footer as footer
-from parallelrun.outputs._records import checksum, checksum_text, part_name
+from parallelrun.outputs._records import checksum_of, part_name
 
 FILE = default_file_name("parquet")
 
@@ -183,7 +183,7 @@ def test_parts_that_cannot_be_joined_are_re_encoded_and_the_log_says_why(
     name = part_name(2, 2, "parquet")
     loc.store.put(name, data)
     records[2] = PartRecord(batch=2, name=name, offset=0, length=len(data), rows=10,
-                            checksum=checksum_text(checksum(data)))
+                            checksum=checksum_of(data))
     with caplog.at_level(logging.INFO):
         out = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
     assert "re-encoding" in caplog.text

@@ -17,7 +17,7 @@ from parallelrun.outputs import OutputLocation, PartCorruptedError, PartRecord
 from parallelrun.outputs._parquet_footer import FMD_KEY_VALUE, FMD_SCHEMA
 from parallelrun.outputs._parquet_index import TAG, index_pieces, scan_from_index
 from parallelrun.outputs._parquet_scan import scan
-from parallelrun.outputs._records import checksum, checksum_text
+from parallelrun.outputs._records import checksum_of
 
 
 def _index_of(part: bytes) -> tuple[bytes, bytes]:
@@ -89,7 +89,7 @@ def test_an_index_changed_after_the_commit_fails_the_assembly_and_a_stale_one_is
     # The same bytes as committed (an index that is not its footer's, as a foreign writer could leave):
     # the footer is scanned instead, and the file is right.
     fixed = PartRecord(rec.batch, rec.name, rec.offset, rec.length, rec.rows,
-                       checksum_text(checksum(bytes(raw[rec.offset:rec.offset + rec.length]))))
+                       checksum_of(bytes(raw[rec.offset:rec.offset + rec.length])))
     records[2] = fixed
     final = loc.assemble(records, file_name=FILE, fmt="parquet", state_dir=tmp_path / "state")
     assert pq.read_table(final).equals(want)

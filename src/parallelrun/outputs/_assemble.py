@@ -47,11 +47,11 @@ from ._records import (
     MANIFEST,
     PARTS_DIR,
     PartCorruptedError,
+    PartHash,
     PartRecord,
     Records,
     abandon_partial,
-    checksum,
-    checksum_text,
+    checksum_of,
     dataset_name,
     digest_key,
     is_shared,
@@ -199,19 +199,19 @@ class _Segments:
             data = os.pread(fd, rec.length, rec.offset)
             if len(data) != rec.length:
                 raise PartCorruptedError(rec, "is shorter than its record says")
-            if checksum_text(checksum(data)) != rec.checksum:
+            if checksum_of(data, rec.checksum) != rec.checksum:
                 raise PartCorruptedError(rec, "does not match its checksum")
             out.write(data)
             return len(data)
         view = memoryview(self.buf)
-        written, crc, left, pos = 0, 0, rec.length, rec.offset
+        written, h, left, pos = 0, PartHash(rec.checksum), rec.length, rec.offset
         while left:
             got = os.preadv(fd, [view[:min(CHUNK, left)]], pos)
             if got <= 0:
                 raise PartCorruptedError(rec, "is shorter than its record says")
             left -= got
             pos += got
-            crc = checksum(view[:got], crc)
+            h.update(view[:got])
             start = 0
             if skip_header:
                 cut = self.buf.find(b"\n", 0, got)
@@ -220,7 +220,7 @@ class _Segments:
                 start, skip_header = cut + 1, False
             out.write(view[start:got])
             written += got - start
-        if checksum_text(crc) != rec.checksum:
+        if h.text() != rec.checksum:
             raise PartCorruptedError(rec, "does not match its checksum")
         return written
 

@@ -33,7 +33,7 @@ from ..errors import MissingExtraError, OutputError, UsageError
 from . import _compose
 from ._claim import OutputClaim
 from ._compose import AZURE_PROTOCOLS, AzureBlocks, is_block_record
-from ._records import LAYOUTS, PARTS_DIR, PartRecord, Records, checksum, checksum_text, default_file_name
+from ._records import LAYOUTS, PARTS_DIR, PartHash, PartRecord, Records, default_file_name
 from ._store import FsspecStore, LocalStore
 from ._writer import PartWriter
 
@@ -199,17 +199,17 @@ class OutputLocation:
             size = store.size(rec.name)
             if size is None or size < rec.offset + rec.length:
                 return False
-            crc, done, chunk = 0, 0, 8 * 1024 * 1024
+            h, done, chunk = PartHash(rec.checksum), 0, 8 * 1024 * 1024
             while done < rec.length:
                 n = min(chunk, rec.length - done)
                 data = store.read(rec.name, rec.offset + done, n)
                 if len(data) != n:
                     return False
-                crc = checksum(data, crc)
+                h.update(data)
                 done += n
         except OSError:
             return False
-        return checksum_text(crc) == rec.checksum
+        return h.text() == rec.checksum
 
     def assemble(self, records: Iterable[PartRecord] | Callable[[], Iterable[PartRecord]], *, file_name: str,
                  fmt: str, layout: str = "file", state_dir: str | os.PathLike[str], run_id: str | None = None,

@@ -52,11 +52,10 @@ from ._parquet_index import TAG, scan_from_index
 from ._parquet_scan import FooterScan, scan
 from ._records import (
     PartCorruptedError,
+    PartHash,
     PartRecord,
     Records,
     abandon_partial,
-    checksum,
-    checksum_text,
     is_shared,
     load_state,
     records_digest,
@@ -276,18 +275,18 @@ def copy_body(store: LocalStore, rec: PartRecord, out: IO[bytes]) -> int:
             raise PartCorruptedError(rec, "does not end as a Parquet file does")
         start, end = len(MAGIC), rec.length - 8 - int.from_bytes(tail[:4], "little")
         f.seek(rec.offset)
-        crc, pos, written = 0, 0, 0
+        h, pos, written = PartHash(rec.checksum), 0, 0
         while pos < rec.length:
             data = f.read(min(CHUNK, rec.length - pos))
             if not data:
                 raise PartCorruptedError(rec, "is shorter than its record says")
-            crc = checksum(data, crc)
+            h.update(data)
             lo, hi = max(start - pos, 0), min(end - pos, len(data))
             if lo < hi:
                 out.write(data[lo:hi] if (lo, hi) != (0, len(data)) else data)
                 written += hi - lo
             pos += len(data)
-    if checksum_text(crc) != rec.checksum:
+    if h.text() != rec.checksum:
         raise PartCorruptedError(rec, "does not match its checksum")
     return written
 

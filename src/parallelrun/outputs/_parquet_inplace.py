@@ -41,10 +41,9 @@ from ._parquet_concat import MAGIC, merged_footer
 from ._parquet_unify import Unifier
 from ._records import (
     PartCorruptedError,
+    PartHash,
     PartRecord,
     Records,
-    checksum,
-    checksum_text,
     is_shared,
     load_state,
     records_digest,
@@ -53,7 +52,7 @@ from ._records import (
 from ._store import LocalStore
 
 CHUNK = 4 * 1024 * 1024
-#: threads checking checksums at once: at the end of a run the workers are done, and zlib.crc32 and the
+#: threads checking checksums at once: at the end of a run the workers are done, and xxhash and the
 #: reads release the GIL, so two threads take the 1 GB of W7 in about half the time of one
 VERIFIERS = 2
 
@@ -130,7 +129,7 @@ def assemble_in_place(store: LocalStore, records: Records, shared: str, file_nam
 
 
 def _plan(store: LocalStore, records: Records, src: Path, log: logging.Logger | None) -> bytes:
-    """The merged footer for the parts where they lie; meanwhile threads check every part's checksum (zlib
+    """The merged footer for the parts where they lie; meanwhile threads check every part's checksum (xxhash
     and reads release the GIL), fed the records through a bounded queue (records may come from the journal,
     which only the thread that opened it may read). Raises before anything is written."""
     todo: queue.Queue[PartRecord | None] = queue.Queue(maxsize=1024)
@@ -183,15 +182,15 @@ def _verify_all(todo: queue.Queue[PartRecord | None], src: Path, failed: list[Ba
 
 
 def _verify(fd: int, rec: PartRecord, view: memoryview) -> None:
-    crc, pos, left = 0, rec.offset, rec.length
+    h, pos, left = PartHash(rec.checksum), rec.offset, rec.length
     while left:
         got = os.preadv(fd, [view[:min(len(view), left)]], pos)
         if got <= 0:
             raise PartCorruptedError(rec, "is shorter than its record says")
-        crc = checksum(view[:got], crc)
+        h.update(view[:got])
         pos += got
         left -= got
-    if checksum_text(crc) != rec.checksum:
+    if h.text() != rec.checksum:
         raise PartCorruptedError(rec, "does not match its checksum")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ._format import dictionary_columns
-from ._records import PartCorruptedError, PartRecord, Records, checksum, checksum_text
+from ._records import PartCorruptedError, PartRecord, Records, checksum_of
 from ._store import FsspecStore, LocalStore
 from ._writer import append_part
 
@@ -43,7 +43,7 @@ class Unifier:
             data = f.read(rec.length)
         if len(data) != rec.length:
             raise PartCorruptedError(rec, "is shorter than its record says")
-        if checksum_text(checksum(data)) != rec.checksum:
+        if checksum_of(data, rec.checksum) != rec.checksum:
             raise PartCorruptedError(rec, "does not match its checksum")
         return data
 

@@ -29,6 +29,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
+import xxhash
+
 from ..errors import OutputError
 
 PARTS_DIR = ".parts"
@@ -45,13 +47,36 @@ def default_file_name(fmt: str) -> str:
     return f"{DEFAULT_STEM}.{EXTENSIONS[fmt]}"
 
 
-def checksum(data: bytes | memoryview, value: int = 0) -> int:
-    """Running CRC-32 (zlib's: fast, and enough to catch a truncated or overwritten part)."""
-    return zlib.crc32(data, value)
+class PartHash:
+    """The running checksum of a part's bytes, written ``"<algorithm>:<hex>"`` in its record.
+
+    XXH3-64 (xxhash): every output byte is hashed twice, by the worker that writes it and by the assembly
+    that checks it, and XXH3 runs ~5x faster than zlib's CRC-32 (5.8 against 1.1 GB/s measured here), for
+    the same purpose: catching a part truncated or overwritten since its worker wrote it. ``like``: the
+    record to check, whose algorithm is used (records of older versions say ``crc32:``).
+    """
+
+    __slots__ = ("_crc", "_xxh")
+
+    def __init__(self, like: str = "") -> None:
+        self._crc = 0
+        self._xxh = None if like.startswith("crc32:") else xxhash.xxh3_64()
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        if self._xxh is not None:
+            self._xxh.update(data)
+        else:
+            self._crc = zlib.crc32(data, self._crc)
+
+    def text(self) -> str:
+        return f"xxh3:{self._xxh.intdigest():016x}" if self._xxh is not None else f"crc32:{self._crc:08x}"
 
 
-def checksum_text(value: int) -> str:
-    return f"crc32:{value:08x}"
+def checksum_of(data: bytes | bytearray | memoryview, like: str = "") -> str:
+    """The checksum text of ``data`` (as :class:`PartHash` gives it)."""
+    if not like.startswith("crc32:"):
+        return f"xxh3:{xxhash.xxh3_64_intdigest(data):016x}"
+    return f"crc32:{zlib.crc32(data):08x}"
 
 
 # slots: a run of a million batches holds a million of them. Not frozen (nothing changes one after it is
@@ -66,7 +91,7 @@ class PartRecord:
     offset: int
     length: int
     rows: int
-    checksum: str  # "crc32:<hex>" of the ``length`` bytes at ``offset``
+    checksum: str  # "xxh3:<hex>" (or an older version's "crc32:<hex>") of the ``length`` bytes at ``offset``
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by value: one travels with every mini-batch's outcome (pipe and outcome log).

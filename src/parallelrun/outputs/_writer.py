@@ -37,7 +37,7 @@ from typing import IO
 from ._compose import AzureBlocks
 from ._format import FormattedResult
 from ._parquet_index import index_pieces
-from ._records import EXTENSIONS, PartRecord, checksum, checksum_text, part_name, segment_name, shared_name
+from ._records import EXTENSIONS, PartHash, PartRecord, checksum_of, part_name, segment_name, shared_name
 from ._store import FsspecStore, LocalStore
 
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -76,9 +76,9 @@ def append_part(fd: int, name: str, data: bytes) -> tuple[int, int, str]:
     ``writev`` to ``fd`` (opened with ``O_APPEND``; ``name``: the file's, for the message); returns
     (offset, length, checksum) of what was appended."""
     pieces = index_pieces(data) or [data]
-    crc = 0
+    h = PartHash()
     for p in pieces:
-        crc = checksum(p, crc)
+        h.update(p)
     size = sum(len(p) for p in pieces)
     # One call, however many pieces: a writev on an O_APPEND descriptor is appended whole under the
     # kernel's lock, as a write is.
@@ -88,7 +88,7 @@ def append_part(fd: int, name: str, data: bytes) -> tuple[int, int, str]:
         raise OSError(errno.ENOSPC, f"only {n} of {size} bytes could be appended to {name} (is the disk full?)")
     # With O_APPEND the write starts at the end of the file as it was under the kernel's lock; this
     # descriptor's position is where the write ended.
-    return os.lseek(fd, 0, os.SEEK_CUR) - n, size, checksum_text(crc)
+    return os.lseek(fd, 0, os.SEEK_CUR) - n, size, h.text()
 
 
 class PartWriter:
@@ -122,11 +122,11 @@ class PartWriter:
         """
         data = result.payload
         if not data:
-            return PartRecord(batch=batch, name="", offset=0, length=0, rows=0, checksum=checksum_text(0))
+            return PartRecord(batch=batch, name="", offset=0, length=0, rows=0, checksum=checksum_of(b""))
         if self.shared and len(data) <= SHARED_MAX:
             name, offset, length, crc = self._append_shared(data)
             return PartRecord(batch=batch, name=name, offset=offset, length=length, rows=result.rows, checksum=crc)
-        crc = checksum_text(checksum(data))
+        crc = checksum_of(data)
         if self.blocks is not None:
             header = data.index(b"\n") + 1 if self.fmt == "csv" and b"\n" in data else 0
             name, offset = self.blocks.stage(batch, attempt, data, header), header
