@@ -24,11 +24,10 @@ stored in its part).
 from __future__ import annotations
 
 from ..errors import OutputError
-from ._assemble import PartCorruptedError
 from ._claim import OutputClaim
 from ._format import FormattedResult, ResultMismatchError, ResultTypeError, format_result
 from ._location import OutputLocation
-from ._records import LAYOUTS, MANIFEST, PartRecord, default_file_name
+from ._records import LAYOUTS, MANIFEST, PartCorruptedError, PartRecord, default_file_name
 from ._writer import PartWriter
 
 __all__ = [

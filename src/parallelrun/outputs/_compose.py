@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputError
-from ._compose_s3 import Range, compose_s3, s3_ranges
-from ._offload import Helpers
-from ._parquet_concat import MAGIC, plan
 from ._records import PartRecord, Records, load_state, records_digest, save_state
 from ._store import FsspecStore
 
 if TYPE_CHECKING:
+    from ._compose_s3 import Range
     from ._location import OutputLocation
 
 AZURE_PROTOCOLS = ("az", "abfs", "abfss")
@@ -145,6 +143,9 @@ def compose_parquet(loc: OutputLocation, records: Records, *, file_name: str, st
 
     Resumable: S3 keeps its upload's progress, Azure finds the blocks it staged. A marker saved once the file
     is committed lets a call killed while removing the parts finish without reading them again."""
+    from ._compose_s3 import compose_s3  # the object-store modules: imported only when one is written to
+    from ._parquet_concat import MAGIC, plan
+
     store = loc.store
     assert isinstance(store, FsspecStore)
     digest = records_digest(records)
@@ -174,6 +175,8 @@ def compose_parquet(loc: OutputLocation, records: Records, *, file_name: str, st
 def _stage_parquet_azure(loc: OutputLocation, file_name: str, bodies: list[tuple[str, int, int]], tail: bytes,
                          digest: str, log: logging.Logger) -> None:
     """Stage the bodies (copied by the service from the parts) and the footer as blocks; commit them."""
+    from ._offload import Helpers
+
     store = loc.store
     assert isinstance(store, FsspecStore)
     blocks = AzureBlocks(store, file_name)
@@ -231,6 +234,8 @@ def stage_range(loc: OutputLocation, file_name: str, block_id: str, name: str, o
 # --- entry point ------------------------------------------------------------------------------------------
 def compose(loc: OutputLocation, records: Records, *, file_name: str, fmt: str, state_dir: Path,
             keep_parts: bool = False) -> str:
+    from ._compose_s3 import compose_s3, s3_ranges
+
     store = loc.store
     assert isinstance(store, FsspecStore)
     if loc.protocol in AZURE_PROTOCOLS:
