@@ -53,6 +53,7 @@ from ._records import (
 from ._store import LocalStore
 
 CHUNK = 4 * 1024 * 1024
+WINDOW = 16 * 1024 * 1024  # bytes mapped at once by each checking thread
 #: threads checking checksums at once: at the end of a run the workers are done, and xxhash and the
 #: reads release the GIL, so two threads take the 1 GB of W7 in about half the time of one
 VERIFIERS = 2
@@ -171,41 +172,34 @@ def _plan(store: LocalStore, records: Records, src: Path, log: logging.Logger | 
 def _verify_all(todo: queue.Queue[PartRecord | None], src: Path, failed: list[BaseException]) -> None:
     try:
         with open(src, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            # The parts are hashed where they lie in the page cache, through a read-only mapping: half the
-            # CPU of copying them out with reads first (1 GB: 0.18 s against 0.33 s, measured here). Only the
-            # bytes below the size seen now are mapped; a record past them (a part re-encoded and appended
-            # by the Unifier meanwhile) is read instead. (A file cut shorter by another process *while* it is
-            # hashed would end the driver with SIGBUS; the output claim keeps parallelrun's own processes out,
-            # and the journal is intact for a resume, whose assembly then reports the part.)
-            with mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else _Unmapped() as m, \
-                    memoryview(m) as view:
-                buf: memoryview | None = None
-                while (rec := todo.get()) is not None:
-                    if rec.offset + rec.length <= len(view):
-                        _check_mapped(rec, view)
-                    else:
-                        buf = buf or memoryview(bytearray(CHUNK))
-                        _check_read(rec, f.fileno(), buf)
+            fd = f.fileno()
+            size = os.fstat(fd).st_size
+            buf: memoryview | None = None
+            while (rec := todo.get()) is not None:
+                if rec.offset + rec.length <= size:
+                    _check_mapped(rec, fd)
+                else:  # appended since (a part re-encoded by the Unifier), or the file is short
+                    buf = buf or memoryview(bytearray(CHUNK))
+                    _check_read(rec, fd, buf)
     except BaseException as e:  # noqa: BLE001 - handed to the assembling thread
         failed.append(e)
 
 
-class _Unmapped(bytes):
-    """An empty file's stand-in for its mapping (an empty file cannot be mapped)."""
-
-    def __enter__(self) -> _Unmapped:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _check_mapped(rec: PartRecord, view: memoryview) -> None:
-    h, end = PartHash(rec.checksum), rec.offset + rec.length
-    for pos in range(rec.offset, end, CHUNK):
-        with view[pos:min(end, pos + CHUNK)] as chunk:  # released at once: the mapping closes only unexported
-            h.update(chunk)
+def _check_mapped(rec: PartRecord, fd: int) -> None:
+    """Hash the part where it lies in the page cache, through read-only mappings of ``WINDOW`` bytes at a
+    time: half the CPU of copying it out with reads first (1 GB: 0.18 s against 0.33 s, measured here).
+    Each window is unmapped before the next: the file's pages would otherwise count in the driver's
+    resident memory (1 GB of it on W7). Only bytes below the size seen when the file was opened are mapped.
+    (A file cut shorter by another process *while* it is hashed would end the driver with SIGBUS; the
+    output claim keeps parallelrun's own processes out, and the journal is intact for a resume.)"""
+    h, pos, end = PartHash(rec.checksum), rec.offset, rec.offset + rec.length
+    while pos < end:
+        base = pos - pos % mmap.ALLOCATIONGRANULARITY
+        stop = min(end, base + WINDOW)
+        with mmap.mmap(fd, stop - base, offset=base, prot=mmap.PROT_READ) as m, memoryview(m) as view, \
+                view[pos - base:] as part:  # every view released before its mapping closes
+            h.update(part)
+        pos = stop
     if h.text() != rec.checksum:
         raise PartCorruptedError(rec, "does not match its checksum")
 
