@@ -37,9 +37,10 @@ def to_arrow(df: Any) -> Any:
         return table
     arrays = []
     for values, field in zip(_column_arrays(df), schema, strict=True):
-        # from_pandas=True makes NaN null; a column without NaN converts the same without that per-value test
-        nan = values.dtype.kind == "f" and len(values) and values.min() != values.min()
-        arrays.append(pa.array(values, type=field.type, from_pandas=bool(nan)))
+        # from_pandas=True makes NaN null; a column without NaN converts the same without that per-value test.
+        # min() is NaN when any value is.
+        low = values.min() if values.dtype.kind == "f" and len(values) else 0
+        arrays.append(pa.array(values, type=field.type, from_pandas=bool(low != low)))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
