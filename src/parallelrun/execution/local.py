@@ -31,15 +31,13 @@ import select
 import selectors
 import signal
 import struct
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ..data.batches import MiniBatch
+from . import prestart
 from .base import WorkerState
 from .messages import Event, InitFailed, Outcome, Ready, Stop, Work
 from .pool import WorkerPool
@@ -75,31 +73,6 @@ def describe_exit(exitcode: int | None) -> str:
 #: worker ~1.5 ms of work, while the driver spends ~20 ms per planning step between polls: the workers
 #: then idled through most of the planning. 256 is ~10-15 ms of such batches.
 _MAX_DEPTH = 256
-
-
-@contextmanager
-def _main_module_hidden() -> Iterator[None]:
-    """Start a spawned worker without it re-importing the driver's ``__main__``.
-
-    ``multiprocessing`` makes every spawned child import the parent's main module (so pickled functions
-    defined there resolve). A worker needs nothing from it - its target and arguments live in parallelrun -
-    and importing it costs start-up time (the ``parallelrun`` command's CLI: typer, rich, ...) or, for a
-    user's script that calls ``run_job`` without an ``if __name__ == "__main__":`` guard, runs the job
-    again in every worker. The spawn machinery finds the main module by ``__spec__`` and ``__file__``
-    while ``Process.start`` runs, so those are hidden for that moment.
-    """
-    main = sys.modules.get("__main__")
-    if main is None:
-        yield
-        return
-    saved: dict[str, Any] = {k: main.__dict__[k] for k in ("__spec__", "__file__") if k in main.__dict__}
-    main.__dict__.pop("__file__", None)
-    main.__dict__["__spec__"] = None
-    try:
-        yield
-    finally:
-        main.__dict__.pop("__spec__", None)
-        main.__dict__.update(saved)
 
 
 class _Frames:
@@ -250,11 +223,7 @@ class LocalExecutor(WorkerPool[_Proc]):
             n = max(1, int(self.gpus_per_process))
             env.setdefault("CUDA_VISIBLE_DEVICES", ",".join(str(slot * n + k) for k in range(n)))
         cfg = replace(self.cfg, process=i, environment_variables=env)
-        parent, child = self._ctx.Pipe(duplex=True)
-        p = self._ctx.Process(target=worker_main, args=(child, cfg), name=cfg.agent_name, daemon=False)
-        with _main_module_hidden():
-            p.start()
-        child.close()
+        p, parent = self._start_process(cfg)
         if self._reaper is not None:
             self._reaper.watch(p.pid)  # the worker makes its pid its process group's id (worker_main)
         pr = _Proc(p, parent, _pidfd(p.pid))
@@ -264,6 +233,25 @@ class LocalExecutor(WorkerPool[_Proc]):
         if pr.exit_fd is not None:
             self._selector.register(pr.exit_fd, selectors.EVENT_READ, (name, "exit"))
         return name
+
+    def _start_process(self, cfg: WorkerConfig) -> tuple[Any, Connection]:
+        """A worker process for ``cfg`` and the driver's end of its pipe: one the command line started ahead
+        (``prestart``), sent its configuration, or else a new one."""
+        while (ahead := prestart.take(cfg.python)) is not None:
+            p, parent = ahead
+            try:
+                parent.send(cfg)
+            except OSError:  # it died while waiting: the next one, or a new one
+                prestart.discard_one(p, parent)
+                continue
+            p.name = cfg.agent_name
+            return p, parent
+        parent, child = self._ctx.Pipe(duplex=True)
+        p = self._ctx.Process(target=worker_main, args=(child, cfg), name=cfg.agent_name, daemon=False)
+        with prestart.main_module_hidden():
+            p.start()
+        child.close()
+        return p, parent
 
     def _spawn_replacement(self, name: str) -> str | None:
         return self._spawn()

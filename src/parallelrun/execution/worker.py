@@ -251,8 +251,16 @@ def _redirect(fd: int, path: Path) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False, encoding="utf-8", errors="replace")  # noqa: SIM115
 
 
+_watched_parent: int | None = None
+
+
 def die_with_parent(parent_pid: int) -> None:
-    """Make sure this process never outlives the driver (no orphan burning CPU after a SIGKILL)."""
+    """Make sure this process never outlives the driver (no orphan burning CPU after a SIGKILL). Called again
+    for the same parent (a worker started ahead, ``prestart``, then configured), it does nothing more."""
+    global _watched_parent
+    if _watched_parent == parent_pid:
+        return
+    _watched_parent = parent_pid
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
