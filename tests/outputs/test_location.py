@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import shutil
+import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +77,40 @@ def test_a_missing_bucket_is_an_output_error_naming_the_credentials(s3_backend: 
     with pytest.raises(OutputError, match=r"cannot write to the output location s3://no-such-bucket.*credentials"):
         loc.check_writable()
 
+
+
+def _unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("kind", [pytest.param("azure", marks=pytest.mark.azure),
+                                  pytest.param("s3", marks=pytest.mark.s3)])
+def test_an_output_store_where_nothing_answers_fails_within_seconds(
+        kind: str, request: pytest.FixtureRequest) -> None:
+    """The storage SDKs retry a refused connection with back-off (Azure took 82 s to report it here,
+    botocore 5-9 s): ``check_writable`` tries a TCP connect first and names the endpoint at once."""
+    backend: Backend = request.getfixturevalue(f"{kind}_backend")
+    dead = f"http://127.0.0.1:{_unused_port()}"
+    opts = dict(backend.storage_options)
+    if kind == "azure":
+        live = opts["connection_string"].split("BlobEndpoint=", 1)[1].split(";", 1)[0]
+        dead += "/" + live.rstrip("/").rsplit("/", 1)[1]
+        opts["connection_string"] = opts["connection_string"].replace(live, dead)
+    else:
+        opts["client_kwargs"] = {**opts["client_kwargs"], "endpoint_url": dead}
+    loc = OutputLocation.parse(backend.url, storage_options=opts)
+    t0 = time.monotonic()
+    with pytest.raises(OutputError) as info:
+        loc.check_writable()
+    assert time.monotonic() - t0 < 10, str(info.value)
+    text = str(info.value)
+    assert f"cannot write to the output location {backend.url}" in text and "Nothing was run" in text, text
+    assert f"nothing answered at the endpoint {dead} (connection refused" in text, text
+    assert "Check the storage endpoint" in text and "credentials" not in text, text
+    OutputLocation.parse(backend.url, storage_options=backend.storage_options).check_writable()  # the live one
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:

@@ -4,13 +4,16 @@ matches it (issue 12: "check endpoint and credentials" pointed the wrong way).""
 from __future__ import annotations
 
 import base64
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from parallelrun import DatasetError
+from parallelrun import DatasetError, UsageError, run_job
+from parallelrun.config import JobSpec
 from parallelrun.workspace import Dataset, Datastore, Workspace
 
 
@@ -36,18 +39,69 @@ def test_wrong_key_shows_the_service_message_and_blames_the_credentials(tmp_path
     assert wrong not in text
 
 
-@pytest.mark.azure
-@pytest.mark.slow  # the Azure SDK retries a refused connection with back-off for ~2 minutes
-@pytest.mark.timeout(400)
-def test_nothing_listening_blames_the_endpoint(tmp_path: Path, azurite: Any) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
+def _unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ws = Workspace.create(tmp_path / "ws")
+        return int(s.getsockname()[1])
+
+
+def _dead_azure(ws: Workspace, port: int, request: pytest.FixtureRequest) -> tuple[Datastore, str]:
+    azurite = request.getfixturevalue("azurite")
     dead = f"http://127.0.0.1:{port}/{azurite.account_name}"
-    store = Datastore.register_azure_blob_container(ws, "dead", "c1", azurite.account_name,
-                                                    account_key=azurite.account_key, endpoint=dead)
+    return Datastore.register_azure_blob_container(ws, "dead", "c1", azurite.account_name,
+                                                   account_key=azurite.account_key, endpoint=dead), dead
+
+
+def _dead_s3(ws: Workspace, port: int, request: pytest.FixtureRequest) -> tuple[Datastore, str]:
+    s3 = request.getfixturevalue("moto_s3")
+    dead = f"http://127.0.0.1:{port}"
+    return Datastore.register_s3_bucket(ws, "dead", "b1", access_key_id=s3.access_key_id,
+                                        secret_access_key=s3.secret_access_key, endpoint_url=dead), dead
+
+
+DEAD_STORES = [pytest.param(_dead_azure, id="azure-blob", marks=pytest.mark.azure),
+               pytest.param(_dead_s3, id="s3", marks=pytest.mark.s3)]
+
+
+@pytest.mark.parametrize("dead_store", DEAD_STORES)
+def test_nothing_listening_blames_the_endpoint(tmp_path: Path, request: pytest.FixtureRequest,
+                                                dead_store: Any) -> None:
+    """The storage SDKs retry a refused connection with back-off (Azure: 172 s to list, botocore: 5-12 s);
+    parallelrun tries a TCP connect first and says at once that nothing answers there."""
+    ws = Workspace.create(tmp_path / "ws")
+    store, dead = dead_store(ws, _unused_port(), request)  # a port nothing listens on
+    t0 = time.monotonic()
     text = _listing_error(ws, store)
-    assert "endpoint" in text, text
+    assert time.monotonic() - t0 < 10, text
+    assert f"nothing answered at the endpoint {dead} (connection refused" in text, text
+    assert "check the datastore's endpoint" in text, text
+    t0 = time.monotonic()
+    with pytest.raises(UsageError) as info:  # the datastore's own operations too
+        store.download(tmp_path / "down", show_progress=False)
+    assert time.monotonic() - t0 < 10, str(info.value)
+    assert dead in str(info.value) and "Check the datastore's endpoint: is the storage service running" \
+        in str(info.value), str(info.value)
+    assert "credentials" not in str(info.value)  # no request was made: they are not in question
+
+
+@pytest.mark.parametrize("dead_store", DEAD_STORES)
+def test_a_job_whose_input_store_does_not_answer_stops_within_seconds(
+        tmp_path: Path, request: pytest.FixtureRequest, dead_store: Any) -> None:
+    ws = Workspace.create(tmp_path / "ws")
+    store, dead = dead_store(ws, _unused_port(), request)
+    ds = Dataset.File.from_files(store.path("images/**"), validate=False)
+    entries, options = ds.as_named_input("images").to_input_specs(ws)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "score.py").write_text("def run(mini_batch):\n    return list(mini_batch)\n")
+    spec = JobSpec(name="dead-input", entry_script="score.py", inputs=entries, process_count_per_node=1,
+                   output=str(tmp_path / "out"))
+    t0 = time.monotonic()
+    with pytest.raises(DatasetError) as info:
+        run_job(spec, job_dir=job_dir, storage_options=options, workspace=ws.path, progress="quiet")
+    assert time.monotonic() - t0 < 10, str(info.value)
+    assert info.value.exit_code == 2
+    assert f"cannot list the input {store.url('images')}" in str(info.value), str(info.value)
+    assert f"nothing answered at the endpoint {dead}" in str(info.value), str(info.value)
+    assert "is the storage service running" in str(info.value), str(info.value)

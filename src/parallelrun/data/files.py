@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import DatasetError
+from .endpoint import check_endpoint
 from .storage import is_url, url_to_fs
 from .walk_ahead import Pending, walk_ahead
 
@@ -296,6 +297,9 @@ def _batched(items: Iterator[FileInfo]) -> Iterator[list[FileInfo]]:
 
 
 def _iter_remote(url: str, storage_options: dict | None) -> Iterator[FileInfo]:
+    # Listing is the first request to an input's store: a dead endpoint fails now, not after the SDK's
+    # retries (endpoint.py).
+    check_endpoint(url, storage_options)
     fs, root = url_to_fs(url, storage_options)
     protocol = url.split("://", 1)[0]
     if GLOB_CHARS & set(root):

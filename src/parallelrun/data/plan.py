@@ -21,6 +21,8 @@ from .. import config
 from ..config import DEFAULT_FILE_BATCH, DEFAULT_TABULAR_BATCH, JobSpec
 from ..errors import DatasetError, ResumeError
 from .batches import FileBatch, MiniBatch
+from .endpoint import ADVICE as ENDPOINT_ADVICE
+from .endpoint import EndpointUnreachable
 from .files import iter_file_chunks, iter_file_chunks_nowait
 from .walk_ahead import Pending
 
@@ -138,14 +140,19 @@ class Plan:
         for entry in inp.paths():
             chunks = iter_file_chunks(entry, self.base_dir, self.storage_options) if wait else \
                 iter_file_chunks_nowait(entry, self.base_dir, self.storage_options)
-            for chunk in chunks:
-                if isinstance(chunk, Pending):
+            try:
+                for chunk in chunks:
+                    if isinstance(chunk, Pending):
+                        yield chunk
+                        continue
+                    # Hashing the concatenation equals hashing file by file: fingerprints are unchanged.
+                    self._hash.update("".join([f"{p.removeprefix(prefix)}\0{s}\0{v}\n"
+                                               for p, s, v in chunk]).encode())
+                    self.files += len(chunk)
                     yield chunk
-                    continue
-                # Hashing the concatenation equals hashing file by file: fingerprints are unchanged.
-                self._hash.update("".join([f"{p.removeprefix(prefix)}\0{s}\0{v}\n" for p, s, v in chunk]).encode())
-                self.files += len(chunk)
-                yield chunk
+            except EndpointUnreachable as e:
+                raise DatasetError(f"cannot list the input {entry}: {e}. Nothing was run. {ENDPOINT_ADVICE}") \
+                    from None
 
     def _files_of(self, inp: Any) -> Iterator[tuple[str, int]]:
         for chunk in self._chunks_of(inp):

@@ -126,9 +126,14 @@ class OutputLocation:
 
         Raises ``OutputError`` saying what is wrong and what to do, before any batch runs.
         """
-        store = self.store
         probe = f".parallelrun-probe-{os.getpid()}"
         try:
+            if not self.is_local:
+                from ..data.endpoint import check_protocol_endpoint
+
+                # Within seconds when nothing answers, not after the storage SDK's retries (endpoint.py).
+                check_protocol_endpoint(self.protocol, self.storage_options)
+            store = self.store
             store.mkdirs()
             store.put(probe, b"probe")
             if store.read(probe, 0, 5) != b"probe":
@@ -141,7 +146,7 @@ class OutputLocation:
                 f"cannot write to the output location {self.url}: {_reason(e)}. Nothing was run. "
                 f"{_advice(e, self.url)}") from e
         if estimate_bytes and self.is_local:
-            free = store.free_bytes()
+            free = self.store.free_bytes()
             if free is not None and free < estimate_bytes:
                 raise OutputError(
                     f"the output location {self.url} has {_size(free)} free, but this job's output is estimated "
@@ -303,6 +308,10 @@ def _advice(e: BaseException, url: str) -> str:
     if isinstance(e, PermissionError) or (isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM,
                                                                                    errno.EROFS)):
         return f"Make {url} writable for this user, or choose another output."
+    if "://" in url and isinstance(e, ConnectionError):  # nothing answered (data/endpoint.py's probe)
+        from ..data.endpoint import ADVICE
+
+        return ADVICE
     if "://" in url:
         return ("Check the URL, that the container or bucket exists, and the credentials "
                 "(storage_options in the job spec, or the backend's environment variables).")

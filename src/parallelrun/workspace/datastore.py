@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..data.endpoint import EndpointUnreachable, check_endpoint
 from ..data.storage import url_to_fs
 from ..errors import MissingExtraError, ParallelRunError, UsageError
 from ._secrets import redact
@@ -259,9 +260,12 @@ class Datastore:
         return f"{base}/{rel}" if rel else base
 
     def _fs(self) -> tuple[Any, str]:
-        """(fsspec filesystem, root path inside it) for this datastore."""
+        """(fsspec filesystem, root path inside it) for this datastore. Fails within seconds when nothing
+        answers at its endpoint, rather than after the storage SDK's retries (``data/endpoint.py``)."""
         with self._errors("connecting"):
-            return url_to_fs(self.url(""), self.storage_options())
+            options = self.storage_options()
+            check_endpoint(self.url(""), options)
+            return url_to_fs(self.url(""), options)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -273,10 +277,13 @@ class Datastore:
         except Exception as e:
             text = redact(f"{type(e).__name__}: {e}", self.workspace._secrets.values())
             where = self.url("")
+            advice = ("Check the datastore's endpoint and credentials (re-register it with overwrite=True to "
+                      "fix them) and that the container or bucket exists.")
+            if isinstance(e, EndpointUnreachable):  # no request was made: credentials are not in question
+                advice = ("Check the datastore's endpoint: is the storage service running, are its host and "
+                          "port right? (Re-register the datastore with overwrite=True to fix them.)")
             # ``from None``: the original exception's text may quote a credential (a connection string).
-            raise UsageError(f"{what} on datastore {self.name!r} ({where}) failed: {text}. Check the "
-                             "datastore's endpoint and credentials (re-register it with overwrite=True to fix "
-                             "them) and that the container or bucket exists.") from None
+            raise UsageError(f"{what} on datastore {self.name!r} ({where}) failed: {text}. {advice}") from None
 
     def _create_root(self) -> None:
         fs, root = self._fs()
