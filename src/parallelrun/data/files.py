@@ -299,8 +299,8 @@ def _batched(items: Iterator[FileInfo]) -> Iterator[list[FileInfo]]:
 def _iter_remote(url: str, storage_options: dict | None) -> Iterator[FileInfo]:
     # Listing is the first request to an input's store: a dead endpoint fails now, not after the SDK's
     # retries (endpoint.py).
+    fs, root = url_to_fs(url, storage_options)  # first: a missing extra says which one to install
     check_endpoint(url, storage_options)
-    fs, root = url_to_fs(url, storage_options)
     protocol = url.split("://", 1)[0]
     if GLOB_CHARS & set(root):
         found = fs.glob(root, detail=True)

@@ -128,12 +128,12 @@ class OutputLocation:
         """
         probe = f".parallelrun-probe-{os.getpid()}"
         try:
+            store = self.store  # first: a missing extra says which one to install
             if not self.is_local:
                 from ..data.endpoint import check_protocol_endpoint
 
                 # Within seconds when nothing answers, not after the storage SDK's retries (endpoint.py).
                 check_protocol_endpoint(self.protocol, self.storage_options)
-            store = self.store
             store.mkdirs()
             store.put(probe, b"probe")
             if store.read(probe, 0, 5) != b"probe":

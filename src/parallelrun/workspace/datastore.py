@@ -264,8 +264,9 @@ class Datastore:
         answers at its endpoint, rather than after the storage SDK's retries (``data/endpoint.py``)."""
         with self._errors("connecting"):
             options = self.storage_options()
+            found = url_to_fs(self.url(""), options)  # first: a missing extra says which one to install
             check_endpoint(self.url(""), options)
-            return url_to_fs(self.url(""), options)
+            return found
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
