@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.files import iter_files
+from ..data.files import NoFileMatched, iter_files
 from ..data.storage import is_url
 from ..errors import DatasetError, ParallelRunError, UsageError
 from ._secrets import redact
@@ -88,18 +88,21 @@ def relative_path(found: str, pattern: str) -> str:
 
 def list_files(sources: list[Source], ws: Workspace | None = None) -> Iterator[tuple[Source, str, int, int | str]]:
     """(source, url-or-path, size, version) of every file of ``sources``, in order; DatasetError when a path
-    matches nothing, or naming the storage service's answer when listing failed."""
+    matches nothing, naming the file it cannot record or read (a name that is not valid UTF-8, a folder it
+    may not list), or naming the storage service's answer when listing failed."""
     for src in sources:
         url = src.url(ws)
         try:
             for path, size, version in iter_files(url, Path.cwd(), src.storage_options(ws)):
                 yield src, path, size, version
-        except DatasetError:
+        except NoFileMatched:
             raise DatasetError(
                 f"the dataset path {src.describe()} (resolved to {url}) matches no file. Upload the files "
                 "first (datastore.upload(...)), fix the path or glob, or pass validate=False to create the "
                 "dataset before the files exist."
             ) from None
+        except DatasetError as e:  # a file it cannot record or read: its own reason, with the dataset path
+            raise DatasetError(f"listing the dataset path {src.describe()} failed: {e}") from None
         except ParallelRunError:
             raise
         except Exception as e:
