@@ -67,7 +67,7 @@ def debug_batch(job: str | os.PathLike[str], index: int, overrides: list[str] | 
                        arguments=spec.arguments, environment_variables=spec.environment_variables,
                        logging_level=spec.logging_level, output_dir=str(output), log_dir=str(output),
                        output_action=spec.output_action, output_format=spec.append_row_format,
-                       redirect_output=False)
+                       redirect_output=False, storage_options=dict(spec.storage_options))
     rt = WorkerRuntime(cfg)
     cwd, argv = os.getcwd(), list(sys.argv)
     rt.setup()

@@ -10,8 +10,11 @@ masks secrets in any text that may quote them, since an SDK's message can echo a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+from ..errors import DatasetError
+from .endpoint import ADVICE as ENDPOINT_ADVICE
 
 MASK = "***"
 
@@ -26,11 +29,25 @@ _ANYWHERE = 8
 _AS_WORD = 4
 
 # Failures that are the credentials' fault though no HTTP status says so: botocore found none, or only
-# part of a pair (an access key id without its secret), or could not fetch them.
+# part of a pair (an access key id without its secret), or could not fetch them; azure-core could not sign
+# with the key given (not valid base64, say).
 _CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
-                      "ClientAuthenticationError"}
+                      "ClientAuthenticationError", "AzureSigningError"}
 
 Kind = Literal["credentials", "endpoint", "service"]
+
+# Names of storage options (adlfs, s3fs, botocore) whose values are credentials: masked in messages. The
+# others (an endpoint, a region, an account name) stay readable: they are what the user must check.
+_SECRET_NAMES = ("key", "secret", "token", "password", "credential", "connection_string", "sig")
+
+# Where a job's credentials go, by protocol: what the advice after a refused listing shows.
+_WHERE = {
+    "az": ("storage_options: {az: {account_name: ..., account_key: ...}} (or {az: {connection_string: ...}})",
+           "AZURE_STORAGE_CONNECTION_STRING"),
+    "s3": ("storage_options: {s3: {key: ..., secret: ..., endpoint_url: ...}}",
+           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+}
+_WHERE.update(abfs=_WHERE["az"], abfss=_WHERE["az"], s3a=_WHERE["s3"])
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -93,3 +110,32 @@ def _status_of(e: BaseException) -> int | None:
     elif status is None:
         status = getattr(response, "status_code", None)
     return status if isinstance(status, int) else None
+
+
+def option_secrets(options: Any) -> Iterator[str]:
+    """The credentials among storage options (keyed by protocol, or a filesystem's own; nested
+    ``client_kwargs`` too): every string value under a name such as ``account_key`` or ``secret``."""
+    if not isinstance(options, dict):
+        return
+    for name, value in options.items():
+        if isinstance(value, dict):
+            yield from option_secrets(value)
+        elif isinstance(value, str) and any(s in str(name).lower() for s in _SECRET_NAMES):
+            yield value
+
+
+def listing_error(url: str, e: BaseException, storage_options: dict[str, Any] | None) -> DatasetError:
+    """A job's input ``url`` could not be listed (``e``, from its storage backend): the service's words, its
+    credentials masked, and what to check for that kind of failure."""
+    text, kind = service_error(e)
+    text = redact(text, option_secrets(storage_options))
+    if kind == "credentials":
+        example, variables = _WHERE.get(url.split("://", 1)[0].lower(), ("storage_options", "its variables"))
+        advice = (f"The storage service refused the credentials, or none were found: give them in the job spec "
+                  f"({example}) or in the backend's environment variables ({variables}).")
+    elif kind == "endpoint":
+        advice = ENDPOINT_ADVICE
+    else:
+        advice = ("That is the storage service's own answer: check the path, that the container or bucket "
+                  "exists, and that the credentials may list it.")
+    return DatasetError(f"cannot list the input {url}: {text}. Nothing was run. {advice}")
