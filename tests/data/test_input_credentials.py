@@ -18,6 +18,8 @@ import pytest
 
 from parallelrun.errors import DatasetError
 from parallelrun.preview import debug_batch, plan_job
+from parallelrun.runner import resume_run
+from parallelrun.runs import RunStore
 
 SCRIPT = "import os\n\ndef run(mini_batch):\n    return [os.path.basename(p) + ' ' + open(p).read() for p in mini_batch]\n"
 NAMES = ["a.txt", "b.txt", "c.txt"]
@@ -51,7 +53,7 @@ def _no_credentials_around(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
-def _check_runs(job: Path) -> None:
+def _check_runs(job: Path, resume: bool = False) -> None:
     done = _cli(job, "run", "job.yml", "-q")
     assert done.returncode == 0, done.stderr
     assert (job / "out" / "parallel_run_step.txt").read_text().splitlines() == [f"{n} {n[0]}" for n in NAMES]
@@ -60,6 +62,9 @@ def _check_runs(job: Path) -> None:
     assert (planned.items, planned.batches) == (3, 2)
     batch, result = debug_batch(job / "job.yml", 1)  # the workers' reading too: the file is downloaded
     assert (batch.index, result) == (1, ["c.txt c"])
+    if resume:  # it lists the inputs again (to refuse a run whose inputs changed), with the same credentials
+        (run,) = RunStore(job / "ws").list()
+        assert resume_run(run.id, workspace=job / "ws", progress="quiet").status == "Completed"
 
 
 def _check_refused(job: Path, url: str, secret: str, words: list[str], cli: bool = True) -> None:
@@ -132,7 +137,7 @@ def _container(azurite: Any) -> str:
 @pytest.mark.azure
 def test_azure_input_with_credentials_only_in_the_job_spec(tmp_path: Path, azurite: Any) -> None:
     url = _container(azurite)
-    _check_runs(_job(tmp_path, url, {"az": {"connection_string": azurite.connection_string}}))
+    _check_runs(_job(tmp_path, url, {"az": {"connection_string": azurite.connection_string}}), resume=True)
 
 
 @pytest.mark.azure
