@@ -121,8 +121,9 @@ class JobSpec(BaseModel):
         default="file", description="file: one file (append_row_file_name) assembled from the parts in input "
         "order; dataset: the parts themselves, part-<batch>.<ext>, with a _manifest.json in input order")
     storage_options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Filesystem options per protocol for a remote output, "
-        "e.g. {az: {account_name: ..., account_key: ...}}; default: the backend's environment variables")
+        default_factory=dict, description="Filesystem options per protocol for remote inputs and a remote "
+        "output, e.g. {az: {account_name: ..., account_key: ...}, s3: {key: ..., secret: ..., endpoint_url: ...}}; "
+        "default: the backend's environment variables")
     mini_batch_size: int | str | None = Field(
         default=None, description="File input: a count (default 10); tabular: a size such as 1MB (default); "
         "or auto: measured on probe mini-batches so that one run() takes about 1-2 s"

@@ -12,6 +12,7 @@ from typing import Any
 from .config import load_job
 from .data.batches import MiniBatch
 from .data.plan import Plan
+from .data.storage import job_storage_options
 from .errors import UsageError
 from .execution.entry import check_entry_script
 from .execution.worker import WorkerConfig
@@ -67,7 +68,7 @@ def debug_batch(job: str | os.PathLike[str], index: int, overrides: list[str] | 
                        arguments=spec.arguments, environment_variables=spec.environment_variables,
                        logging_level=spec.logging_level, output_dir=str(output), log_dir=str(output),
                        output_action=spec.output_action, output_format=spec.append_row_format,
-                       redirect_output=False)
+                       redirect_output=False, storage_options=job_storage_options(spec.storage_options, None))
     rt = WorkerRuntime(cfg)
     cwd, argv = os.getcwd(), list(sys.argv)
     rt.setup()

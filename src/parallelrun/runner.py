@@ -22,6 +22,7 @@ from .azureml_shim import shim_sys_path
 from .collector import adopt_written_parts, redo_lost_parts
 from .config import JobSpec, load_job, validate_spec
 from .data.plan import Plan
+from .data.storage import job_storage_options
 from .driver import DriverLoop, PlanningFailed, SystemFailure
 from .errors import DatasetError, ResumeError
 from .execution import outcome_log
@@ -53,7 +54,7 @@ def job_paths(spec: JobSpec, job_dir: Path) -> tuple[Path, Path, Path]:
 
 def output_location(spec: JobSpec, job_dir: Path, storage_options: dict[str, Any] | None = None) -> OutputLocation:
     """Where the job's output goes (a local folder, az://, abfs://, s3://); UsageError for a bad URL."""
-    options: dict[str, Any] = {**spec.storage_options, **(storage_options or {})}
+    options = job_storage_options(spec.storage_options, storage_options)
     return OutputLocation.parse(spec.output or f"out/{spec.name}", base_dir=job_dir, storage_options=options)
 
 
@@ -255,7 +256,8 @@ def _worker_config(spec: JobSpec, base: Path, rec: RunRecord, loc: OutputLocatio
         arguments=spec.arguments, environment_variables=spec.environment_variables,
         logging_level=spec.logging_level, output_dir=loc.url, log_dir=str(rec.logs_dir),
         output_action=spec.output_action, output_format=spec.append_row_format, parent_pid=os.getpid(),
-        storage_options=storage_options or {}, models=dict(rec.models), python=rec.python,
+        storage_options=job_storage_options(spec.storage_options, storage_options), models=dict(rec.models),
+        python=rec.python,
         extra_sys_path=shim_sys_path(),  # azureml.core / azureml_user stand-ins when Azure's SDK is absent
         scratch_dir=str(folder.scratch),
         output=loc if spec.output_action == "append_row" else None, output_layout=spec.output_layout,

@@ -77,6 +77,26 @@ def test_validate_reports_the_path_and_the_fix(ws: Workspace, tmp_path: Path) ->
         Dataset.File.from_files(3)  # type: ignore[arg-type]
 
 
+def test_a_path_that_cannot_be_listed_says_why_not_that_it_matches_nothing(ws: Workspace, tmp_path: Path) -> None:
+    """Only an empty match is "matches no file"; a file that cannot be recorded or read is named, with its
+    own reason and fix."""
+    folder = _files(tmp_path / "imgs", {"ok.txt": "ok"})
+    (folder / os.fsdecode(b"caf\xe9.txt")).write_text("latin-1 name")  # not valid UTF-8
+    with pytest.raises(DatasetError) as e:
+        Dataset.File.from_files(str(folder))
+    msg = str(e.value)
+    assert f"listing the dataset path {str(folder)!r} failed" in msg, msg
+    assert "caf\\xe9.txt has a name that is not valid UTF-8" in msg and "Rename it" in msg, msg
+    assert "matches no file" not in msg, msg
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # a symbolic link to itself
+    with pytest.raises(DatasetError) as e:
+        Dataset.File.from_files(str(loop))
+    assert "is a symbolic link that loops" in str(e.value) and "matches no file" not in str(e.value), str(e.value)
+    with pytest.raises(DatasetError, match="matches no file"):  # an empty match still says so
+        Dataset.File.from_files(str(tmp_path / "imgs" / "*.png"))
+
+
 def test_tabular_datasets_read_every_format(ws: Workspace, tmp_path: Path) -> None:
     store = ws.get_default_datastore()
     root = Path(store.url("tables"))

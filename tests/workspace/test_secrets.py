@@ -61,6 +61,25 @@ def test_errors_at_the_storage_boundary_are_redacted(tmp_path: Path) -> None:
     assert "request failed for key=***" in text and S3_SECRET not in text
 
 
+def test_masking_short_secrets_leaves_ordinary_words_alone(tmp_path: Path) -> None:
+    """A secret of a few letters must not be masked inside words ("li***t-type", "ho***t"); real keys are
+    masked wherever they appear, glued into a URL or a connection string too."""
+    ws = Workspace.create(tmp_path / "ws")
+    for name, secret in [("one", "s"), ("three", "key"), ("six", "hostna")]:
+        Datastore.register_s3_bucket(ws, name, "b", access_key_id="AKIDEXAMPLE", secret_access_key=secret)
+    sas = Datastore.register_azure_blob_container(ws, "sas", "c", "acct", sas_token=SAS)
+    message = ("GET /b?list-type=2&prefix=data%2F on host 127.0.0.1 (hostname localhost) failed: "
+               f"HTTP/1.1 403 for key 'hostna' at https://acct.blob.core.windows.net/c?{SAS}&x=1 "
+               f"signed sig={SAS.rsplit('=', 1)[1]}; secret {S3_SECRET}s3")
+    Datastore.register_s3_bucket(ws, "long", "b", access_key_id="AKIDEXAMPLE", secret_access_key=S3_SECRET)
+    with pytest.raises(UsageError) as e, sas._errors("listing"):
+        raise RuntimeError(message)
+    text = str(e.value)
+    assert ("GET /b?list-type=2&prefix=data%2F on host 127.0.0.1 (hostname localhost) failed: HTTP/1.1 403 "
+            "for key '***' at https://acct.blob.core.windows.net/c?***&x=1 signed sig=***; secret ***s3") in text, text
+    assert SAS not in text and S3_SECRET not in text and SAS.rsplit("=", 1)[1] not in text
+
+
 @pytest.mark.azure
 def test_account_key_never_leaves_the_secrets_file(tmp_path: Path, azurite: Any,
                                                    caplog: pytest.LogCaptureFixture) -> None:

@@ -105,3 +105,26 @@ def test_a_job_whose_input_store_does_not_answer_stops_within_seconds(
     assert f"cannot list the input {store.url('images')}" in str(info.value), str(info.value)
     assert f"nothing answered at the endpoint {dead}" in str(info.value), str(info.value)
     assert "is the storage service running" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("dead_store", DEAD_STORES)
+def test_pipeline_reuse_checks_of_a_store_that_does_not_answer_stop_within_seconds(
+        tmp_path: Path, request: pytest.FixtureRequest, dead_store: Any) -> None:
+    """A pipeline submitted again checks its earlier remote outputs (exists, fingerprint, server-side copy)
+    before it reuses them: with the store down, each says so at once, naming the endpoint."""
+    from parallelrun.workspace._pipeline_data import copy_remote, remote_exists, remote_fingerprint
+
+    ws = Workspace.create(tmp_path / "ws")
+    store, dead = dead_store(ws, _unused_port(), request)
+    earlier, now = store.url("azureml/run1/score/scores"), store.url("azureml/run2/score/scores")
+    checks = [("checking the earlier output at", lambda: remote_exists(earlier, store.storage_options())),
+              ("fingerprinting the pipeline data at", lambda: remote_fingerprint(earlier, store.storage_options())),
+              ("copying the earlier output at", lambda: copy_remote(earlier, now, store.storage_options()))]
+    for doing, check in checks:
+        t0 = time.monotonic()
+        with pytest.raises(UsageError) as info:
+            check()
+        text = str(info.value)
+        assert time.monotonic() - t0 < 10, text
+        assert f"{doing} {earlier} failed: nothing answered at the endpoint {dead} (connection refused" in text, text
+        assert "Check the endpoint of the datastore it is on: is the storage service running" in text, text

@@ -10,7 +10,8 @@ Why not lower the SDKs' retries instead: adlfs builds its ``BlobServiceClient`` 
 setting through, and botocore's ``retries`` setting counts every retryable error alike, so fewer attempts
 would also mean fewer retries of throttling and 5xx answers on a working endpoint. The probe leaves the SDKs'
 retries as they are, and it is made only where parallelrun first meets a store (listing a dataset or an
-input, a datastore's upload/download/listing, the output's ``check_writable``), never in the workers:
+input, a datastore's upload/download/listing, the output's ``check_writable``, a pipeline's checks of an
+earlier step's remote output before reuse), never in the workers:
 a transient outage during a run is still ridden out by the SDK's retries, as before.
 
 What is probed: the host and port the filesystem will connect to, worked out from its options as adlfs and

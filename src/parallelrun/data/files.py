@@ -41,6 +41,15 @@ _BLOCK_CHARS = 64 * 1024  # of a packed run unpacked at a time when merging (a n
 _DIR_FD = os.stat in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 
 
+class NoFileMatched(DatasetError):
+    """An input path names no file: a glob or a URL that matches nothing, a local path that does not exist.
+
+    The one listing error a caller may reword for its own context (a dataset says how to upload the files).
+    Every other ``DatasetError`` of listing (a name that is not valid UTF-8, a link that loops, a folder it
+    may not list) carries its own reason and advice, which must reach the user as they are.
+    """
+
+
 def _packed(names: list[str]) -> str:
     names.sort()
     return _SEP.join(names)
@@ -227,7 +236,7 @@ def _chunks(path: str, base_dir: Path, storage_options: dict | None,
     if GLOB_CHARS & set(path):
         matches = sorted(m for m in glob.iglob(s, recursive=True) if os.path.isfile(m))
         if not matches:
-            raise DatasetError(f"input path {path!r} (resolved to {s}) matches no file. Check the pattern.")
+            raise NoFileMatched(f"input path {path!r} (resolved to {s}) matches no file. Check the pattern.")
         yield from _batched((m, st.st_size, st.st_mtime_ns) for m in matches for st in (os.stat(m),))
         return
     if p.is_file():
@@ -243,7 +252,7 @@ def _chunks(path: str, base_dir: Path, storage_options: dict | None,
         pass
     except OSError as e:  # it exists but cannot be followed: a symlink loop, no permission on a parent
         raise _unreadable(s, e, "input path") from None
-    raise DatasetError(
+    raise NoFileMatched(
         f"input path {path!r} does not exist (resolved to {s}). Paths are relative to the job file's folder."
     )
 
@@ -251,7 +260,8 @@ def _chunks(path: str, base_dir: Path, storage_options: dict | None,
 def iter_files(path: str, base_dir: Path, storage_options: dict | None = None) -> Iterator[FileInfo]:
     """Yield (path-or-url, size, version) for one input entry; version is mtime_ns or an etag.
 
-    Raises DatasetError when the entry matches nothing.
+    Raises :class:`NoFileMatched` when the entry matches nothing, :class:`DatasetError` (as
+    :func:`iter_file_chunks`) for an entry it cannot record or read.
     """
     for chunk in iter_file_chunks(path, base_dir, storage_options):
         yield from chunk
@@ -310,7 +320,7 @@ def _iter_remote(url: str, storage_options: dict | None) -> Iterator[FileInfo]:
         found = fs.find(root, detail=True)
     entries = sorted((k, v) for k, v in found.items() if v.get("type", "file") == "file")
     if not entries:
-        raise DatasetError(f"input path {url!r} matches no file in the datastore.")
+        raise NoFileMatched(f"input path {url!r} matches no file in the datastore.")
     for name, info in entries:
         version = info.get("etag") or info.get("ETag") or info.get("last_modified") or info.get("mtime") or ""
         yield f"{protocol}://{name}", int(info.get("size") or 0), str(version)

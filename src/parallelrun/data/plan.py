@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .. import config
 from ..config import DEFAULT_FILE_BATCH, DEFAULT_TABULAR_BATCH, JobSpec
-from ..errors import DatasetError, ResumeError
+from ..errors import DatasetError, ParallelRunError, ResumeError
 from .batches import FileBatch, MiniBatch
 from .endpoint import ADVICE as ENDPOINT_ADVICE
 from .endpoint import EndpointUnreachable
 from .files import iter_file_chunks, iter_file_chunks_nowait
+from .storage import is_url, job_storage_options
+from .storage_errors import listing_error
 from .walk_ahead import Pending
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ def is_auto(spec: JobSpec) -> bool:
 class Plan:
     """A lazy plan. Iterate ``batches()`` once; ``fingerprint`` and totals are final afterwards.
 
+    ``storage_options`` (keyed by protocol) go over the spec's own (``storage.job_storage_options``).
     ``batch_size`` (files, or bytes for tabular input) overrides the spec's ``mini_batch_size``; it is how
     a size chosen by ``mini_batch_size: auto`` is applied. With ``auto`` and no ``batch_size`` the default
     size is used (a dry run cannot measure run()).
@@ -47,7 +50,7 @@ class Plan:
                  batch_size: int | None = None) -> None:
         self.spec = spec
         self.base_dir = base_dir
-        self.storage_options = storage_options
+        self.storage_options = job_storage_options(spec.storage_options, storage_options)
         self.batch_size = batch_size
         self._hash = hashlib.sha256()
         self.files = 0
@@ -153,6 +156,12 @@ class Plan:
             except EndpointUnreachable as e:
                 raise DatasetError(f"cannot list the input {entry}: {e}. Nothing was run. {ENDPOINT_ADVICE}") \
                     from None
+            except ParallelRunError:
+                raise
+            except Exception as e:
+                if not is_url(entry):
+                    raise
+                raise listing_error(entry, e, self.storage_options) from None
 
     def _files_of(self, inp: Any) -> Iterator[tuple[str, int]]:
         for chunk in self._chunks_of(inp):

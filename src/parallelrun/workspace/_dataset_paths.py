@@ -12,14 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.files import iter_files
+from ..data.files import NoFileMatched, iter_files
 from ..data.storage import is_url
+from ..data.storage_errors import redact, service_error
 from ..errors import DatasetError, ParallelRunError, UsageError
-from ._secrets import redact
 from .datastore import DataPath, Datastore, clean_relative
 from .workspace import Workspace
 
 _GLOB = re.compile(r"[*?\[]")
+# What to check, by the kind of storage failure (``storage_errors.service_error``): credentials only when the
+# service refused them (or none were found), the endpoint only when nothing answered.
+_ADVICE = {
+    "credentials": "The service refused the credentials (or none were found): check the datastore's account "
+                   "key, SAS token or secret.",
+    "endpoint": "Nothing answered: check the datastore's endpoint (is the service running and reachable?).",
+    "service": "That is the storage service's own answer; see its message above.",
+}
 
 
 @dataclass(frozen=True)
@@ -88,24 +96,28 @@ def relative_path(found: str, pattern: str) -> str:
 
 def list_files(sources: list[Source], ws: Workspace | None = None) -> Iterator[tuple[Source, str, int, int | str]]:
     """(source, url-or-path, size, version) of every file of ``sources``, in order; DatasetError when a path
-    matches nothing, or naming the storage service's answer when listing failed."""
+    matches nothing, naming the file it cannot record or read (a name that is not valid UTF-8, a folder it
+    may not list), or naming the storage service's answer when listing failed."""
     for src in sources:
         url = src.url(ws)
         try:
             for path, size, version in iter_files(url, Path.cwd(), src.storage_options(ws)):
                 yield src, path, size, version
-        except DatasetError:
+        except NoFileMatched:
             raise DatasetError(
                 f"the dataset path {src.describe()} (resolved to {url}) matches no file. Upload the files "
                 "first (datastore.upload(...)), fix the path or glob, or pass validate=False to create the "
                 "dataset before the files exist."
             ) from None
+        except DatasetError as e:  # a file it cannot record or read: its own reason, with the dataset path
+            raise DatasetError(f"listing the dataset path {src.describe()} failed: {e}") from None
         except ParallelRunError:
             raise
         except Exception as e:
             ws_ = ws or (src.datastore.workspace if src.datastore else None)
-            text, advice = service_error(e)
+            text, kind = service_error(e)
             text = redact(text, ws_._secrets.values() if ws_ else [])
+            advice = _ADVICE[kind]
             raise DatasetError(f"listing the dataset path {src.describe()} ({url}) failed: {text}. {advice}") \
                 from None
 
@@ -124,28 +136,3 @@ def merge_storage_options(parts: Any) -> dict[str, dict[str, Any]]:
                 )
             merged[protocol] = values
     return merged
-
-
-def service_error(e: BaseException) -> tuple[str, str]:
-    """The storage service's own message for a failed request (walking the exception's causes: fsspec
-    backends wrap the SDK's error), and advice that matches it: credentials only for 401/403, the
-    endpoint only when nothing answered."""
-    parts: list[str] = []
-    status = None
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen and len(seen) < 10:
-        seen.add(id(cur))
-        msg = str(getattr(cur, "message", "") or cur).strip()
-        first = msg.splitlines()[0] if msg else type(cur).__name__
-        if first and first not in parts:
-            parts.append(f"{type(cur).__name__}: {first}" if not parts else first)
-        status = status or getattr(cur, "status_code", None) or getattr(getattr(cur, "response", None),
-                                                                         "status_code", None)
-        cur = cur.__cause__ or cur.__context__
-    text = " <- ".join(parts[:3])
-    if status in (401, 403):
-        return text, "The service refused the credentials: check the datastore's account key, SAS token or secret."
-    if isinstance(e, (ConnectionError, TimeoutError)) or "connect" in text.lower() and status is None:
-        return text, "Nothing answered: check the datastore's endpoint (is the service running and reachable?)."
-    return text, "That is the storage service's own answer; see its message above."

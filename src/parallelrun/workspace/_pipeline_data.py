@@ -4,6 +4,10 @@ ParallelRunStep's workers wrote on a remote datastore themselves ("direct", see 
 Nothing here reads a remote object's bytes except ``materialize`` (a step that needs a local path):
 a direct PipelineData is fingerprinted by its objects' names and sizes (the pipeline driver adds the part
 records its producer's journal committed) and copied server-side on reuse.
+
+Before its first request to a remote store each function here makes one TCP connection to the store's
+endpoint (``data/endpoint.py``): a pipeline submitted again while its datastore's service is down fails
+its step within seconds, naming the endpoint, not after the storage SDK's retries (minutes on Azure).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..data.endpoint import EndpointUnreachable, check_endpoint
 from ..data.files import GLOB_CHARS, iter_files
 from ..data.storage import is_url, url_to_fs
+from ..errors import UsageError
 from ._dataset_paths import relative_path
 
 
@@ -69,9 +75,29 @@ def basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _remote(url: str, options: dict[str, Any], doing: str) -> tuple[Any, str]:
+    """(filesystem, path in it) for ``url`` on a datastore, once something answers at its endpoint;
+    UsageError saying what was being done and what to check otherwise."""
+    try:
+        check_endpoint(url, options)
+    except EndpointUnreachable as e:
+        raise UsageError(
+            f"{doing} {url} failed: {e}. Check the endpoint of the datastore it is on: is the storage service "
+            "running, are its host and port right? (Re-register the datastore with overwrite=True to fix "
+            "them, then run the pipeline again.)") from None
+    return url_to_fs(url, options)
+
+
+def remote_exists(url: str, options: dict[str, Any]) -> bool:
+    """Whether anything is at ``url`` (an earlier step run's output, before it is reused)."""
+    fs, inner = _remote(url, options, "checking the earlier output at")
+    fs.invalidate_cache()
+    return bool(fs.exists(inner))
+
+
 def remote_fingerprint(url: str, options: dict[str, Any]) -> str:
     """A hash of the names and sizes of the objects under ``url`` (no byte of them is read)."""
-    fs, inner = url_to_fs(url, options)
+    fs, inner = _remote(url, options, "fingerprinting the pipeline data at")
     fs.invalidate_cache()
     try:
         found = fs.find(inner, detail=True)
@@ -87,7 +113,7 @@ def remote_fingerprint(url: str, options: dict[str, Any]) -> str:
 
 def copy_remote(src: str, dst: str, options: dict[str, Any]) -> None:
     """Copy every object under ``src`` to ``dst`` on the same store (server-side copies), replacing ``dst``."""
-    fs, src_inner = url_to_fs(src, options)
+    fs, src_inner = _remote(src, options, "copying the earlier output at")  # dst is on the same store
     _, dst_inner = url_to_fs(dst, options)
     fs.invalidate_cache()
     if src_inner.rstrip("/") == dst_inner.rstrip("/"):

@@ -3,7 +3,7 @@
 The file is created with mode 0600 (owner read/write only) and rewritten atomically (a temporary file
 in the same folder, then ``os.replace``) under an exclusive ``flock``, so concurrent registrations never
 lose each other's entries. Nothing else in the workspace holds a secret: the catalog stores only that a
-credential exists, reprs omit it, and errors raised at the storage boundary pass through :func:`redact`.
+credential exists, reprs omit it, and errors raised at the storage boundary pass through ``data.storage_errors.redact``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 FILE_NAME = "secrets.json"
-_MASK = "***"
 
 
 class SecretStore:
@@ -77,20 +76,3 @@ class SecretStore:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (and each ``;``/``&``-separated part of a long one) replaced by ***."""
-    parts: set[str] = set()
-    for s in secrets:
-        if not s:
-            continue
-        parts.add(s)
-        # A connection string or SAS token may be echoed in pieces (AccountKey=..., sig=...).
-        for piece in s.replace("&", ";").split(";"):
-            value = piece.split("=", 1)[1] if "=" in piece else piece
-            if len(value) >= 8:
-                parts.add(value)
-    for p in sorted(parts, key=len, reverse=True):
-        text = text.replace(p, _MASK)
-    return text

@@ -24,8 +24,8 @@ from typing import Any
 
 from ..data.endpoint import EndpointUnreachable, check_endpoint
 from ..data.storage import url_to_fs
+from ..data.storage_errors import redact
 from ..errors import MissingExtraError, ParallelRunError, UsageError
-from ._secrets import redact
 from .data_path import DataPath, clean_relative
 from .workspace import Workspace, register_asset
 

@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import validate_spec
-from ..data.storage import url_to_fs
 from ..errors import ParallelRunError, ResumeError
 from ..runner import resume_run, run_job
 from ..runs import DriverLock, RunRecord, RunStore
 from ._compiled import CompiledStep
 from ._launch import CANCEL_MARKER
-from ._pipeline_data import basename, copy_remote, join, link_or_copy
+from ._pipeline_data import basename, copy_remote, join, link_or_copy, remote_exists
 from ._script_process import run_script
 from ._step_inputs import StepInputs
 from ._step_key import parts_fingerprint, reuse_key
@@ -212,9 +211,7 @@ class PipelineDriver:
         if out.get("direct"):
             if "://" not in where:
                 return False  # an earlier run that wrote locally and uploaded: run again, written directly
-            fs, inner = url_to_fs(where, self.inputs.datastore_options(out["name"]))
-            fs.invalidate_cache()
-            return bool(fs.exists(inner))
+            return remote_exists(where, self.inputs.datastore_options(out["name"]))
         return Path(where).is_dir()
 
     def _upload(self, out: dict[str, Any]) -> None:
