@@ -94,8 +94,12 @@ def run_job(
     )
     lock = DriverLock(rec.path)
     lock.acquire()
+    # A job file's run is announced once its first planning step succeeded: a spec problem found there
+    # (an empty dataset) leaves no run behind, so no id of a run that will not exist is shown. A pipeline's
+    # step (a JobSpec) is announced at once: its driver cancels the runs it was told of.
+    announce_now = job_file is None
     try:
-        if on_start:
+        if on_start and announce_now:
             on_start(rec)
         journal = Journal(rec.journal_path)
         journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint, input_type=spec.input_type)
@@ -118,7 +122,11 @@ def run_job(
             rec.status = "Failed"
             rec.reason = f"planning failed: {e}"
             store.save(rec)
+            if on_start and not announce_now:
+                on_start(rec)  # the run is kept, Failed: say which it is
             raise
+        if on_start and not announce_now:
+            on_start(rec)
         # On a running Ray cluster the actors are requested now, so that their processes start (and import
         # Ray, ~1 s of CPU each) while the driver checks the output and sets up its loop (_drive).
         executor = _request_early(store, rec, spec, base, loc, journal, storage_options)

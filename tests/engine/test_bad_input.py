@@ -48,9 +48,11 @@ def test_every_problem_reported_at_once(job_factory) -> None:
 
 def test_empty_dataset(job_factory) -> None:
     job = job_factory(ECHO, n_files=0)
-    res = job.run()
+    res = job.cli("run", "job.yml", "--workspace", str(job.ws))  # not quiet: the run id would be printed
     assert res.returncode == 2
     assert "the dataset is empty" in res.stderr
+    assert "run id:" not in res.stderr  # no id is shown for a run that is not kept
+    assert not (job.ws / "runs").exists() or not job.run_dirs()
 
 
 def test_script_without_run(job_factory) -> None:
