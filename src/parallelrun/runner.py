@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,13 +95,12 @@ def run_job(
     )
     lock = DriverLock(rec.path)
     lock.acquire()
-    # A job file's run is announced once its first planning step succeeded: a spec problem found there
-    # (an empty dataset) leaves no run behind, so no id of a run that will not exist is shown. A pipeline's
-    # step (a JobSpec) is announced at once: its driver cancels the runs it was told of.
-    announce_now = job_file is None
+    # A job file's run is announced after its first planning step: a spec problem found there (an empty
+    # dataset) leaves no run, and no id of it is shown. A pipeline step at once: its driver cancels by it.
+    early, late = (on_start, None) if job_file is None else (None, on_start)
     try:
-        if on_start and announce_now:
-            on_start(rec)
+        if early:
+            early(rec)
         journal = Journal(rec.journal_path)
         journal.set_meta(spec=spec.model_dump(), spec_fingerprint=rec.spec_fingerprint, input_type=spec.input_type)
         journal.set_meta(code_fingerprint=fingerprint.for_record(spec, base, rec))  # resume_run compares it
@@ -122,11 +122,11 @@ def run_job(
             rec.status = "Failed"
             rec.reason = f"planning failed: {e}"
             store.save(rec)
-            if on_start and not announce_now:
-                on_start(rec)  # the run is kept, Failed: say which it is
+            if late:
+                late(rec)  # the run is kept, Failed: say which it is
             raise
-        if on_start and not announce_now:
-            on_start(rec)
+        if late:
+            late(rec)
         # On a running Ray cluster the actors are requested now, so that their processes start (and import
         # Ray, ~1 s of CPU each) while the driver checks the output and sets up its loop (_drive).
         executor = _request_early(store, rec, spec, base, loc, journal, storage_options)
@@ -347,7 +347,8 @@ def _drive_claimed(
         except BaseException as e:
             record_failure(store, rec, journal, f"the executor could not start: {e}")
             raise
-    old_term = signal.signal(signal.SIGTERM, on_signal) if _main_thread() else None
+    main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, on_signal) if main else None
     try:
         # An output that cannot hold the plan's mini-batches (an Azure one-file output) stops the run as
         # planning grows, before the work is done.
@@ -399,9 +400,3 @@ def _output_file(spec: JobSpec, loc: OutputLocation) -> str | None:
     if spec.output_action != "append_row":
         return None
     return loc.join(spec.append_row_file_name) if spec.output_layout == "file" else loc.url
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
