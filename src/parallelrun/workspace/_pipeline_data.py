@@ -78,6 +78,7 @@ def basename(path: str) -> str:
 def _remote(url: str, options: dict[str, Any], doing: str) -> tuple[Any, str]:
     """(filesystem, path in it) for ``url`` on a datastore, once something answers at its endpoint;
     UsageError saying what was being done and what to check otherwise."""
+    found = url_to_fs(url, options)  # first: a missing extra says which one to install
     try:
         check_endpoint(url, options)
     except EndpointUnreachable as e:
@@ -85,7 +86,7 @@ def _remote(url: str, options: dict[str, Any], doing: str) -> tuple[Any, str]:
             f"{doing} {url} failed: {e}. Check the endpoint of the datastore it is on: is the storage service "
             "running, are its host and port right? (Re-register the datastore with overwrite=True to fix "
             "them, then run the pipeline again.)") from None
-    return url_to_fs(url, options)
+    return found
 
 
 def remote_exists(url: str, options: dict[str, Any]) -> bool:
