@@ -154,11 +154,6 @@ def take(python: str | None) -> tuple[Any, Any] | None:
     return None
 
 
-def waiting() -> int:
-    """Workers started ahead and not taken yet."""
-    return len(_waiting)
-
-
 def discard() -> None:
     """Stop the workers nobody took."""
     while _waiting:
@@ -185,8 +180,6 @@ def warm_main(conn: Any, driver_pid: int) -> None:
     try:
         cfg = conn.recv()
     except (EOFError, OSError):  # the driver went away, or discarded this worker
-        return
-    if cfg is None:
         return
     import multiprocessing as mp
 
