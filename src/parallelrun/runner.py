@@ -40,8 +40,9 @@ from .run_result import RunResult
 from .runs import DriverLock, RunRecord, RunStore
 
 
-class _Interrupted(Exception):
-    pass
+class _Interrupted(BaseException):
+    """SIGTERM, raised wherever the main thread is: a BaseException, as KeyboardInterrupt is, so that no
+    ``except Exception`` (a logging handler's ``emit``, a library's broad handler) swallows a cancel."""
 
 
 

@@ -47,8 +47,9 @@ from .reuse import ReuseIndex
 from .workspace import Workspace
 
 
-class _Canceled(Exception):
-    pass
+class _Canceled(BaseException):
+    """SIGTERM during a step: a BaseException, as KeyboardInterrupt is, so that no ``except Exception`` in
+    the step's code (logging's ``emit``, a broad handler) swallows or misreports the cancel."""
 
 
 class PipelineDriver:
