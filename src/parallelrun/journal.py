@@ -361,6 +361,11 @@ class Journal(JournalIsolation, JournalViews):
         """How many part records are committed (what ``iter_parts`` yields, counted by SQLite)."""
         return int(self._db.execute("SELECT COUNT(*) FROM parts").fetchone()[0])
 
+    def part_name_counts(self) -> dict[str, int]:
+        """How many non-empty committed records each part holds (what an assembly counts down to know when
+        a part is used up), counted by SQLite instead of a pass over the records."""
+        return dict(self._db.execute("SELECT name, COUNT(*) FROM parts WHERE length > 0 GROUP BY name"))
+
     def part_names(self) -> set[str]:
         """Names of every part a committed record points to (everything else under the parts is stray)."""
         return {r[0] for r in self._db.execute("SELECT DISTINCT name FROM parts")}

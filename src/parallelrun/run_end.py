@@ -86,7 +86,8 @@ def _assemble(spec: JobSpec, journal: Journal, loc: OutputLocation, folder: RunF
         # Assembled by a driver killed before it recorded the run's end: the parts are consumed already.
         return str(done["output"])
     out = loc.assemble(journal.iter_parts, file_name=spec.append_row_file_name, fmt=spec.append_row_format,
-                       layout=spec.output_layout, state_dir=folder.assembly, run_id=run_id, keep_parts=not final)
+                       layout=spec.output_layout, state_dir=folder.assembly, run_id=run_id, keep_parts=not final,
+                       name_counts=journal.part_name_counts)
     if final:
         # TODO(outputs): keep the assembly's state file once complete (so that assemble() called again with
         # the same records returns at once); this marker closes all but the instant between the two.

@@ -50,6 +50,7 @@ def run(
 ) -> None:
     """Run a job in the foreground with a progress bar (an Azure ML v2 pipeline/parallel YAML too)."""
     from ..runner import run_job
+    from . import settle
 
     if _is_azure_v2(job):
         raise typer.Exit(_run_azure_v2(job, set_, workspace, quiet, compute, environment))
@@ -64,6 +65,7 @@ def run(
         if not quiet:
             typer.echo(f"run id: {rec.id}  (logs: {rec.logs_dir})", err=True)  # type: ignore[attr-defined]
 
+    settle()
     result = run_job(job, overrides=overrides, workspace=workspace, progress=_progress_mode(quiet), on_start=started)
     typer.echo(result.summary(), err=quiet is False)
     raise typer.Exit(result.exit_code)
@@ -126,7 +128,9 @@ def resume(
 ) -> None:
     """Continue a run that crashed, was interrupted or failed: only unfinished mini-batches run."""
     from ..runner import resume_run
+    from . import settle
 
+    settle()
     result = resume_run(run_id, workspace=workspace, retry_failed=retry_failed, progress=_progress_mode(quiet),
                         allow_changed_code=allow_changed_code)
     typer.echo(result.summary(), err=quiet is False)

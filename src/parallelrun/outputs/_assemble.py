@@ -108,23 +108,26 @@ def _assemble_local_concat(store: LocalStore, records: Records, file_name: str, 
         _remove_parts(store, records)
         state_path.unlink(missing_ok=True)
         return str(final)
-    # One pass for what the copy needs ahead: each segment's last record (local text parts are segments: a
-    # few names), and the count.
-    last_use: dict[str, int] = {}
-    n = 0
-    for n, r in enumerate(records, start=1):
-        last_use[r.name] = n - 1
+    # What the copy needs ahead: how many records each segment holds (local text parts are segments: a few
+    # names), counted down to close and remove a segment after its last record; and the count.
+    left = records.name_counts()
+    n = sum(left.values())
     done, size, header = 0, 0, False
     running = hashlib.sha256()  # records_digest of the records copied so far
     if st and tmp.exists() and not st.get("renamed") and 0 < st["done"] <= n and tmp.stat().st_size >= st["size"]:
+        used: dict[str, int] = {}
         for r in records.prefix(st["done"]):
             running.update(digest_key(r))
+            used[r.name] = used.get(r.name, 0) + 1
         if running.hexdigest() == st["digest"]:
             done, size, header = int(st["done"]), int(st["size"]), bool(st["header"])
+            for name, k in used.items():
+                left[name] -= k
         else:
             running = hashlib.sha256()
-    if not done and n and store.size(next(iter(last_use))) is None:
-        raise PartCorruptedError(next(iter(records)), "is missing")
+    first = records.first() if n and not done else None
+    if first is not None and store.size(first.name) is None:
+        raise PartCorruptedError(first, "is missing")
     pending_delete: list[str] = []
     final.parent.mkdir(parents=True, exist_ok=True)
     saved, saved_size = done, size  # the progress recorded in state_dir
@@ -139,7 +142,8 @@ def _assemble_local_concat(store: LocalStore, records: Records, file_name: str, 
                 header = header or k > 0
                 size += k
                 since_save += k
-                if last_use[rec.name] == i:
+                left[rec.name] -= 1
+                if not left[rec.name]:
                     segs.close(rec.name)
                     pending_delete.append(rec.name)
                 if pending_delete or since_save >= SAVE_EVERY:
@@ -157,7 +161,7 @@ def _assemble_local_concat(store: LocalStore, records: Records, file_name: str, 
     save_state(state_path, {"done": n, "size": size, "header": header, "renamed": True,
                              "digest": running.hexdigest()})  # == records_digest(records), not recomputed
     os.replace(tmp, final)
-    for name in last_use:  # consumed already, but for a kill between a progress save and the removals
+    for name in left:  # consumed already, but for a kill between a progress save and the removals
         store.remove(name)
     state_path.unlink(missing_ok=True)
     return str(final)

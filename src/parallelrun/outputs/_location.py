@@ -218,11 +218,13 @@ class OutputLocation:
 
     def assemble(self, records: Iterable[PartRecord] | Callable[[], Iterable[PartRecord]], *, file_name: str,
                  fmt: str, layout: str = "file", state_dir: str | os.PathLike[str], run_id: str | None = None,
-                 keep_parts: bool = False) -> str:
+                 keep_parts: bool = False, name_counts: Callable[[], dict[str, int]] | None = None) -> str:
         """Build the result from committed records (given in batch order); returns the file or folder.
 
         ``records``: a list, or a function giving a new iterator over them at each call
         (``Journal.iter_parts``): then they are read once per pass and never all held in memory.
+        ``name_counts``: how many records each part holds (``Journal.part_name_counts``), which saves the
+        local one-file assembly a pass over the records.
 
         ``layout="file"``: one file ``file_name``; ``layout="dataset"``: the parts themselves, renamed
         ``part-<batch>.<ext>``, plus ``_manifest.json`` listing them in batch order. Resumable: progress is
@@ -233,7 +235,7 @@ class OutputLocation:
         from ._assemble import assemble
 
         _check_layout(layout)
-        recs = Records(records)
+        recs = Records(records, name_counts)
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
         try:

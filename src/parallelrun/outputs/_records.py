@@ -174,15 +174,18 @@ class Records:
     for each pass: the assembly of a million-batch job does not hold a million records at once.
 
     ``source``: a function returning a new iterator at each call (``Journal.iter_parts``, which pages
-    through the journal), or records already in a list.
+    through the journal), or records already in a list. ``name_counts``: a function giving what
+    :meth:`name_counts` returns without a pass over the records (``Journal.part_name_counts``).
     """
 
-    def __init__(self, source: Iterable[PartRecord] | Callable[[], Iterable[PartRecord]]) -> None:
+    def __init__(self, source: Iterable[PartRecord] | Callable[[], Iterable[PartRecord]],
+                 name_counts: Callable[[], dict[str, int]] | None = None) -> None:
         if callable(source):
             self._open: Callable[[], Iterable[PartRecord]] = source
         else:
             held = source if isinstance(source, (list, tuple)) else list(source)
             self._open = lambda: held
+        self._name_counts = name_counts
         self._len: int | None = None
 
     def __iter__(self) -> Iterator[PartRecord]:
@@ -192,6 +195,17 @@ class Records:
         if self._len is None:
             self._len = sum(1 for _ in self)
         return self._len
+
+    def name_counts(self) -> dict[str, int]:
+        """How many records each part holds."""
+        if self._name_counts is not None:
+            counts = self._name_counts()
+        else:
+            counts = {}
+            for r in self:
+                counts[r.name] = counts.get(r.name, 0) + 1
+        self._len = sum(counts.values())
+        return counts
 
     def first(self) -> PartRecord | None:
         return next(iter(self), None)
