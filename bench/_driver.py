@@ -1,5 +1,5 @@
 """Run the ``parallelrun`` command line and record this process's peak RSS (the driver's alone, not its
-workers'): ``python -m bench._driver OUT.json run job.yml ...``. Used by W4."""
+workers'): ``python -m bench._driver OUT.json run job.yml ...``. Used by W4-W7."""
 
 from __future__ import annotations
 
@@ -31,6 +31,6 @@ if __name__ == "__main__":
     out = sys.argv[1]
     atexit.register(_record, out)
     sys.argv = ["parallelrun", *sys.argv[2:]]
-    from parallelrun.cli import main
+    from parallelrun.cli import console
 
-    sys.exit(main())
+    console()  # as the installed ``parallelrun`` script runs it
