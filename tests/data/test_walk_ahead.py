@@ -321,3 +321,58 @@ def test_a_walk_that_may_not_wait_says_pending_and_still_gives_the_same_lists(tm
     assert gate.exists() and pendings >= 1
     assert got == in_place and len(got) == 80
     assert _children() == before
+
+
+# --- started early, while ``parallelrun run`` is still starting up (``start_early``) ---------------------
+def test_a_walk_started_early_is_adopted_and_lists_exactly_what_the_walk_in_place_lists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _folder(tmp_path)
+    in_place = _walk(folder)
+    monkeypatch.setattr(wa, "MIN_DIR_BYTES", 0)
+    monkeypatch.setattr(files_mod, "_CHUNK", 16)
+    before = _children()
+    assert files_mod.walk_early(folder.name, tmp_path)  # relative to the job folder, as planning resolves it
+    assert wa._early and _children() != before  # the child walks before anyone asked
+    forks: list[int] = []
+    monkeypatch.setattr(wa.os, "fork", lambda: forks.append(1) or pytest.fail("forked again"))
+    assert _walk(folder) == in_place  # paths, sizes, mtimes, order: the fingerprint cannot change
+    assert not wa._early and not forks
+    assert _children() == before  # adopted, ended and reaped
+
+
+def test_a_walk_started_early_that_nobody_adopts_is_killed_and_reaped(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _folder(tmp_path)
+    monkeypatch.setattr(wa, "MIN_DIR_BYTES", 0)
+    before = _children()
+    assert files_mod.walk_early(str(folder), tmp_path)
+    assert not files_mod.walk_early(str(folder), tmp_path)  # one child per folder
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.txt").write_text("a")
+    assert _walk(other) == [(str(other / "a.txt"), 1, (other / "a.txt").stat().st_mtime_ns)]  # not adopted
+    assert _children() != before
+    wa.discard_early()
+    assert not wa._early and _children() == before
+
+
+def test_a_walk_resumed_mid_tree_does_not_adopt_the_early_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _folder(tmp_path)
+    monkeypatch.setattr(wa, "MIN_DIR_BYTES", 0)
+    before = _children()
+    assert files_mod.walk_early(str(folder), tmp_path)
+    walk = files_mod.TreeWalk(str(folder))
+    first = list(walk.folder())  # the root listed in place: the walk goes on from "sub"
+    rest = [f for chunk in wa.walk_ahead(walk) for f in chunk]
+    assert [f for chunk in first for f in chunk] + rest == _walk(folder)
+    assert not wa._early and _children() == before  # the early child was killed, not read
+
+
+def test_small_inputs_urls_and_globs_are_not_walked_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _folder(tmp_path, 10)
+    monkeypatch.setattr(wa.os, "fork", lambda: pytest.fail("forked for an input not worth it"))
+    assert not files_mod.walk_early(str(folder), tmp_path)  # a small folder: its directory entry says so
+    assert not files_mod.walk_early(str(folder / "*.txt"), tmp_path)
+    assert not files_mod.walk_early("s3://bucket/prefix", tmp_path)
+    assert not files_mod.walk_early(str(folder / "f0001.txt"), tmp_path)
+    assert not files_mod.walk_early(str(tmp_path / "missing"), tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from engine_helpers import expected_names
 
+from parallelrun.data import walk_ahead
 from parallelrun.execution import prestart
 
 # init() records what a worker sees of the job; run() echoes the file names.
@@ -146,3 +148,48 @@ def test_a_worker_started_ahead_dies_with_a_killed_driver(tmp_path: Path) -> Non
     assert res.returncode == -signal.SIGKILL, res.stderr
     assert int(res.stdout.split()[0]) > 0
     assert _wait_none_left(mark) == []
+
+
+def _big_input_job(tmp_path: Path, n: int = 6000) -> Path:
+    """A job whose input folder's directory entry is big enough to be walked by a child (walk_ahead)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(n):
+        (data / f"item-{i:06d}-{'x' * 24}.txt").write_text("x")
+    assert data.stat().st_size >= walk_ahead.MIN_DIR_BYTES
+    (tmp_path / "entry.py").write_text("import os\n\ndef run(mb):\n    return [os.path.basename(p) for p in mb]\n")
+    job = tmp_path / "job.yml"
+    job.write_text(yaml.safe_dump({"name": "early-walk", "entry_script": "entry.py", "mini_batch_size": 50,
+                                   "inputs": [{"type": "file", "path": "data"}], "process_count_per_node": 2}))
+    return job
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the walker is forked on Linux only")
+def test_a_big_input_folder_is_walked_while_the_command_starts_and_the_run_is_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = _big_input_job(tmp_path)
+    monkeypatch.setattr(prestart, "spare_cpus", lambda: 1)
+    monkeypatch.setattr(walk_ahead, "_single_threaded", lambda: True)  # pytest's own threads do not matter here
+    monkeypatch.delenv(prestart.ENV_OFF, raising=False)
+    monkeypatch.setattr(prestart, "prestart", lambda n: None)  # the walk alone: no worker in this test
+    prestart.start_for(["run", str(job)])
+    assert list(walk_ahead._early) == [str(tmp_path / "data")]  # where planning will look for it
+    prestart.discard()  # the command failed before planning: nothing is left behind
+    assert not walk_ahead._early
+
+    runs = {}
+    for off in ("1", ""):  # without, then with, everything started ahead: the same plan and output
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        res = subprocess.run([sys.executable, "-m", "parallelrun", "run", str(job), "--workspace", str(tmp_path / "ws"),
+                              "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, prestart.ENV_OFF: off})
+        assert res.returncode == 0, res.stderr
+        lines = (tmp_path / "out" / "early-walk" / "parallel_run_step.txt").read_text().splitlines()
+        run_dir = max((tmp_path / "ws" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+        meta = json.loads(subprocess.run(
+            [sys.executable, "-c", "import json, sqlite3, sys; print(json.dumps(dict(sqlite3.connect(sys.argv[1])"
+             ".execute('SELECT key, value FROM meta'))))", str(run_dir / "journal.sqlite")],
+            capture_output=True, text=True, check=True).stdout)
+        runs[off] = (lines, json.loads(meta["input_fingerprint"]))
+    assert runs["1"][0] == runs[""][0] == sorted(runs[""][0]) and len(runs[""][0]) == 6000
+    assert runs["1"][1] == runs[""][1]  # the same input fingerprint: resume sees the same inputs

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import DatasetError
 from .endpoint import check_endpoint
 from .storage import is_url, url_to_fs
-from .walk_ahead import Pending, walk_ahead
+from .walk_ahead import Pending, start_early, walk_ahead
 
 GLOB_CHARS = set("*?[")
 FileInfo = tuple[str, int, "int | str"]  # (path or URL, size, version: mtime_ns or an etag)
@@ -224,14 +224,26 @@ def iter_file_chunks_nowait(path: str, base_dir: Path,
         yield chunk
 
 
+def walk_early(path: str, base_dir: Path) -> bool:
+    """Start walking the input ``path`` in a forked child now if it is a big local folder
+    (``walk_ahead.start_early``): its planning later reads the lists this walk gives, listed sooner."""
+    if is_url(path) or GLOB_CHARS & set(path):
+        return False
+    p = _local(path, base_dir)
+    return p.is_dir() and start_early(TreeWalk(str(p)))
+
+
+def _local(path: str, base_dir: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else base_dir / p
+
+
 def _chunks(path: str, base_dir: Path, storage_options: dict | None,
             wait: bool) -> Iterator[list[FileInfo] | Pending]:
     if is_url(path):
         yield from _batched(_iter_remote(path, storage_options))
         return
-    p = Path(os.path.expanduser(path))
-    if not p.is_absolute():
-        p = base_dir / p
+    p = _local(path, base_dir)
     s = str(p)
     if GLOB_CHARS & set(path):
         matches = sorted(m for m in glob.iglob(s, recursive=True) if os.path.isfile(m))

@@ -77,11 +77,42 @@ class Pending:
         self.fd = fd
 
 
+_early: dict[str, list[tuple[int, int]]] = {}  # root -> the child walking it, forked by ``start_early``
+
+
+def start_early(walk: Walk) -> bool:
+    """Fork the child that walks a big folder now, before planning asks for it: ``parallelrun run`` calls
+    this while it is still starting up (``execution/prestart.py``), on a CPU its own start-up leaves idle.
+    :func:`walk_ahead` adopts the child when it is given a walk of the same root from its start: the
+    lists are those the walk would give, only listed sooner. Returns whether a child was started; one that
+    nobody adopts is killed and reaped by :func:`discard_early` (and dies with the driver)."""
+    if (not sys.platform.startswith("linux") or walk.root in _early or walk.next_folder != walk.root
+            or not _big(walk.root) or not _single_threaded()):
+        return False
+    children = _fork_walkers(walk.split())
+    if children is None:
+        return False
+    _early[walk.root] = children
+    return True
+
+
+def discard_early() -> None:
+    """Stop the children :func:`start_early` forked that no walk adopted."""
+    while _early:
+        _end(_early.popitem()[1], kill=True)
+
+
 def walk_ahead(walk: Walk, wait: bool = True) -> Iterator[list[Any] | Pending]:
     """``walk``'s lists, in order; once the walk is seen to be big, walked on by forked children.
 
     With ``wait=False``, a :class:`Pending` is yielded instead of waiting for a child: iterate again later.
     """
+    early = _early.pop(walk.root, None)
+    if early is not None:
+        if walk.next_folder == walk.root:  # the walk from its start: the child started early lists it
+            yield from _read(walk.root, early, 1, wait)
+            return
+        _end(early, kill=True)
     listed = 0
     may_fork = sys.platform.startswith("linux")
     while (top := walk.next_folder) is not None:

@@ -80,8 +80,15 @@ def spare_cpus() -> int:
 def plan(argv: list[str]) -> int:
     """How many workers to start ahead for the command line ``argv`` (without the program name): the
     number for ``run JOB [--workspace W] [--quiet]`` of a plain local job, 0 for anything else."""
+    found = _plain_local_job(argv)
+    return _workers_for(found[0]) if found else 0
+
+
+def _plain_local_job(argv: list[str]) -> tuple[dict[str, Any], Path] | None:
+    """The job spec (as parsed YAML) and file of ``run JOB [--workspace W] [--quiet]`` when the job plainly
+    runs on local workers; None for anything else."""
     if os.environ.get(ENV_OFF, "") not in ("", "0") or len(argv) < 2 or argv[0] != "run":
-        return 0
+        return None
     rest = argv[2:]
     while rest:  # only options that cannot change where or how the job runs
         if rest[0] in ("--quiet", "-q") or rest[0].startswith("--workspace="):
@@ -89,20 +96,25 @@ def plan(argv: list[str]) -> int:
         elif rest[0] == "--workspace" and len(rest) > 1:
             rest = rest[2:]
         else:
-            return 0
+            return None
     try:
-        text = Path(argv[1]).read_text(encoding="utf-8")
+        job = Path(argv[1])
+        text = job.read_text(encoding="utf-8")
         if "$schema" in text:  # an Azure ML v2 YAML: compiled and run another way
-            return 0
+            return None
         import yaml
 
         spec = yaml.safe_load(text)
     except Exception:  # noqa: BLE001 - whatever is wrong with the file, the command itself will say
-        return 0
+        return None
     if not isinstance(spec, dict) or "entry_script" not in spec or "type" in spec:
-        return 0
+        return None
     if spec.get("compute", "local") != "local" or spec.get("node_count", 1) != 1 or spec.get("environment"):
-        return 0
+        return None
+    return spec, job
+
+
+def _workers_for(spec: dict[str, Any]) -> int:
     n = spec.get("process_count_per_node", os.cpu_count() or 1)
     if type(n) is not int or n < 1:
         return 0
@@ -110,11 +122,37 @@ def plan(argv: list[str]) -> int:
 
 
 def start_for(argv: list[str]) -> int:
-    """Start the workers :func:`plan` says ``argv`` can use; returns how many were started."""
-    n = plan(argv)
-    if n:
+    """Start the workers :func:`plan` says ``argv`` can use, and the listing of a big input folder
+    (:func:`_walk_early`); returns how many workers were started."""
+    found = _plain_local_job(argv)
+    n = _workers_for(found[0]) if found else 0
+    if found and n:
+        _walk_early(*found)  # forked first: the walker inherits no worker's pipe
         prestart(n)
     return len(_waiting)
+
+
+def _walk_early(spec: dict[str, Any], job: Path) -> None:
+    """When the job's first input is a big local folder, start walking it now in a forked child
+    (``data.files.walk_early``; planning adopts it): its ``stat`` calls run on the CPU that the command's
+    start-up leaves idle, instead of beside the workers once the run has begun."""
+    inputs = spec.get("inputs")
+    first = inputs[0] if isinstance(inputs, list) and inputs else None
+    if not isinstance(first, dict) or first.get("datastore"):  # a datastore's path is not the job folder's
+        return
+    path = first.get("path")
+    path = path[0] if isinstance(path, list) and path else path
+    if not isinstance(path, str):
+        return
+    global _registered
+    try:
+        from ..data.files import walk_early
+
+        if walk_early(path, job.resolve().parent) and not _registered:
+            _registered = True
+            atexit.register(discard)
+    except Exception:  # noqa: BLE001 - planning walks it as usual, and says what is wrong with it
+        pass
 
 
 def prestart(n: int) -> None:
@@ -155,9 +193,13 @@ def take(python: str | None) -> tuple[Any, Any] | None:
 
 
 def discard() -> None:
-    """Stop the workers nobody took."""
+    """Stop the workers nobody took, and an input folder's walk that planning did not adopt."""
     while _waiting:
         discard_one(*_waiting.pop())
+    if "parallelrun.data.walk_ahead" in sys.modules:
+        from ..data.walk_ahead import discard_early
+
+        discard_early()
 
 
 def discard_one(p: Any, conn: Any) -> None:
