@@ -18,10 +18,10 @@ from parallelrun.errors import DatasetError
 from parallelrun.preview import plan_job
 
 KEY = base64.b64encode(b"not a real account key" * 3).decode()  # 88 characters, as Azure's
-# What a job's messages say after "nothing answered" (data/endpoint.py's ADVICE).
-JOB_ENDPOINT_ADVICE = ("Check the storage endpoint (a connection string's BlobEndpoint, an S3 endpoint_url, in the "
-                       "storage options or the backend's environment variables): is the storage service running, "
-                       "are its host and port right?")
+# What a job's messages say after "nothing answered" (data/endpoint.py's one phrase, and where a job sets it).
+JOB_ENDPOINT_ADVICE = ("Check the storage endpoint: is the storage service running, are its host and port right? "
+                       "They come from the storage options (a connection string's BlobEndpoint, an S3 endpoint_url) "
+                       "or the backend's environment variables (AZURE_STORAGE_CONNECTION_STRING, AWS_ENDPOINT_URL).")
 
 
 def _raised(fail: Callable[[], object]) -> BaseException:

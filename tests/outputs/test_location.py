@@ -124,7 +124,11 @@ def test_an_output_store_where_nothing_answers_fails_within_seconds(
     text = str(info.value)
     assert f"cannot write to the output location {backend.url}" in text and "Nothing was run" in text, text
     assert f"nothing answered at the endpoint {dead} (connection refused" in text, text
-    assert "Check the storage endpoint" in text and "credentials" not in text, text
+    assert text.endswith("Nothing was run. Check the storage endpoint: is the storage service running, are its "
+                         "host and port right? They come from the storage options (a connection string's "
+                         "BlobEndpoint, an S3 endpoint_url) or the backend's environment variables "
+                         "(AZURE_STORAGE_CONNECTION_STRING, AWS_ENDPOINT_URL)."), text
+    assert "credentials" not in text and "EndpointUnreachable" not in text, text  # the probe's words say it all
     OutputLocation.parse(backend.url, storage_options=backend.storage_options).check_writable()  # the live one
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from ..errors import DatasetError
-from .endpoint import ADVICE as ENDPOINT_ADVICE
-from .endpoint import EndpointUnreachable
+from .endpoint import FROM_STORAGE_OPTIONS, EndpointUnreachable
+from .endpoint import advice as endpoint_advice
 
 MASK = "***"
 
@@ -163,7 +163,7 @@ def listing_error(url: str, e: BaseException, storage_options: dict[str, Any] | 
         advice = (f"The storage service refused the credentials, or none were found: give them in the job spec "
                   f"({example}) or in the backend's environment variables ({variables}).")
     elif kind == "endpoint":
-        advice = ENDPOINT_ADVICE
+        advice = endpoint_advice(FROM_STORAGE_OPTIONS)
     else:
         advice = ("That is the storage service's own answer: check the path, that the container or bucket "
                   "exists, and that the credentials may list it.")

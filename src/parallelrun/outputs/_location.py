@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from ..data.endpoint import FROM_STORAGE_OPTIONS, EndpointUnreachable, check_protocol_endpoint
+from ..data.endpoint import advice as endpoint_advice
 from ..data.storage import unkeyed_options
 from ..errors import MissingExtraError, OutputError, UsageError
 from . import _compose
@@ -128,8 +130,6 @@ class OutputLocation:
         try:
             store = self.store  # first: a missing extra says which one to install
             if not self.is_local:
-                from ..data.endpoint import check_protocol_endpoint
-
                 # Within seconds when nothing answers, not after the storage SDK's retries (endpoint.py).
                 check_protocol_endpoint(self.protocol, self.storage_options)
             store.mkdirs()
@@ -313,6 +313,8 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno == errno.EROFS:
         return "the file system is read-only"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, EndpointUnreachable):  # our probe's words say it all; its class name is internal
+        return text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
@@ -323,9 +325,7 @@ def _advice(e: BaseException, url: str) -> str:
                                                                                    errno.EROFS)):
         return f"Make {url} writable for this user, or choose another output."
     if "://" in url and isinstance(e, ConnectionError):  # nothing answered (data/endpoint.py's probe)
-        from ..data.endpoint import ADVICE
-
-        return ADVICE
+        return endpoint_advice(FROM_STORAGE_OPTIONS)
     if "://" in url:
         return ("Check the URL, that the container or bucket exists, and the credentials "
                 "(storage_options in the job spec, or the backend's environment variables).")
