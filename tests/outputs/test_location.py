@@ -36,6 +36,21 @@ def test_an_object_store_url_is_never_a_local_folder(tmp_path: Path, monkeypatch
     assert list(tmp_path.iterdir()) == []  # no folder named "az:"
 
 
+def test_output_options_are_keyed_or_the_filesystems_own_never_a_mix() -> None:
+    """A mix used to keep the keyed part and drop the rest without a word."""
+    own = {"account_name": "acct", "connection_string": "AccountName=acct;AccountKey=c2VjcmV0c2VjcmV0"}
+    assert OutputLocation.parse("az://results/embed", storage_options=own).storage_options == own
+    assert OutputLocation.parse("s3://b/out", storage_options={"client_kwargs": {"region_name": "x"}}) \
+        .storage_options == {"client_kwargs": {"region_name": "x"}}  # a dict, yet not under a protocol
+    assert OutputLocation.parse("s3://b/out", storage_options={"gcs": {"token": "t"}}).storage_options == {}
+    with pytest.raises(UsageError) as info:
+        OutputLocation.parse("az://results/embed", storage_options={"s3": {"anon": True}, **own})
+    assert str(info.value) == (
+        "the storage_options for the output az://results/embed mix options keyed by protocol (s3) with options "
+        "under no protocol (account_name, connection_string), which would be ignored. Put those under their "
+        'protocol too: {"az": {"account_name": ..., "connection_string": ...}}.')
+
+
 @pytest.mark.parametrize(("output", "pattern"), [
     ("gs://bucket/out", r"cannot write to gs:// locations.*az://.*s3://"),
     ("s3://", r"names no container or bucket"),
@@ -109,7 +124,11 @@ def test_an_output_store_where_nothing_answers_fails_within_seconds(
     text = str(info.value)
     assert f"cannot write to the output location {backend.url}" in text and "Nothing was run" in text, text
     assert f"nothing answered at the endpoint {dead} (connection refused" in text, text
-    assert "Check the storage endpoint" in text and "credentials" not in text, text
+    assert text.endswith("Nothing was run. Check the storage endpoint: is the storage service running, are its "
+                         "host and port right? They come from the storage options (a connection string's "
+                         "BlobEndpoint, an S3 endpoint_url) or the backend's environment variables "
+                         "(AZURE_STORAGE_CONNECTION_STRING, AWS_ENDPOINT_URL)."), text
+    assert "credentials" not in text and "EndpointUnreachable" not in text, text  # the probe's words say it all
     OutputLocation.parse(backend.url, storage_options=backend.storage_options).check_writable()  # the live one
 
 @pytest.fixture

@@ -16,6 +16,10 @@ from parallelrun import DatasetError, UsageError, run_job
 from parallelrun.config import JobSpec
 from parallelrun.workspace import Dataset, Datastore, Workspace
 
+# The one phrase after "nothing answered" (data/endpoint.py), and what a datastore's messages add to it.
+ENDPOINT_ADVICE = "Check the storage endpoint: is the storage service running, are its host and port right?"
+DATASTORE_REMEDY = "To change them, re-register the datastore with overwrite=True."
+
 
 def _listing_error(ws: Workspace, store: Datastore) -> str:
     with pytest.raises(DatasetError) as info:
@@ -74,15 +78,17 @@ def test_nothing_listening_blames_the_endpoint(tmp_path: Path, request: pytest.F
     t0 = time.monotonic()
     text = _listing_error(ws, store)
     assert time.monotonic() - t0 < 10, text
-    assert f"nothing answered at the endpoint {dead} (connection refused" in text, text
-    assert "check the datastore's endpoint" in text, text
+    port = dead.split(":")[2].split("/")[0]
+    said = f"nothing answered at the endpoint {dead} (connection refused: nothing listens on port {port} of 127.0.0.1)"
+    # The probe's words alone: not its class name, nor the socket error it raised over (`from None`).
+    assert f"failed: {said}. {ENDPOINT_ADVICE} {DATASTORE_REMEDY}" in text, text
+    assert text.endswith(DATASTORE_REMEDY) and "Errno" not in text and " <- " not in text, text
     t0 = time.monotonic()
     with pytest.raises(UsageError) as info:  # the datastore's own operations too
         store.download(tmp_path / "down", show_progress=False)
     assert time.monotonic() - t0 < 10, str(info.value)
-    assert dead in str(info.value) and "Check the datastore's endpoint: is the storage service running" \
-        in str(info.value), str(info.value)
-    assert "credentials" not in str(info.value)  # no request was made: they are not in question
+    assert str(info.value) == (f"connecting on datastore 'dead' ({store.url()}) failed: {said}. {ENDPOINT_ADVICE} "
+                               f"{DATASTORE_REMEDY}")  # no request was made: credentials are not in question
 
 
 @pytest.mark.parametrize("dead_store", DEAD_STORES)
@@ -103,8 +109,11 @@ def test_a_job_whose_input_store_does_not_answer_stops_within_seconds(
     assert time.monotonic() - t0 < 10, str(info.value)
     assert info.value.exit_code == 2
     assert f"cannot list the input {store.url('images')}" in str(info.value), str(info.value)
-    assert f"nothing answered at the endpoint {dead}" in str(info.value), str(info.value)
-    assert "is the storage service running" in str(info.value), str(info.value)
+    assert f"nothing answered at the endpoint {dead} (connection refused" in str(info.value), str(info.value)
+    assert str(info.value).endswith(f"Nothing was run. {ENDPOINT_ADVICE} They come from the storage options (a "
+                                    "connection string's BlobEndpoint, an S3 endpoint_url) or the backend's "
+                                    "environment variables (AZURE_STORAGE_CONNECTION_STRING, AWS_ENDPOINT_URL)."), \
+        str(info.value)
 
 
 @pytest.mark.parametrize("dead_store", DEAD_STORES)
@@ -127,4 +136,22 @@ def test_pipeline_reuse_checks_of_a_store_that_does_not_answer_stop_within_secon
         text = str(info.value)
         assert time.monotonic() - t0 < 10, text
         assert f"{doing} {earlier} failed: nothing answered at the endpoint {dead} (connection refused" in text, text
-        assert "Check the endpoint of the datastore it is on: is the storage service running" in text, text
+        assert text.endswith(f"{ENDPOINT_ADVICE} To change them, re-register the datastore with overwrite=True, "
+                             "then run the pipeline again."), text
+
+
+def test_a_dataset_url_whose_store_does_not_answer_points_at_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset path given as a URL is listed with no datastore's options: its endpoint comes from the
+    backend's environment variables, and re-registering a datastore would fix nothing."""
+    pytest.importorskip("adlfs", reason="install the azure extra: pip install 'parallelrun[azure]'")
+    port = _unused_port()
+    dead = f"http://127.0.0.1:{port}/acct"
+    key = base64.b64encode(b"not the key" * 6).decode()
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", f"AccountName=acct;AccountKey={key};BlobEndpoint={dead}")
+    with pytest.raises(DatasetError) as info:
+        Dataset.File.from_files(path="az://c1/images/**")
+    assert str(info.value) == (
+        f"listing the dataset path 'az://c1/images/**' (az://c1/images/**) failed: nothing answered at the endpoint "
+        f"{dead} (connection refused: nothing listens on port {port} of 127.0.0.1). {ENDPOINT_ADVICE} They come "
+        "from the backend's environment variables (AZURE_STORAGE_CONNECTION_STRING, AWS_ENDPOINT_URL).")

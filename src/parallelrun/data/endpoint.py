@@ -33,10 +33,16 @@ from urllib.parse import urlsplit
 # working network, and is still far below the SDKs' minutes for a host that never answers.
 CONNECT_TIMEOUT = 5.0
 
-# What a caller tells the user to check after ``EndpointUnreachable`` (inputs and outputs alike).
-ADVICE = ("Check the storage endpoint (a connection string's BlobEndpoint, an S3 endpoint_url, in the storage "
-          "options or the backend's environment variables): is the storage service running, are its host and "
-          "port right?")
+# What every message says after ``EndpointUnreachable``: a job's inputs and output, a dataset's listing, a
+# datastore's operations, a pipeline's checks. ``advice`` appends what the caller knows about fixing it.
+ADVICE = "Check the storage endpoint: is the storage service running, are its host and port right?"
+# Where a job's endpoints come from (its inputs and output): the remedy its messages append.
+FROM_STORAGE_OPTIONS = ("They come from the storage options (a connection string's BlobEndpoint, an S3 "
+                        "endpoint_url) or the backend's environment variables (AZURE_STORAGE_CONNECTION_STRING, "
+                        "AWS_ENDPOINT_URL).")
+# ... and a URL's read with no storage options (a dataset's path given as a URL).
+FROM_ENVIRONMENT = ("They come from the backend's environment variables (AZURE_STORAGE_CONNECTION_STRING, "
+                    "AWS_ENDPOINT_URL).")
 
 _AZURE = ("az", "abfs", "abfss")
 _S3 = ("s3", "s3a")
@@ -52,6 +58,12 @@ class EndpointUnreachable(ConnectionError):
         self.endpoint = endpoint
         self.reason = reason
         super().__init__(f"nothing answered at the endpoint {endpoint} ({reason})")
+
+
+def advice(remedy: str = "") -> str:
+    """``ADVICE``, then ``remedy``: where the endpoint is set or how to change it (re-register the datastore,
+    ...), when the caller knows."""
+    return f"{ADVICE} {remedy}" if remedy else ADVICE
 
 
 @dataclass(frozen=True)

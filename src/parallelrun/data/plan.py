@@ -21,8 +21,6 @@ from .. import config
 from ..config import DEFAULT_FILE_BATCH, DEFAULT_TABULAR_BATCH, JobSpec
 from ..errors import DatasetError, ParallelRunError, ResumeError
 from .batches import FileBatch, MiniBatch
-from .endpoint import ADVICE as ENDPOINT_ADVICE
-from .endpoint import EndpointUnreachable
 from .files import iter_file_chunks, iter_file_chunks_nowait
 from .storage import is_url, job_storage_options
 from .storage_errors import listing_error
@@ -153,9 +151,6 @@ class Plan:
                                                for p, s, v in chunk]).encode())
                     self.files += len(chunk)
                     yield chunk
-            except EndpointUnreachable as e:
-                raise DatasetError(f"cannot list the input {entry}: {e}. Nothing was run. {ENDPOINT_ADVICE}") \
-                    from None
             except ParallelRunError:
                 raise
             except Exception as e:

@@ -1,10 +1,11 @@
 """A storage request's failure as words for a message: the service's (or SDK's) own text, what kind of
 failure it was, and every secret masked.
 
-``service_error`` walks an exception's causes (fsspec backends wrap the SDK's error, which wraps the HTTP
-answer) and says whether the credentials were refused or missing, nothing answered, or something else
-happened; each caller adds advice that fits what it was doing (a datastore, a job's input). ``redact``
-masks secrets in any text that may quote them, since an SDK's message can echo a connection string.
+``service_error`` walks an exception's causes as a traceback shows them (fsspec backends wrap the SDK's
+error, which wraps the HTTP answer; a context dropped with ``raise ... from None`` is not quoted) and says
+whether the credentials were refused or missing, nothing answered, or something else happened; each caller
+adds advice that fits what it was doing (a datastore, a job's input). ``redact`` masks secrets in any text
+that may quote them, since an SDK's message can echo a connection string.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from ..errors import DatasetError
-from .endpoint import ADVICE as ENDPOINT_ADVICE
+from .endpoint import FROM_STORAGE_OPTIONS, EndpointUnreachable
+from .endpoint import advice as endpoint_advice
 
 MASK = "***"
 
@@ -35,6 +37,10 @@ _CREDENTIAL_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "Credenti
                       "ClientAuthenticationError", "AzureSigningError"}
 
 Kind = Literal["credentials", "endpoint", "service"]
+
+# Fields of an Azure connection string that are not credentials (with every ``*Endpoint``): what
+# ``_datastore_blob`` keeps in the catalog, and what a user must see to check an account or an endpoint.
+_PUBLIC_FIELDS = ("accountname", "defaultendpointsprotocol", "endpointsuffix")
 
 # Names of storage options (adlfs, s3fs, botocore) whose values are credentials: masked in messages. The
 # others (an endpoint, a region, an account name) stay readable: they are what the user must check.
@@ -62,9 +68,13 @@ def redact(text: str, secrets: Iterable[str]) -> str:
             anywhere.add(s)
         elif len(s) >= _AS_WORD:
             words.add(s)
-        # A connection string or SAS token may be echoed in pieces (AccountKey=..., sig=...).
+        # A connection string or SAS token may be echoed in pieces (AccountKey=..., sig=...). Its public
+        # fields stay readable: the account name and the endpoints are what a message asks the user to check.
         for piece in s.replace("&", ";").split(";"):
-            value = piece.split("=", 1)[1] if "=" in piece else piece
+            name, sep, value = piece.partition("=")
+            if sep and _is_public_field(name):
+                continue
+            value = value if sep else piece
             if len(value) >= _ANYWHERE:
                 anywhere.add(value)
     for p in sorted(anywhere, key=len, reverse=True):
@@ -74,10 +84,18 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def _is_public_field(name: str) -> bool:
+    """Whether a connection string's field names something public (``AccountName``, ``BlobEndpoint``,
+    ``EndpointSuffix``, ``DefaultEndpointsProtocol``), not a credential (``AccountKey``,
+    ``SharedAccessSignature``); an unknown field counts as a credential."""
+    name = name.strip().lower()
+    return name in _PUBLIC_FIELDS or name.endswith("endpoint")
+
+
 def service_error(e: BaseException) -> tuple[str, Kind]:
-    """The storage service's own message for a failed request (up to three links of the cause chain) and
-    its kind: ``credentials`` (refused with 401/403, or none found), ``endpoint`` (nothing answered), or
-    ``service`` (anything else: the message says what)."""
+    """The storage service's own message for a failed request (up to three links of the cause chain, as a
+    traceback shows it: ``_next_link``) and its kind: ``credentials`` (refused with 401/403, or none found),
+    ``endpoint`` (nothing answered), or ``service`` (anything else: the message says what)."""
     parts: list[str] = []
     status = None
     credentials = False
@@ -88,16 +106,27 @@ def service_error(e: BaseException) -> tuple[str, Kind]:
         msg = str(getattr(cur, "message", "") or cur).strip()
         first = msg.splitlines()[0] if msg else type(cur).__name__
         if first and first not in parts:
-            parts.append(f"{type(cur).__name__}: {first}" if not parts else first)
+            # An SDK's class name says what failed (ClientAuthenticationError); our probe's words say it all.
+            named = not parts and not isinstance(cur, EndpointUnreachable)
+            parts.append(f"{type(cur).__name__}: {first}" if named else first)
         status = status or _status_of(cur)
         credentials = credentials or type(cur).__name__ in _CREDENTIAL_ERRORS
-        cur = cur.__cause__ or cur.__context__
-    text = " <- ".join(parts[:3])
+        cur = _next_link(cur)
+    text = " <- ".join(parts[:3]).rstrip(".")  # every caller goes on with ". ", and Azure's text ends with one
     if credentials or status in (401, 403):
         return text, "credentials"
     if isinstance(e, (ConnectionError, TimeoutError)) or "connect" in text.lower() and status is None:
         return text, "endpoint"
     return text, "service"
+
+
+def _next_link(e: BaseException) -> BaseException | None:
+    """The exception ``e`` came from, as a traceback shows it: its ``__cause__`` (``raise ... from``), else its
+    ``__context__`` unless the code suppressed it (``raise ... from None``: the one raising it judged it noise,
+    such as the ``ConnectionRefusedError`` behind ``EndpointUnreachable``)."""
+    if e.__cause__ is not None:
+        return e.__cause__
+    return None if e.__suppress_context__ else e.__context__
 
 
 def _status_of(e: BaseException) -> int | None:
@@ -134,7 +163,7 @@ def listing_error(url: str, e: BaseException, storage_options: dict[str, Any] | 
         advice = (f"The storage service refused the credentials, or none were found: give them in the job spec "
                   f"({example}) or in the backend's environment variables ({variables}).")
     elif kind == "endpoint":
-        advice = ENDPOINT_ADVICE
+        advice = endpoint_advice(FROM_STORAGE_OPTIONS)
     else:
         advice = ("That is the storage service's own answer: check the path, that the container or bucket "
                   "exists, and that the credentials may list it.")

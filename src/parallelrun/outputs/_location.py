@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from ..data.endpoint import FROM_STORAGE_OPTIONS, EndpointUnreachable, check_protocol_endpoint
+from ..data.endpoint import advice as endpoint_advice
+from ..data.storage import unkeyed_options
 from ..errors import MissingExtraError, OutputError, UsageError
 from . import _compose
 from ._claim import OutputClaim
@@ -56,8 +59,9 @@ class OutputLocation:
         """Parse the job spec's ``output``. Relative local paths are resolved against ``base_dir``.
 
         ``storage_options`` is either keyed by protocol (``{"az": {...}, "s3": {...}}``, as for inputs) or
-        the keyword arguments of this location's filesystem. Raises ``UsageError`` for a scheme we cannot
-        write to, ``MissingExtraError`` (exit 2, names the pip command) when its backend is not installed.
+        the keyword arguments of this location's filesystem, not a mix of both. Raises ``UsageError`` for a
+        scheme we cannot write to or such a mix, ``MissingExtraError`` (exit 2, names the pip command) when
+        its backend is not installed.
         """
         text = str(output).strip()
         if not text:
@@ -81,12 +85,8 @@ class OutputLocation:
         rest = text.split("://", 1)[1].strip("/")
         if not rest:
             raise UsageError(f"output {text!r} names no container or bucket. Example: output: {scheme}://results/embed")
-        opts = storage_options or {}
-        if isinstance(opts.get(scheme), dict):
-            opts = opts[scheme]
-        elif any(isinstance(v, dict) and k in _BACKENDS for k, v in opts.items()):
-            opts = {}
-        return cls(url=f"{scheme}://{rest}", protocol=scheme, storage_options=dict(opts))
+        return cls(url=f"{scheme}://{rest}", protocol=scheme, storage_options=_own_options(text, scheme,
+                                                                                          storage_options))
 
     # --- the store --------------------------------------------------------------------------------------
     @property
@@ -130,8 +130,6 @@ class OutputLocation:
         try:
             store = self.store  # first: a missing extra says which one to install
             if not self.is_local:
-                from ..data.endpoint import check_protocol_endpoint
-
                 # Within seconds when nothing answers, not after the storage SDK's retries (endpoint.py).
                 check_protocol_endpoint(self.protocol, self.storage_options)
             store.mkdirs()
@@ -283,6 +281,22 @@ class OutputLocation:
             store.remove_dir(PARTS_DIR)
 
 
+def _own_options(output: str, protocol: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The options of the output's filesystem: its protocol's entry of options keyed by protocol, or the
+    options themselves when none is keyed (a filesystem's own). ``UsageError`` for a mix of both, whose
+    unkeyed part would otherwise be dropped without a word."""
+    options = options or {}
+    loose = unkeyed_options(options)
+    if loose and len(loose) < len(options):
+        keyed = ", ".join(k for k in options if k not in loose)
+        names = ", ".join(f'"{n}": ...' for n in loose)
+        raise UsageError(
+            f"the storage_options for the output {output} mix options keyed by protocol ({keyed}) with options "
+            f"under no protocol ({', '.join(loose)}), which would be ignored. Put those under their protocol "
+            f'too: {{"{protocol}": {{{names}}}}}.')
+    return dict(options) if loose else dict(options.get(protocol) or {})
+
+
 def _check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
         raise UsageError(f"output_layout {layout!r} is not one of {', '.join(LAYOUTS)}. Example: output_layout: file")
@@ -301,6 +315,8 @@ def _reason(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno == errno.EROFS:
         return "the file system is read-only"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, EndpointUnreachable):  # our probe's words say it all; its class name is internal
+        return text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
@@ -311,9 +327,7 @@ def _advice(e: BaseException, url: str) -> str:
                                                                                    errno.EROFS)):
         return f"Make {url} writable for this user, or choose another output."
     if "://" in url and isinstance(e, ConnectionError):  # nothing answered (data/endpoint.py's probe)
-        from ..data.endpoint import ADVICE
-
-        return ADVICE
+        return endpoint_advice(FROM_STORAGE_OPTIONS)
     if "://" in url:
         return ("Check the URL, that the container or bucket exists, and the credentials "
                 "(storage_options in the job spec, or the backend's environment variables).")

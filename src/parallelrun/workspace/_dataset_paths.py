@@ -12,20 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.endpoint import FROM_ENVIRONMENT
+from ..data.endpoint import advice as endpoint_advice
 from ..data.files import NoFileMatched, iter_files
 from ..data.storage import is_url
-from ..data.storage_errors import redact, service_error
+from ..data.storage_errors import Kind, redact, service_error
 from ..errors import DatasetError, ParallelRunError, UsageError
-from .datastore import DataPath, Datastore, clean_relative
+from .datastore import DataPath, Datastore, clean_relative, endpoint_remedy
 from .workspace import Workspace
 
 _GLOB = re.compile(r"[*?\[]")
 # What to check, by the kind of storage failure (``storage_errors.service_error``): credentials only when the
-# service refused them (or none were found), the endpoint only when nothing answered.
+# service refused them (or none were found), the endpoint only when nothing answered (``Source.advice``).
 _ADVICE = {
     "credentials": "The service refused the credentials (or none were found): check the datastore's account "
                    "key, SAS token or secret.",
-    "endpoint": "Nothing answered: check the datastore's endpoint (is the service running and reachable?).",
     "service": "That is the storage service's own answer; see its message above.",
 }
 
@@ -50,6 +51,13 @@ class Source:
         if ws is None or ws == self.datastore.workspace:
             return Datastore.get(self.datastore.workspace, self.datastore.name)  # fresh definition
         return Datastore.get(ws, self.datastore.name)
+
+    def advice(self, kind: Kind) -> str:
+        """What to check after a listing failure of ``kind``; nothing answering is the endpoint's fault, which a
+        datastore's registration sets, and the backend's environment variables for a URL."""
+        if kind != "endpoint":
+            return _ADVICE[kind]
+        return endpoint_advice(endpoint_remedy() if self.datastore else FROM_ENVIRONMENT)
 
     def describe(self) -> str:
         return f"datastore {self.datastore.name!r} path {self.path!r}" if self.datastore else repr(self.path)
@@ -117,9 +125,8 @@ def list_files(sources: list[Source], ws: Workspace | None = None) -> Iterator[t
             ws_ = ws or (src.datastore.workspace if src.datastore else None)
             text, kind = service_error(e)
             text = redact(text, ws_._secrets.values() if ws_ else [])
-            advice = _ADVICE[kind]
-            raise DatasetError(f"listing the dataset path {src.describe()} ({url}) failed: {text}. {advice}") \
-                from None
+            raise DatasetError(f"listing the dataset path {src.describe()} ({url}) failed: {text}. "
+                               f"{src.advice(kind)}") from None
 
 
 def merge_storage_options(parts: Any) -> dict[str, dict[str, Any]]:

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ..data.endpoint import EndpointUnreachable, check_endpoint
+from ..data.endpoint import advice as endpoint_advice
 from ..data.files import GLOB_CHARS, iter_files
 from ..data.storage import is_url, url_to_fs
 from ..errors import UsageError
 from ._dataset_paths import relative_path
+from .datastore import endpoint_remedy
 
 
 def link_or_copy(src: str, dst: str) -> None:
@@ -82,10 +84,8 @@ def _remote(url: str, options: dict[str, Any], doing: str) -> tuple[Any, str]:
     try:
         check_endpoint(url, options)
     except EndpointUnreachable as e:
-        raise UsageError(
-            f"{doing} {url} failed: {e}. Check the endpoint of the datastore it is on: is the storage service "
-            "running, are its host and port right? (Re-register the datastore with overwrite=True to fix "
-            "them, then run the pipeline again.)") from None
+        advice = endpoint_advice(endpoint_remedy(then="run the pipeline again"))
+        raise UsageError(f"{doing} {url} failed: {e}. {advice}") from None
     return found
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.endpoint import EndpointUnreachable, check_endpoint
+from ..data.endpoint import advice as endpoint_advice
 from ..data.storage import url_to_fs
 from ..data.storage_errors import redact
 from ..errors import MissingExtraError, ParallelRunError, UsageError
@@ -30,7 +31,7 @@ from .data_path import DataPath, clean_relative
 from .workspace import Workspace, register_asset
 
 # DataPath and clean_relative are re-exported: they were always imported from here.
-__all__ = ["DataPath", "Datastore", "backend", "clean_relative", "register_backend"]
+__all__ = ["DataPath", "Datastore", "backend", "clean_relative", "endpoint_remedy", "register_backend"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$")
 
@@ -276,15 +277,16 @@ class Datastore:
         except (ParallelRunError, MissingExtraError):
             raise
         except Exception as e:
-            text = redact(f"{type(e).__name__}: {e}", self.workspace._secrets.values())
-            where = self.url("")
-            advice = ("Check the datastore's endpoint and credentials (re-register it with overwrite=True to "
-                      "fix them) and that the container or bucket exists.")
             if isinstance(e, EndpointUnreachable):  # no request was made: credentials are not in question
-                advice = ("Check the datastore's endpoint: is the storage service running, are its host and "
-                          "port right? (Re-register the datastore with overwrite=True to fix them.)")
+                text, advice = str(e), endpoint_advice(endpoint_remedy())
+            else:
+                text = f"{type(e).__name__}: {e}"
+                advice = ("Check the datastore's endpoint and credentials (re-register it with overwrite=True to "
+                          "fix them) and that the container or bucket exists.")
+            text = redact(text, self.workspace._secrets.values())
             # ``from None``: the original exception's text may quote a credential (a connection string).
-            raise UsageError(f"{what} on datastore {self.name!r} ({where}) failed: {text}. {advice}") from None
+            raise UsageError(f"{what} on datastore {self.name!r} ({self.url('')}) failed: {text}. {advice}") \
+                from None
 
     def _create_root(self) -> None:
         fs, root = self._fs()
@@ -370,6 +372,12 @@ class Datastore:
             start = f"{root}/{folder}" if folder else root
             found = fs.find(start, detail=True)
         return sorted(k[len(root) + 1:] for k, v in found.items() if v.get("type", "file") == "file")
+
+
+def endpoint_remedy(then: str = "") -> str:
+    """What changes a datastore's endpoint, said after ``data.endpoint.ADVICE`` when nothing answered there;
+    ``then``: what to do next (run the pipeline again)."""
+    return f"To change them, re-register the datastore with overwrite=True{', then ' + then if then else ''}."
 
 
 register_asset("datastore", Datastore.get)
