@@ -11,8 +11,8 @@ import pytest
 from parallelrun.config import validate_spec
 from parallelrun.execution.base import WorkerState
 from parallelrun.execution.messages import Event, Outcome, WorkerLost
-from parallelrun.execution.ray_actor import RunningNote, running_marker
 from parallelrun.execution.ray_executor import RayExecutor
+from parallelrun.execution.running_note import RunningNote, running_marker
 from parallelrun.execution.worker import WorkerConfig
 
 pytestmark = pytest.mark.ray

@@ -18,8 +18,11 @@ Throughput with tiny mini-batches comes from amortising the per-message cost:
   long batches take, and a worker is refilled only once half its queue is done;
 - ``submit`` only queues: everything submitted for a worker in one turn of the driver loop travels in one
   message, sent when the driver next ``poll``s;
-- a worker sends each outcome as soon as it has it (its output already written as a part, see
-  ``parallelrun.outputs``), and ``poll`` reads every outcome that is waiting in one go.
+- a worker sends each outcome once it has it (its output already written as a part, see
+  ``parallelrun.outputs``), those of quick batches a few to one write (``worker.py``, ``Outbox``), and
+  ``poll`` reads every outcome that is waiting in one go. A worker notes the batch it runs
+  (``running_note.py``), so that when it dies or times out, the batches whose outcomes it still held go
+  back unstarted and only the running one fails.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .base import WorkerState
 from .messages import Event, InitFailed, Outcome, Ready, Stop, Work
 from .pool import WorkerPool
 from .reaper import Reaper
+from .running_note import running_position
 from .worker import WorkerConfig, worker_main
 
 _CAUSES = {
@@ -255,6 +259,11 @@ class LocalExecutor(WorkerPool[_Proc]):
 
     def _spawn_replacement(self, name: str) -> str | None:
         return self._spawn()
+
+    def _running_position(self, name: str, st: WorkerState) -> int:
+        """A worker sends the outcomes of quick batches a few at a time (``worker.py``): when it dies or
+        times out, the ones it held had ended; its note says which batch was running."""
+        return running_position(self.log_dir, name, st.queue)
 
     def _forget(self, name: str) -> None:
         """Stop watching a worker, kill it and its process group, reap it."""

@@ -152,22 +152,27 @@ class WorkerPool(Executor, Generic[H]):
         events.append(outcome if outcome.worker == name else outcome.with_worker(name))
 
     def _running_position(self, name: str, st: WorkerState) -> int:
-        """Where in its queue a worker that just died was: 0 (the head) unless the backend knows better
-        (a Ray actor's reply for a finished batch can die with it: that batch is then not the one running)."""
+        """Where in its queue a worker that died or timed out was: 0 (the head) unless the backend knows
+        better (``running_note.py``: a Ray actor's reply, or the outcomes a local worker held a moment, can
+        die with it, and the batches they were for are then not the one running)."""
         return 0
+
+    def _return_ended(self, name: str, st: WorkerState, events: list[Event]) -> None:
+        """Before failing a gone worker's running batch: the batches ahead of it in its queue had ended, but
+        their outcomes went with the worker. They go back unstarted (no attempt used; a part they wrote was
+        never committed), as if never sent."""
+        pos = self._running_position(name, st) if st.ready else 0
+        if pos:
+            for index, attempt in st.queue[:pos]:
+                events.append(Outcome(st.name, index, attempt, "returned"))
+            del st.queue[:pos]
 
     def _lost(self, name: str, cause: str, events: list[Event], pid: int | None = None) -> None:
         """A worker died: its running batch fails (``lost``), the queued ones go back, a replacement starts."""
         st = self._states.get(name)
         if st is None:
             return
-        pos = self._running_position(name, st) if st.ready else 0
-        if pos:
-            # The batches before the running one finished but their outcomes died with the worker: they go
-            # back unstarted (no attempt used; a part they wrote was never committed), as if never sent.
-            for index, attempt in st.queue[:pos]:
-                events.append(Outcome(st.name, index, attempt, "returned"))
-            del st.queue[:pos]
+        self._return_ended(name, st, events)
         self._forget(name)
         self._remove(name)
         if not st.ready:
@@ -187,6 +192,7 @@ class WorkerPool(Executor, Generic[H]):
         now = time.monotonic()
         for name, st in list(self._states.items()):
             if st.queue and now - st.started_at > self.timeout:
+                self._return_ended(name, st, events)
                 index = st.queue[0][0]
                 # Where run() is stuck: its stack, asked for before the kill (a few ms; at most 2 s).
                 frames = (stacks.capture(self.log_dir, name, st.pid, timeout=2.0, user_only=True)

@@ -4,8 +4,8 @@ driver's side).
 The actor's ``run`` calls (several mini-batches each) run one at a time, in order, on its call thread, which
 also runs ``start`` (set-up and ``init()``) and ``stop``; ``take`` (the outcomes ended so far) and ``offer``
 (batches to fetch ahead) run on threads of their own, so they answer while ``run()`` works or hangs. The actor
-notes each batch it starts in ``logs/sys/<worker>.running`` (:class:`RunningNote`), which the driver reads
-when the actor dies to tell the batch it was running from the ones that had ended.
+notes each batch it starts (``running_note.py``), which the driver reads when the actor dies to tell the
+batch it was running from the ones that had ended.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from ..data.batches import MiniBatch
 from ..errors import UserCodeError
 from .messages import Outcome, error_outcome
+from .running_note import RunningNote, running_marker
 from .worker import WorkerConfig
 
 #: once ``take`` has an outcome, seconds it waits for more (what a commit may wait; negligible next to
@@ -99,41 +100,6 @@ class RayWorker:
             self.rt.shutdown()
         self.marker.close()
         return True
-
-
-def running_marker(log_dir: str, agent: str) -> str:
-    """The file where an actor notes the batch it starts (``index attempt``), read by the driver when it dies."""
-    return os.path.join(log_dir, "sys", f"{agent}.running")
-
-
-class RunningNote:
-    """The actor's note of the batch it is running, kept open and rewritten in place for each batch.
-
-    Opening, writing and closing a file per batch cost about a millisecond here (more than a quick batch's
-    run()); one ``pwrite`` of a fixed width costs microseconds. Best effort: without the note (a node whose
-    logs folder the driver does not see) the driver takes the head of the actor's queue for the running batch.
-    """
-
-    def __init__(self, path: str | None) -> None:
-        self.fd: int | None = None
-        if path is not None:
-            try:
-                self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            except OSError:
-                pass
-
-    def note(self, index: int, attempt: int) -> None:
-        if self.fd is None:
-            return
-        try:
-            os.pwrite(self.fd, f"{index:>20} {attempt:>6}".encode("ascii"), 0)  # same width: no truncation
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 def _relocate(cfg: WorkerConfig, shipped_root: str | None) -> WorkerConfig:

@@ -45,7 +45,7 @@ from ..data.batches import FileBatch, MiniBatch
 from .base import WorkerState
 from .messages import Event
 from .pool import WorkerPool
-from .ray_actor import running_marker
+from .running_note import running_position
 from .worker import WorkerConfig, has_remote
 
 #: seconds between liveness pings of an actor that holds no mini-batch
@@ -190,12 +190,7 @@ class RayCalls(WorkerPool[ActorCalls]):
         the next batch's run()), the reply of the ended one can be lost with it, so the head of its queue is
         not always the batch it died in. The actor notes each batch it starts; on this machine (or a shared
         logs folder) that note says which one ran."""
-        try:
-            with open(running_marker(self.cfg.log_dir, name), encoding="ascii") as f:
-                index, attempt = (int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            return 0
-        return next((pos for pos, entry in enumerate(st.queue) if entry == (index, attempt)), 0)
+        return running_position(self.cfg.log_dir, name, st.queue)
 
     def _ping_idle(self, now: float) -> None:
         for name, a in self._handles.items():

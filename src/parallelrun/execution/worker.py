@@ -34,7 +34,9 @@ from ..journal_records import FailedItem  # not ..journal: a worker never needs 
 from ..outputs import OutputLocation, PartRecord, PartWriter, format_result
 from .entry import EntryPoints, MiniBatchContext, load_entry_script, to_user_error
 from .messages import InitFailed, Outcome, Ready, Work, error_outcome
+from .outbox import QUICK, Outbox
 from .outcome_log import OutcomeLog
+from .running_note import RunningNote, running_marker
 from .staging import InputStage, has_remote
 
 __all__ = ["WorkerConfig", "WorkerRuntime", "die_with_parent", "has_remote", "worker_main"]
@@ -320,8 +322,18 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
                 inbox.put(item)
 
     threading.Thread(target=reader, name="parallelrun-inbox", daemon=True).start()
-    while (item := inbox.get()) is not None:
+    outbox = Outbox(conn)
+    note = RunningNote(running_marker(cfg.log_dir, cfg.agent_name) if cfg.redirect_output else None)
+    while True:
+        try:
+            item = inbox.get_nowait() if outbox.holding else inbox.get()
+        except queue.Empty:  # nothing more to run now: the driver hears of every batch that ended
+            outbox.flush()
+            item = inbox.get()
+        if item is None:
+            break
         batch, attempt = item
+        note.note(batch.index, attempt)
         outcome = rt.process(batch, attempt)
         # Pickled once, for the log and the pipe (the driver reads the pipe's frames as Connection.recv would).
         data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
@@ -330,7 +342,9 @@ def worker_main(conn: Any, cfg: WorkerConfig) -> None:
             # being isolated are not logged: a piece's outcome is not the batch's, and a resume runs
             # the unfinished pieces again (they are journaled).
             log.write(outcome, data)
-        conn.send_bytes(data)
+        outbox.add(data, hold=outcome.seconds < QUICK)
+    outbox.flush()
+    note.close()
     if log is not None:
         log.close()
     rt.shutdown()
