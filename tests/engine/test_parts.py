@@ -93,8 +93,9 @@ def run(mini_batch):
     if "f008.txt" in names and not os.path.exists(marker):
         open(marker, "w").close()
         def stop(frame, event, arg):
-            # Sending this batch's outcome: its part is written and logged, the driver has not seen it.
-            if event == "call" and frame.f_code.co_name.startswith("send") and "multiprocessing" in frame.f_code.co_filename:
+            # Sending this batch's outcome (execution/outbox.py): its part is written and logged, the driver
+            # has not seen it.
+            if event == "call" and frame.f_code.co_name == "flush" and frame.f_code.co_filename.endswith("outbox.py"):
                 os.kill(os.getppid(), signal.SIGKILL)
                 time.sleep(30)  # the worker dies with its driver (PR_SET_PDEATHSIG)
         sys.setprofile(stop)
