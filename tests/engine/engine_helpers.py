@@ -75,6 +75,17 @@ def make_job(root: Path, script: str, *, n_files: int = 12, **spec: Any) -> JobF
     return JobFolder(root)
 
 
+# For entry scripts (needs ``import os``): True the first time any worker gets here (O_EXCL makes it
+# race-free): a fault that happens once, then lets the retry pass.
+FIRST_TIME = """
+def _first_time(tag):
+    try:
+        os.close(os.open(f"marker-{tag}", os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
+"""
+
 ECHO = """
 import os
 def run(mini_batch):

@@ -10,20 +10,13 @@ import sqlite3
 from dataclasses import dataclass, field
 
 import pytest
-from engine_helpers import expected_names
+from engine_helpers import FIRST_TIME, expected_names
 
 PRELUDE = """
 import os, sys, time, ctypes, threading
 def _target(mini_batch):
     return any(os.path.basename(p) == "f004.txt" for p in mini_batch)
-def _first_time(tag):
-    # True the first time any worker gets here (O_EXCL makes it race-free).
-    try:
-        os.close(os.open(f"marker-{tag}", os.O_CREAT | os.O_EXCL))
-        return True
-    except FileExistsError:
-        return False
-"""
+""" + FIRST_TIME
 
 ECHO_TAIL = "    return [os.path.basename(p) for p in mini_batch]\n"
 

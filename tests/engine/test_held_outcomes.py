@@ -8,17 +8,12 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from engine_helpers import expected_names, make_job
+from engine_helpers import FIRST_TIME, expected_names, make_job
 
 # Quick batches of one file; the one holding f030.txt misbehaves the first time any worker runs it.
 SCRIPT = """
 import os, time
-def _first_time(tag):
-    try:
-        os.close(os.open(f"marker-{tag}", os.O_CREAT | os.O_EXCL))
-        return True
-    except FileExistsError:
-        return False
+""" + FIRST_TIME + """
 def run(mini_batch):
     if any(p.endswith("f030.txt") for p in mini_batch) and _first_time("once"):
         MISBEHAVE
