@@ -22,6 +22,7 @@ from pydantic_core import ErrorDetails
 
 from .batch_size import EXAMPLE as MINI_BATCH_SIZE_EXAMPLE
 from .batch_size import SIZE_RE, is_auto, mini_batch_size_problem, parse_count, parse_size
+from .data.storage import unkeyed_options
 from .errors import JobSpecError
 from .spec_overrides import apply_overrides, parse_overrides
 from .spec_paths import SOURCE_DIRECTORY_EXAMPLE, path_problems
@@ -172,6 +173,17 @@ class JobSpec(BaseModel):
             raise ValueError("not a size; use bytes or a size such as 2GB")
         return v
 
+    @field_validator("storage_options")
+    @classmethod
+    def _keyed_by_protocol(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # The schema lets {client_kwargs: {...}} through (its value is a mapping); a run refuses it later
+        # (data/storage.job_storage_options). Said here, a spec with it fails when it is loaded.
+        loose = unkeyed_options(v)
+        if loose:
+            raise ValueError(f"{', '.join(loose)}: not a protocol. Options are keyed by the protocol of the input or "
+                             "output they are for (az, abfs, s3): write them under it")
+        return v
+
     @field_validator("resources")
     @classmethod
     def _resource_amounts(cls, v: dict[str, float]) -> dict[str, float]:
@@ -306,7 +318,9 @@ def validation_problems(err: ValidationError, *, skip: int = 0,
         loc = ".".join(str(p) for p in e["loc"][skip:] if not str(p).startswith("~"))
         text = word(e, loc)
         if text is None:
-            what = "required field is missing." if e["type"] == "missing" else f"{e.get('input')!r} is invalid ({e['msg']})."
+            # Storage options hold credentials: their values are never quoted back.
+            shown = "the value" if "storage_options" in map(str, e["loc"]) else repr(e.get("input"))
+            what = "required field is missing." if e["type"] == "missing" else f"{shown} is invalid ({e['msg']})."
             text = f"{loc + ': ' if loc else ''}{what}{example(e['loc'])}"
         problems.append(text)
     return problems

@@ -104,3 +104,21 @@ def test_run_job_refuses_flat_options_beside_the_specs_before_any_run(tmp_path: 
     result = run_job(job / "job.yml", workspace=ws, progress="quiet", storage_options={"az": GIVEN_AZ})
     assert result.status == "Completed", result.summary()
     assert sorted((job / "out" / "parallel_run_step.txt").read_text().split()) == ["a.txt", "b.txt"]
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    pytest.param({"client_kwargs": {"aws_secret_access_key": SECRET}}, "client_kwargs: not a protocol",
+                 id="a filesystem's own option"),
+    pytest.param({"az": f"AccountName=a;AccountKey={SECRET}"}, "Input should be a valid dictionary",
+                 id="a connection string where options belong"),
+])
+def test_a_spec_with_options_under_no_protocol_fails_when_loaded_without_quoting_them(
+        options: dict[str, Any], said: str) -> None:
+    from parallelrun.config import validate_spec
+    from parallelrun.errors import JobSpecError
+
+    with pytest.raises(JobSpecError) as e:
+        validate_spec({"name": "keyed", "entry_script": "e.py", "inputs": [{"type": "file", "path": "d"}],
+                       "storage_options": options})
+    assert said in str(e.value) and "storage_options" in str(e.value)
+    assert SECRET not in str(e.value)  # credentials are never quoted back
