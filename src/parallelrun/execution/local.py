@@ -45,7 +45,6 @@ from .base import WorkerState
 from .messages import Event, InitFailed, Outcome, Ready, Stop, Work
 from .pool import WorkerPool
 from .reaper import Reaper
-from .running_note import running_position
 from .worker import WorkerConfig, worker_main
 
 _CAUSES = {
@@ -259,11 +258,6 @@ class LocalExecutor(WorkerPool[_Proc]):
 
     def _spawn_replacement(self, name: str) -> str | None:
         return self._spawn()
-
-    def _running_position(self, name: str, st: WorkerState) -> int:
-        """A worker sends the outcomes of quick batches a few at a time (``worker.py``): when it dies or
-        times out, the ones it held had ended; its note says which batch was running."""
-        return running_position(self.log_dir, name, st.queue)
 
     def _forget(self, name: str) -> None:
         """Stop watching a worker, kill it and its process group, reap it."""

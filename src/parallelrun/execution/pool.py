@@ -26,6 +26,7 @@ from ..errors import UserCodeError
 from . import stacks
 from .base import Executor, WorkerState
 from .messages import Event, Outcome, WorkerInitFailed, WorkerLost, WorkerReady
+from .running_note import running_position
 
 _WAKE_SLICE = 0.01  # seconds: how late a backend that cannot watch ``wake_fd`` may see it ready
 H = TypeVar("H")  # a backend's handle on one worker (a process and its pipe, a Ray actor)
@@ -39,7 +40,8 @@ class WorkerPool(Executor, Generic[H]):
     max_depth: int = 32
     #: refill a worker only once half its queue is done (batches then travel several to a message)
     refill_at_half: bool = True
-    #: the run's logs folder, where workers leave their stack dumps (execution/stacks.py); None: no dumps
+    #: the run's logs folder, where workers leave their stack dumps (execution/stacks.py) and running notes
+    #: (running_note.py); None: neither
     log_dir: str | None = None
     #: ``_wait`` also ends when ``wake_fd`` is readable; a backend that cannot (Ray) waits in short slices
     watches_wake_fd: bool = False
@@ -152,10 +154,11 @@ class WorkerPool(Executor, Generic[H]):
         events.append(outcome if outcome.worker == name else outcome.with_worker(name))
 
     def _running_position(self, name: str, st: WorkerState) -> int:
-        """Where in its queue a worker that died or timed out was: 0 (the head) unless the backend knows
-        better (``running_note.py``: a Ray actor's reply, or the outcomes a local worker held a moment, can
-        die with it, and the batches they were for are then not the one running)."""
-        return 0
+        """Where in its queue a worker that died or timed out was. Not always the head: a Ray actor's reply,
+        or the outcomes a local worker held a moment (``outbox.py``), can die with it, and the batches they
+        were for are then not the one running. Every worker notes the batch it starts in the logs folder
+        (``running_note.py``); without a note (no logs folder, or one the driver does not see) the head."""
+        return running_position(self.log_dir, name, st.queue)
 
     def _return_ended(self, name: str, st: WorkerState, events: list[Event]) -> None:
         """Before failing a gone worker's running batch: the batches ahead of it in its queue had ended, but

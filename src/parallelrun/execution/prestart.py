@@ -144,20 +144,25 @@ def _walk_early(spec: dict[str, Any], job: Path) -> None:
     path = path[0] if isinstance(path, list) and path else path
     if not isinstance(path, str):
         return
-    global _registered
     try:
         from ..data.files import walk_early
 
-        if walk_early(path, job.resolve().parent) and not _registered:
-            _registered = True
-            atexit.register(discard)
+        if walk_early(path, job.resolve().parent):
+            _discard_at_exit()
     except Exception:  # noqa: BLE001 - planning walks it as usual, and says what is wrong with it
         pass
 
 
+def _discard_at_exit() -> None:
+    """What was started ahead and not taken is stopped at exit too (:func:`discard`), registered once."""
+    global _registered
+    if not _registered:
+        _registered = True
+        atexit.register(discard)
+
+
 def prestart(n: int) -> None:
     """Start ``n`` workers that import the engine's worker module and wait for their configuration."""
-    global _registered
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -173,9 +178,8 @@ def prestart(n: int) -> None:
             break
         child.close()
         _waiting.append((p, parent))
-    if _waiting and not _registered:
-        _registered = True
-        atexit.register(discard)
+    if _waiting:
+        _discard_at_exit()
 
 
 def take(python: str | None) -> tuple[Any, Any] | None:

@@ -42,10 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.batches import FileBatch, MiniBatch
-from .base import WorkerState
 from .messages import Event
 from .pool import WorkerPool
-from .running_note import running_position
 from .worker import WorkerConfig, has_remote
 
 #: seconds between liveness pings of an actor that holds no mini-batch
@@ -184,13 +182,6 @@ class RayCalls(WorkerPool[ActorCalls]):
         except self.ray.exceptions.RayError as e:
             self._lost(name, death_cause(e), events)
             return _LOST
-
-    def _running_position(self, name: str, st: WorkerState) -> int:
-        """An actor runs its calls in order and replies to each as it ends; dying right after one ended (in
-        the next batch's run()), the reply of the ended one can be lost with it, so the head of its queue is
-        not always the batch it died in. The actor notes each batch it starts; on this machine (or a shared
-        logs folder) that note says which one ran."""
-        return running_position(self.cfg.log_dir, name, st.queue)
 
     def _ping_idle(self, now: float) -> None:
         for name, a in self._handles.items():
