@@ -18,8 +18,9 @@ from typing import Any
 
 from ..errors import MissingExtraError, UsageError
 
-_EXTRAS = {"az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure"),
-           "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3")}
+#: the object stores parallelrun reads and writes: protocol -> (the fsspec backend's module, the extra to install)
+BACKENDS = {"az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure"),
+            "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3")}
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # A protocol is a URL scheme (RFC 3986: no "_"), so a filesystem's own option names (account_name,
 # client_kwargs) never pass for one; one-word options (key, anon) hold a string or a bool, not a dict.
@@ -110,5 +111,5 @@ def url_to_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[
     try:
         return fsspec.core.url_to_fs(url, **(storage_options or {}).get(protocol, {}))
     except ImportError as e:
-        pkg, extra = _EXTRAS.get(protocol, (protocol, protocol))
+        pkg, extra = BACKENDS.get(protocol, (protocol, protocol))
         raise MissingExtraError(pkg, extra, f"reading {protocol}:// paths") from e

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlparse
 
 from ..data.endpoint import FROM_STORAGE_OPTIONS, EndpointUnreachable, check_protocol_endpoint
 from ..data.endpoint import advice as endpoint_advice
-from ..data.storage import unkeyed_options
+from ..data.storage import BACKENDS, unkeyed_options
 from ..errors import MissingExtraError, OutputError, UsageError
 from . import _compose
 from ._claim import OutputClaim
@@ -39,10 +39,6 @@ from ._compose import AZURE_PROTOCOLS, AzureBlocks, is_block_record
 from ._records import LAYOUTS, PARTS_DIR, PartHash, PartRecord, Records, default_file_name
 from ._store import FsspecStore, LocalStore
 from ._writer import PartWriter
-
-# protocol -> (module that provides it, pip extra)
-_BACKENDS = {"az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure"),
-             "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3")}
 
 
 @dataclass(frozen=True)
@@ -75,11 +71,11 @@ class OutputLocation:
         if scheme == "file":
             path = unquote(urlparse(text).path)
             return cls.parse(path, base_dir=base_dir)
-        if scheme not in _BACKENDS:
+        if scheme not in BACKENDS:
             raise UsageError(
                 f"output {text!r}: parallelrun cannot write to {scheme}:// locations. Use a local folder, "
                 f"file://, az:// or abfs:// (Azure Blob), or s3://. Example: output: az://results/embed")
-        module, extra = _BACKENDS[scheme]
+        module, extra = BACKENDS[scheme]
         if importlib.util.find_spec(module) is None:
             raise MissingExtraError(module, extra, f"writing output to {scheme}://")
         rest = text.split("://", 1)[1].strip("/")
